@@ -1,0 +1,511 @@
+/* store:append and store:append_many. Everything a caller can get wrong is
+ * checked and encoded first, with no transaction open; then one short write
+ * transaction checks expected versions and writes all events or none. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <lauxlib.h>
+#include "cerror.h"
+#include "codec.h"
+#include "logdb.h"
+#include "store.h"
+#include "uuid.h"
+
+enum { EXPECT_ANY, EXPECT_NO_STREAM, EXPECT_EXISTS, EXPECT_VERSION };
+static const char *const expect_names[] = { "any", "no_stream", "exists", NULL };
+
+/* Returned by append_in_txn when a check failed; details are in append_failure. */
+#define APPEND_REFUSED 0x100000
+#define APPEND_MAX_GROWTHS 40
+
+typedef struct pending_event {
+  size_t type_off, type_len;   /* offsets into scratch_bytes */
+  size_t meta_off, meta_len;
+  size_t data_off, data_len;
+  unsigned char id[16];
+  int has_id;                  /* the caller chose the id: idempotency applies */
+  unsigned schema;
+} pending_event;
+
+typedef struct pending_stream {
+  size_t name_off, name_len;
+  int expected;
+  uint64_t expected_version;
+  size_t first_event, n_events;
+  uint64_t version, position;  /* results */
+} pending_stream;
+
+typedef struct append_failure {
+  const char *code;            /* "conflict", "duplicate_id" or "corrupt" */
+  size_t stream;
+  int exists;
+  uint64_t actual_count;
+  unsigned char id[16];
+  uint64_t position;
+} append_failure;
+
+#define PENDING_EVENTS(s) ((pending_event *)(s)->scratch_events.data)
+#define PENDING_STREAMS(s) ((pending_stream *)(s)->scratch_streams.data)
+
+static void append_nomem(lua_State *L) { luaL_error(L, "append: out of memory"); }
+
+/* Reads `expected` at idx: nil (any), a constant name, or a version >= 0. */
+static void append_check_expected(lua_State *L, int idx, const char *where, pending_stream *ps) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: case LUA_TNONE:
+      ps->expected = EXPECT_ANY;
+      return;
+    case LUA_TSTRING: {
+      const char *name = lua_tostring(L, idx);
+      for (int i = 0; expect_names[i]; i++)
+        if (strcmp(name, expect_names[i]) == 0) { ps->expected = i; return; }
+      break;
+    }
+    case LUA_TNUMBER: {
+      int ok;
+      lua_Integer v = lua_tointegerx(L, idx, &ok);
+      if (ok && v >= 0) {
+        ps->expected = EXPECT_VERSION;
+        ps->expected_version = (uint64_t)v;
+        return;
+      }
+      break;
+    }
+  }
+  luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 (got %s)",
+             where, lua_type(L, idx) == LUA_TNUMBER || lua_type(L, idx) == LUA_TSTRING
+                        ? lua_tostring(L, idx) : luaL_typename(L, idx));
+}
+
+static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", NULL };
+
+/* Checks and encodes events[i] (the table on top of the stack). */
+static void append_encode_event(lua_State *L, store *s, const char *where, lua_Integer i,
+                                size_t stream_len) {
+  int ev = lua_gettop(L);
+  char root[96];
+  if (!lua_istable(L, ev))
+    luaL_error(L, "%s: events[%I] must be a table, got %s", where, i, luaL_typename(L, ev));
+  lua_pushnil(L);
+  while (lua_next(L, ev)) {
+    lua_pop(L, 1);
+    int known = 0;
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (int f = 0; event_fields[f]; f++)
+        if (strcmp(lua_tostring(L, -1), event_fields[f]) == 0) known = 1;
+    if (!known)
+      luaL_error(L, "%s: events[%I] has an unknown field %s (allowed: type, data, meta, id, schema)",
+                 where, i, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+  }
+  pending_event pe;
+  memset(&pe, 0, sizeof pe);
+  buf *bytes = &s->scratch_bytes;
+
+  lua_getfield(L, ev, "type");
+  size_t tlen;
+  const char *type = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &tlen) : NULL;
+  if (type == NULL || tlen == 0 || tlen > RECORD_MAX_TYPE)
+    luaL_error(L, "%s: events[%I].type must be a string of 1 to %d bytes", where, i, RECORD_MAX_TYPE);
+  pe.type_off = bytes->len;
+  pe.type_len = tlen;
+  if (buf_append(bytes, type, tlen)) append_nomem(L);
+  lua_pop(L, 1);
+
+  lua_getfield(L, ev, "id");
+  if (lua_isnil(L, -1)) {
+    if (uuid_v7(pe.id) != 0) luaL_error(L, "%s: no randomness available for an event id", where);
+  } else {
+    size_t idlen;
+    const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &idlen) : NULL;
+    if (id == NULL || uuid_parse(id, idlen, pe.id) != 0)
+      luaL_error(L, "%s: events[%I].id must be a UUID string like "
+                    "'0190b6c8-2f1e-7a3b-9c4d-5e6f708192a3'", where, i);
+    pe.has_id = 1;
+  }
+  lua_pop(L, 1);
+
+  lua_getfield(L, ev, "schema");
+  pe.schema = 1;
+  if (!lua_isnil(L, -1)) {
+    int ok;
+    lua_Integer v = lua_tointegerx(L, -1, &ok);
+    if (!ok || lua_type(L, -1) != LUA_TNUMBER || v < 1 || v > 65535)
+      luaL_error(L, "%s: events[%I].schema must be an integer from 1 to 65535", where, i);
+    pe.schema = (unsigned)v;
+  }
+  lua_pop(L, 1);
+
+  lua_getfield(L, ev, "meta");
+  snprintf(root, sizeof root, "events[%lld].meta", (long long)i);
+  pe.meta_off = bytes->len;
+  codec_encode(L, -1, bytes, root);
+  pe.meta_len = bytes->len - pe.meta_off;
+  lua_pop(L, 1);
+
+  lua_getfield(L, ev, "data");
+  snprintf(root, sizeof root, "events[%lld].data", (long long)i);
+  pe.data_off = bytes->len;
+  codec_encode(L, -1, bytes, root);
+  pe.data_len = bytes->len - pe.data_off;
+  lua_pop(L, 1);
+
+  size_t size = RECORD_HEADER + stream_len + pe.type_len + pe.meta_len + pe.data_len;
+  if (size > s->max_event_size)
+    luaL_error(L, "%s: events[%I] is %I bytes stored, over max_event_size (%I)", where, i,
+               (lua_Integer)size, (lua_Integer)s->max_event_size);
+  if (buf_append(&s->scratch_events, &pe, sizeof pe)) append_nomem(L);
+}
+
+/* Checks one (stream, events, expected) triple at the given stack slots. */
+static void append_encode_stream(lua_State *L, store *s, const char *where, int name_idx,
+                                 int events_idx, int expected_idx) {
+  pending_stream ps;
+  memset(&ps, 0, sizeof ps);
+  size_t len;
+  const char *name = lua_type(L, name_idx) == LUA_TSTRING ? lua_tolstring(L, name_idx, &len) : NULL;
+  if (name == NULL || len == 0 || len > RECORD_MAX_STREAM)
+    luaL_error(L, "%s: stream must be a string of 1 to %d bytes", where, RECORD_MAX_STREAM);
+  append_check_expected(L, expected_idx, where, &ps);
+  if (!lua_istable(L, events_idx))
+    luaL_error(L, "%s: events must be a list of event tables, got %s", where, luaL_typename(L, events_idx));
+  lua_Integer n = (lua_Integer)lua_rawlen(L, events_idx);
+  if (n == 0)
+    luaL_error(L, "%s: events must be a non-empty list of events (wrap a single event in { })", where);
+  ps.name_off = s->scratch_bytes.len;
+  ps.name_len = len;
+  if (buf_append(&s->scratch_bytes, name, len)) append_nomem(L);
+  ps.first_event = s->scratch_events.len / sizeof(pending_event);
+  ps.n_events = (size_t)n;
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, events_idx, i);
+    append_encode_event(L, s, where, i, len);
+    lua_pop(L, 1);
+  }
+  if (buf_append(&s->scratch_streams, &ps, sizeof ps)) append_nomem(L);
+}
+
+static int64_t append_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int append_put_u64(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, uint64_t v,
+                          unsigned flags) {
+  unsigned char b[8];
+  put_u64be(b, v);
+  MDB_val k = { klen, (void *)key }, d = { 8, b };
+  return mdb_put(txn, dbi, &k, &d, flags);
+}
+
+/* The stream's events all carry ids that are already stored: succeed without
+ * writing if they are the same events in the same place, else refuse. */
+static int append_check_replay(store *s, MDB_txn *txn, pending_stream *ps, append_failure *f) {
+  envref *e = s->e;
+  const unsigned char *bytes = s->scratch_bytes.data;
+  uint64_t first_version = 0;
+  for (size_t j = 0; j < ps->n_events; j++) {
+    pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
+    memcpy(f->id, pe->id, 16);
+    f->position = 0;
+    f->code = "duplicate_id";
+    if (!pe->has_id) return APPEND_REFUSED;
+    MDB_val k = { 16, pe->id }, d;
+    int rc = mdb_get(txn, e->dbi[DB_EVENT_IDS], &k, &d);
+    if (rc == MDB_NOTFOUND) return APPEND_REFUSED;
+    if (rc) return rc;
+    if (d.mv_size != 8) return MDB_CORRUPTED;
+    uint64_t pos = get_u64be(d.mv_data);
+    f->position = pos;
+    unsigned char pk[8];
+    put_u64be(pk, pos);
+    MDB_val lk = { 8, pk }, rec;
+    rc = mdb_get(txn, e->dbi[DB_LOG], &lk, &rec);
+    if (rc) return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;
+    record_view v;
+    const char *why;
+    if (record_parse(rec.mv_data, rec.mv_size, &v, &why) != 0) {
+      f->code = "corrupt";
+      return APPEND_REFUSED;
+    }
+    if (j == 0) first_version = v.version;
+    if (v.stream_len != ps->name_len || memcmp(v.stream, bytes + ps->name_off, v.stream_len) ||
+        v.type_len != pe->type_len || memcmp(v.type, bytes + pe->type_off, v.type_len) ||
+        v.data_len != pe->data_len || memcmp(v.data, bytes + pe->data_off, v.data_len) ||
+        v.version != first_version + j)
+      return APPEND_REFUSED;
+    ps->version = v.version;
+    ps->position = pos;
+  }
+  return 0;
+}
+
+static int append_expected_ok(const pending_stream *ps, int exists, const stream_meta *m) {
+  switch (ps->expected) {
+    case EXPECT_NO_STREAM: return !exists;
+    case EXPECT_EXISTS: return exists;
+    case EXPECT_VERSION: return exists && m->count == ps->expected_version + 1;
+    default: return 1;
+  }
+}
+
+static int append_write_event(store *s, MDB_txn *txn, pending_stream *ps, pending_event *pe,
+                              const stream_meta *m, uint64_t pos, int64_t now, append_failure *f) {
+  envref *e = s->e;
+  const unsigned char *bytes = s->scratch_bytes.data;
+  const unsigned char *name = bytes + ps->name_off;
+  size_t len = RECORD_HEADER + ps->name_len + pe->type_len + pe->meta_len + pe->data_len;
+  unsigned char key[CATEGORY_KEY_MAX];
+  put_u64be(key, pos);
+  MDB_val k = { 8, key }, d = { len, NULL };
+  int rc = mdb_put(txn, e->dbi[DB_LOG], &k, &d, MDB_APPEND | MDB_RESERVE);
+  if (rc) return rc;
+  unsigned char *rec = d.mv_data, *p = rec + RECORD_HEADER;
+  memcpy(p, name, ps->name_len); p += ps->name_len;
+  memcpy(p, bytes + pe->type_off, pe->type_len); p += pe->type_len;
+  memcpy(p, bytes + pe->meta_off, pe->meta_len); p += pe->meta_len;
+  memcpy(p, bytes + pe->data_off, pe->data_len);
+  record_view v = { .stream_len = ps->name_len, .type_len = pe->type_len, .meta_len = pe->meta_len,
+                    .id = pe->id, .version = m->count, .time = now, .schema = pe->schema };
+  record_seal(rec, len, &v);
+
+  stream_index_key(key, m->id, m->count);
+  if ((rc = append_put_u64(txn, e->dbi[DB_STREAM_INDEX], key, 16, pos, 0))) return rc;
+  size_t klen = category_key(key, name, category_len(name, ps->name_len), pos);
+  MDB_val ck = { klen, key }, empty = { 0, "" };
+  if ((rc = mdb_put(txn, e->dbi[DB_CATEGORY_INDEX], &ck, &empty, 0))) return rc;
+  rc = append_put_u64(txn, e->dbi[DB_EVENT_IDS], pe->id, 16, pos, MDB_NOOVERWRITE);
+  if (rc == MDB_KEYEXIST) {
+    f->code = "duplicate_id";
+    memcpy(f->id, pe->id, 16);
+    f->position = 0;
+    return APPEND_REFUSED;
+  }
+  return rc;
+}
+
+/* All checks and writes of one append, inside `txn`. */
+static int append_in_txn(store *s, MDB_txn *txn, size_t nstreams, append_failure *f) {
+  envref *e = s->e;
+  uint64_t head, seq = 0;
+  int seq_loaded = 0;
+  int64_t now = append_now();
+  int rc = log_head(txn, e, &head);
+  if (rc) return rc;
+  for (size_t i = 0; i < nstreams; i++) {
+    pending_stream *ps = &PENDING_STREAMS(s)[i];
+    pending_event *events = &PENDING_EVENTS(s)[ps->first_event];
+    const void *name = s->scratch_bytes.data + ps->name_off;
+    f->stream = i;
+    stream_meta m;
+    rc = stream_meta_get(txn, e, name, ps->name_len, &m);
+    int exists = rc == 0;
+    if (rc && rc != MDB_NOTFOUND) return rc;
+
+    int any_known_id = 0;
+    for (size_t j = 0; j < ps->n_events && !any_known_id; j++) {
+      if (!events[j].has_id) continue;
+      MDB_val k = { 16, events[j].id }, d;
+      rc = mdb_get(txn, e->dbi[DB_EVENT_IDS], &k, &d);
+      if (rc == 0) any_known_id = 1;
+      else if (rc != MDB_NOTFOUND) return rc;
+    }
+    if (any_known_id) {
+      rc = append_check_replay(s, txn, ps, f);
+      if (rc) return rc;
+      continue;                       /* already written: nothing to do */
+    }
+    if (!append_expected_ok(ps, exists, &m)) {
+      f->code = "conflict";
+      f->exists = exists;
+      f->actual_count = exists ? m.count : 0;
+      return APPEND_REFUSED;
+    }
+    if (!exists) {
+      if (!seq_loaded) {
+        MDB_val k = { 10, "stream_seq" }, d;
+        rc = mdb_get(txn, e->dbi[DB_META], &k, &d);
+        if (rc) return rc;
+        if (d.mv_size != 8) return MDB_CORRUPTED;
+        seq = get_u64be(d.mv_data);
+        seq_loaded = 1;
+      }
+      memset(&m, 0, sizeof m);
+      m.id = ++seq;
+      m.first_position = head + 1;
+      m.created = now;
+    }
+    for (size_t j = 0; j < ps->n_events; j++) {
+      rc = append_write_event(s, txn, ps, &events[j], &m, ++head, now, f);
+      if (rc) return rc;
+      m.count++;
+    }
+    m.last_position = head;
+    m.updated = now;
+    unsigned char mv[STREAM_META_SIZE];
+    stream_meta_encode(&m, mv);
+    MDB_val k = { ps->name_len, (void *)name }, d = { STREAM_META_SIZE, mv };
+    if ((rc = mdb_put(txn, e->dbi[DB_STREAMS], &k, &d, 0))) return rc;
+    ps->version = m.count - 1;
+    ps->position = head;
+  }
+  if (seq_loaded) rc = append_put_u64(txn, e->dbi[DB_META], "stream_seq", 10, seq, 0);
+  return rc;
+}
+
+/* Runs the write transaction, growing the map and retrying on MDB_MAP_FULL. */
+static int append_commit(store *s, size_t nstreams, append_failure *f) {
+  for (int growths = 0;; growths++) {
+    MDB_txn *txn;
+    int rc = envreg_txn_begin(s->e, s->write_flags, &txn);
+    if (rc) return rc;
+    rc = append_in_txn(s, txn, nstreams, f);
+    if (rc == 0) rc = envreg_txn_finish(s->e, txn, 1);
+    else envreg_txn_finish(s->e, txn, 0);
+    if (rc != MDB_MAP_FULL || growths >= APPEND_MAX_GROWTHS) return rc;
+    if ((rc = envreg_grow(s->e))) return rc;
+  }
+}
+
+static void append_reset(store *s) {
+  s->scratch_bytes.len = 0;
+  s->scratch_events.len = 0;
+  s->scratch_streams.len = 0;
+}
+
+static store *append_check_store(lua_State *L) {
+  store *s = store_check(L, 1);
+  append_reset(s);
+  return s;
+}
+
+static void append_push_conflict(lua_State *L, store *s, const append_failure *f, int many) {
+  pending_stream *ps = &PENDING_STREAMS(s)[f->stream];
+  char name[RECORD_MAX_STREAM + 1];
+  memcpy(name, s->scratch_bytes.data + ps->name_off, ps->name_len);
+  name[ps->name_len] = '\0';
+  lua_pushnil(L);
+  if (strcmp(f->code, "conflict") == 0) {
+    char want[48], got[48];
+    if (ps->expected == EXPECT_VERSION)
+      snprintf(want, sizeof want, "version %llu", (unsigned long long)ps->expected_version);
+    else
+      snprintf(want, sizeof want, "%s", ps->expected == EXPECT_NO_STREAM ? "no stream" : "an existing stream");
+    if (f->exists) snprintf(got, sizeof got, "is at version %llu", (unsigned long long)(f->actual_count - 1));
+    else snprintf(got, sizeof got, "does not exist");
+    int err = cerr_new(L, "conflict", "stream '%s' %s, expected %s", name, got, want);
+    if (ps->expected == EXPECT_VERSION) lua_pushinteger(L, (lua_Integer)ps->expected_version);
+    else lua_pushstring(L, expect_names[ps->expected]);
+    lua_setfield(L, err, "expected");
+    if (f->exists) {
+      lua_pushinteger(L, (lua_Integer)f->actual_count - 1);
+      lua_setfield(L, err, "actual");
+    }
+  } else {
+    char id[UUID_TEXT_LEN + 1];
+    uuid_format(f->id, id);
+    id[UUID_TEXT_LEN] = '\0';
+    int err;
+    if (strcmp(f->code, "corrupt") == 0)
+      err = cerr_new(L, "corrupt", "the stored event with id %s (position %I) is damaged", id,
+                     (lua_Integer)f->position);
+    else if (f->position)
+      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different event",
+                     id, (lua_Integer)f->position);
+    else
+      err = cerr_new(L, "duplicate_id", "event id %s is used twice in this append", id);
+    lua_pushstring(L, id);
+    lua_setfield(L, err, "id");
+    if (f->position) {
+      lua_pushinteger(L, (lua_Integer)f->position);
+      lua_setfield(L, err, "position");
+    }
+  }
+  lua_pushlstring(L, name, ps->name_len);
+  lua_setfield(L, -2, "stream");
+  if (many) {
+    lua_pushinteger(L, (lua_Integer)f->stream + 1);
+    lua_setfield(L, -2, "index");
+  }
+}
+
+static int append_finish(lua_State *L, store *s, size_t nstreams, int many) {
+  append_failure f;
+  memset(&f, 0, sizeof f);
+  int rc = append_commit(s, nstreams, &f);
+  if (rc == APPEND_REFUSED) {
+    append_push_conflict(L, s, &f, many);
+    return 2;
+  }
+  if (rc) return cerr_mdb_result(L, rc, many ? "append_many" : "append");
+  if (!many) {
+    pending_stream *ps = &PENDING_STREAMS(s)[0];
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)ps->version);
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, (lua_Integer)ps->position);
+    lua_setfield(L, -2, "position");
+    return 1;
+  }
+  lua_createtable(L, (int)nstreams, 1);
+  uint64_t last = 0;
+  for (size_t i = 0; i < nstreams; i++) {
+    pending_stream *ps = &PENDING_STREAMS(s)[i];
+    lua_createtable(L, 0, 3);
+    lua_pushlstring(L, (const char *)s->scratch_bytes.data + ps->name_off, ps->name_len);
+    lua_setfield(L, -2, "stream");
+    lua_pushinteger(L, (lua_Integer)ps->version);
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, (lua_Integer)ps->position);
+    lua_setfield(L, -2, "position");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+    if (ps->position > last) last = ps->position;
+  }
+  lua_pushinteger(L, (lua_Integer)last);
+  lua_setfield(L, -2, "position");
+  return 1;
+}
+
+static int append_readonly(lua_State *L) {
+  return cerr_result(L, "readonly", "the store was opened read-only");
+}
+
+/* store:append(stream, events [, expected]) -> {version, position} | nil, err */
+static int append_one(lua_State *L) {
+  store *s = append_check_store(L);
+  lua_settop(L, 4);
+  append_encode_stream(L, s, "append", 2, 3, 4);
+  if (s->readonly) return append_readonly(L);
+  return append_finish(L, s, 1, 0);
+}
+
+/* store:append_many({ {stream=, events=, expected=}, ... }) -> results | nil, err */
+static int append_many(lua_State *L) {
+  store *s = append_check_store(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+  if (n == 0) luaL_error(L, "append_many: expects a non-empty list of {stream=, events=, expected=}");
+  lua_settop(L, 2);
+  for (lua_Integer i = 1; i <= n; i++) {
+    char where[48];
+    snprintf(where, sizeof where, "append_many[%lld]", (long long)i);
+    if (lua_rawgeti(L, 2, i) != LUA_TTABLE) luaL_error(L, "%s: must be a table", where);
+    lua_getfield(L, 3, "stream");
+    lua_getfield(L, 3, "events");
+    lua_getfield(L, 3, "expected");
+    append_encode_stream(L, s, where, 4, 5, 6);
+    lua_settop(L, 2);
+  }
+  if (s->readonly) return append_readonly(L);
+  return append_finish(L, s, (size_t)n, 1);
+}
+
+static const luaL_Reg append_methods[] = {
+  { "append", append_one },
+  { "append_many", append_many },
+  { NULL, NULL }
+};
+
+void append_register(lua_State *L) {
+  luaL_setfuncs(L, append_methods, 0);
+}

@@ -1,0 +1,369 @@
+/* Lua values <-> MessagePack, through msgpack-c (see codec.h and README).
+ * Encoding walks the Lua value with msgpack-c's packer; decoding first checks
+ * the bytes with codec_skip (bounds, depth, container sizes against the bytes
+ * left, so hostile input cannot make msgpack-c allocate wildly), then lets
+ * msgpack_unpack build its object tree in a reused zone and walks it onto the
+ * Lua stack. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <lauxlib.h>
+#include <msgpack.h>
+#include "codec.h"
+
+/* ---- encoding ---- */
+
+typedef struct codec_key {
+  int type;                 /* LUA_TSTRING, LUA_TNUMBER (integer or float), LUA_TBOOLEAN */
+  int is_int;
+  lua_Integer i;
+  double d;
+  const char *s;
+  size_t len;
+} codec_key;
+
+typedef struct codec_enc {
+  lua_State *L;
+  buf *out;
+  msgpack_packer pk;
+  const char *root;
+  int depth;
+  const void *tables[CODEC_MAX_DEPTH];   /* tables being encoded: a repeat is a cycle */
+  codec_key path[CODEC_MAX_DEPTH];       /* the key taken at each depth */
+} codec_enc;
+
+static int codec_write(void *data, const char *p, size_t n) {
+  return buf_append((buf *)data, p, n);
+}
+
+static int codec_is_identifier(const char *s, size_t len) {
+  if (len == 0 || !(s[0] == '_' || (s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z'))) return 0;
+  for (size_t i = 1; i < len; i++) {
+    char c = s[i];
+    if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) return 0;
+  }
+  return 1;
+}
+
+/* Raises "<path>: <what>", the path built from the keys taken so far. */
+static void codec_fail(codec_enc *e, const char *what) {
+  lua_State *L = e->L;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, e->root);
+  for (int d = 0; d < e->depth; d++) {
+    const codec_key *k = &e->path[d];
+    char tmp[64];
+    if (k->type == LUA_TSTRING && codec_is_identifier(k->s, k->len)) {
+      luaL_addchar(&b, '.');
+      luaL_addlstring(&b, k->s, k->len);
+      continue;
+    }
+    luaL_addchar(&b, '[');
+    if (k->type == LUA_TSTRING) {
+      luaL_addchar(&b, '"');
+      luaL_addlstring(&b, k->s, k->len > 40 ? 40 : k->len);
+      if (k->len > 40) luaL_addstring(&b, "...");
+      luaL_addchar(&b, '"');
+    } else if (k->type == LUA_TBOOLEAN) {
+      luaL_addstring(&b, k->i ? "true" : "false");
+    } else {
+      if (k->is_int) snprintf(tmp, sizeof tmp, "%lld", (long long)k->i);
+      else snprintf(tmp, sizeof tmp, "%.17g", k->d);
+      luaL_addstring(&b, tmp);
+    }
+    luaL_addchar(&b, ']');
+  }
+  luaL_addstring(&b, ": ");
+  luaL_addstring(&b, what);
+  luaL_pushresult(&b);
+  lua_error(L);
+}
+
+static void codec_nomem(codec_enc *e) { codec_fail(e, "out of memory"); }
+
+/* True when s[0..len) is valid UTF-8 (then it is stored as str, else as bin). */
+static int codec_utf8_valid(const unsigned char *s, size_t len) {
+  size_t i = 0;
+  while (i < len) {
+    unsigned c = s[i];
+    if (c < 0x80) { i++; continue; }
+    size_t n;
+    unsigned min;
+    if ((c & 0xe0) == 0xc0) { n = 1; min = 0x80; c &= 0x1f; }
+    else if ((c & 0xf0) == 0xe0) { n = 2; min = 0x800; c &= 0x0f; }
+    else if ((c & 0xf8) == 0xf0) { n = 3; min = 0x10000; c &= 0x07; }
+    else return 0;
+    if (len - i <= n) return 0;
+    for (size_t j = 1; j <= n; j++) {
+      if ((s[i + j] & 0xc0) != 0x80) return 0;
+      c = (c << 6) | (s[i + j] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return 0;
+    i += n + 1;
+  }
+  return 1;
+}
+
+static void codec_encode_string(codec_enc *e, int idx) {
+  size_t len;
+  const char *s = lua_tolstring(e->L, idx, &len);
+  int rc = codec_utf8_valid((const unsigned char *)s, len) ? msgpack_pack_str_with_body(&e->pk, s, len)
+                                                          : msgpack_pack_bin_with_body(&e->pk, s, len);
+  if (rc) codec_nomem(e);
+}
+
+static void codec_encode_value(codec_enc *e, int idx);
+
+/* Records the key at idx as the current path element (the key stays on the stack). */
+static void codec_set_key(codec_enc *e, int idx) {
+  codec_key *k = &e->path[e->depth - 1];
+  lua_State *L = e->L;
+  k->type = lua_type(L, idx);
+  k->is_int = 0;
+  switch (k->type) {
+    case LUA_TSTRING: k->s = lua_tolstring(L, idx, &k->len); break;
+    case LUA_TBOOLEAN: k->i = lua_toboolean(L, idx); break;
+    case LUA_TNUMBER:
+      k->is_int = lua_isinteger(L, idx);
+      if (k->is_int) k->i = lua_tointeger(L, idx);
+      else k->d = lua_tonumber(L, idx);
+      break;
+  }
+}
+
+static void codec_encode_key(codec_enc *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TSTRING: case LUA_TBOOLEAN:
+      codec_encode_value(e, idx);
+      return;
+    case LUA_TNUMBER:
+      if (!lua_isinteger(L, idx) && isinf(lua_tonumber(L, idx))) codec_fail(e, "cannot store an infinite key");
+      codec_encode_value(e, idx);
+      return;
+    default: {
+      char what[64];
+      snprintf(what, sizeof what, "cannot store a %s as a key", luaL_typename(L, idx));
+      e->depth--;                 /* the path names the table, not a key */
+      codec_fail(e, what);
+    }
+  }
+}
+
+static void codec_encode_table(codec_enc *e, int idx) {
+  lua_State *L = e->L;
+  const void *self = lua_topointer(L, idx);
+  for (int d = 0; d < e->depth; d++)
+    if (e->tables[d] == self) codec_fail(e, "cannot store a cycle (a table that contains itself)");
+  if (e->depth >= CODEC_MAX_DEPTH) {
+    char what[64];
+    snprintf(what, sizeof what, "cannot store tables nested deeper than %d levels", CODEC_MAX_DEPTH);
+    codec_fail(e, what);
+  }
+  luaL_checkstack(L, 4, "nesting too deep");
+  idx = lua_absindex(L, idx);
+  lua_Unsigned n = lua_rawlen(L, idx), count = 0;
+  int is_array = n > 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    count++;
+    if (is_array) {
+      lua_Integer k;
+      if (!lua_isinteger(L, -1) || (k = lua_tointeger(L, -1)) < 1 || (lua_Unsigned)k > n) is_array = 0;
+    }
+  }
+  if (count > UINT32_MAX) codec_fail(e, "cannot store a table of more than 2^32-1 entries");
+  e->tables[e->depth++] = self;
+  if (is_array && count == n) {
+    if (msgpack_pack_array(&e->pk, (size_t)n)) codec_nomem(e);
+    codec_key *k = &e->path[e->depth - 1];
+    for (lua_Unsigned i = 1; i <= n; i++) {
+      k->type = LUA_TNUMBER;
+      k->is_int = 1;
+      k->i = (lua_Integer)i;
+      lua_rawgeti(L, idx, (lua_Integer)i);
+      codec_encode_value(e, -1);
+      lua_pop(L, 1);
+    }
+  } else {
+    if (msgpack_pack_map(&e->pk, (size_t)count)) codec_nomem(e);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      codec_set_key(e, -2);
+      codec_encode_key(e, -2);
+      codec_encode_value(e, -1);
+      lua_pop(L, 1);
+    }
+  }
+  e->depth--;
+}
+
+static void codec_encode_value(codec_enc *e, int idx) {
+  lua_State *L = e->L;
+  int rc = 0;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: rc = msgpack_pack_nil(&e->pk); break;
+    case LUA_TBOOLEAN: rc = lua_toboolean(L, idx) ? msgpack_pack_true(&e->pk) : msgpack_pack_false(&e->pk); break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) rc = msgpack_pack_int64(&e->pk, (int64_t)lua_tointeger(L, idx));
+      else rc = msgpack_pack_double(&e->pk, (double)lua_tonumber(L, idx));  /* floats stay floats */
+      break;
+    case LUA_TSTRING: codec_encode_string(e, idx); break;
+    case LUA_TTABLE: codec_encode_table(e, idx); break;
+    default: {
+      char what[64];
+      snprintf(what, sizeof what, "cannot store a %s", luaL_typename(L, idx));
+      codec_fail(e, what);
+    }
+  }
+  if (rc) codec_nomem(e);
+}
+
+void codec_encode(lua_State *L, int idx, buf *out, const char *root) {
+  codec_enc e;
+  e.L = L;
+  e.out = out;
+  e.root = root;
+  e.depth = 0;
+  msgpack_packer_init(&e.pk, out, codec_write);
+  codec_encode_value(&e, lua_absindex(L, idx));
+}
+
+/* ---- checking untrusted bytes ---- */
+
+int codec_skip(const unsigned char *p, size_t len, size_t *off) {
+  uint64_t pending[CODEC_MAX_DEPTH + 1];
+  int depth = 0;
+  pending[0] = 1;
+  size_t o = *off;
+  while (depth >= 0) {
+    if (pending[depth] == 0) { depth--; continue; }
+    pending[depth]--;
+    if (o >= len) return -1;
+    unsigned c = p[o++];
+    uint64_t body = 0, items = 0;
+    size_t hdr = 0;
+    int container = 0;
+    if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
+      /* fixint, nil, false, true */
+    } else if (c >= 0xa0 && c <= 0xbf) {
+      body = c & 0x1f;
+    } else if (c >= 0x90 && c <= 0x9f) {
+      items = c & 0x0f; container = 1;
+    } else if (c >= 0x80 && c <= 0x8f) {
+      items = 2 * (uint64_t)(c & 0x0f); container = 1;
+    } else {
+      switch (c) {
+        case 0xcc: case 0xd0: body = 1; break;
+        case 0xcd: case 0xd1: body = 2; break;
+        case 0xca: case 0xce: case 0xd2: body = 4; break;
+        case 0xcb: case 0xcf: case 0xd3: body = 8; break;
+        case 0xc4: case 0xd9: hdr = 1; break;           /* bin8, str8 */
+        case 0xc5: case 0xda: hdr = 2; break;           /* bin16, str16 */
+        case 0xc6: case 0xdb: hdr = 4; break;           /* bin32, str32 */
+        case 0xdc: hdr = 2; container = 1; break;       /* array16 */
+        case 0xdd: hdr = 4; container = 1; break;       /* array32 */
+        case 0xde: hdr = 2; container = 2; break;       /* map16 */
+        case 0xdf: hdr = 4; container = 2; break;       /* map32 */
+        default: return -1;                             /* ext types and 0xc1 are not ours */
+      }
+      if (hdr) {
+        if (len - o < hdr) return -1;
+        uint64_t n = 0;
+        for (size_t i = 0; i < hdr; i++) n = (n << 8) | p[o + i];
+        o += hdr;
+        if (container) items = n * (uint64_t)container;
+        else body = n;
+      }
+    }
+    if (body) {
+      if (len - o < body) return -1;
+      o += body;
+    }
+    if (container && items) {
+      if (items > len - o) return -1;                   /* every item needs a byte at least */
+      if (depth + 1 > CODEC_MAX_DEPTH) return -1;
+      pending[++depth] = items;
+    } else if (container && depth + 1 > CODEC_MAX_DEPTH) {
+      return -1;
+    }
+  }
+  *off = o;
+  return 0;
+}
+
+/* ---- decoding ---- */
+
+static int codec_push_object(lua_State *L, const msgpack_object *o, const char **why) {
+  switch (o->type) {
+    case MSGPACK_OBJECT_NIL: lua_pushnil(L); return 1;
+    case MSGPACK_OBJECT_BOOLEAN: lua_pushboolean(L, o->via.boolean); return 1;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+      if (o->via.u64 > (uint64_t)INT64_MAX) lua_pushnumber(L, (lua_Number)o->via.u64);
+      else lua_pushinteger(L, (lua_Integer)o->via.u64);
+      return 1;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: lua_pushinteger(L, (lua_Integer)o->via.i64); return 1;
+    case MSGPACK_OBJECT_FLOAT32: case MSGPACK_OBJECT_FLOAT64: lua_pushnumber(L, o->via.f64); return 1;
+    case MSGPACK_OBJECT_STR: lua_pushlstring(L, o->via.str.ptr, o->via.str.size); return 1;
+    case MSGPACK_OBJECT_BIN: lua_pushlstring(L, o->via.bin.ptr, o->via.bin.size); return 1;
+    case MSGPACK_OBJECT_ARRAY: {
+      uint32_t n = o->via.array.size;
+      luaL_checkstack(L, 3, "decoding");
+      lua_createtable(L, (int)(n > INT32_MAX ? 0 : n), 0);
+      for (uint32_t i = 0; i < n; i++) {
+        if (!codec_push_object(L, &o->via.array.ptr[i], why)) return 0;
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+      }
+      return 1;
+    }
+    case MSGPACK_OBJECT_MAP: {
+      uint32_t n = o->via.map.size;
+      luaL_checkstack(L, 4, "decoding");
+      lua_createtable(L, 0, (int)(n > INT32_MAX ? 0 : n));
+      for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_NIL || kv->key.type == MSGPACK_OBJECT_ARRAY ||
+            kv->key.type == MSGPACK_OBJECT_MAP ||
+            ((kv->key.type == MSGPACK_OBJECT_FLOAT32 || kv->key.type == MSGPACK_OBJECT_FLOAT64) &&
+             isnan(kv->key.via.f64))) {
+          lua_pop(L, 1);
+          *why = "a map key that Lua cannot hold";
+          return 0;
+        }
+        if (!codec_push_object(L, &kv->key, why)) { lua_pop(L, 1); return 0; }
+        if (!codec_push_object(L, &kv->val, why)) { lua_pop(L, 2); return 0; }
+        lua_rawset(L, -3);
+      }
+      return 1;
+    }
+    default:
+      *why = "an unsupported MessagePack type";
+      return 0;
+  }
+}
+
+int codec_decode(lua_State *L, msgpack_zone *zone, const unsigned char *p, size_t len, const char **why) {
+  size_t off = 0;
+  if (codec_skip(p, len, &off) != 0) { *why = "malformed, truncated or too deeply nested"; return 0; }
+  if (off != len) { *why = "trailing bytes after the value"; return 0; }
+  /* Scalars need no tree. */
+  if (len == 1 && (p[0] <= 0x7f || p[0] >= 0xe0 || p[0] == 0xc0 || p[0] == 0xc2 || p[0] == 0xc3)) {
+    if (p[0] == 0xc0) lua_pushnil(L);
+    else if (p[0] == 0xc2 || p[0] == 0xc3) lua_pushboolean(L, p[0] == 0xc3);
+    else lua_pushinteger(L, (lua_Integer)(int8_t)p[0]);
+    return 1;
+  }
+  msgpack_object obj;
+  off = 0;
+  msgpack_zone_clear(zone);
+  msgpack_unpack_return rc = msgpack_unpack((const char *)p, len, &off, zone, &obj);
+  if (rc != MSGPACK_UNPACK_SUCCESS) {
+    *why = rc == MSGPACK_UNPACK_NOMEM_ERROR ? "out of memory" : "malformed";
+    return 0;
+  }
+  int top = lua_gettop(L);
+  if (!codec_push_object(L, &obj, why)) { lua_settop(L, top); return 0; }
+  return 1;
+}

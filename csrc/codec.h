@@ -1,0 +1,29 @@
+/* The value codec: Lua values <-> MessagePack. Integers and floats stay
+ * apart, strings are binary-safe (valid UTF-8 goes out as str, anything else
+ * as bin), tables with keys 1..n are arrays and other tables are maps. */
+#ifndef CHRONICLE_CODEC_H
+#define CHRONICLE_CODEC_H
+
+#include <lua.h>
+#include <msgpack.h>
+#include "buf.h"
+
+/* Deepest nesting of tables that can be stored or read back. */
+#define CODEC_MAX_DEPTH 100
+
+/* Appends the encoding of the value at `idx` to `out`. Misuse (a function, a
+ * cycle, an infinite key, too deep) raises a Lua error naming the path from
+ * `root` ("data.items[3]: cannot store a function"); `out` must be owned by
+ * something that frees it when that error unwinds. */
+void codec_encode(lua_State *L, int idx, buf *out, const char *root);
+
+/* Pushes the value encoded in p[0..len), using `zone` (owned by the caller,
+ * reused across calls) for msgpack-c's tree. Returns 1, or 0 with nothing
+ * pushed and *why set when the bytes are malformed, truncated, too deep or
+ * have trailing garbage. Never reads outside p[0..len). */
+int codec_decode(lua_State *L, msgpack_zone *zone, const unsigned char *p, size_t len, const char **why);
+
+/* Skips one encoded value starting at p[*off]; returns 0 or -1 if malformed. */
+int codec_skip(const unsigned char *p, size_t len, size_t *off);
+
+#endif

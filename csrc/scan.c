@@ -1,0 +1,627 @@
+/* Reading the log: store:read, store:read_all, store:fold and store:streams.
+ *
+ * A scanner copies records out of LMDB a batch at a time, each batch under
+ * its own short read transaction, then decodes them into Lua with no
+ * transaction open. So no Lua error can leak a transaction or a cursor, a
+ * long scan never pins old pages, and the map can grow between batches. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <lauxlib.h>
+#include "cerror.h"
+#include "codec.h"
+#include "logdb.h"
+#include "store.h"
+#include "uuid.h"
+
+#define SCANNER_MT "chronicle.scanner"
+#define SCAN_BATCH_ITEMS 256
+#define SCAN_BATCH_BYTES (1u << 20)
+#define SCAN_BATCH_VISITS 4096   /* bounds a batch that filters most records out */
+#define SCAN_MAX_TYPES 64
+
+enum { SCAN_STREAM, SCAN_ALL, SCAN_CATEGORY, SCAN_STREAMS };
+
+typedef struct scan_item {
+  size_t off, len;
+  uint64_t position;
+} scan_item;
+
+typedef struct scanner {
+  int mode;
+  int backward;
+  int done;                /* nothing more to fetch from LMDB */
+  uint64_t next;           /* next version (stream) or position to visit */
+  uint64_t bound;          /* last position to visit (0: none); lower bound when backward */
+  int64_t remaining;       /* events still to yield, -1 for no limit */
+  unsigned char name[RECORD_MAX_STREAM + 1];   /* stream, category or streams' prefix/last key */
+  size_t name_len;
+  size_t prefix_len;       /* SCAN_STREAMS: the prefix part of name */
+  int started;             /* SCAN_STREAMS: name holds the last key returned */
+  size_t ntypes;
+  unsigned char type_len[SCAN_MAX_TYPES];
+  char types[SCAN_MAX_TYPES][RECORD_MAX_TYPE];
+  buf records;             /* the current batch's bytes */
+  buf items;               /* scan_item[] */
+  size_t at, count;        /* next item to hand out, items in the batch */
+  msgpack_zone zone;       /* reused by the decoder */
+  int zone_ready;
+  int err_rc;              /* a failure met after the batch's good records */
+  uint64_t err_position;
+  const char *err_why;
+} scanner;
+
+#define SCAN_ITEMS(sc) ((scan_item *)(sc)->items.data)
+#define SCAN_CORRUPT 1       /* err_rc for a damaged record */
+
+static void scan_release(scanner *sc) {
+  sc->done = 1;
+  sc->at = sc->count = 0;
+  buf_free(&sc->records);
+  buf_free(&sc->items);
+  if (sc->zone_ready) msgpack_zone_destroy(&sc->zone);
+  sc->zone_ready = 0;
+}
+
+static int scan_gc(lua_State *L) {
+  scan_release(luaL_checkudata(L, 1, SCANNER_MT));
+  return 0;
+}
+
+/* The store a scanner reads, checked open on every batch. */
+static store *scan_store(lua_State *L, int idx) {
+  lua_getiuservalue(L, idx, 1);
+  store *s = store_check(L, -1);
+  lua_pop(L, 1);
+  return s;
+}
+
+static lua_Integer scan_opt_int(lua_State *L, int opts, const char *fn, const char *name, lua_Integer dflt,
+                                lua_Integer min) {
+  if (opts == 0) return dflt;
+  lua_getfield(L, opts, name);
+  lua_Integer v = dflt;
+  if (!lua_isnil(L, -1)) {
+    int ok;
+    v = lua_tointegerx(L, -1, &ok);
+    if (!ok || lua_type(L, -1) != LUA_TNUMBER || v < min)
+      luaL_error(L, "%s: option '%s' must be an integer >= %I", fn, name, min);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static void scan_check_options(lua_State *L, int opts, const char *fn, const char *const *allowed) {
+  if (opts == 0) return;
+  lua_pushnil(L);
+  while (lua_next(L, opts)) {
+    lua_pop(L, 1);
+    int ok = 0;
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (int i = 0; allowed[i]; i++)
+        if (strcmp(allowed[i], lua_tostring(L, -1)) == 0) ok = 1;
+    if (!ok) {
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (int i = 0; allowed[i]; i++) {
+        if (i) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, allowed[i]);
+      }
+      luaL_pushresult(&b);
+      luaL_error(L, "%s: unknown option %s (allowed: %s)", fn,
+                 lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2), lua_tostring(L, -1));
+    }
+  }
+}
+
+static void scan_set_name(lua_State *L, scanner *sc, int idx, const char *fn, const char *what) {
+  size_t len;
+  const char *name = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
+  if (name == NULL || len == 0 || len > RECORD_MAX_STREAM)
+    luaL_error(L, "%s: %s must be a string of 1 to %d bytes", fn, what, RECORD_MAX_STREAM);
+  memcpy(sc->name, name, len);
+  sc->name_len = len;
+}
+
+static void scan_set_types(lua_State *L, scanner *sc, int opts, const char *fn) {
+  lua_getfield(L, opts, "types");
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return; }
+  if (lua_type(L, -1) == LUA_TSTRING) {     /* one type may be given alone */
+    lua_createtable(L, 1, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+  }
+  if (!lua_istable(L, -1)) luaL_error(L, "%s: option 'types' must be a list of type names", fn);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  if (n == 0 || n > SCAN_MAX_TYPES)
+    luaL_error(L, "%s: option 'types' must list 1 to %d type names", fn, SCAN_MAX_TYPES);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    size_t len;
+    const char *t = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    if (t == NULL || len == 0 || len > RECORD_MAX_TYPE)
+      luaL_error(L, "%s: types[%I] must be a string of 1 to %d bytes", fn, i, RECORD_MAX_TYPE);
+    memcpy(sc->types[sc->ntypes], t, len);
+    sc->type_len[sc->ntypes++] = (unsigned char)len;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* Pushes a new scanner over the store at index 1. */
+static scanner *scan_new(lua_State *L, int mode) {
+  scanner *sc = lua_newuserdatauv(L, sizeof *sc, 1);
+  memset(sc, 0, sizeof *sc);
+  buf_init(&sc->records);
+  buf_init(&sc->items);
+  sc->mode = mode;
+  sc->remaining = -1;
+  luaL_setmetatable(L, SCANNER_MT);
+  if (!msgpack_zone_init(&sc->zone, 4096)) luaL_error(L, "out of memory");
+  sc->zone_ready = 1;
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  return sc;
+}
+
+static const char *const read_options[] = { "from", "count", "backward", NULL };
+static const char *const read_all_options[] = { "from", "to", "count", "backward", "category", "types", NULL };
+static const char *const fold_options[] = { "stream", "from", "to", "count", "backward", "category", "types", NULL };
+
+/* Fills a scanner from the options table at `opts` (0: none), for a stream
+ * (name at name_idx) or for the whole log. */
+static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, const char *fn) {
+  if (opts) luaL_checktype(L, opts, LUA_TTABLE);
+  int backward = 0;
+  if (opts) {
+    lua_getfield(L, opts, "backward");
+    backward = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  sc->backward = backward;
+  lua_Integer count = scan_opt_int(L, opts, fn, "count", -1, 0);
+  sc->remaining = count;
+  if (count == 0) sc->done = 1;
+  if (sc->mode == SCAN_STREAM) {
+    scan_set_name(L, sc, name_idx, fn, "stream");
+    lua_Integer from = scan_opt_int(L, opts, fn, "from", backward ? -1 : 0, backward ? -1 : 0);
+    sc->next = from < 0 ? UINT64_MAX : (uint64_t)from;
+    return;
+  }
+  lua_Integer from = scan_opt_int(L, opts, fn, "from", backward ? -1 : 1, backward ? -1 : 0);
+  lua_Integer to = scan_opt_int(L, opts, fn, "to", 0, 0);
+  sc->next = from < 0 ? UINT64_MAX : (uint64_t)(from == 0 && !backward ? 1 : from);
+  sc->bound = (uint64_t)to;
+  if (opts) {
+    lua_getfield(L, opts, "category");
+    if (!lua_isnil(L, -1)) {
+      scan_set_name(L, sc, lua_gettop(L), fn, "option 'category'");
+      if (category_len(sc->name, sc->name_len) != sc->name_len)
+        luaL_error(L, "%s: option 'category' cannot contain '-'", fn);
+      sc->mode = SCAN_CATEGORY;
+    }
+    lua_pop(L, 1);
+    scan_set_types(L, sc, opts, fn);
+  }
+}
+
+static int scan_type_wanted(const scanner *sc, const record_view *v) {
+  if (sc->ntypes == 0) return 1;
+  for (size_t i = 0; i < sc->ntypes; i++)
+    if (sc->type_len[i] == v->type_len && memcmp(sc->types[i], v->type, v->type_len) == 0) return 1;
+  return 0;
+}
+
+/* Takes one record into the batch. Returns 1 to go on, 0 to stop the batch. */
+static int scan_take(scanner *sc, const MDB_val *rec, uint64_t pos) {
+  record_view v;
+  const char *why;
+  if (record_parse(rec->mv_data, rec->mv_size, &v, &why) != 0) {
+    sc->err_rc = SCAN_CORRUPT;
+    sc->err_position = pos;
+    sc->err_why = why;
+    sc->done = 1;
+    return 0;
+  }
+  if (!scan_type_wanted(sc, &v)) return 1;
+  scan_item it = { sc->records.len, rec->mv_size, pos };
+  if (buf_append(&sc->records, rec->mv_data, rec->mv_size) || buf_append(&sc->items, &it, sizeof it)) {
+    sc->err_rc = ENOMEM;
+    sc->done = 1;
+    return 0;
+  }
+  sc->count++;
+  if (sc->remaining > 0 && --sc->remaining == 0) { sc->done = 1; return 0; }
+  return sc->count < SCAN_BATCH_ITEMS && sc->records.len < SCAN_BATCH_BYTES;
+}
+
+/* Advances sc->next past `at` in the scan's direction; returns 0 at the end. */
+static int scan_step(scanner *sc, uint64_t at) {
+  if (sc->backward) {
+    if (at == 0 || (sc->mode != SCAN_STREAM && at <= (sc->bound ? sc->bound : 1))) return 0;
+    sc->next = at - 1;
+  } else {
+    if (sc->mode != SCAN_STREAM && sc->bound && at >= sc->bound) return 0;
+    sc->next = at + 1;
+  }
+  return 1;
+}
+
+static int scan_in_range(const scanner *sc, uint64_t at) {
+  if (sc->mode == SCAN_STREAM || sc->bound == 0) return 1;
+  return sc->backward ? at >= sc->bound : at <= sc->bound;
+}
+
+static int scan_get_record(MDB_txn *txn, const envref *e, uint64_t pos, MDB_val *rec) {
+  unsigned char k[8];
+  put_u64be(k, pos);
+  MDB_val key = { 8, k };
+  int rc = mdb_get(txn, e->dbi[DB_LOG], &key, rec);
+  return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;   /* an index names a missing record */
+}
+
+/* Positions cursor c at the first key >= key (forward) or <= key (backward)
+ * among keys sharing its first `plen` bytes. Returns 0, MDB_NOTFOUND or an error. */
+static int scan_seek(MDB_cursor *c, const unsigned char *key, size_t klen, size_t plen, int backward,
+                     MDB_val *k, MDB_val *d) {
+  k->mv_size = klen;
+  k->mv_data = (void *)key;
+  int rc = mdb_cursor_get(c, k, d, MDB_SET_RANGE);
+  if (backward) {
+    if (rc == MDB_NOTFOUND) rc = mdb_cursor_get(c, k, d, MDB_LAST);
+    else if (rc == 0 && (k->mv_size != klen || memcmp(k->mv_data, key, klen) > 0))
+      rc = mdb_cursor_get(c, k, d, MDB_PREV);
+  }
+  if (rc) return rc;
+  if (k->mv_size < plen || memcmp(k->mv_data, key, plen) != 0) return MDB_NOTFOUND;
+  return 0;
+}
+
+static int scan_fill_log(scanner *sc, MDB_txn *txn, const envref *e) {
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(txn, e->dbi[DB_LOG], &c);
+  if (rc) return rc;
+  unsigned char key[8];
+  put_u64be(key, sc->next);
+  MDB_val k, d;
+  rc = scan_seek(c, key, 8, 0, sc->backward, &k, &d);
+  for (int visits = 0; rc == 0; visits++) {
+    if (k.mv_size != 8) { rc = MDB_CORRUPTED; break; }
+    uint64_t pos = get_u64be(k.mv_data);
+    if (!scan_in_range(sc, pos)) { sc->done = 1; break; }
+    int more = scan_take(sc, &d, pos);
+    if (!scan_step(sc, pos)) { sc->done = 1; break; }
+    if (!more || visits >= SCAN_BATCH_VISITS) break;
+    rc = mdb_cursor_get(c, &k, &d, sc->backward ? MDB_PREV : MDB_NEXT);
+  }
+  if (rc == MDB_NOTFOUND) { sc->done = 1; rc = 0; }
+  mdb_cursor_close(c);
+  return rc;
+}
+
+static int scan_fill_category(scanner *sc, MDB_txn *txn, const envref *e) {
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(txn, e->dbi[DB_CATEGORY_INDEX], &c);
+  if (rc) return rc;
+  unsigned char key[CATEGORY_KEY_MAX];
+  size_t klen = category_key(key, sc->name, sc->name_len, sc->next), plen = klen - 8;
+  MDB_val k, d, rec;
+  rc = scan_seek(c, key, klen, plen, sc->backward, &k, &d);
+  for (int visits = 0; rc == 0; visits++) {
+    if (k.mv_size != klen) { rc = MDB_CORRUPTED; break; }
+    uint64_t pos = get_u64be((unsigned char *)k.mv_data + plen);
+    if (!scan_in_range(sc, pos)) { sc->done = 1; break; }
+    if ((rc = scan_get_record(txn, e, pos, &rec))) break;
+    int more = scan_take(sc, &rec, pos);
+    if (!scan_step(sc, pos)) { sc->done = 1; break; }
+    if (!more || visits >= SCAN_BATCH_VISITS) break;
+    rc = mdb_cursor_get(c, &k, &d, sc->backward ? MDB_PREV : MDB_NEXT);
+    if (rc == 0 && (k.mv_size < plen || memcmp(k.mv_data, key, plen) != 0)) rc = MDB_NOTFOUND;
+  }
+  if (rc == MDB_NOTFOUND) { sc->done = 1; rc = 0; }
+  mdb_cursor_close(c);
+  return rc;
+}
+
+static int scan_fill_stream(scanner *sc, MDB_txn *txn, const envref *e) {
+  stream_meta m;
+  int rc = stream_meta_get(txn, e, sc->name, sc->name_len, &m);
+  if (rc == MDB_NOTFOUND) { sc->done = 1; return 0; }   /* a missing stream reads as empty */
+  if (rc) return rc;
+  MDB_cursor *c;
+  if ((rc = mdb_cursor_open(txn, e->dbi[DB_STREAM_INDEX], &c))) return rc;
+  unsigned char key[16];
+  stream_index_key(key, m.id, sc->next);
+  MDB_val k, d, rec;
+  rc = scan_seek(c, key, 16, 8, sc->backward, &k, &d);
+  for (int visits = 0; rc == 0; visits++) {
+    if (k.mv_size != 16 || d.mv_size != 8) { rc = MDB_CORRUPTED; break; }
+    uint64_t version = get_u64be((unsigned char *)k.mv_data + 8);
+    uint64_t pos = get_u64be(d.mv_data);
+    if ((rc = scan_get_record(txn, e, pos, &rec))) break;
+    int more = scan_take(sc, &rec, pos);
+    if (!scan_step(sc, version)) { sc->done = 1; break; }
+    if (!more || visits >= SCAN_BATCH_VISITS) break;
+    rc = mdb_cursor_get(c, &k, &d, sc->backward ? MDB_PREV : MDB_NEXT);
+    if (rc == 0 && (k.mv_size < 8 || memcmp(k.mv_data, key, 8) != 0)) rc = MDB_NOTFOUND;
+  }
+  if (rc == MDB_NOTFOUND) { sc->done = 1; rc = 0; }
+  mdb_cursor_close(c);
+  return rc;
+}
+
+/* SCAN_STREAMS batches hold (name length u16, name, stream_meta bytes) records. */
+static int scan_fill_streams(scanner *sc, MDB_txn *txn, const envref *e) {
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(txn, e->dbi[DB_STREAMS], &c);
+  if (rc) return rc;
+  MDB_val k = { sc->name_len, sc->name }, d;
+  rc = sc->name_len ? mdb_cursor_get(c, &k, &d, MDB_SET_RANGE) : mdb_cursor_get(c, &k, &d, MDB_FIRST);
+  if (rc == 0 && sc->started && k.mv_size == sc->name_len && memcmp(k.mv_data, sc->name, sc->name_len) == 0)
+    rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+  while (rc == 0) {
+    if (k.mv_size < sc->prefix_len || memcmp(k.mv_data, sc->name, sc->prefix_len) != 0) { sc->done = 1; break; }
+    if (k.mv_size > RECORD_MAX_STREAM || d.mv_size < STREAM_META_SIZE) { rc = MDB_CORRUPTED; break; }
+    unsigned char len[2];
+    put_u16be(len, (uint16_t)k.mv_size);
+    scan_item it = { sc->records.len, 2 + k.mv_size + STREAM_META_SIZE, 0 };
+    if (buf_append(&sc->records, len, 2) || buf_append(&sc->records, k.mv_data, k.mv_size) ||
+        buf_append(&sc->records, d.mv_data, STREAM_META_SIZE) || buf_append(&sc->items, &it, sizeof it)) {
+      rc = ENOMEM;
+      break;
+    }
+    memcpy(sc->name + sc->prefix_len, (unsigned char *)k.mv_data + sc->prefix_len, k.mv_size - sc->prefix_len);
+    sc->name_len = k.mv_size;
+    sc->started = 1;
+    sc->count++;
+    if (sc->remaining > 0 && --sc->remaining == 0) { sc->done = 1; break; }
+    if (sc->count >= SCAN_BATCH_ITEMS) break;
+    rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+  }
+  if (rc == MDB_NOTFOUND) { sc->done = 1; rc = 0; }
+  mdb_cursor_close(c);
+  return rc;
+}
+
+/* Loads the next batch. Returns 0 when the batch is empty and the scan is over. */
+static int scan_fill(lua_State *L, scanner *sc, int sc_idx) {
+  sc->records.len = sc->items.len = 0;
+  sc->at = sc->count = 0;
+  while (!sc->done && sc->count == 0) {
+    store *s = scan_store(L, sc_idx);
+    MDB_txn *txn;
+    int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
+    if (rc == 0) {
+      switch (sc->mode) {
+        case SCAN_ALL: rc = scan_fill_log(sc, txn, s->e); break;
+        case SCAN_CATEGORY: rc = scan_fill_category(sc, txn, s->e); break;
+        case SCAN_STREAM: rc = scan_fill_stream(sc, txn, s->e); break;
+        default: rc = scan_fill_streams(sc, txn, s->e); break;
+      }
+      envreg_txn_finish(s->e, txn, 0);
+    }
+    if (rc) {
+      sc->err_rc = rc;
+      sc->done = 1;
+    }
+  }
+  return sc->count > 0;
+}
+
+/* Pushes the error object for a failure the scan met. */
+static void scan_push_error(lua_State *L, scanner *sc) {
+  if (sc->err_rc == SCAN_CORRUPT) {
+    cerr_new(L, "corrupt", "event at position %I is damaged: %s", (lua_Integer)sc->err_position, sc->err_why);
+    lua_pushinteger(L, (lua_Integer)sc->err_position);
+    lua_setfield(L, -2, "position");
+  } else {
+    cerr_new(L, cerr_code_of(sc->err_rc), "read: %s", mdb_strerror(sc->err_rc));
+  }
+}
+
+static void scan_push_value(lua_State *L, scanner *sc, const unsigned char *p, size_t len, uint64_t pos,
+                            const char *field) {
+  const char *why;
+  if (!codec_decode(L, &sc->zone, p, len, &why)) {
+    cerr_new(L, "corrupt", "event at position %I: %s does not decode: %s", (lua_Integer)pos, field, why);
+    lua_pushinteger(L, (lua_Integer)pos);
+    lua_setfield(L, -2, "position");
+    lua_error(L);
+  }
+}
+
+/* Pushes the event table for a record already copied out of LMDB. */
+static void scan_push_event(lua_State *L, scanner *sc, const unsigned char *rec, size_t len, uint64_t pos) {
+  record_view v;
+  const char *why;
+  if (record_parse(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
+  char id[UUID_TEXT_LEN];
+  uuid_format(v.id, id);
+  lua_createtable(L, 0, 9);
+  lua_pushinteger(L, (lua_Integer)pos);
+  lua_setfield(L, -2, "position");
+  lua_pushlstring(L, (const char *)v.stream, v.stream_len);
+  lua_setfield(L, -2, "stream");
+  lua_pushinteger(L, (lua_Integer)v.version);
+  lua_setfield(L, -2, "version");
+  lua_pushlstring(L, (const char *)v.type, v.type_len);
+  lua_setfield(L, -2, "type");
+  lua_pushinteger(L, v.time);
+  lua_setfield(L, -2, "time");
+  lua_pushlstring(L, id, UUID_TEXT_LEN);
+  lua_setfield(L, -2, "id");
+  lua_pushinteger(L, (lua_Integer)v.schema);
+  lua_setfield(L, -2, "schema");
+  scan_push_value(L, sc, v.meta, v.meta_len, pos, "meta");
+  lua_setfield(L, -2, "meta");
+  scan_push_value(L, sc, v.data, v.data_len, pos, "data");
+  lua_setfield(L, -2, "data");
+}
+
+static void scan_push_stream_item(lua_State *L, const unsigned char *p) {
+  size_t len = get_u16be(p);
+  const unsigned char *m = p + 2 + len;
+  stream_meta sm = { get_u64be(m), get_u64be(m + 8), get_u64be(m + 16), get_u64be(m + 24),
+                     (int64_t)get_u64be(m + 32), (int64_t)get_u64be(m + 40) };
+  store_push_stream_meta(L, p + 2, len, &sm);
+}
+
+/* The generic-for step: the next item, or nil at the end (releasing the batch). */
+static int scan_iter(lua_State *L) {
+  scanner *sc = luaL_checkudata(L, 1, SCANNER_MT);
+  if (sc->at == sc->count && !scan_fill(L, sc, 1)) {
+    if (sc->err_rc) {
+      scan_push_error(L, sc);
+      sc->err_rc = 0;
+      scan_release(sc);
+      return lua_error(L);
+    }
+    scan_release(sc);
+    return 0;
+  }
+  scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
+  const unsigned char *p = sc->records.data + it->off;
+  if (sc->mode == SCAN_STREAMS) scan_push_stream_item(L, p);
+  else scan_push_event(L, sc, p, it->len, it->position);
+  return 1;
+}
+
+/* Returns the four values of a generic for: step, scanner, nil, scanner (to close). */
+static int scan_return_iterator(lua_State *L) {
+  lua_pushcfunction(L, scan_iter);
+  lua_pushvalue(L, -2);
+  lua_pushnil(L);
+  lua_pushvalue(L, -4);
+  return 4;
+}
+
+/* store:read(stream [, {from, count, backward}]) -> iterator */
+static int scan_read(lua_State *L) {
+  store_check(L, 1);
+  int opts = lua_isnoneornil(L, 3) ? 0 : 3;
+  if (opts) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    scan_check_options(L, opts, "read", read_options);
+  }
+  scanner *sc = scan_new(L, SCAN_STREAM);
+  scan_configure(L, sc, opts, 2, "read");
+  return scan_return_iterator(L);
+}
+
+/* store:read_all([{from, to, count, backward, category, types}]) -> iterator */
+static int scan_read_all(lua_State *L) {
+  store_check(L, 1);
+  int opts = lua_isnoneornil(L, 2) ? 0 : 2;
+  if (opts) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    scan_check_options(L, opts, "read_all", read_all_options);
+  }
+  scanner *sc = scan_new(L, SCAN_ALL);
+  scan_configure(L, sc, opts, 0, "read_all");
+  return scan_return_iterator(L);
+}
+
+/* store:streams([{prefix, after, count}]) -> iterator of stream_info tables, by name */
+static int scan_streams(lua_State *L) {
+  static const char *const allowed[] = { "prefix", "after", "count", NULL };
+  store_check(L, 1);
+  int opts = lua_isnoneornil(L, 2) ? 0 : 2;
+  if (opts) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    scan_check_options(L, opts, "streams", allowed);
+  }
+  scanner *sc = scan_new(L, SCAN_STREAMS);
+  sc->remaining = scan_opt_int(L, opts, "streams", "count", -1, 0);
+  if (sc->remaining == 0) sc->done = 1;
+  if (opts) {
+    lua_getfield(L, opts, "prefix");
+    if (!lua_isnil(L, -1)) {
+      scan_set_name(L, sc, lua_gettop(L), "streams", "option 'prefix'");
+      sc->prefix_len = sc->name_len;
+    }
+    lua_getfield(L, opts, "after");
+    if (!lua_isnil(L, -1)) {
+      size_t plen = sc->prefix_len;
+      scan_set_name(L, sc, lua_gettop(L), "streams", "option 'after'");
+      if (sc->name_len < plen) sc->name_len = plen;   /* after is before the prefix: start at the prefix */
+      sc->prefix_len = plen;
+      sc->started = 1;
+    }
+    lua_pop(L, 2);
+  }
+  return scan_return_iterator(L);
+}
+
+/* store:fold(query, state, fn) -> state, count, last_position, last_version
+ * query: a stream name, or a table of read_all options plus `stream`.
+ * fn(state, event) returns the new state, or nil to keep the (mutated) one. */
+static int scan_fold(lua_State *L) {
+  store_check(L, 1);
+  luaL_checktype(L, 4, LUA_TFUNCTION);
+  lua_settop(L, 4);
+  scanner *sc;
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    sc = scan_new(L, SCAN_STREAM);
+    scan_configure(L, sc, 0, 2, "fold");
+  } else {
+    luaL_argexpected(L, lua_istable(L, 2), 2, "stream name or query table");
+    scan_check_options(L, 2, "fold", fold_options);
+    lua_getfield(L, 2, "stream");
+    int has_stream = !lua_isnil(L, -1);
+    sc = scan_new(L, has_stream ? SCAN_STREAM : SCAN_ALL);
+    if (has_stream) {
+      lua_getfield(L, 2, "category");
+      lua_getfield(L, 2, "types");
+      lua_getfield(L, 2, "to");
+      if (!lua_isnil(L, -1) || !lua_isnil(L, -2) || !lua_isnil(L, -3))
+        luaL_error(L, "fold: a stream query takes only from, count and backward");
+      lua_pop(L, 3);
+    }
+    scan_configure(L, sc, 2, 5, "fold");
+  }
+  int sc_idx = lua_gettop(L);
+  lua_Integer n = 0, last_pos = 0, last_version = -1;
+  while (sc->at < sc->count || scan_fill(L, sc, sc_idx)) {
+    scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
+    lua_pushvalue(L, 4);
+    lua_pushvalue(L, 3);
+    scan_push_event(L, sc, sc->records.data + it->off, it->len, it->position);
+    lua_call(L, 2, 1);
+    if (lua_isnil(L, -1)) lua_pop(L, 1);
+    else lua_replace(L, 3);
+    n++;
+    last_pos = (lua_Integer)it->position;
+    last_version = (lua_Integer)get_u64be(sc->records.data + it->off + 16);
+  }
+  if (sc->err_rc) {
+    lua_pushnil(L);
+    scan_push_error(L, sc);
+    scan_release(sc);
+    return 2;
+  }
+  scan_release(sc);
+  lua_pushvalue(L, 3);
+  lua_pushinteger(L, n);
+  lua_pushinteger(L, last_pos);
+  lua_pushinteger(L, last_version);
+  return 4;
+}
+
+static const luaL_Reg scan_methods[] = {
+  { "read", scan_read },
+  { "read_all", scan_read_all },
+  { "streams", scan_streams },
+  { "fold", scan_fold },
+  { NULL, NULL }
+};
+
+void scan_register(lua_State *L) {
+  luaL_setfuncs(L, scan_methods, 0);
+  if (luaL_newmetatable(L, SCANNER_MT)) {
+    lua_pushcfunction(L, scan_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, scan_gc);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_pop(L, 1);
+}

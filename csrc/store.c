@@ -1,0 +1,247 @@
+/* The store handle: open, close, and the small queries (head, stats, stream_info). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <lauxlib.h>
+#include "cerror.h"
+#include "logdb.h"
+#include "store.h"
+#include "uuid.h"
+
+store *store_check(lua_State *L, int idx) {
+  store *s = luaL_checkudata(L, idx, STORE_MT);
+  if (s->e == NULL) luaL_error(L, "attempt to use a closed store");
+  if (s->e->pid != getpid())
+    luaL_error(L, "store was opened by process %d and cannot be used after fork(); open it again",
+               (int)s->e->pid);
+  return s;
+}
+
+static void store_release(store *s) {
+  if (s->e) {
+    envref *e = s->e;
+    s->e = NULL;             /* closed before releasing: a second close is a no-op */
+    envreg_release(e);
+  }
+  buf_free(&s->scratch_bytes);
+  buf_free(&s->scratch_events);
+  buf_free(&s->scratch_streams);
+}
+
+static int store_close(lua_State *L) {
+  store *s = luaL_checkudata(L, 1, STORE_MT);
+  store_release(s);
+  return 0;
+}
+
+static int store_tostring(lua_State *L) {
+  store *s = luaL_checkudata(L, 1, STORE_MT);
+  if (s->e) lua_pushfstring(L, "chronicle store (%s)", s->e->path);
+  else lua_pushliteral(L, "chronicle store (closed)");
+  return 1;
+}
+
+static const char *const durability_names[] = { "full", "nometasync", "nosync", NULL };
+static const unsigned durability_flags[] = { 0, MDB_NOMETASYNC, MDB_NOSYNC };
+
+static lua_Integer store_opt_integer(lua_State *L, const char *name, lua_Integer dflt, lua_Integer min) {
+  lua_getfield(L, 2, name);
+  lua_Integer v = dflt;
+  if (!lua_isnil(L, -1)) {
+    int ok;
+    v = lua_tointegerx(L, -1, &ok);
+    if (!ok || v < min) luaL_error(L, "open: option '%s' must be an integer >= %I", name, min);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* core.open(dir, opts) -> store | nil, err */
+static int store_open(lua_State *L) {
+  const char *dir = luaL_checkstring(L, 1);
+  if (lua_isnoneornil(L, 2)) { lua_settop(L, 1); lua_newtable(L); }
+  luaL_checktype(L, 2, LUA_TTABLE);
+  envopts opts = { 0, 0 };
+  lua_getfield(L, 2, "durability");
+  int dur = luaL_checkoption(L, -1, "full", durability_names);
+  lua_getfield(L, 2, "readonly");
+  opts.readonly = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  opts.map_size = (size_t)store_opt_integer(L, "map_size", 0, 1 << 20);
+  size_t max_event = (size_t)store_opt_integer(L, "max_event_size", STORE_DEFAULT_MAX_EVENT, 256);
+  if (max_event > 0x7fffffff) luaL_error(L, "open: option 'max_event_size' must be below 2 GiB");
+
+  /* The handle exists, closed, before the environment: no leak if this allocation fails. */
+  store *s = lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  luaL_setmetatable(L, STORE_MT);
+  s->write_flags = durability_flags[dur];
+  s->readonly = opts.readonly;
+  s->max_event_size = max_event;
+  buf_init(&s->scratch_bytes);
+  buf_init(&s->scratch_events);
+  buf_init(&s->scratch_streams);
+
+  char why[256];
+  int rc = envreg_open(dir, &opts, &s->e, why);
+  switch (rc) {
+    case 0: return 1;
+    case ENVREG_NOT_A_STORE: return cerr_result(L, "not_a_store", "%s", why);
+    case ENVREG_NEWER_FORMAT: return cerr_result(L, "unsupported_format", "%s", why);
+    case ENVREG_NOT_FOUND: return cerr_result(L, "not_found", "%s", why);
+    case ENVREG_READONLY_SHARED: return cerr_result(L, "readonly", "%s", why);
+    case EAGAIN: return cerr_result(L, "locked", "cannot open %s: locked by another process", dir);
+    default: {
+      char what[300];
+      snprintf(what, sizeof what, "cannot open store at %s", dir);
+      return cerr_mdb_result(L, rc, what);
+    }
+  }
+}
+
+/* store:head() -> the global position of the newest event (0 when empty) */
+static int store_head(lua_State *L) {
+  store *s = store_check(L, 1);
+  MDB_txn *txn;
+  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
+  if (rc) return cerr_mdb_result(L, rc, "head");
+  uint64_t head;
+  rc = log_head(txn, s->e, &head);
+  envreg_txn_finish(s->e, txn, 0);
+  if (rc) return cerr_mdb_result(L, rc, "head");
+  lua_pushinteger(L, (lua_Integer)head);
+  return 1;
+}
+
+void store_push_stream_meta(lua_State *L, const void *name, size_t len, const stream_meta *m) {
+  lua_createtable(L, 0, 8);
+  lua_pushlstring(L, name, len);
+  lua_setfield(L, -2, "stream");
+  lua_pushlstring(L, name, category_len(name, len));
+  lua_setfield(L, -2, "category");
+  lua_pushinteger(L, (lua_Integer)m->count - 1);
+  lua_setfield(L, -2, "version");
+  lua_pushinteger(L, (lua_Integer)m->count);
+  lua_setfield(L, -2, "count");
+  lua_pushinteger(L, (lua_Integer)m->first_position);
+  lua_setfield(L, -2, "first_position");
+  lua_pushinteger(L, (lua_Integer)m->last_position);
+  lua_setfield(L, -2, "last_position");
+  lua_pushinteger(L, m->created);
+  lua_setfield(L, -2, "created");
+  lua_pushinteger(L, m->updated);
+  lua_setfield(L, -2, "updated");
+}
+
+/* store:stream_info(name) -> info | nil, err(not_found) */
+static int store_stream_info(lua_State *L) {
+  store *s = store_check(L, 1);
+  size_t len;
+  const char *name = luaL_checklstring(L, 2, &len);
+  if (len == 0 || len > RECORD_MAX_STREAM)
+    luaL_argerror(L, 2, "stream name must be 1 to 200 bytes");
+  MDB_txn *txn;
+  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
+  if (rc) return cerr_mdb_result(L, rc, "stream_info");
+  stream_meta m;
+  rc = stream_meta_get(txn, s->e, name, len, &m);
+  envreg_txn_finish(s->e, txn, 0);
+  if (rc == MDB_NOTFOUND) {
+    cerr_result(L, "not_found", "stream '%s' does not exist", name);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "stream");
+    return 2;
+  }
+  if (rc) return cerr_mdb_result(L, rc, "stream_info");
+  store_push_stream_meta(L, name, len, &m);
+  return 1;
+}
+
+/* store:stats() -> { events, streams, bytes, map_size, ... } */
+static int store_stats(lua_State *L) {
+  store *s = store_check(L, 1);
+  MDB_txn *txn;
+  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
+  if (rc) return cerr_mdb_result(L, rc, "stats");
+  MDB_stat log_st, streams_st, env_st;
+  MDB_envinfo info;
+  uint64_t head = 0;
+  rc = log_head(txn, s->e, &head);
+  if (!rc) rc = mdb_stat(txn, s->e->dbi[DB_LOG], &log_st);
+  if (!rc) rc = mdb_stat(txn, s->e->dbi[DB_STREAMS], &streams_st);
+  if (!rc) rc = mdb_env_stat(s->e->env, &env_st);
+  if (!rc) rc = mdb_env_info(s->e->env, &info);
+  envreg_txn_finish(s->e, txn, 0);
+  if (rc) return cerr_mdb_result(L, rc, "stats");
+  char file[4200];
+  struct stat st;
+  snprintf(file, sizeof file, "%s/data.mdb", s->e->path);
+  lua_Integer bytes = stat(file, &st) == 0 ? (lua_Integer)st.st_blocks * 512 : -1;
+  lua_Integer file_size = stat(file, &st) == 0 ? (lua_Integer)st.st_size : -1;
+  char id[UUID_TEXT_LEN];
+  uuid_format(s->e->store_id, id);
+
+  lua_createtable(L, 0, 10);
+  lua_pushinteger(L, (lua_Integer)log_st.ms_entries);
+  lua_setfield(L, -2, "events");
+  lua_pushinteger(L, (lua_Integer)head);
+  lua_setfield(L, -2, "head");
+  lua_pushinteger(L, (lua_Integer)streams_st.ms_entries);
+  lua_setfield(L, -2, "streams");
+  lua_pushinteger(L, bytes);
+  lua_setfield(L, -2, "bytes");
+  lua_pushinteger(L, file_size);
+  lua_setfield(L, -2, "file_size");
+  lua_pushinteger(L, (lua_Integer)info.me_mapsize);
+  lua_setfield(L, -2, "map_size");
+  lua_pushinteger(L, (lua_Integer)((info.me_last_pgno + 1) * env_st.ms_psize));
+  lua_setfield(L, -2, "used_bytes");
+  lua_pushinteger(L, (lua_Integer)env_st.ms_psize);
+  lua_setfield(L, -2, "page_size");
+  lua_pushinteger(L, CHRONICLE_FORMAT);
+  lua_setfield(L, -2, "format");
+  lua_pushlstring(L, id, UUID_TEXT_LEN);
+  lua_setfield(L, -2, "store_id");
+  lua_pushstring(L, s->e->path);
+  lua_setfield(L, -2, "path");
+  return 1;
+}
+
+static int store_is_open(lua_State *L) {
+  store *s = luaL_checkudata(L, 1, STORE_MT);
+  lua_pushboolean(L, s->e != NULL);
+  return 1;
+}
+
+static const luaL_Reg store_methods[] = {
+  { "close", store_close },
+  { "head", store_head },
+  { "stream_info", store_stream_info },
+  { "stats", store_stats },
+  { "is_open", store_is_open },
+  { NULL, NULL }
+};
+
+static const luaL_Reg store_metamethods[] = {
+  { "__gc", store_close },
+  { "__close", store_close },
+  { "__tostring", store_tostring },
+  { "__index", NULL },
+  { NULL, NULL }
+};
+
+void store_open_lib(lua_State *L) {
+  luaL_newmetatable(L, STORE_MT);
+  luaL_setfuncs(L, store_metamethods, 0);
+  luaL_newlibtable(L, store_methods);
+  luaL_setfuncs(L, store_methods, 0);
+  append_register(L);
+  scan_register(L);
+  verify_register(L);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, store_open);
+  lua_setfield(L, -2, "open");
+}

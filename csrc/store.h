@@ -1,0 +1,33 @@
+/* The store handle: a Lua userdata over a shared environment (envreg.h). */
+#ifndef CHRONICLE_STORE_H
+#define CHRONICLE_STORE_H
+
+#include <lua.h>
+#include "buf.h"
+#include "envreg.h"
+#include "logdb.h"
+
+#define STORE_MT "chronicle.store"
+#define STORE_DEFAULT_MAX_EVENT (4u << 20)
+
+typedef struct store {
+  envref *e;               /* NULL once closed */
+  unsigned write_flags;    /* durability: 0, MDB_NOMETASYNC or MDB_NOSYNC */
+  int readonly;
+  size_t max_event_size;
+  buf scratch_bytes;       /* appends encode here before their transaction */
+  buf scratch_events;
+  buf scratch_streams;
+} store;
+
+/* The open store at idx; raises if closed or carried across fork(). */
+store *store_check(lua_State *L, int idx);
+/* Pushes the table stream_info and streams() return. */
+void store_push_stream_meta(lua_State *L, const void *name, size_t len, const stream_meta *m);
+
+void store_open_lib(lua_State *L);      /* core.open and the store metatable */
+void append_register(lua_State *L);     /* adds append methods to the table on top */
+void scan_register(lua_State *L);       /* adds read/read_all/fold/streams */
+void verify_register(lua_State *L);     /* adds verify */
+
+#endif

@@ -1,0 +1,80 @@
+/* UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits. Within one
+ * millisecond a process keeps ids increasing by bumping the random tail. */
+#include <pthread.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include "uuid.h"
+
+static pthread_mutex_t uuid_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char uuid_last[16];
+
+static int uuid_random(unsigned char *p, size_t n) {
+  while (n > 0) {
+    ssize_t got = getrandom(p, n, 0);
+    if (got < 0) return -1;
+    p += got;
+    n -= (size_t)got;
+  }
+  return 0;
+}
+
+/* Adds one to the 74 random bits (bytes 6..15 minus version/variant bits). */
+static void uuid_increment(unsigned char id[16]) {
+  for (int i = 15; i >= 9; i--)
+    if (++id[i] != 0) return;
+  id[8] = (unsigned char)((id[8] & 0xc0) | ((id[8] + 1) & 0x3f));
+}
+
+int uuid_v7(unsigned char out[16]) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  unsigned long long ms = (unsigned long long)ts.tv_sec * 1000ull + (unsigned long long)ts.tv_nsec / 1000000ull;
+  unsigned char id[16];
+  for (int i = 5; i >= 0; i--) { id[i] = (unsigned char)(ms & 0xff); ms >>= 8; }
+  if (uuid_random(id + 6, 10) != 0) return -1;
+  id[6] = (unsigned char)(0x70 | (id[6] & 0x0f));
+  id[8] = (unsigned char)(0x80 | (id[8] & 0x3f));
+  pthread_mutex_lock(&uuid_lock);
+  if (memcmp(id, uuid_last, 6) == 0 && memcmp(id, uuid_last, 16) <= 0) {
+    memcpy(id, uuid_last, 16);
+    uuid_increment(id);
+  }
+  memcpy(uuid_last, id, 16);
+  pthread_mutex_unlock(&uuid_lock);
+  memcpy(out, id, 16);
+  return 0;
+}
+
+static int uuid_hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+int uuid_parse(const char *s, size_t len, unsigned char out[16]) {
+  if (len != UUID_TEXT_LEN) return -1;
+  int n = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (s[i] != '-') return -1;
+      continue;
+    }
+    int hi = uuid_hexval(s[i]), lo = uuid_hexval(s[i + 1]);
+    if (hi < 0 || lo < 0) return -1;
+    out[n++] = (unsigned char)(hi << 4 | lo);
+    i++;
+  }
+  return n == 16 ? 0 : -1;
+}
+
+void uuid_format(const unsigned char id[16], char out[UUID_TEXT_LEN]) {
+  static const char hex[] = "0123456789abcdef";
+  int o = 0;
+  for (int i = 0; i < 16; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+    out[o++] = hex[id[i] >> 4];
+    out[o++] = hex[id[i] & 15];
+  }
+}

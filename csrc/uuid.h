@@ -1,0 +1,17 @@
+/* Event ids: 16-byte UUIDs, generated as version 7 (time-ordered) when the
+ * caller gives none, and their 36-character text form. */
+#ifndef CHRONICLE_UUID_H
+#define CHRONICLE_UUID_H
+
+#include <stddef.h>
+
+#define UUID_TEXT_LEN 36
+
+/* Fills out[16] with a fresh UUIDv7; returns 0, or -1 when no randomness was available. */
+int uuid_v7(unsigned char out[16]);
+/* Parses the canonical 8-4-4-4-12 hex form (either case); returns 0 or -1. */
+int uuid_parse(const char *s, size_t len, unsigned char out[16]);
+/* Writes the lowercase canonical form (36 chars, no NUL). */
+void uuid_format(const unsigned char id[16], char out[UUID_TEXT_LEN]);
+
+#endif

@@ -1,0 +1,65 @@
+--- chronicle: an embedded event-sourcing engine for Lua 5.4.
+-- The public module: opening stores, the expected-version constants and the
+-- Store methods. The storage work happens in `chronicle.core` (C, LMDB).
+-- @module chronicle
+local core = require "chronicle.core"
+local Store = require "chronicle.store"
+
+local M = {}
+
+M._VERSION = "chronicle 0.1.0"
+
+--- Expected-version constants for `append`.
+M.ANY = "any"              -- no check
+M.NO_STREAM = "no_stream"  -- the stream must not exist yet
+M.EXISTS = "exists"        -- the stream must have at least one event
+
+--- The on-disk format this build writes.
+M.FORMAT = core.FORMAT
+M.MAX_STREAM_NAME = core.MAX_STREAM_NAME
+M.MAX_TYPE_NAME = core.MAX_TYPE_NAME
+
+--- Builds an error value like the ones the store returns: `{code=, message=, ...}`.
+-- @tparam string code a stable code such as "conflict"
+-- @tparam string message readable text
+-- @tparam[opt] table fields more details copied into the error
+M.error = core.error
+
+--- True when `v` is an error value built by chronicle.
+M.is_error = core.is_error
+
+local open_options = {
+  durability = "string", readonly = "boolean", map_size = "number", max_event_size = "number",
+}
+
+--- Opens (creating when missing) the store in directory `dir`.
+-- @tparam string dir the store's directory
+-- @tparam[opt] table opts `durability` ("full" | "nometasync" | "nosync"),
+--   `readonly`, `map_size` (initial bytes), `max_event_size` (bytes)
+-- @treturn[1] Store the store
+-- @treturn[2] nil
+-- @treturn[2] table error with `code` ("not_a_store", "unsupported_format", "locked", ...)
+function M.open(dir, opts)
+  if type(dir) ~= "string" or dir == "" then
+    error("bad argument #1 to 'open' (directory name expected, got " .. type(dir) .. ")", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'open' (table of options expected, got " .. type(opts) .. ")", 2)
+  end
+  for k, v in pairs(opts or {}) do
+    local want = open_options[k]
+    if not want then
+      error("open: unknown option '" .. tostring(k) .. "' (allowed: durability, readonly, map_size, max_event_size)", 2)
+    end
+    if type(v) ~= want then
+      error("open: option '" .. k .. "' must be a " .. want .. ", got " .. type(v), 2)
+    end
+  end
+  local handle, err = core.open(dir, opts)
+  if not handle then return nil, err end
+  return Store.new(handle, dir, opts or {})
+end
+
+M.Store = Store
+
+return M

@@ -1,0 +1,89 @@
+--- The Store: the Lua face of one open store. Storage calls go straight to
+-- the C handle; the aggregate, projection and handler layers add methods here.
+-- @classmod Store
+local Store = {}
+Store.__index = Store
+
+--- Wraps a `chronicle.core` handle (use `chronicle.open`).
+function Store.new(handle, path, opts)
+  return setmetatable({ _h = handle, path = path, options = opts }, Store)
+end
+
+local function handle(self)
+  local h = type(self) == "table" and rawget(self, "_h")
+  if not h then error("expected a store (use store:method(...), not store.method(...))", 3) end
+  return h
+end
+
+--- Appends events to one stream in one transaction.
+-- @tparam string stream the stream name (1 to 200 bytes)
+-- @tparam {table,...} events `{type=, data=, meta=, id=, schema=}` tables
+-- @param[opt] expected `chronicle.ANY` (default), `NO_STREAM`, `EXISTS` or the version of the stream's last event
+-- @treturn[1] table `{version=, position=}` of the last event written
+-- @treturn[2] nil
+-- @treturn[2] table error: `conflict` (with `expected`, `actual`), `duplicate_id`, `readonly`, `disk_full`, ...
+function Store:append(stream, events, opts)
+  local expected = opts
+  if type(opts) == "table" then
+    for k in pairs(opts) do
+      if k ~= "expected" then error("append: unknown option '" .. tostring(k) .. "' (allowed: expected)", 2) end
+    end
+    expected = opts.expected
+  end
+  return handle(self):append(stream, events, expected)
+end
+
+--- Appends to several streams in one transaction: all or nothing.
+-- @tparam {table,...} batch `{stream=, events=, expected=}` entries
+-- @treturn[1] table one `{stream=, version=, position=}` per entry, and `position` of the last event
+-- @treturn[2] nil
+-- @treturn[2] table error, with `index` naming the entry that failed
+function Store:append_many(batch)
+  return handle(self):append_many(batch)
+end
+
+--- Iterates the events of one stream: `for ev in store:read(s, {from=, count=, backward=})`.
+function Store:read(stream, opts) return handle(self):read(stream, opts) end
+
+--- Iterates the whole log: `{from=, to=, count=, backward=, category=, types=}`.
+function Store:read_all(opts) return handle(self):read_all(opts) end
+
+--- Folds events into a state with the loop in C.
+-- @param query a stream name, or a table of `read_all` options plus `stream`
+-- @param state the initial state
+-- @tparam function fn `fn(state, event)` returns the new state, or nil to keep it
+-- @return state, count, last_position, last_version (or nil, err)
+function Store:fold(query, state, fn) return handle(self):fold(query, state, fn) end
+
+--- The global position of the newest event (0 when empty).
+function Store:head() return handle(self):head() end
+
+--- `{stream, category, version, count, first_position, last_position, created, updated}` or nil, not_found.
+function Store:stream_info(stream) return handle(self):stream_info(stream) end
+
+--- Iterates stream infos in name order: `{prefix=, after=, count=}`.
+function Store:streams(opts) return handle(self):streams(opts) end
+
+--- `{events, streams, head, bytes, file_size, used_bytes, map_size, page_size, format, store_id, path}`.
+function Store:stats() return handle(self):stats() end
+
+--- Checks every record's checksum and that the indexes agree with the log.
+function Store:verify(opts) return handle(self):verify(opts) end
+
+--- Closes the store; later calls raise. Closing twice is harmless.
+function Store:close()
+  local h = rawget(self, "_h")
+  if h then h:close() end
+end
+
+function Store:is_open()
+  local h = rawget(self, "_h")
+  return h ~= nil and h:is_open()
+end
+
+Store.__close = Store.close
+Store.__gc = Store.close
+
+function Store:__tostring() return tostring(rawget(self, "_h")) end
+
+return Store
