@@ -7,6 +7,7 @@
 #include <lauxlib.h>
 #include "cerror.h"
 #include "codec.h"
+#include "kv.h"
 #include "logdb.h"
 #include "store.h"
 #include "uuid.h"
@@ -42,6 +43,7 @@ typedef struct append_failure {
   uint64_t actual_count;
   unsigned char id[16];
   uint64_t position;
+  size_t kv_op;                /* the write() check that failed */
 } append_failure;
 
 #define PENDING_EVENTS(s) ((pending_event *)(s)->scratch_events.data)
@@ -349,18 +351,19 @@ static int append_in_txn(store *s, MDB_txn *txn, size_t nstreams, append_failure
     ps->version = m.count - 1;
     ps->position = head;
   }
-  if (seq_loaded) rc = append_put_u64(txn, e->dbi[DB_META], "stream_seq", 10, seq, 0);
-  return rc;
+  if (seq_loaded && (rc = append_put_u64(txn, e->dbi[DB_META], "stream_seq", 10, seq, 0))) return rc;
+  return kv_apply_ops(s, txn, &f->kv_op);
 }
 
-/* Runs the write transaction, growing the map and retrying on MDB_MAP_FULL. */
-static int append_commit(store *s, size_t nstreams, append_failure *f) {
+/* Runs the write transaction, growing the map and retrying on MDB_MAP_FULL.
+ * A dry run does all the work and aborts instead of committing. */
+static int append_commit(store *s, size_t nstreams, append_failure *f, int dry_run) {
   for (int growths = 0;; growths++) {
     MDB_txn *txn;
     int rc = envreg_txn_begin(s->e, s->write_flags, &txn);
     if (rc) return rc;
     rc = append_in_txn(s, txn, nstreams, f);
-    if (rc == 0) rc = envreg_txn_finish(s->e, txn, 1);
+    if (rc == 0) rc = envreg_txn_finish(s->e, txn, !dry_run);
     else envreg_txn_finish(s->e, txn, 0);
     if (rc != MDB_MAP_FULL || growths >= APPEND_MAX_GROWTHS) return rc;
     if ((rc = envreg_grow(s->e))) return rc;
@@ -371,6 +374,7 @@ static void append_reset(store *s) {
   s->scratch_bytes.len = 0;
   s->scratch_events.len = 0;
   s->scratch_streams.len = 0;
+  s->scratch_kv.len = 0;
 }
 
 static store *append_check_store(lua_State *L) {
@@ -429,15 +433,20 @@ static void append_push_conflict(lua_State *L, store *s, const append_failure *f
   }
 }
 
-static int append_finish(lua_State *L, store *s, size_t nstreams, int many) {
+/* many: 0 for append, 1 for append_many, 2 for write. */
+static int append_finish(lua_State *L, store *s, size_t nstreams, int many, int dry_run) {
   append_failure f;
   memset(&f, 0, sizeof f);
-  int rc = append_commit(s, nstreams, &f);
+  int rc = append_commit(s, nstreams, &f, dry_run);
   if (rc == APPEND_REFUSED) {
     append_push_conflict(L, s, &f, many);
     return 2;
   }
-  if (rc) return cerr_mdb_result(L, rc, many ? "append_many" : "append");
+  if (rc == KV_CHECK_FAILED) {
+    kv_push_check_failure(L, s, f.kv_op);
+    return 2;
+  }
+  if (rc) return cerr_mdb_result(L, rc, many == 2 ? "write" : many ? "append_many" : "append");
   if (!many) {
     pending_stream *ps = &PENDING_STREAMS(s)[0];
     lua_createtable(L, 0, 2);
@@ -463,6 +472,10 @@ static int append_finish(lua_State *L, store *s, size_t nstreams, int many) {
   }
   lua_pushinteger(L, (lua_Integer)last);
   lua_setfield(L, -2, "position");
+  if (dry_run) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "dry_run");
+  }
   return 1;
 }
 
@@ -476,33 +489,85 @@ static int append_one(lua_State *L) {
   lua_settop(L, 4);
   append_encode_stream(L, s, "append", 2, 3, 4);
   if (s->readonly) return append_readonly(L);
-  return append_finish(L, s, 1, 0);
+  return append_finish(L, s, 1, 0, 0);
+}
+
+/* Encodes the list at idx of {stream=, events=, expected=} entries; returns how many. */
+static size_t append_encode_list(lua_State *L, store *s, int idx, const char *fn, int allow_empty) {
+  static const char *const entry_fields[] = { "stream", "events", "expected", NULL };
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+  if (n == 0 && !allow_empty)
+    luaL_error(L, "%s: expects a non-empty list of {stream=, events=, expected=}", fn);
+  int top = lua_gettop(L);
+  for (lua_Integer i = 1; i <= n; i++) {
+    char where[48];
+    snprintf(where, sizeof where, "%s[%lld]", fn, (long long)i);
+    if (lua_rawgeti(L, idx, i) != LUA_TTABLE) luaL_error(L, "%s: must be a table", where);
+    int entry = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, entry)) {
+      lua_pop(L, 1);
+      int known = 0;
+      for (int f = 0; entry_fields[f] && lua_type(L, -1) == LUA_TSTRING; f++)
+        if (strcmp(lua_tostring(L, -1), entry_fields[f]) == 0) known = 1;
+      if (!known) luaL_error(L, "%s: unknown field %s (allowed: stream, events, expected)", where,
+                             lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    }
+    lua_getfield(L, entry, "stream");
+    lua_getfield(L, entry, "events");
+    lua_getfield(L, entry, "expected");
+    append_encode_stream(L, s, where, entry + 1, entry + 2, entry + 3);
+    lua_settop(L, top);
+  }
+  return (size_t)n;
 }
 
 /* store:append_many({ {stream=, events=, expected=}, ... }) -> results | nil, err */
 static int append_many(lua_State *L) {
   store *s = append_check_store(L);
   luaL_checktype(L, 2, LUA_TTABLE);
-  lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
-  if (n == 0) luaL_error(L, "append_many: expects a non-empty list of {stream=, events=, expected=}");
   lua_settop(L, 2);
-  for (lua_Integer i = 1; i <= n; i++) {
-    char where[48];
-    snprintf(where, sizeof where, "append_many[%lld]", (long long)i);
-    if (lua_rawgeti(L, 2, i) != LUA_TTABLE) luaL_error(L, "%s: must be a table", where);
-    lua_getfield(L, 3, "stream");
-    lua_getfield(L, 3, "events");
-    lua_getfield(L, 3, "expected");
-    append_encode_stream(L, s, where, 4, 5, 6);
-    lua_settop(L, 2);
-  }
+  size_t n = append_encode_list(L, s, 2, "append_many", 0);
   if (s->readonly) return append_readonly(L);
-  return append_finish(L, s, (size_t)n, 1);
+  return append_finish(L, s, n, 1, 0);
+}
+
+/* store:write({ appends=, checks=, clears=, deletes=, puts=, dry_run= }) -> result | nil, err
+ * Everything in one transaction: appends as append_many, then the key-value
+ * ops in the order checks, clears, deletes, puts. */
+static int append_write(lua_State *L) {
+  static const char *const op_fields[] = { "appends", "checks", "clears", "deletes", "puts", "dry_run", NULL };
+  store *s = append_check_store(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {
+    lua_pop(L, 1);
+    int known = 0;
+    for (int f = 0; op_fields[f] && lua_type(L, -1) == LUA_TSTRING; f++)
+      if (strcmp(lua_tostring(L, -1), op_fields[f]) == 0) known = 1;
+    if (!known) luaL_error(L, "write: unknown field %s (allowed: appends, checks, clears, deletes, puts, dry_run)",
+                           lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+  }
+  size_t n = 0;
+  lua_getfield(L, 2, "appends");
+  if (!lua_isnil(L, 3)) {
+    if (!lua_istable(L, 3)) luaL_error(L, "write: appends must be a list");
+    n = append_encode_list(L, s, 3, "write.appends", 1);
+  }
+  lua_settop(L, 2);
+  kv_encode_ops(L, s, 2);
+  lua_getfield(L, 2, "dry_run");
+  int dry_run = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (s->readonly) return append_readonly(L);
+  return append_finish(L, s, n, 2, dry_run);
 }
 
 static const luaL_Reg append_methods[] = {
   { "append", append_one },
   { "append_many", append_many },
+  { "write", append_write },
   { NULL, NULL }
 };
 

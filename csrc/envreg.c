@@ -15,9 +15,9 @@
 #define ENVREG_MAX_GROW_STEP ((size_t)1 << 30)
 
 static const char *const envreg_db_names[DB_COUNT] = {
-  "meta", "log", "streams", "stream_index", "category_index", "event_ids"
+  "meta", "log", "streams", "stream_index", "category_index", "event_ids", "kv"
 };
-static const unsigned envreg_db_flags[DB_COUNT] = { 0, 0, 0, 0, 0, 0 };
+static const unsigned envreg_db_flags[DB_COUNT] = { 0, 0, 0, 0, 0, 0, 0 };
 
 static pthread_mutex_t envreg_lock = PTHREAD_MUTEX_INITIALIZER;
 static envref *envreg_head = NULL;
@@ -150,7 +150,7 @@ static int envreg_create(const char *dir, const envopts *opts, const struct stat
   e->readonly = opts->readonly;
   int rc = mdb_env_create(&e->env);
   if (rc) { free(e); return rc; }
-  mdb_env_set_maxdbs(e->env, 64);
+  mdb_env_set_maxdbs(e->env, 16);
   mdb_env_set_mapsize(e->env, opts->map_size ? opts->map_size : ENVREG_DEFAULT_MAP);
   /* MDB_NOTLS: Lua code may hold several read transactions in one thread. */
   rc = mdb_env_open(e->env, dir, MDB_NOTLS | (opts->readonly ? MDB_RDONLY : 0), 0644);

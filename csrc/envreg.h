@@ -10,7 +10,7 @@
 
 /* Named databases; see the on-disk format in README.md. */
 enum {
-  DB_META, DB_LOG, DB_STREAMS, DB_STREAM_INDEX, DB_CATEGORY_INDEX, DB_EVENT_IDS, DB_COUNT
+  DB_META, DB_LOG, DB_STREAMS, DB_STREAM_INDEX, DB_CATEGORY_INDEX, DB_EVENT_IDS, DB_KV, DB_COUNT
 };
 
 /* The on-disk format this build writes and the newest it can read. */

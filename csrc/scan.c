@@ -10,6 +10,7 @@
 #include <lauxlib.h>
 #include "cerror.h"
 #include "codec.h"
+#include "kv.h"
 #include "logdb.h"
 #include "store.h"
 #include "uuid.h"
@@ -20,7 +21,7 @@
 #define SCAN_BATCH_VISITS 4096   /* bounds a batch that filters most records out */
 #define SCAN_MAX_TYPES 64
 
-enum { SCAN_STREAM, SCAN_ALL, SCAN_CATEGORY, SCAN_STREAMS };
+enum { SCAN_STREAM, SCAN_ALL, SCAN_CATEGORY, SCAN_STREAMS, SCAN_KV };
 
 typedef struct scan_item {
   size_t off, len;
@@ -32,12 +33,22 @@ typedef struct scanner {
   int backward;
   int done;                /* nothing more to fetch from LMDB */
   uint64_t next;           /* next version (stream) or position to visit */
-  uint64_t bound;          /* last position to visit (0: none); lower bound when backward */
+  uint64_t bound;          /* last position (or stream version) to visit; the lower one when backward */
+  int has_bound;
+  uint64_t until_position; /* forward scans stop after this position (0: no limit) */
+  int64_t until_time;      /* ... or at the first event later than this time */
+  int has_until_time;
   int64_t remaining;       /* events still to yield, -1 for no limit */
-  unsigned char name[RECORD_MAX_STREAM + 1];   /* stream, category or streams' prefix/last key */
+  unsigned char name[KV_KEY_MAX + 1];   /* stream, category, or (streams, kv) the prefix then last key */
   size_t name_len;
-  size_t prefix_len;       /* SCAN_STREAMS: the prefix part of name */
-  int started;             /* SCAN_STREAMS: name holds the last key returned */
+  size_t prefix_len;       /* SCAN_STREAMS, SCAN_KV: the prefix part of name */
+  int started;             /* SCAN_STREAMS, SCAN_KV: name holds the last key returned */
+  int from_last;           /* SCAN_KV backward with no bound: start at the end of the database */
+  unsigned char kv_prefix[KV_KEY_MAX]; /* SCAN_KV: `space|prefix`, which every key returned starts with */
+  size_t kv_prefix_len;
+  unsigned char edge[KV_KEY_MAX];      /* SCAN_KV: the far bound (to, or from when backward) */
+  size_t edge_len;
+  int has_edge;
   size_t ntypes;
   unsigned char type_len[SCAN_MAX_TYPES];
   char types[SCAN_MAX_TYPES][RECORD_MAX_TYPE];
@@ -164,9 +175,11 @@ static scanner *scan_new(lua_State *L, int mode) {
   return sc;
 }
 
-static const char *const read_options[] = { "from", "count", "backward", NULL };
-static const char *const read_all_options[] = { "from", "to", "count", "backward", "category", "types", NULL };
-static const char *const fold_options[] = { "stream", "from", "to", "count", "backward", "category", "types", NULL };
+static const char *const read_options[] = { "from", "to", "count", "backward", "until_position", "until_time", NULL };
+static const char *const read_all_options[] = { "from", "to", "count", "backward", "category", "types",
+                                                "until_time", NULL };
+static const char *const fold_options[] = { "stream", "from", "to", "count", "backward", "category", "types",
+                                            "until_position", "until_time", NULL };
 
 /* Fills a scanner from the options table at `opts` (0: none), for a stream
  * (name at name_idx) or for the whole log. */
@@ -182,6 +195,20 @@ static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, co
   lua_Integer count = scan_opt_int(L, opts, fn, "count", -1, 0);
   sc->remaining = count;
   if (count == 0) sc->done = 1;
+  sc->until_position = (uint64_t)scan_opt_int(L, opts, fn, "until_position", 0, 0);
+  if (opts) {
+    lua_getfield(L, opts, "until_time");
+    if (!lua_isnil(L, -1)) {
+      int ok;
+      sc->until_time = lua_tointegerx(L, -1, &ok);
+      if (!ok) luaL_error(L, "%s: option 'until_time' must be an integer (ns since the epoch)", fn);
+      sc->has_until_time = 1;
+    }
+    lua_pop(L, 1);
+  }
+  lua_Integer to = scan_opt_int(L, opts, fn, "to", -1, 0);
+  sc->has_bound = to >= 0;
+  sc->bound = to >= 0 ? (uint64_t)to : 0;
   if (sc->mode == SCAN_STREAM) {
     scan_set_name(L, sc, name_idx, fn, "stream");
     lua_Integer from = scan_opt_int(L, opts, fn, "from", backward ? -1 : 0, backward ? -1 : 0);
@@ -189,9 +216,7 @@ static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, co
     return;
   }
   lua_Integer from = scan_opt_int(L, opts, fn, "from", backward ? -1 : 1, backward ? -1 : 0);
-  lua_Integer to = scan_opt_int(L, opts, fn, "to", 0, 0);
   sc->next = from < 0 ? UINT64_MAX : (uint64_t)(from == 0 && !backward ? 1 : from);
-  sc->bound = (uint64_t)to;
   if (opts) {
     lua_getfield(L, opts, "category");
     if (!lua_isnil(L, -1)) {
@@ -223,6 +248,11 @@ static int scan_take(scanner *sc, const MDB_val *rec, uint64_t pos) {
     sc->done = 1;
     return 0;
   }
+  if ((sc->until_position && pos > sc->until_position) || (sc->has_until_time && v.time > sc->until_time)) {
+    if (sc->backward) return 1;
+    sc->done = 1;
+    return 0;
+  }
   if (!scan_type_wanted(sc, &v)) return 1;
   scan_item it = { sc->records.len, rec->mv_size, pos };
   if (buf_append(&sc->records, rec->mv_data, rec->mv_size) || buf_append(&sc->items, &it, sizeof it)) {
@@ -238,17 +268,17 @@ static int scan_take(scanner *sc, const MDB_val *rec, uint64_t pos) {
 /* Advances sc->next past `at` in the scan's direction; returns 0 at the end. */
 static int scan_step(scanner *sc, uint64_t at) {
   if (sc->backward) {
-    if (at == 0 || (sc->mode != SCAN_STREAM && at <= (sc->bound ? sc->bound : 1))) return 0;
+    if (at == 0 || (sc->has_bound && at <= sc->bound)) return 0;
     sc->next = at - 1;
   } else {
-    if (sc->mode != SCAN_STREAM && sc->bound && at >= sc->bound) return 0;
+    if ((sc->has_bound && at >= sc->bound) || at == UINT64_MAX) return 0;
     sc->next = at + 1;
   }
   return 1;
 }
 
 static int scan_in_range(const scanner *sc, uint64_t at) {
-  if (sc->mode == SCAN_STREAM || sc->bound == 0) return 1;
+  if (!sc->has_bound) return 1;
   return sc->backward ? at >= sc->bound : at <= sc->bound;
 }
 
@@ -338,6 +368,7 @@ static int scan_fill_stream(scanner *sc, MDB_txn *txn, const envref *e) {
     if (k.mv_size != 16 || d.mv_size != 8) { rc = MDB_CORRUPTED; break; }
     uint64_t version = get_u64be((unsigned char *)k.mv_data + 8);
     uint64_t pos = get_u64be(d.mv_data);
+    if (!scan_in_range(sc, version)) { sc->done = 1; break; }
     if ((rc = scan_get_record(txn, e, pos, &rec))) break;
     int more = scan_take(sc, &rec, pos);
     if (!scan_step(sc, version)) { sc->done = 1; break; }
@@ -383,6 +414,62 @@ static int scan_fill_streams(scanner *sc, MDB_txn *txn, const envref *e) {
   return rc;
 }
 
+/* SCAN_KV batches hold (key length u16, key without the space, value) records.
+ * name holds where to start, then the last key returned once started. */
+static int scan_kv_beyond_edge(const scanner *sc, const MDB_val *k) {
+  if (!sc->has_edge) return 0;
+  size_t n = k->mv_size < sc->edge_len ? k->mv_size : sc->edge_len;
+  int c = memcmp(k->mv_data, sc->edge, n);
+  if (c == 0) c = k->mv_size < sc->edge_len ? -1 : k->mv_size > sc->edge_len;
+  return sc->backward ? c < 0 : c > 0;
+}
+
+static int scan_fill_kv(scanner *sc, MDB_txn *txn, const envref *e) {
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(txn, e->dbi[DB_KV], &c);
+  if (rc) return rc;
+  MDB_val k = { sc->name_len, sc->name }, d;
+  if (sc->from_last) {
+    rc = mdb_cursor_get(c, &k, &d, MDB_LAST);
+    sc->from_last = 0;
+  } else {
+    rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+    int same = rc == 0 && k.mv_size == sc->name_len && memcmp(k.mv_data, sc->name, sc->name_len) == 0;
+    if (sc->backward) {
+      if (rc == MDB_NOTFOUND) rc = mdb_cursor_get(c, &k, &d, MDB_LAST);
+      else if (rc == 0 && (!same || sc->started)) rc = mdb_cursor_get(c, &k, &d, MDB_PREV);
+    } else if (same && sc->started) {
+      rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+    }
+  }
+  size_t skip = 1 + sc->kv_prefix[0];        /* the space part of every key */
+  while (rc == 0) {
+    if (k.mv_size < sc->kv_prefix_len || memcmp(k.mv_data, sc->kv_prefix, sc->kv_prefix_len) != 0 ||
+        scan_kv_beyond_edge(sc, &k)) {
+      sc->done = 1;
+      break;
+    }
+    unsigned char len[2];
+    put_u16be(len, (uint16_t)(k.mv_size - skip));
+    scan_item it = { sc->records.len, 2 + k.mv_size - skip + d.mv_size, 0 };
+    if (buf_append(&sc->records, len, 2) || buf_append(&sc->records, (unsigned char *)k.mv_data + skip, k.mv_size - skip) ||
+        buf_append(&sc->records, d.mv_data, d.mv_size) || buf_append(&sc->items, &it, sizeof it)) {
+      rc = ENOMEM;
+      break;
+    }
+    memcpy(sc->name, k.mv_data, k.mv_size);
+    sc->name_len = k.mv_size;
+    sc->started = 1;
+    sc->count++;
+    if (sc->remaining > 0 && --sc->remaining == 0) { sc->done = 1; break; }
+    if (sc->count >= SCAN_BATCH_ITEMS || sc->records.len >= SCAN_BATCH_BYTES) break;
+    rc = mdb_cursor_get(c, &k, &d, sc->backward ? MDB_PREV : MDB_NEXT);
+  }
+  if (rc == MDB_NOTFOUND) { sc->done = 1; rc = 0; }
+  mdb_cursor_close(c);
+  return rc;
+}
+
 /* Loads the next batch. Returns 0 when the batch is empty and the scan is over. */
 static int scan_fill(lua_State *L, scanner *sc, int sc_idx) {
   sc->records.len = sc->items.len = 0;
@@ -396,6 +483,7 @@ static int scan_fill(lua_State *L, scanner *sc, int sc_idx) {
         case SCAN_ALL: rc = scan_fill_log(sc, txn, s->e); break;
         case SCAN_CATEGORY: rc = scan_fill_category(sc, txn, s->e); break;
         case SCAN_STREAM: rc = scan_fill_stream(sc, txn, s->e); break;
+        case SCAN_KV: rc = scan_fill_kv(sc, txn, s->e); break;
         default: rc = scan_fill_streams(sc, txn, s->e); break;
       }
       envreg_txn_finish(s->e, txn, 0);
@@ -466,6 +554,19 @@ static void scan_push_stream_item(lua_State *L, const unsigned char *p) {
   store_push_stream_meta(L, p + 2, len, &sm);
 }
 
+/* Pushes key, value of a SCAN_KV item; returns 2. */
+static int scan_push_kv_item(lua_State *L, scanner *sc, const scan_item *it) {
+  const unsigned char *p = sc->records.data + it->off;
+  size_t klen = get_u16be(p);
+  lua_pushlstring(L, (const char *)p + 2, klen);
+  const char *why;
+  if (!codec_decode(L, &sc->zone, p + 2 + klen, it->len - 2 - klen, &why)) {
+    cerr_new(L, "corrupt", "kv_scan: the value of '%s' does not decode: %s", lua_tostring(L, -1), why);
+    lua_error(L);
+  }
+  return 2;
+}
+
 /* The generic-for step: the next item, or nil at the end (releasing the batch). */
 static int scan_iter(lua_State *L) {
   scanner *sc = luaL_checkudata(L, 1, SCANNER_MT);
@@ -481,17 +582,19 @@ static int scan_iter(lua_State *L) {
   }
   scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
   const unsigned char *p = sc->records.data + it->off;
+  if (sc->mode == SCAN_KV) return scan_push_kv_item(L, sc, it);
   if (sc->mode == SCAN_STREAMS) scan_push_stream_item(L, p);
   else scan_push_event(L, sc, p, it->len, it->position);
   return 1;
 }
 
 /* Returns the four values of a generic for: step, scanner, nil, scanner (to close). */
-static int scan_return_iterator(lua_State *L) {
+static int scan_return_iterator(lua_State *L, int sc_idx) {
+  sc_idx = lua_absindex(L, sc_idx);
   lua_pushcfunction(L, scan_iter);
-  lua_pushvalue(L, -2);
+  lua_pushvalue(L, sc_idx);
   lua_pushnil(L);
-  lua_pushvalue(L, -4);
+  lua_pushvalue(L, sc_idx);
   return 4;
 }
 
@@ -504,8 +607,9 @@ static int scan_read(lua_State *L) {
     scan_check_options(L, opts, "read", read_options);
   }
   scanner *sc = scan_new(L, SCAN_STREAM);
+  int sc_idx = lua_gettop(L);
   scan_configure(L, sc, opts, 2, "read");
-  return scan_return_iterator(L);
+  return scan_return_iterator(L, sc_idx);
 }
 
 /* store:read_all([{from, to, count, backward, category, types}]) -> iterator */
@@ -517,8 +621,9 @@ static int scan_read_all(lua_State *L) {
     scan_check_options(L, opts, "read_all", read_all_options);
   }
   scanner *sc = scan_new(L, SCAN_ALL);
+  int sc_idx = lua_gettop(L);
   scan_configure(L, sc, opts, 0, "read_all");
-  return scan_return_iterator(L);
+  return scan_return_iterator(L, sc_idx);
 }
 
 /* store:streams([{prefix, after, count}]) -> iterator of stream_info tables, by name */
@@ -531,6 +636,7 @@ static int scan_streams(lua_State *L) {
     scan_check_options(L, opts, "streams", allowed);
   }
   scanner *sc = scan_new(L, SCAN_STREAMS);
+  int sc_idx = lua_gettop(L);
   sc->remaining = scan_opt_int(L, opts, "streams", "count", -1, 0);
   if (sc->remaining == 0) sc->done = 1;
   if (opts) {
@@ -549,7 +655,79 @@ static int scan_streams(lua_State *L) {
     }
     lua_pop(L, 2);
   }
-  return scan_return_iterator(L);
+  return scan_return_iterator(L, sc_idx);
+}
+
+/* Sets `out` to the smallest key greater than every key starting with p[0..n);
+ * returns 0 when there is none (p is all 0xff). */
+static size_t scan_prefix_successor(const unsigned char *p, size_t n, unsigned char *out) {
+  while (n > 0 && p[n - 1] == 0xff) n--;
+  if (n == 0) return 0;
+  memcpy(out, p, n);
+  out[n - 1]++;
+  return n;
+}
+
+/* store:kv_scan(space [, {prefix, from, to, count, backward}]) -> iterator of key, value in key order */
+static int scan_kv(lua_State *L) {
+  static const char *const allowed[] = { "prefix", "from", "to", "count", "backward", NULL };
+  store_check(L, 1);
+  size_t slen;
+  const char *space = kv_check_space(L, 2, "kv_scan", &slen);
+  int opts = lua_isnoneornil(L, 3) ? 0 : 3;
+  if (opts) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    scan_check_options(L, opts, "kv_scan", allowed);
+  }
+  lua_settop(L, 3);
+  scanner *sc = scan_new(L, SCAN_KV);
+  int sc_idx = lua_gettop(L);
+  sc->remaining = scan_opt_int(L, opts, "kv_scan", "count", -1, 0);
+  if (sc->remaining == 0) sc->done = 1;
+  const char *prefix = "", *from = NULL, *to = NULL;
+  size_t plen = 0, flen = 0, tlen = 0;
+  if (opts) {
+    lua_getfield(L, opts, "backward");
+    sc->backward = lua_toboolean(L, -1);
+    lua_getfield(L, opts, "prefix");
+    if (!lua_isnil(L, -1)) prefix = kv_check_key(L, -1, "kv_scan: option 'prefix'", &plen);
+    lua_getfield(L, opts, "from");
+    if (!lua_isnil(L, -1)) from = kv_check_key(L, -1, "kv_scan: option 'from'", &flen);
+    lua_getfield(L, opts, "to");
+    if (!lua_isnil(L, -1)) to = kv_check_key(L, -1, "kv_scan: option 'to'", &tlen);
+  }
+  sc->kv_prefix_len = kv_key(sc->kv_prefix, space, slen, prefix, plen);
+  memcpy(sc->name, sc->kv_prefix, sc->kv_prefix_len);
+  sc->name_len = sc->kv_prefix_len;
+  const char *start = sc->backward ? to : from, *edge = sc->backward ? from : to;
+  size_t start_len = sc->backward ? tlen : flen, edge_len = sc->backward ? flen : tlen;
+  if (edge) {
+    sc->edge_len = kv_key(sc->edge, space, slen, edge, edge_len);
+    sc->has_edge = 1;
+  }
+  if (start) {
+    unsigned char k[KV_KEY_MAX];
+    size_t klen = kv_key(k, space, slen, start, start_len);
+    /* A start before the prefix (forward) or after it (backward) clamps to the prefix. */
+    int c = memcmp(k, sc->kv_prefix, klen < sc->kv_prefix_len ? klen : sc->kv_prefix_len);
+    if (sc->backward ? c <= 0 : c >= 0) {
+      memcpy(sc->name, k, klen);
+      sc->name_len = klen;
+    } else if (sc->backward) {
+      start = NULL;
+    }
+  }
+  if (sc->backward && !start) {
+    unsigned char succ[KV_KEY_MAX];
+    size_t n = scan_prefix_successor(sc->kv_prefix, sc->kv_prefix_len, succ);
+    if (n == 0) sc->from_last = 1;
+    else {
+      memcpy(sc->name, succ, n);
+      sc->name_len = n;
+      sc->started = 1;         /* step back from the successor, which is outside the range */
+    }
+  }
+  return scan_return_iterator(L, sc_idx);
 }
 
 /* store:fold(query, state, fn) -> state, count, last_position, last_version
@@ -572,10 +750,9 @@ static int scan_fold(lua_State *L) {
     if (has_stream) {
       lua_getfield(L, 2, "category");
       lua_getfield(L, 2, "types");
-      lua_getfield(L, 2, "to");
-      if (!lua_isnil(L, -1) || !lua_isnil(L, -2) || !lua_isnil(L, -3))
-        luaL_error(L, "fold: a stream query takes only from, count and backward");
-      lua_pop(L, 3);
+      if (!lua_isnil(L, -1) || !lua_isnil(L, -2))
+        luaL_error(L, "fold: a stream query cannot filter by category or types");
+      lua_pop(L, 2);
     }
     scan_configure(L, sc, 2, 5, "fold");
   }
@@ -612,6 +789,7 @@ static const luaL_Reg scan_methods[] = {
   { "read_all", scan_read_all },
   { "streams", scan_streams },
   { "fold", scan_fold },
+  { "kv_scan", scan_kv },
   { NULL, NULL }
 };
 

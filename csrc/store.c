@@ -28,6 +28,7 @@ static void store_release(store *s) {
   buf_free(&s->scratch_bytes);
   buf_free(&s->scratch_events);
   buf_free(&s->scratch_streams);
+  buf_free(&s->scratch_kv);
 }
 
 static int store_close(lua_State *L) {
@@ -83,6 +84,7 @@ static int store_open(lua_State *L) {
   buf_init(&s->scratch_bytes);
   buf_init(&s->scratch_events);
   buf_init(&s->scratch_streams);
+  buf_init(&s->scratch_kv);
 
   char why[256];
   int rc = envreg_open(dir, &opts, &s->e, why);
@@ -240,6 +242,7 @@ void store_open_lib(lua_State *L) {
   append_register(L);
   scan_register(L);
   verify_register(L);
+  kv_register(L);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   lua_pushcfunction(L, store_open);

@@ -18,6 +18,7 @@ typedef struct store {
   buf scratch_bytes;       /* appends encode here before their transaction */
   buf scratch_events;
   buf scratch_streams;
+  buf scratch_kv;          /* write(): pending key-value operations */
 } store;
 
 /* The open store at idx; raises if closed or carried across fork(). */
@@ -29,5 +30,6 @@ void store_open_lib(lua_State *L);      /* core.open and the store metatable */
 void append_register(lua_State *L);     /* adds append methods to the table on top */
 void scan_register(lua_State *L);       /* adds read/read_all/fold/streams */
 void verify_register(lua_State *L);     /* adds verify */
+void kv_register(lua_State *L);         /* adds kv_get/kv_count */
 
 #endif

@@ -42,7 +42,28 @@ function Store:append_many(batch)
   return handle(self):append_many(batch)
 end
 
---- Iterates the events of one stream: `for ev in store:read(s, {from=, count=, backward=})`.
+--- Does several things in one transaction, all or nothing.
+-- @tparam table ops `appends` (a list as for `append_many`), then key-value
+--   operations in this order: `checks` ({space, key, value}: the stored value
+--   must equal `value`, or be absent when value is nil), `clears` (space names),
+--   `deletes` ({space, key}), `puts` ({space, key, value}); `dry_run = true`
+--   does everything and rolls it back.
+-- @treturn[1] table as for `append_many` (`dry_run = true` when rolled back)
+-- @treturn[2] nil
+-- @treturn[2] table error: `conflict`, `duplicate_id`, `check_failed` (with `space`, `key`), ...
+function Store:write(ops) return handle(self):write(ops) end
+
+--- The value stored under `key` in key-value space `space`, or nil.
+function Store:kv_get(space, key) return handle(self):kv_get(space, key) end
+
+--- Iterates `key, value` of a space in key order: `{prefix=, from=, to=, count=, backward=}`.
+function Store:kv_scan(space, opts) return handle(self):kv_scan(space, opts) end
+
+--- The number of keys in a space (under `prefix` when given).
+function Store:kv_count(space, prefix) return handle(self):kv_count(space, prefix) end
+
+--- Iterates the events of one stream: `{from=, to=, count=, backward=, until_position=, until_time=}`
+-- (`from`/`to` are stream versions).
 function Store:read(stream, opts) return handle(self):read(stream, opts) end
 
 --- Iterates the whole log: `{from=, to=, count=, backward=, category=, types=}`.
