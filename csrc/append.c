@@ -26,6 +26,8 @@ typedef struct pending_event {
   unsigned char id[16];
   int has_id;                  /* the caller chose the id: idempotency applies */
   unsigned schema;
+  int has_time;                /* the caller set the time (imports, aggregates) */
+  int64_t time;
 } pending_event;
 
 typedef struct pending_stream {
@@ -34,6 +36,7 @@ typedef struct pending_stream {
   uint64_t expected_version;
   size_t first_event, n_events;
   uint64_t version, position;  /* results */
+  int64_t time;
 } pending_stream;
 
 typedef struct append_failure {
@@ -79,7 +82,7 @@ static void append_check_expected(lua_State *L, int idx, const char *where, pend
                         ? lua_tostring(L, idx) : luaL_typename(L, idx));
 }
 
-static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", NULL };
+static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
 
 /* Checks and encodes events[i] (the table on top of the stack). */
 static void append_encode_event(lua_State *L, store *s, const char *where, lua_Integer i,
@@ -96,7 +99,7 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
       for (int f = 0; event_fields[f]; f++)
         if (strcmp(lua_tostring(L, -1), event_fields[f]) == 0) known = 1;
     if (!known)
-      luaL_error(L, "%s: events[%I] has an unknown field %s (allowed: type, data, meta, id, schema)",
+      luaL_error(L, "%s: events[%I] has an unknown field %s (allowed: type, data, meta, id, schema, time)",
                  where, i, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
   }
   pending_event pe;
@@ -134,6 +137,15 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
     if (!ok || lua_type(L, -1) != LUA_TNUMBER || v < 1 || v > 65535)
       luaL_error(L, "%s: events[%I].schema must be an integer from 1 to 65535", where, i);
     pe.schema = (unsigned)v;
+  }
+  lua_pop(L, 1);
+
+  lua_getfield(L, ev, "time");
+  if (!lua_isnil(L, -1)) {
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+      luaL_error(L, "%s: events[%I].time must be an integer >= 0 (ns since the epoch)", where, i);
+    pe.time = lua_tointeger(L, -1);
+    pe.has_time = 1;
   }
   lua_pop(L, 1);
 
@@ -238,6 +250,7 @@ static int append_check_replay(store *s, MDB_txn *txn, pending_stream *ps, appen
       return APPEND_REFUSED;
     ps->version = v.version;
     ps->position = pos;
+    ps->time = v.time;
   }
   return 0;
 }
@@ -268,7 +281,8 @@ static int append_write_event(store *s, MDB_txn *txn, pending_stream *ps, pendin
   memcpy(p, bytes + pe->meta_off, pe->meta_len); p += pe->meta_len;
   memcpy(p, bytes + pe->data_off, pe->data_len);
   record_view v = { .stream_len = ps->name_len, .type_len = pe->type_len, .meta_len = pe->meta_len,
-                    .id = pe->id, .version = m->count, .time = now, .schema = pe->schema };
+                    .id = pe->id, .version = m->count, .time = pe->has_time ? pe->time : now,
+                    .schema = pe->schema };
   record_seal(rec, len, &v);
 
   stream_index_key(key, m->id, m->count);
@@ -350,6 +364,7 @@ static int append_in_txn(store *s, MDB_txn *txn, size_t nstreams, append_failure
     if ((rc = mdb_put(txn, e->dbi[DB_STREAMS], &k, &d, 0))) return rc;
     ps->version = m.count - 1;
     ps->position = head;
+    ps->time = now;
   }
   if (seq_loaded && (rc = append_put_u64(txn, e->dbi[DB_META], "stream_seq", 10, seq, 0))) return rc;
   return kv_apply_ops(s, txn, &f->kv_op);
@@ -449,18 +464,22 @@ static int append_finish(lua_State *L, store *s, size_t nstreams, int many, int 
   if (rc) return cerr_mdb_result(L, rc, many == 2 ? "write" : many ? "append_many" : "append");
   if (!many) {
     pending_stream *ps = &PENDING_STREAMS(s)[0];
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushinteger(L, (lua_Integer)ps->version);
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, (lua_Integer)ps->position);
     lua_setfield(L, -2, "position");
+    lua_pushinteger(L, ps->time);
+    lua_setfield(L, -2, "time");
     return 1;
   }
   lua_createtable(L, (int)nstreams, 1);
   uint64_t last = 0;
   for (size_t i = 0; i < nstreams; i++) {
     pending_stream *ps = &PENDING_STREAMS(s)[i];
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, ps->time);
+    lua_setfield(L, -2, "time");
     lua_pushlstring(L, (const char *)s->scratch_bytes.data + ps->name_off, ps->name_len);
     lua_setfield(L, -2, "stream");
     lua_pushinteger(L, (lua_Integer)ps->version);

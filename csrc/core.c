@@ -6,10 +6,35 @@
 #include "record.h"
 #include "store.h"
 
+#include <time.h>
+#include "uuid.h"
+
 int luaopen_chronicle_core(lua_State *L);
+
+/* core.uuid() -> a new time-ordered UUID string (version 7) */
+static int core_uuid(lua_State *L) {
+  unsigned char id[16];
+  char text[UUID_TEXT_LEN];
+  if (uuid_v7(id) != 0) return luaL_error(L, "uuid: no randomness available");
+  uuid_format(id, text);
+  lua_pushlstring(L, text, UUID_TEXT_LEN);
+  return 1;
+}
+
+/* core.now() -> nanoseconds since the Unix epoch, the clock event times use */
+static int core_now(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000000 + ts.tv_nsec);
+  return 1;
+}
 
 int luaopen_chronicle_core(lua_State *L) {
   lua_newtable(L);
+  lua_pushcfunction(L, core_uuid);
+  lua_setfield(L, -2, "uuid");
+  lua_pushcfunction(L, core_now);
+  lua_setfield(L, -2, "now");
   cerr_open(L);
   store_open_lib(L);
   lua_pushinteger(L, CHRONICLE_FORMAT);

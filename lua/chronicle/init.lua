@@ -4,6 +4,8 @@
 -- @module chronicle
 local core = require "chronicle.core"
 local Store = require "chronicle.store"
+local aggregate = require "chronicle.aggregate"
+local upcast = require "chronicle.upcast"
 
 local M = {}
 
@@ -59,6 +61,23 @@ function M.open(dir, opts)
   if not handle then return nil, err end
   return Store.new(handle, dir, opts or {})
 end
+
+--- Defines an aggregate: `{ name, initial, apply, commands, snapshot_every,
+-- schema_version, ignore_unknown_events, upcasters, retries }`.
+-- See chronicle.aggregate.
+M.aggregate = aggregate.define
+
+--- Registers an upcaster for every reader in this process:
+-- `fn(data, event)` turns `type_name` data of schema `version` into `version + 1`.
+function M.upcast(type_name, version, fn)
+  upcast.global:add(type_name, version, fn)
+end
+
+--- A new time-ordered UUID (version 7) string.
+M.uuid = core.uuid
+
+--- Nanoseconds since the Unix epoch: the clock of `event.time`.
+M.now = core.now
 
 M.Store = Store
 

@@ -102,6 +102,19 @@ function Store:is_open()
   return h ~= nil and h:is_open()
 end
 
+--- A repository of an aggregate in this store: `load`, `execute`, `history`, ...
+-- @tparam Aggregate aggregate made by `chronicle.aggregate`
+-- @tparam[opt] table opts `retries`
+function Store:repository(aggregate, opts)
+  return require("chronicle.repository").new(self, aggregate, opts)
+end
+
+--- Runs `fn(uow)`; the commands it runs through `uow:execute(repo, id, command, args)`
+-- commit together or not at all. See chronicle.unit_of_work.
+function Store:unit_of_work(fn, opts)
+  return require("chronicle.unit_of_work").run(self, fn, opts)
+end
+
 Store.__close = Store.close
 Store.__gc = Store.close
 
