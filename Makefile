@@ -1,5 +1,12 @@
 # chronicle: development build. Users install with the rockspec (see README).
+#   make deps     install the Debian packages that are missing (apt-get, as root or via sudo)
+#   make          build build/chronicle/core.so
+#   make test     deps + build + every spec/*_spec.lua, ending with `N passed, N failed, N skipped`
+#   make check    the suite against an ASan+UBSan build, then under valgrind memcheck
+#   make install  PREFIX=/usr/local; make bench; make demo; make clean
+# SPECS=spec/x_spec.lua limits test and check to some spec files.
 LUA_VERSION ?= 5.4
+LUA ?= lua$(LUA_VERSION)
 LUA_INC ?= /usr/include/lua$(LUA_VERSION)
 CC ?= cc
 CFLAGS ?= -O2 -g
@@ -10,7 +17,41 @@ HDR = $(wildcard csrc/*.h)
 BUILD = build
 SO = $(BUILD)/chronicle/core.so
 
-.PHONY: all build test demo check clean deps
+PREFIX ?= /usr/local
+LUA_LIBDIR = $(PREFIX)/lib/lua/$(LUA_VERSION)
+LUA_SHAREDIR = $(PREFIX)/share/lua/$(LUA_VERSION)
+ROOT := $(CURDIR)
+SPECS ?=
+
+# Specs, benchmarks and the demo run against the tree, and so do the lua5.4 processes they start.
+TREE_LUA_PATH = $(ROOT)/lua/?.lua;$(ROOT)/lua/?/init.lua;$(ROOT)/spec/?.lua;;
+RUN_ENV = LUA_PATH='$(TREE_LUA_PATH)' LUA_CPATH='$(ROOT)/$(BUILD)/?.so;;'
+# Seconds one spec file may run before it is killed and counted as failed.
+SPEC_TIMEOUT ?= 900
+
+# make check, part 1: chronicle.core with AddressSanitizer and UBSan. lua5.4 is not instrumented,
+# so build-asan/bin/lua5.4 (first on PATH) preloads the runtime into every lua5.4 a spec starts.
+ASAN_BUILD = build-asan
+ASAN_SO = $(ASAN_BUILD)/chronicle/core.so
+ASAN_CC = gcc
+ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ASAN_LIB = $(shell $(ASAN_CC) -print-file-name=libasan.so)
+ASAN_GUARD = $(ASAN_BUILD)/asan_preload.so
+ASAN_LUA = $(ASAN_BUILD)/bin/lua$(LUA_VERSION)
+ASAN_ENV = PATH='$(ROOT)/$(ASAN_BUILD)/bin':"$$PATH" \
+	LUA_PATH='$(TREE_LUA_PATH)' LUA_CPATH='$(ROOT)/$(ASAN_BUILD)/?.so;;' \
+	ASAN_OPTIONS='detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1' \
+	LSAN_OPTIONS='suppressions=$(ROOT)/scripts/lsan.supp:print_suppressions=0' \
+	UBSAN_OPTIONS='print_stacktrace=1:halt_on_error=1'
+
+# make check, part 2: valgrind memcheck on the normal build (the busted process; the lua5.4
+# processes that specs start run natively). VALGRIND_SPECS limits it to some files.
+VALGRIND = valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+	--show-leak-kinds=definite --keep-debuginfo=yes --num-callers=30 --quiet
+VALGRIND_SPECS ?= $(SPECS)
+VALGRIND_TIMEOUT ?= 1800
+
+.PHONY: all build asan test check deps install bench demo clean
 
 all: build
 build: $(SO)
@@ -19,5 +60,58 @@ $(SO): $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
 
+asan: $(ASAN_SO) $(ASAN_GUARD) $(ASAN_LUA)
+
+$(ASAN_SO): $(SRC) $(HDR)
+	@mkdir -p $(dir $@)
+	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) -fPIC -shared -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
+
+$(ASAN_GUARD): scripts/asan_preload.c
+	@mkdir -p $(dir $@)
+	$(ASAN_CC) -O2 $(WARN) -fPIC -shared $< -o $@
+
+$(ASAN_LUA): scripts/asan-lua.sh Makefile
+	@mkdir -p $(dir $@)
+	@test -f '$(ASAN_LIB)' || { echo "no ASan runtime: $(ASAN_CC) -print-file-name=libasan.so gave '$(ASAN_LIB)'"; exit 1; }
+	sed -e 's|@ASAN_LIB@|$(ASAN_LIB)|' -e 's|@GUARD@|$(ROOT)/$(ASAN_GUARD)|' \
+	    -e "s|@LUA@|$$(command -v $(LUA))|" $< > $@
+	chmod +x $@
+
+deps:
+	@bash scripts/deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory build
+	@$(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout $(SPEC_TIMEOUT) $(SPECS)
+
+check: deps
+	@$(MAKE) --no-print-directory build asan
+	@status=0; \
+	echo "== make check 1/2: the suite against the ASan+UBSan build ($(ASAN_SO))"; \
+	$(ASAN_ENV) $(LUA) scripts/run_specs.lua --timeout $(SPEC_TIMEOUT) \
+	    --cpath '$(ROOT)/$(ASAN_BUILD)/?.so' $(SPECS) || status=1; \
+	echo "== make check 2/2: the suite under valgrind memcheck ($(SO))"; \
+	$(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout $(VALGRIND_TIMEOUT) \
+	    --wrap '$(VALGRIND)' $(VALGRIND_SPECS) || status=1; \
+	if [ $$status -eq 0 ]; then echo "make check: ASan, UBSan and valgrind clean"; \
+	else echo "make check: FAILED (see the failures above)"; fi; \
+	exit $$status
+
+install: build
+	install -d '$(DESTDIR)$(LUA_LIBDIR)/chronicle' '$(DESTDIR)$(LUA_SHAREDIR)/chronicle'
+	install -m 755 $(SO) '$(DESTDIR)$(LUA_LIBDIR)/chronicle/core.so'
+	cd lua && find chronicle -name '*.lua' -exec install -D -m 644 {} '$(DESTDIR)$(LUA_SHAREDIR)/{}' \;
+	if [ -f bin/chronicle ]; then install -D -m 755 bin/chronicle '$(DESTDIR)$(PREFIX)/bin/chronicle'; fi
+
+bench: deps
+	@$(MAKE) --no-print-directory build
+	@if [ -f bench/run.sh ]; then $(RUN_ENV) bash bench/run.sh; \
+	else echo "bench: no bench/run.sh yet"; fi
+
+demo: deps
+	@$(MAKE) --no-print-directory build
+	@if [ -f examples/bank/main.lua ]; then $(RUN_ENV) $(LUA) examples/bank/main.lua; \
+	else echo "demo: examples/bank/main.lua is not there yet"; fi
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD)

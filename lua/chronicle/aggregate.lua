@@ -24,11 +24,11 @@ local function check_handlers(def, field, required)
     if required then fail(("'%s' is missing (a table of functions)"):format(field), 4) end
     return {}
   end
-  if type(handlers) ~= "table" then fail(("'%s' must be a table of functions, got %s"):format(field, type(handlers), 4)) end
+  if type(handlers) ~= "table" then fail(("'%s' must be a table of functions, got %s"):format(field, type(handlers)), 4) end
   for key, fn in pairs(handlers) do
-    if type(key) ~= "string" then fail(("'%s' keys must be strings, got %s"):format(field, type(key), 4)) end
+    if type(key) ~= "string" then fail(("'%s' keys must be strings, got %s"):format(field, type(key)), 4) end
     if type(fn) ~= "function" then
-      fail(("%s.%s must be a function, got %s"):format(field, key, type(fn), 4))
+      fail(("%s.%s must be a function, got %s"):format(field, key, type(fn)), 4)
     end
   end
   return handlers
