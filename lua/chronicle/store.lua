@@ -91,6 +91,15 @@ function Store:stats() return handle(self):stats() end
 --- Checks every record's checksum and that the indexes agree with the log.
 function Store:verify(opts) return handle(self):verify(opts) end
 
+--- Blocks until the log holds an event after position `after` (another
+-- process's appends included), or `timeout` seconds pass.
+-- @treturn integer|false the new head, or false on timeout
+function Store:wait(after, timeout) return handle(self):wait(after, timeout) end
+
+--- Writes a consistent, compacted copy of the store into directory `dest`
+-- (LMDB's copy, under one read transaction: other processes may keep writing).
+function Store:backup(dest) return handle(self):backup(dest) end
+
 --- Closes the store; later calls raise. Closing twice is harmless.
 function Store:close()
   local h = rawget(self, "_h")

@@ -1,0 +1,97 @@
+/* store:wait(after, timeout): blocks until the log has an event after
+ * position `after`, woken by inotify on data.mdb when another process (or
+ * this one) writes, with a short poll as a fallback. No transaction is held
+ * while waiting. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <lauxlib.h>
+#include "cerror.h"
+#include "logdb.h"
+#include "store.h"
+
+#define WATCH_POLL_MS 50   /* fallback when inotify is unavailable or misses a write */
+
+static double watch_clock(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int watch_head(store *s, uint64_t *head) {
+  MDB_txn *txn;
+  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
+  if (rc) return rc;
+  rc = log_head(txn, s->e, head);
+  envreg_txn_finish(s->e, txn, 0);
+  return rc;
+}
+
+/* store:wait(after [, timeout_seconds]) -> head (> after) | false on timeout | nil, err */
+static int watch_wait(lua_State *L) {
+  store *s = store_check(L, 1);
+  lua_Integer after = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, after >= 0, 2, "position must be >= 0");
+  double timeout = luaL_optnumber(L, 3, -1);
+  double deadline = timeout < 0 ? -1 : watch_clock() + timeout;
+
+  char path[4200];
+  snprintf(path, sizeof path, "%s/data.mdb", s->e->path);
+  int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd >= 0 && inotify_add_watch(fd, path, IN_MODIFY) < 0) {
+    close(fd);
+    fd = -1;
+  }
+  uint64_t head = 0;
+  int rc;
+  for (;;) {
+    if ((rc = watch_head(s, &head))) break;
+    if (head > (uint64_t)after) break;
+    int wait_ms = WATCH_POLL_MS;
+    if (deadline >= 0) {
+      double left = deadline - watch_clock();
+      if (left <= 0) break;
+      if (left * 1000 < wait_ms) wait_ms = (int)(left * 1000) + 1;
+    }
+    if (fd >= 0) {
+      struct pollfd p = { fd, POLLIN, 0 };
+      if (poll(&p, 1, wait_ms) > 0) {
+        char drain[4096];
+        while (read(fd, drain, sizeof drain) > 0) {}
+      }
+    } else {
+      usleep((useconds_t)wait_ms * 1000);
+    }
+  }
+  if (fd >= 0) close(fd);
+  if (rc) return cerr_mdb_result(L, rc, "wait");
+  if (head > (uint64_t)after) lua_pushinteger(L, (lua_Integer)head);
+  else lua_pushboolean(L, 0);
+  return 1;
+}
+
+/* store:backup(dest) -> true | nil, err: a consistent, compacted copy taken
+ * under one read transaction while others may keep writing. */
+static int watch_backup(lua_State *L) {
+  store *s = store_check(L, 1);
+  const char *dest = luaL_checkstring(L, 2);
+  char file[4200];
+  snprintf(file, sizeof file, "%s/data.mdb", dest);
+  if (access(file, F_OK) == 0) return cerr_result(L, "exists", "backup: %s already holds a store", dest);
+  if (mkdir(dest, 0755) != 0 && errno != EEXIST) return cerr_mdb_result(L, errno, "backup: cannot create directory");
+  int rc = mdb_env_copy2(s->e->env, dest, MDB_CP_COMPACT);
+  if (rc) return cerr_mdb_result(L, rc, "backup");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+void watch_register(lua_State *L) {
+  lua_pushcfunction(L, watch_wait);
+  lua_setfield(L, -2, "wait");
+  lua_pushcfunction(L, watch_backup);
+  lua_setfield(L, -2, "backup");
+}
