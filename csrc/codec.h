@@ -8,8 +8,9 @@
 #include <msgpack.h>
 #include "buf.h"
 
-/* Deepest nesting of tables that can be stored or read back. */
-#define CODEC_MAX_DEPTH 100
+/* Deepest nesting of tables that can be stored or read back: msgpack-c's
+ * unpacker stops at 32 levels (MSGPACK_EMBED_STACK_SIZE). */
+#define CODEC_MAX_DEPTH 32
 
 /* Appends the encoding of the value at `idx` to `out`. Misuse (a function, a
  * cycle, an infinite key, too deep) raises a Lua error naming the path from

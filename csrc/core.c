@@ -6,7 +6,9 @@
 #include "record.h"
 #include "store.h"
 
+#include <stdio.h>
 #include <time.h>
+#include <xxhash.h>
 #include "uuid.h"
 
 int luaopen_chronicle_core(lua_State *L);
@@ -18,6 +20,16 @@ static int core_uuid(lua_State *L) {
   if (uuid_v7(id) != 0) return luaL_error(L, "uuid: no randomness available");
   uuid_format(id, text);
   lua_pushlstring(L, text, UUID_TEXT_LEN);
+  return 1;
+}
+
+/* core.hash(s) -> 16 hex digits of XXH3-64: code and definition fingerprints */
+static int core_hash(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char hex[17];
+  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)XXH3_64bits(s, len));
+  lua_pushstring(L, hex);
   return 1;
 }
 
@@ -35,6 +47,8 @@ int luaopen_chronicle_core(lua_State *L) {
   lua_setfield(L, -2, "uuid");
   lua_pushcfunction(L, core_now);
   lua_setfield(L, -2, "now");
+  lua_pushcfunction(L, core_hash);
+  lua_setfield(L, -2, "hash");
   cerr_open(L);
   store_open_lib(L);
   lua_pushinteger(L, CHRONICLE_FORMAT);

@@ -66,7 +66,14 @@ static int store_open(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   envopts opts = { 0, 0 };
   lua_getfield(L, 2, "durability");
-  int dur = luaL_checkoption(L, -1, "full", durability_names);
+  int dur = 0;
+  if (!lua_isnil(L, -1)) {
+    const char *name = lua_tostring(L, -1);
+    for (dur = 0; durability_names[dur] && !(name && strcmp(name, durability_names[dur]) == 0); dur++) {}
+    if (durability_names[dur] == NULL || lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "open: option 'durability' must be \"full\", \"nometasync\" or \"nosync\" (got %s)",
+                 name ? name : luaL_typename(L, -1));
+  }
   lua_getfield(L, 2, "readonly");
   opts.readonly = lua_toboolean(L, -1);
   lua_pop(L, 2);
@@ -141,7 +148,8 @@ void store_push_stream_meta(lua_State *L, const void *name, size_t len, const st
 static int store_stream_info(lua_State *L) {
   store *s = store_check(L, 1);
   size_t len;
-  const char *name = luaL_checklstring(L, 2, &len);
+  luaL_checktype(L, 2, LUA_TSTRING);
+  const char *name = lua_tolstring(L, 2, &len);
   if (len == 0 || len > RECORD_MAX_STREAM)
     luaL_argerror(L, 2, "stream name must be 1 to 200 bytes");
   MDB_txn *txn;
