@@ -79,6 +79,12 @@ M.uuid = core.uuid
 --- Nanoseconds since the Unix epoch: the clock of `event.time`.
 M.now = core.now
 
+--- A runner keeping `store`'s projections, handlers and reactors caught up:
+-- `run_once()`, `run{until_idle=, max_seconds=}`, `stop()`.
+function M.runner(store, opts)
+  return require("chronicle.runner").new(store, opts)
+end
+
 M.Store = Store
 
 return M

@@ -124,6 +124,112 @@ function Store:unit_of_work(fn, opts)
   return require("chronicle.unit_of_work").run(self, fn, opts)
 end
 
+---------------------------------------------------------------------------
+-- Projections, handlers and reactors (the read side)
+
+--- What is registered on this store object: projections, handlers, reactors.
+function Store:registrations()
+  local reg = rawget(self, "_registrations")
+  if not reg then
+    reg = { projections = {}, handlers = {}, reactors = {} }
+    rawset(self, "_registrations", reg)
+  end
+  return reg
+end
+
+--- Registers a projection (a definition table, or the path of a script that
+-- returns one). A changed `version` or handler code rebuilds its view.
+-- @return the projection, or nil, err
+function Store:projection(def)
+  if type(def) == "string" then
+    return require("chronicle.scripts").load_file(self, def)
+  end
+  local projection = require "chronicle.projection"
+  local p = projection.define(def, 2)
+  local meta, err = projection.register(self, p)
+  if not meta then return nil, err end
+  self:registrations().projections[p.name] = { def = p, state = {} }
+  return p
+end
+
+--- Forgets a registered projection, handler or reactor (its data stays).
+function Store:unregister(name)
+  local reg = self:registrations()
+  reg.projections[name], reg.handlers[name], reg.reactors[name] = nil, nil, nil
+end
+
+--- Catches every registered projection up to the head.
+-- @return a table name -> status ("idle", "faulted", "skipped"), or nil, err
+function Store:run_projections()
+  local projection = require "chronicle.projection"
+  local out = {}
+  for name, entry in pairs(self:registrations().projections) do
+    local status, err = projection.catch_up(self, entry.def, entry.state)
+    if status == nil then return nil, err end
+    out[name] = status
+  end
+  return out
+end
+
+--- The read face of projection `name`: `get(k)`, `pairs(opts)`, `count()`, `status()`.
+function Store:view(name)
+  if type(name) ~= "string" then error("view: projection name expected", 2) end
+  return require("chronicle.view").reader(self, name)
+end
+
+--- The status of every projection in the store (registered here or not):
+-- name -> {version, generation, building, status, fault, checkpoint}.
+function Store:projection_status()
+  local view = require "chronicle.view"
+  local out = {}
+  for name, meta in self:kv_scan(view.PROJECTIONS) do
+    if not name:find("^reactor:") then
+      local gen = meta.building or meta.generation
+      meta.checkpoint = self:kv_get(view.CHECKPOINTS, "p:" .. name .. "#" .. tostring(gen)) or 0
+      meta.head = self:head()
+      out[name] = meta
+    end
+  end
+  return out
+end
+
+--- Rebuilds projection `name` from the first event (in a new generation;
+-- readers keep the current view until the rebuild has caught up).
+function Store:reset_projection(name)
+  local entry = self:registrations().projections[name]
+  if not entry then error("reset_projection: no projection '" .. tostring(name) .. "' is registered", 2) end
+  entry.state = {}
+  return require("chronicle.projection").reset(self, entry.def)
+end
+
+--- Registers an event handler: `fn(event)` runs after commit, at least once,
+-- for events of `types` (`opts`: name, retries, batch_size, category).
+function Store:on(types, fn, opts)
+  local h = require("chronicle.handler").define(types, fn, opts, 2)
+  self:registrations().handlers[h.name] = h
+  return h
+end
+
+--- Registers a reactor (see chronicle.reactor): its outputs commit with its checkpoint.
+function Store:reactor(def)
+  local r = require("chronicle.reactor").define(def, 2)
+  self:registrations().reactors[r.name] = r
+  return r
+end
+
+--- Dead letters of handler `name` (or of all handlers).
+function Store:dead_letters(name)
+  return require("chronicle.handler").dead_letters(self, name)
+end
+
+--- Runs registered handler `name` again on its dead letters.
+-- @return succeeded, still_failing
+function Store:retry_dead_letters(name)
+  local h = self:registrations().handlers[name]
+  if not h then error("retry_dead_letters: no handler '" .. tostring(name) .. "' is registered", 2) end
+  return require("chronicle.handler").retry_dead_letters(self, h)
+end
+
 Store.__close = Store.close
 Store.__gc = Store.close
 

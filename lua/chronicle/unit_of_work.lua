@@ -12,9 +12,14 @@ local M = {}
 local UnitOfWork = {}
 UnitOfWork.__index = UnitOfWork
 
-local function new(store, opts)
-  return setmetatable({ store = store, opts = opts, entries = {}, order = {}, rejected = nil }, UnitOfWork)
+--- A new, empty unit. With `opts.tolerate_rejections` a rejected command
+-- only returns nil, err (reactors decide what to do); otherwise it dooms the unit.
+function M.new(store, opts)
+  opts = opts or {}
+  return setmetatable({ store = store, opts = opts, entries = {}, order = {}, rejected = nil,
+                        tolerant = opts.tolerate_rejections == true }, UnitOfWork)
 end
+local new = M.new
 
 -- The tracked entry for (repo, id), loading it on first use.
 function UnitOfWork:entry(repo, id)
@@ -51,7 +56,7 @@ function UnitOfWork:execute(repo, id, command, args, opts)
   local e = self:entry(repo, id)
   local events, rejection = repository.decide(repo, id, command, args, e.state, e.version, opts)
   if events == nil then
-    self.rejected = self.rejected or rejection
+    if not self.tolerant then self.rejected = self.rejected or rejection end
     return nil, rejection
   end
   local full, new_state = repository.prepare(repo, id, command, events, e.state, e.version, opts)
@@ -61,15 +66,29 @@ function UnitOfWork:execute(repo, id, command, args, opts)
   return new_state, full
 end
 
-function UnitOfWork:commit(dry_run)
-  local ops = { appends = {}, puts = {}, dry_run = dry_run or nil }
+--- Adds the unit's appends (and snapshot puts) to `ops`; returns the
+-- entries written, in the order of their appends.
+function UnitOfWork:add_ops(ops)
+  ops.appends = ops.appends or {}
+  ops.puts = ops.puts or {}
   local written = {}
   for _, e in ipairs(self.order) do
     if #e.events > 0 then
       repository.write_ops(e.repo, e.id, e.events, e.loaded, e.state, e.version, ops)
-      written[#written + 1] = e
+      written[#written + 1] = { entry = e, index = #ops.appends }
     end
   end
+  return written
+end
+
+--- After `store:write(ops)` succeeded: gives the unit's events their positions.
+function UnitOfWork:written(written, result)
+  for _, w in ipairs(written) do repository.set_positions(w.entry.events, result[w.index].position) end
+end
+
+function UnitOfWork:commit(dry_run)
+  local ops = { appends = {}, puts = {}, dry_run = dry_run or nil }
+  local written = self:add_ops(ops)
   local result = { streams = {}, dry_run = dry_run or nil }
   for _, e in ipairs(self.order) do
     result.streams[e.stream] = { state = e.state, version = e.version, events = e.events }
@@ -77,7 +96,7 @@ function UnitOfWork:commit(dry_run)
   if #written == 0 then return result end
   local res, err = self.store:write(ops)
   if not res then return nil, err end
-  for i, e in ipairs(written) do repository.set_positions(e.events, res[i].position) end
+  self:written(written, res)
   result.position = res.position
   return result
 end
