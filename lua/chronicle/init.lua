@@ -85,6 +85,13 @@ function M.runner(store, opts)
   return require("chronicle.runner").new(store, opts)
 end
 
+--- Loads every `*.lua` script in folder `dir`: aggregates, projections,
+-- handlers and reactors (see chronicle.scripts). `opts.sandbox = true` runs
+-- projections and reactors isolated.
+function M.load_scripts(store, dir, opts)
+  return require("chronicle.scripts").load(store, dir, opts)
+end
+
 M.Store = Store
 
 return M

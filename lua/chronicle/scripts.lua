@@ -1,0 +1,212 @@
+--- Scripts loaded at runtime: every `*.lua` in a folder returns a definition
+-- with `kind = "aggregate" | "projection" | "handler" | "reactor"`.
+-- `reload()` picks up added, changed and removed files; a projection whose
+-- code changed rebuilds, the others keep their checkpoints. A file with a
+-- syntax error or a bad definition is reported with its name (and line) and
+-- the others still load. With `sandbox = true` projections and reactors run
+-- isolated (chronicle.sandbox): scripts then reach nothing but the values
+-- they are given, and act only by returning events.
+-- @module chronicle.scripts
+local core = require "chronicle.core"
+local aggregate = require "chronicle.aggregate"
+
+local M = {}
+local Scripts = {}
+Scripts.__index = Scripts
+
+local function list_lua_files(dir)
+  local ok, lfs = pcall(require, "lfs")
+  local names = {}
+  if ok then
+    local attr = lfs.attributes(dir)
+    if not attr or attr.mode ~= "directory" then return nil, "not a directory: " .. dir end
+    for name in lfs.dir(dir) do
+      if name:match("%.lua$") then names[#names + 1] = name end
+    end
+  else
+    local p = io.popen("ls -1 '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
+    for name in p:lines() do
+      if name:match("%.lua$") then names[#names + 1] = name end
+    end
+    p:close()
+  end
+  table.sort(names)
+  return names
+end
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function error_entry(path, message)
+  local line = tostring(message):match(":(%d+):")
+  return { file = path, line = line and tonumber(line), message = tostring(message) }
+end
+
+-- Loads a trusted script: an ordinary chunk that may `require "chronicle"`.
+local function load_trusted(path, source)
+  local chunk, err = load(source, "@" .. path, "t")
+  if not chunk then return nil, err end
+  local ok, def = pcall(chunk)
+  if not ok then return nil, def end
+  if aggregate.is_aggregate(def) then return def end
+  if type(def) ~= "table" then return nil, path .. ": the script must return a definition table, got " .. type(def) end
+  return def
+end
+
+-- Loads an untrusted script into its own sandbox; its handlers become proxies.
+local function load_sandboxed(path, source, limits)
+  local sandbox = require "chronicle.sandbox"
+  local opts = { name = path }
+  for k, v in pairs(limits or {}) do opts[k] = v end
+  local sb = sandbox.new(opts)
+  local desc, err = sb:load(source, "@" .. path)
+  if not desc then
+    sb:close()
+    return nil, type(err) == "table" and err.message or err
+  end
+  local def = {}
+  for k, v in pairs(desc) do if k ~= "handlers" then def[k] = v end end
+  if def.kind ~= "projection" and def.kind ~= "reactor" then
+    sb:close()
+    return nil, path .. ": a sandboxed script must define a projection or a reactor"
+  end
+  def.handlers = {}
+  for _, name in ipairs(desc.handlers or {}) do
+    if def.kind == "projection" then
+      def.handlers[name] = function(view, ev)
+        local _, cerr = sb:call(name, ev, view)
+        if cerr then error(cerr.message, 0) end
+      end
+    else
+      def.handlers[name] = function(ev)
+        local out, cerr = sb:call(name, ev)
+        if cerr then error(cerr.message, 0) end
+        return out
+      end
+    end
+  end
+  return def, nil, sb
+end
+
+-- Registers one definition on the store; returns kind, name.
+local function register(self, path, def, hash)
+  local store = self.store
+  if aggregate.is_aggregate(def) or def.kind == "aggregate" then
+    local agg = aggregate.is_aggregate(def) and def or aggregate.define(def)
+    self.aggregates[agg.name] = agg
+    return "aggregate", agg.name
+  elseif def.kind == "projection" then
+    def.code_hash = hash
+    local p, err = store:projection(def)
+    if not p then error(err, 0) end
+    return "projection", p.name
+  elseif def.kind == "reactor" then
+    local r = store:reactor(def)
+    return "reactor", r.name
+  elseif def.kind == "handler" then
+    if type(def.handle) ~= "function" then error(path .. ": a handler script needs a 'handle' function", 0) end
+    local h = store:on(def.types, def.handle, { name = def.name, retries = def.retries, batch_size = def.batch_size,
+                                                category = def.category })
+    return "handler", h.name
+  end
+  error(path .. ": 'kind' must be \"aggregate\", \"projection\", \"handler\" or \"reactor\", got " .. tostring(def.kind), 0)
+end
+
+local function unregister(self, entry)
+  if entry.kind == "aggregate" then self.aggregates[entry.name] = nil
+  else self.store:unregister(entry.name) end
+  if entry.sandbox then entry.sandbox:close() end
+end
+
+--- Loads (or reloads) the folder; returns what changed.
+-- @return `{added = {...}, changed = {...}, removed = {...}, errors = {...}}`
+function Scripts:reload()
+  local report = { added = {}, changed = {}, removed = {}, errors = {} }
+  local names, err = list_lua_files(self.dir)
+  if not names then
+    report.errors[1] = { file = self.dir, message = err }
+    self.errors = report.errors
+    return report
+  end
+  local present = {}
+  for _, name in ipairs(names) do
+    local path = self.dir .. "/" .. name
+    present[path] = true
+    local source, rerr = read_file(path)
+    local hash = source and core.hash(source)
+    local old = self.files[path]
+    if not source then
+      report.errors[#report.errors + 1] = error_entry(path, rerr)
+    elseif not old or old.hash ~= hash then
+      local def, lerr, sb
+      if self.sandbox then def, lerr, sb = load_sandboxed(path, source, self.limits)
+      else def, lerr = load_trusted(path, source) end
+      local ok, kind, rname = false, nil, nil
+      if def then
+        if old then unregister(self, old) end
+        ok, kind, rname = pcall(register, self, path, def, hash)
+        if not ok then lerr = path .. ": " .. tostring(type(kind) == "table" and kind.message or kind) end
+      end
+      if ok then
+        self.files[path] = { hash = hash, kind = kind, name = rname, sandbox = sb }
+        local list = old and report.changed or report.added
+        list[#list + 1] = { file = path, kind = kind, name = rname }
+      else
+        if sb then sb:close() end
+        if old and not def then self.files[path] = old end   -- keep the version that worked
+        report.errors[#report.errors + 1] = error_entry(path, lerr)
+      end
+    end
+  end
+  for path, entry in pairs(self.files) do
+    if not present[path] then
+      unregister(self, entry)
+      self.files[path] = nil
+      report.removed[#report.removed + 1] = { file = path, kind = entry.kind, name = entry.name }
+    end
+  end
+  self.errors = report.errors
+  return report
+end
+
+--- A repository of an aggregate defined by one of the scripts.
+function Scripts:repository(name)
+  local agg = self.aggregates[name]
+  if not agg then error("scripts: no aggregate named '" .. tostring(name) .. "'", 2) end
+  return self.store:repository(agg)
+end
+
+--- Loads every `*.lua` in `dir` into `store`.
+-- @tparam[opt] table opts `sandbox` (run projections and reactors isolated),
+--   `limits` (sandbox budgets: memory, instructions, time_ms)
+-- @return the Scripts object (see `errors`, `aggregates`, `reload()`)
+function M.load(store, dir, opts)
+  if type(dir) ~= "string" then error("load_scripts: folder name expected", 2) end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "sandbox" and k ~= "limits" then
+      error("load_scripts: unknown option '" .. tostring(k) .. "' (allowed: sandbox, limits)", 2)
+    end
+  end
+  local self = setmetatable({ store = store, dir = dir:gsub("/+$", ""), sandbox = opts.sandbox == true,
+                              limits = opts.limits, files = {}, aggregates = {}, errors = {} }, Scripts)
+  self.last_report = self:reload()
+  return self
+end
+
+--- Loads one projection script file (store:projection("path.lua")).
+function M.load_file(store, path)
+  local source, err = read_file(path)
+  if not source then return nil, core.error("not_found", "cannot read " .. path .. ": " .. tostring(err)) end
+  local def, lerr = load_trusted(path, source)
+  if not def then error(lerr, 2) end
+  def.code_hash = def.code_hash or core.hash(source)
+  return store:projection(def)
+end
+
+return M
