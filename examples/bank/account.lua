@@ -10,6 +10,7 @@ return chronicle.aggregate {
     Opened = function(state, ev) state.open = true; state.owner = ev.data.owner end,
     Deposited = function(state, ev) state.balance = state.balance + ev.data.amount end,
     Withdrawn = function(state, ev) state.balance = state.balance - ev.data.amount end,
+    Closed = function(state) state.closed = true end,
   },
 
   commands = {
@@ -19,6 +20,7 @@ return chronicle.aggregate {
     end,
     deposit = function(state, args)
       if not state.open then return nil, "account is not open" end
+      if state.closed then return nil, "account is closed" end
       if math.type(args.amount) ~= "integer" or args.amount <= 0 then return nil, "amount must be a positive integer" end
       return { type = "Deposited", data = { amount = args.amount } }
     end,
@@ -28,6 +30,10 @@ return chronicle.aggregate {
         return nil, ("insufficient funds: balance %d, asked %d"):format(state.balance, args.amount)
       end
       return { type = "Withdrawn", data = { amount = args.amount } }
+    end,
+    close = function(state)
+      if state.closed then return nil, "account is already closed" end
+      return { type = "Closed" }
     end,
   },
 }

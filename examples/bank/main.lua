@@ -4,6 +4,8 @@
 local chronicle = require "chronicle"
 package.path = "./examples/?.lua;" .. package.path
 local Account = require "bank.account"
+local Transfer = require "bank.transfer"
+local saga = require "bank.saga"
 
 local dir = arg[1] or "data/bank"
 os.execute("rm -rf '" .. dir:gsub("'", "") .. "'")   -- the demo starts from an empty store
@@ -55,8 +57,29 @@ end
 local past = accounts:load("alice", { version = 1 })
 say("8. Time travel: at version 1 Alice had %d; now she has %d.", past.balance, balance("alice"))
 
+-- The same move as a saga: a transfer of its own, driven step by step by a reactor.
+local transfers = store:repository(Transfer)
+store:reactor(saga(accounts, transfers))
+local runner = chronicle.runner(store)
+assert(accounts:execute("carol", "open", { owner = "Carol" }))
+assert(accounts:execute("carol", "close"))
+assert(transfers:execute("t1", "request", { from = "alice", to = "bob", amount = 20 }))
+assert(transfers:execute("t2", "request", { from = "bob", to = "carol", amount = 5 }))
+assert(transfers:execute("t3", "request", { from = "bob", to = "alice", amount = 999 }))
+runner:run({ until_idle = true })
+say("9. Three transfers run as a saga (a reactor answering each step):")
+for _, id in ipairs({ "t1", "t2", "t3" }) do
+  local t = transfers:load(id)
+  local steps = {}
+  for _, ev in transfers:history(id) do steps[#steps + 1] = ev.type:gsub("^Transfer", "") end
+  say("   %s %s -> %s %3d: %-11s %s%s", id, t.from, t.to, t.amount, t.status, table.concat(steps, ", "),
+    t.reason and (" (" .. t.reason .. ")") or "")
+end
+say("   Balances: Alice %d, Bob %d, Carol %d (closed, so t2's credit was refused and Bob refunded).",
+  balance("alice"), balance("bob"), balance("carol"))
+
 local stats = store:stats()
 local check = store:verify()
-say("9. The store holds %d events in %d streams; verify: %s.", stats.events, stats.streams,
+say("10. The store holds %d events in %d streams; verify: %s.", stats.events, stats.streams,
   check.ok and "ok" or table.concat(check.problems, "; "))
 store:close()

@@ -59,6 +59,11 @@ function Context:execute(repo, id, command, args, opts)
   return self.uow:execute(repo, id, command, args, opts)
 end
 
+--- The state of aggregate `id` as this batch sees it (its pending events applied).
+function Context:load(repo, id)
+  return self.uow:load(repo, id)
+end
+
 function Context:append(stream, events, expected)
   if type(stream) ~= "string" then error("ctx:append: stream name expected", 2) end
   if type(events) ~= "table" then error("ctx:append: a list of events expected", 2) end
