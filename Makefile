@@ -4,6 +4,7 @@
 #   make test     deps + build + every spec/*_spec.lua, ending with `N passed, N failed, N skipped`
 #   make check    the suite against an ASan+UBSan build, then under valgrind memcheck
 #   make install  PREFIX=/usr/local; make bench; make demo; make clean
+#   make rockspec list every csrc/*.c and lua/chronicle/*.lua in the rockspec
 # SPECS=spec/x_spec.lua limits test and check to some spec files.
 LUA_VERSION ?= 5.4
 LUA ?= lua$(LUA_VERSION)
@@ -25,7 +26,9 @@ SPECS ?=
 
 # Specs, benchmarks and the demo run against the tree, and so do the lua5.4 processes they start.
 TREE_LUA_PATH = $(ROOT)/lua/?.lua;$(ROOT)/lua/?/init.lua;$(ROOT)/spec/?.lua;;
-RUN_ENV = LUA_PATH='$(TREE_LUA_PATH)' LUA_CPATH='$(ROOT)/$(BUILD)/?.so;;'
+# (LUA_PATH_5_4 would win over LUA_PATH in lua5.4: set both.)
+RUN_ENV = LUA_PATH='$(TREE_LUA_PATH)' LUA_PATH_5_4='$(TREE_LUA_PATH)' \
+	LUA_CPATH='$(ROOT)/$(BUILD)/?.so;;' LUA_CPATH_5_4='$(ROOT)/$(BUILD)/?.so;;'
 # Seconds one spec file may run before it is killed and counted as failed.
 SPEC_TIMEOUT ?= 900
 
@@ -39,7 +42,8 @@ ASAN_LIB = $(shell $(ASAN_CC) -print-file-name=libasan.so)
 ASAN_GUARD = $(ASAN_BUILD)/asan_preload.so
 ASAN_LUA = $(ASAN_BUILD)/bin/lua$(LUA_VERSION)
 ASAN_ENV = PATH='$(ROOT)/$(ASAN_BUILD)/bin':"$$PATH" \
-	LUA_PATH='$(TREE_LUA_PATH)' LUA_CPATH='$(ROOT)/$(ASAN_BUILD)/?.so;;' \
+	LUA_PATH='$(TREE_LUA_PATH)' LUA_PATH_5_4='$(TREE_LUA_PATH)' \
+	LUA_CPATH='$(ROOT)/$(ASAN_BUILD)/?.so;;' LUA_CPATH_5_4='$(ROOT)/$(ASAN_BUILD)/?.so;;' \
 	ASAN_OPTIONS='detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1' \
 	LSAN_OPTIONS='suppressions=$(ROOT)/scripts/lsan.supp:print_suppressions=0' \
 	UBSAN_OPTIONS='print_stacktrace=1:halt_on_error=1'
@@ -51,7 +55,7 @@ VALGRIND = valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds
 VALGRIND_SPECS ?= $(SPECS)
 VALGRIND_TIMEOUT ?= 1800
 
-.PHONY: all build asan test check deps install bench demo clean
+.PHONY: all build asan test check deps install bench demo clean rockspec
 
 all: build
 build: $(SO)
@@ -112,6 +116,9 @@ demo: deps
 	@$(MAKE) --no-print-directory build
 	@if [ -f examples/bank/main.lua ]; then $(RUN_ENV) $(LUA) examples/bank/main.lua; \
 	else echo "demo: examples/bank/main.lua is not there yet"; fi
+
+rockspec:
+	@$(LUA) scripts/sync_rockspec.lua rockspec/chronicle-scm-1.rockspec
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

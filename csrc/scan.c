@@ -35,7 +35,8 @@ typedef struct scanner {
   uint64_t next;           /* next version (stream) or position to visit */
   uint64_t bound;          /* last position (or stream version) to visit; the lower one when backward */
   int has_bound;
-  uint64_t until_position; /* forward scans stop after this position (0: no limit) */
+  uint64_t until_position; /* forward scans stop after this position ... */
+  int has_until_position;
   int64_t until_time;      /* ... or at the first event later than this time */
   int has_until_time;
   int64_t remaining;       /* events still to yield, -1 for no limit */
@@ -195,7 +196,9 @@ static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, co
   lua_Integer count = scan_opt_int(L, opts, fn, "count", -1, 0);
   sc->remaining = count;
   if (count == 0) sc->done = 1;
-  sc->until_position = (uint64_t)scan_opt_int(L, opts, fn, "until_position", 0, 0);
+  lua_Integer until_position = scan_opt_int(L, opts, fn, "until_position", -1, 0);
+  sc->has_until_position = until_position >= 0;
+  sc->until_position = until_position >= 0 ? (uint64_t)until_position : 0;
   if (opts) {
     lua_getfield(L, opts, "until_time");
     if (!lua_isnil(L, -1)) {
@@ -248,7 +251,7 @@ static int scan_take(scanner *sc, const MDB_val *rec, uint64_t pos) {
     sc->done = 1;
     return 0;
   }
-  if ((sc->until_position && pos > sc->until_position) || (sc->has_until_time && v.time > sc->until_time)) {
+  if ((sc->has_until_position && pos > sc->until_position) || (sc->has_until_time && v.time > sc->until_time)) {
     if (sc->backward) return 1;
     sc->done = 1;
     return 0;

@@ -1,0 +1,74 @@
+-- How users install chronicle: `luarocks make rockspec/chronicle-scm-1.rockspec` from a checkout.
+-- The source and module lists are kept in step with the tree by `make rockspec`;
+-- spec/rockspec_spec.lua fails when a csrc/*.c or lua/chronicle/*.lua file is missing here.
+rockspec_format = "3.0"
+package = "chronicle"
+version = "scm-1"
+
+source = {
+  url = "git+file://.",
+  branch = "main",
+}
+
+description = {
+  summary = "An embedded event store for Lua 5.4 on LMDB",
+  detailed = [[
+chronicle keeps a durable, append-only event log in LMDB with a C core, and defines
+aggregates, projections and event handlers in Lua.
+]],
+  license = "MIT",
+  labels = { "event-sourcing", "lmdb", "database" },
+}
+
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+
+external_dependencies = {
+  LMDB = { header = "lmdb.h", library = "lmdb" },
+  MSGPACK = { header = "msgpack.h", library = "msgpackc" },
+  XXHASH = { header = "xxhash.h", library = "xxhash" },
+}
+
+build = {
+  type = "builtin",
+  modules = {
+    ["chronicle.core"] = {
+      sources = {
+        -- begin: make rockspec sources
+        "csrc/append.c",
+        "csrc/buf.c",
+        "csrc/cerror.c",
+        "csrc/codec.c",
+        "csrc/core.c",
+        "csrc/envreg.c",
+        "csrc/kv.c",
+        "csrc/record.c",
+        "csrc/scan.c",
+        "csrc/store.c",
+        "csrc/uuid.c",
+        "csrc/verify.c",
+        "csrc/watch.c",
+        -- end: make rockspec sources
+      },
+      defines = { "_GNU_SOURCE" },
+      libraries = { "lmdb", "msgpackc", "xxhash", "pthread" },
+      incdirs = { "csrc", "$(LMDB_INCDIR)", "$(MSGPACK_INCDIR)", "$(XXHASH_INCDIR)" },
+      libdirs = { "$(LMDB_LIBDIR)", "$(MSGPACK_LIBDIR)", "$(XXHASH_LIBDIR)" },
+    },
+    -- begin: make rockspec modules
+    ["chronicle"] = "lua/chronicle/init.lua",
+    ["chronicle.aggregate"] = "lua/chronicle/aggregate.lua",
+    ["chronicle.handler"] = "lua/chronicle/handler.lua",
+    ["chronicle.projection"] = "lua/chronicle/projection.lua",
+    ["chronicle.reactor"] = "lua/chronicle/reactor.lua",
+    ["chronicle.repository"] = "lua/chronicle/repository.lua",
+    ["chronicle.runner"] = "lua/chronicle/runner.lua",
+    ["chronicle.scripts"] = "lua/chronicle/scripts.lua",
+    ["chronicle.store"] = "lua/chronicle/store.lua",
+    ["chronicle.unit_of_work"] = "lua/chronicle/unit_of_work.lua",
+    ["chronicle.upcast"] = "lua/chronicle/upcast.lua",
+    ["chronicle.view"] = "lua/chronicle/view.lua",
+    -- end: make rockspec modules
+  },
+}

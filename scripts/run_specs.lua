@@ -1,0 +1,125 @@
+-- Runs each spec file in its own busted process (a crash or a memory error in one file is
+-- counted there and the others still run) and ends with the line `N passed, N failed, N skipped`
+-- added up from busted's own results. Exits 1 when anything failed or errored.
+--
+-- lua5.4 scripts/run_specs.lua [--cpath PATTERN] [--wrap 'CMD ...'] [--timeout SECONDS] [FILE...]
+--   --cpath    where busted looks first for chronicle.core (e.g. build-asan/?.so)
+--   --wrap     a command every busted run goes through (valgrind ...)
+--   --timeout  seconds one spec file may take before it is killed and counted as failed
+local cjson = require "cjson"
+
+-- busted's runner script, run with lua5.4 whatever interpreter its #! line names (Debian's is `lua`).
+local function find_busted()
+  local p = io.popen("command -v busted 2>/dev/null")
+  local found = p and p:read("l")
+  if p then p:close() end
+  return found
+end
+local BUSTED = os.getenv("BUSTED") or find_busted() or "/usr/bin/busted"
+local LUA = os.getenv("LUA") or "lua5.4"
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function say(line)
+  io.stdout:write(line, "\n")
+  io.stdout:flush()
+end
+
+local cpath, wrap, timeout, files = nil, nil, 900, {}
+do
+  local i = 1
+  while i <= #arg do
+    local a = arg[i]
+    if a == "--cpath" then cpath = arg[i + 1]; i = i + 1
+    elseif a == "--wrap" then wrap = arg[i + 1]; i = i + 1
+    elseif a == "--timeout" then timeout = assert(tonumber(arg[i + 1]), "--timeout needs seconds"); i = i + 1
+    else files[#files + 1] = a end
+    i = i + 1
+  end
+end
+
+if #files == 0 then
+  local p = assert(io.popen("find spec -name '*_spec.lua' -not -path '*/.*' 2>/dev/null | LC_ALL=C sort"))
+  for line in p:lines() do files[#files + 1] = line end
+  p:close()
+end
+
+local results_path = os.tmpname()
+local totals = { passed = 0, failed = 0, skipped = 0 }
+local problems = {}
+
+local function read_results()
+  local entries = {}
+  local f = io.open(results_path, "r")
+  if not f then return entries end
+  for line in f:lines() do
+    local ok, entry = pcall(cjson.decode, line)
+    if ok then entries[#entries + 1] = entry end
+  end
+  f:close()
+  return entries
+end
+
+local started = os.time()
+for _, file in ipairs(files) do
+  assert(io.open(results_path, "w")):close()
+  say("== " .. file)
+  local cmd = {}
+  cmd[#cmd + 1] = "CHRONICLE_TEST_RESULTS=" .. shell_quote(results_path)
+  cmd[#cmd + 1] = ("timeout -k 10 %d"):format(timeout)
+  if wrap then cmd[#cmd + 1] = wrap end
+  cmd[#cmd + 1] = LUA .. " " .. shell_quote(BUSTED)
+  if cpath then cmd[#cmd + 1] = "--cpath=" .. shell_quote(cpath) end
+  cmd[#cmd + 1] = "-o scripts/busted_output.lua " .. shell_quote(file) .. " </dev/null 2>&1"
+  local t0 = os.time()
+  local _, how, code = os.execute(table.concat(cmd, " "))
+  local status = how == "exit" and code or 128 + code
+
+  local failed_here, ended, running = 0, false, nil
+  for _, e in ipairs(read_results()) do
+    if e.event == "start" then
+      running = e.name
+    elseif e.event == "test" then
+      running = nil
+      if e.status == "success" then
+        totals.passed = totals.passed + 1
+      elseif e.status == "pending" then
+        totals.skipped = totals.skipped + 1
+      else
+        totals.failed = totals.failed + 1
+        failed_here = failed_here + 1
+        problems[#problems + 1] = ("%s: %s (%s)"):format(file, e.name, e.status)
+      end
+    elseif e.event == "end" then
+      ended = true
+    end
+  end
+
+  -- busted's exit status is its failures + errors; anything else non-zero came from outside
+  -- its results: a crash, a sanitizer or valgrind error, a timeout.
+  if not ended or (status ~= 0 and failed_here == 0) then
+    local why
+    if status == 124 or status == 137 then why = ("killed after the %d s timeout"):format(timeout)
+    elseif status > 128 then why = ("killed by signal %d"):format(status - 128)
+    elseif ended then why = ("exit status %d with every test passed (sanitizer or valgrind error? see above)"):format(status)
+    else why = ("exit status %d before busted finished its results"):format(status) end
+    if running then why = why .. ", during: " .. running end
+    say("  FAIL  " .. file .. ": " .. why)
+    totals.failed = totals.failed + 1
+    problems[#problems + 1] = file .. ": " .. why
+  end
+  say(("   (%s: %d s)"):format(file, os.time() - t0))
+end
+os.remove(results_path)
+
+say("")
+if #files == 0 then say("no spec files found") end
+if #problems > 0 then
+  say("Failed:")
+  for _, p in ipairs(problems) do say("  " .. p) end
+end
+say(("%d spec files in %d s"):format(#files, os.time() - started))
+say(("%d passed, %d failed, %d skipped"):format(totals.passed, totals.failed, totals.skipped))
+os.exit(totals.failed == 0 and #files > 0 and 0 or 1)

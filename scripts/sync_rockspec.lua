@@ -1,0 +1,47 @@
+-- `make rockspec`: rewrites the generated parts of rockspec/chronicle-scm-1.rockspec from the
+-- tree (every csrc/*.c as a source of chronicle.core, every lua/chronicle/*.lua as a module),
+-- between the "-- begin: make rockspec" and "-- end: make rockspec" lines.
+local ROCKSPEC = arg[1] or "rockspec/chronicle-scm-1.rockspec"
+
+local function files(cmd)
+  local out = {}
+  local p = assert(io.popen(cmd))
+  for line in p:lines() do out[#out + 1] = line end
+  p:close()
+  return out
+end
+
+local function module_name(file)
+  return (file:gsub("^lua/", ""):gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", "."))
+end
+
+local sources = {}
+for _, f in ipairs(files("find csrc -name '*.c' -not -path '*/.*' | LC_ALL=C sort")) do
+  sources[#sources + 1] = ('        "%s",'):format(f)
+end
+
+local modules = {}
+for _, f in ipairs(files("find lua/chronicle -name '*.lua' -not -path '*/.*' | LC_ALL=C sort")) do
+  modules[#modules + 1] = { module_name(f), f }
+end
+table.sort(modules, function(a, b) return a[1] < b[1] end)
+for i, m in ipairs(modules) do modules[i] = ('    ["%s"] = "%s",'):format(m[1], m[2]) end
+
+local f = assert(io.open(ROCKSPEC, "r"))
+local text = f:read("a")
+f:close()
+
+local blocks = { sources = sources, modules = modules }
+local count = 0
+text = text:gsub("(\n[ \t]*%-%- begin: make rockspec (%a+)\n).-([ \t]*%-%- end: make rockspec %a+\n)",
+  function(head, which, tail)
+    local lines = assert(blocks[which], "unknown generated block " .. which)
+    count = count + 1
+    return head .. table.concat(lines, "\n") .. (#lines > 0 and "\n" or "") .. tail
+  end)
+assert(count == 2, ROCKSPEC .. ": expected the two generated blocks (sources, modules), found " .. count)
+
+f = assert(io.open(ROCKSPEC, "w"))
+f:write(text)
+f:close()
+print(("%s: %d C sources, %d Lua modules"):format(ROCKSPEC, #sources, #modules))
