@@ -91,7 +91,11 @@ end
 -- @return state, version (-1 when the aggregate has no events yet)
 -- @return nil, err when the store fails
 function Repository:load(id, at)
-  at = check_at(at)
+  return self:load_state(id, check_at(at), true)
+end
+
+-- load, with lazy snapshot writing optional (a dry run writes nothing at all).
+function Repository:load_state(id, at, may_snapshot)
   local agg, store = self.aggregate, self.store
   local stream = agg:stream(id)
   local query = { stream = stream }
@@ -113,7 +117,8 @@ function Repository:load(id, at)
   if final == nil and type(count) == "table" then return nil, count end
   if count > 0 then version = last_version end
   -- A load that replayed a whole period writes the snapshot it could have used.
-  if at == nil and agg.snapshot_every and count >= agg.snapshot_every and not store.options.readonly then
+  if may_snapshot and at == nil and agg.snapshot_every and count >= agg.snapshot_every
+      and not store.options.readonly then
     self:write_snapshot(stream, final, version, last_position)
   end
   return final, version
@@ -242,7 +247,7 @@ function Repository:execute(id, command, args, opts)
   local retries = opts.retries or self.retries
   local last_err
   for _ = 0, retries do
-    local state, version = self:load(id)
+    local state, version = self:load_state(id, nil, not opts.dry_run)
     if state == nil and type(version) == "table" then return nil, version end
     local events, rejection = M.decide(self, id, command, args, state, version, opts)
     if events == nil then return nil, rejection end
