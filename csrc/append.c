@@ -84,13 +84,8 @@ static void append_check_expected(lua_State *L, int idx, const char *where, pend
 
 static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
 
-/* Checks and encodes events[i] (the table on top of the stack). */
-static void append_encode_event(lua_State *L, store *s, const char *where, lua_Integer i,
-                                size_t stream_len) {
-  int ev = lua_gettop(L);
-  char root[96];
-  if (!lua_istable(L, ev))
-    luaL_error(L, "%s: events[%I] must be a table, got %s", where, i, luaL_typename(L, ev));
+/* Raises for the first field of events[i] that is not an event field. */
+static void append_unknown_field(lua_State *L, int ev, const char *where, lua_Integer i) {
   lua_pushnil(L);
   while (lua_next(L, ev)) {
     lua_pop(L, 1);
@@ -102,6 +97,27 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
       luaL_error(L, "%s: events[%I] has an unknown field %s (allowed: type, data, meta, id, schema, time)",
                  where, i, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
   }
+}
+
+/* Checks and encodes events[i] (the table on top of the stack). */
+static void append_encode_event(lua_State *L, store *s, const char *where, lua_Integer i,
+                                size_t stream_len) {
+  int ev = lua_gettop(L);
+  if (!lua_istable(L, ev))
+    luaL_error(L, "%s: events[%I] must be a table, got %s", where, i, luaL_typename(L, ev));
+  /* Every key must be an event field: count them, then compare with the fields found. */
+  int keys = 0, found = 0;
+  lua_pushnil(L);
+  while (lua_next(L, ev)) {
+    lua_pop(L, 1);
+    keys++;
+  }
+  for (int f = 0; event_fields[f]; f++) {
+    lua_pushstring(L, event_fields[f]);
+    if (lua_rawget(L, ev) != LUA_TNIL) found++;
+    lua_pop(L, 1);
+  }
+  if (keys != found) append_unknown_field(L, ev, where, i);
   pending_event pe;
   memset(&pe, 0, sizeof pe);
   buf *bytes = &s->scratch_bytes;
@@ -150,16 +166,14 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   lua_pop(L, 1);
 
   lua_getfield(L, ev, "meta");
-  snprintf(root, sizeof root, "events[%lld].meta", (long long)i);
   pe.meta_off = bytes->len;
-  codec_encode(L, -1, bytes, root);
+  codec_encode_at(L, -1, bytes, "events", (long long)i, "meta");
   pe.meta_len = bytes->len - pe.meta_off;
   lua_pop(L, 1);
 
   lua_getfield(L, ev, "data");
-  snprintf(root, sizeof root, "events[%lld].data", (long long)i);
   pe.data_off = bytes->len;
-  codec_encode(L, -1, bytes, root);
+  codec_encode_at(L, -1, bytes, "events", (long long)i, "data");
   pe.data_len = bytes->len - pe.data_off;
   lua_pop(L, 1);
 

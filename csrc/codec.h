@@ -5,7 +5,6 @@
 #define CHRONICLE_CODEC_H
 
 #include <lua.h>
-#include <msgpack.h>
 #include "buf.h"
 
 /* Deepest nesting of tables that can be stored or read back: msgpack-c's
@@ -17,12 +16,15 @@
  * `root` ("data.items[3]: cannot store a function"); `out` must be owned by
  * something that frees it when that error unwinds. */
 void codec_encode(lua_State *L, int idx, buf *out, const char *root);
+/* The same, with the path's start built only on error: root[index].field
+ * (index < 0 and field NULL leave those parts out). */
+void codec_encode_at(lua_State *L, int idx, buf *out, const char *root, long long index, const char *field);
 
-/* Pushes the value encoded in p[0..len), using `zone` (owned by the caller,
- * reused across calls) for msgpack-c's tree. Returns 1, or 0 with nothing
- * pushed and *why set when the bytes are malformed, truncated, too deep or
- * have trailing garbage. Never reads outside p[0..len). */
-int codec_decode(lua_State *L, msgpack_zone *zone, const unsigned char *p, size_t len, const char **why);
+/* Pushes the value encoded in p[0..len). Returns 1, or 0 with nothing pushed
+ * and *why set when the bytes are malformed, truncated, too deep or have
+ * trailing garbage. Never reads outside p[0..len) and allocates nothing that
+ * a Lua error could leak (it may raise only Lua's own memory error). */
+int codec_decode(lua_State *L, const unsigned char *p, size_t len, const char **why);
 
 /* Skips one encoded value starting at p[*off]; returns 0 or -1 if malformed. */
 int codec_skip(const unsigned char *p, size_t len, size_t *off);

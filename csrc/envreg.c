@@ -137,6 +137,28 @@ static envref *envreg_find(dev_t dev, ino_t ino, pid_t pid) {
   return NULL;
 }
 
+/* Reliability fix (issue 6, spec/damage_spec.lua): LMDB trusts data.mdb's meta page, so a
+ * data.mdb cut short after its meta pages (a truncated copy, a full disk while copying) made
+ * LMDB touch mapped pages past the end of the file: SIGBUS at open or at the first read.
+ * Refuse the environment when the file is shorter than the pages its meta says are in use.
+ * The meta is read before the size, so a writer growing the file meanwhile cannot trip it. */
+static int envreg_check_size(envref *e, char why[256]) {
+  MDB_envinfo info;
+  MDB_stat ms;
+  mdb_filehandle_t fd;
+  struct stat fs;
+  if (mdb_env_info(e->env, &info) || mdb_env_stat(e->env, &ms) || mdb_env_get_fd(e->env, &fd) ||
+      fstat(fd, &fs) != 0)
+    return 0;   /* cannot tell: leave it to LMDB */
+  unsigned long long need = ((unsigned long long)info.me_last_pgno + 1) * ms.ms_psize;
+  if ((unsigned long long)fs.st_size < need) {
+    snprintf(why, 256, "%s/data.mdb is truncated: %llu bytes where its pages need %llu", e->path,
+             (unsigned long long)fs.st_size, need);
+    return MDB_CORRUPTED;
+  }
+  return 0;
+}
+
 static int envreg_create(const char *dir, const envopts *opts, const struct stat *st, envref **out,
                          char why[256]) {
   size_t n = strlen(dir);
@@ -154,6 +176,7 @@ static int envreg_create(const char *dir, const envopts *opts, const struct stat
   mdb_env_set_mapsize(e->env, opts->map_size ? opts->map_size : ENVREG_DEFAULT_MAP);
   /* MDB_NOTLS: Lua code may hold several read transactions in one thread. */
   rc = mdb_env_open(e->env, dir, MDB_NOTLS | (opts->readonly ? MDB_RDONLY : 0), 0644);
+  if (!rc) rc = envreg_check_size(e, why);   /* issue 6: see envreg_check_size */
   if (!rc) {
     int dead = 0;
     mdb_reader_check(e->env, &dead);
@@ -165,6 +188,7 @@ static int envreg_create(const char *dir, const envopts *opts, const struct stat
     return rc;
   }
   pthread_rwlock_init(&e->map_lock, NULL);
+  pthread_mutex_init(&e->write_lock, NULL);
   *out = e;
   return 0;
 }
@@ -233,13 +257,28 @@ void envreg_release(envref *e) {
   if (e->pid != getpid()) return;
   mdb_env_close(e->env);
   pthread_rwlock_destroy(&e->map_lock);
+  pthread_mutex_destroy(&e->write_lock);
   free(e);
+}
+
+/* Durability is an environment flag that LMDB copies into a write
+ * transaction when it begins (0.9.24 ignores it as a mdb_txn_begin flag), so
+ * it is set just before each write transaction begins, under a lock that
+ * keeps two threads of this process from mixing theirs. */
+static int envreg_write_begin(envref *e, unsigned flags, MDB_txn **txn) {
+  const unsigned sync_flags = MDB_NOSYNC | MDB_NOMETASYNC;
+  pthread_mutex_lock(&e->write_lock);
+  int rc = mdb_env_set_flags(e->env, sync_flags, 0);
+  if (!rc && (flags & sync_flags)) rc = mdb_env_set_flags(e->env, flags & sync_flags, 1);
+  if (!rc) rc = mdb_txn_begin(e->env, NULL, 0, txn);
+  pthread_mutex_unlock(&e->write_lock);
+  return rc;
 }
 
 int envreg_txn_begin(envref *e, unsigned flags, MDB_txn **txn) {
   for (int tries = 0;; tries++) {
     pthread_rwlock_rdlock(&e->map_lock);
-    int rc = mdb_txn_begin(e->env, NULL, flags, txn);
+    int rc = flags & MDB_RDONLY ? mdb_txn_begin(e->env, NULL, MDB_RDONLY, txn) : envreg_write_begin(e, flags, txn);
     if (rc == 0) return 0;
     pthread_rwlock_unlock(&e->map_lock);
     if (rc != MDB_MAP_RESIZED || tries > 8) return rc;

@@ -28,6 +28,7 @@ typedef struct envref {
   /* Held shared by every transaction of this process and exclusively while
    * the map is resized: LMDB allows a resize only with no transaction active. */
   pthread_rwlock_t map_lock;
+  pthread_mutex_t write_lock;   /* durability flags + write begin, see envreg_txn_begin */
   struct envref *next;
   char path[];
 } envref;

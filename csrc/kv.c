@@ -163,19 +163,15 @@ void kv_push_check_failure(lua_State *L, store *s, size_t failed) {
   lua_setfield(L, -2, "space");
 }
 
-/* A read's copied value and the zone that decodes it, owned by Lua so an
- * error while decoding leaks nothing. */
+/* A read's value, copied out of LMDB into memory Lua owns, so an error
+ * while decoding it leaks nothing. */
 typedef struct kvread {
   buf value;
-  msgpack_zone zone;
-  int zone_ready;
 } kvread;
 
 static int kvread_gc(lua_State *L) {
   kvread *r = luaL_checkudata(L, 1, KVREAD_MT);
   buf_free(&r->value);
-  if (r->zone_ready) msgpack_zone_destroy(&r->zone);
-  r->zone_ready = 0;
   return 0;
 }
 
@@ -199,10 +195,8 @@ static int kv_get(lua_State *L) {
   envreg_txn_finish(s->e, txn, 0);
   if (rc == MDB_NOTFOUND) { lua_pushnil(L); return 1; }
   if (rc) return cerr_mdb_result(L, rc, "kv_get");
-  if (!msgpack_zone_init(&r->zone, 1024)) return luaL_error(L, "kv_get: out of memory");
-  r->zone_ready = 1;
   const char *why;
-  if (!codec_decode(L, &r->zone, r->value.data, r->value.len, &why))
+  if (!codec_decode(L, r->value.data, r->value.len, &why))
     return cerr_result(L, "corrupt", "kv_get: the value of '%s' does not decode: %s", key, why);
   return 1;
 }

@@ -24,6 +24,11 @@ void record_seal(unsigned char *rec, size_t len, const record_view *v) {
 int record_parse(const unsigned char *rec, size_t len, record_view *v, const char **why) {
   if (len < RECORD_HEADER) { *why = "record shorter than its header"; return -1; }
   if (get_u64be(rec) != record_checksum(rec, len)) { *why = "record checksum mismatch"; return -1; }
+  return record_layout(rec, len, v, why);
+}
+
+int record_layout(const unsigned char *rec, size_t len, record_view *v, const char **why) {
+  if (len < RECORD_HEADER) { *why = "record shorter than its header"; return -1; }
   if (rec[8] != RECORD_FORMAT) { *why = "unknown record format"; return -1; }
   v->stream_len = get_u16be(rec + 10);
   v->type_len = get_u16be(rec + 12);

@@ -43,6 +43,9 @@ void record_seal(unsigned char *rec, size_t len, const record_view *v);
  * or -1 with *why set when the record is damaged. */
 int record_parse(const unsigned char *rec, size_t len, record_view *v, const char **why);
 
+/* record_parse without the checksum, for a record already checked. */
+int record_layout(const unsigned char *rec, size_t len, record_view *v, const char **why);
+
 /* The checksum alone, for verification that wants no parse. */
 uint64_t record_checksum(const unsigned char *rec, size_t len);
 

@@ -56,8 +56,6 @@ typedef struct scanner {
   buf records;             /* the current batch's bytes */
   buf items;               /* scan_item[] */
   size_t at, count;        /* next item to hand out, items in the batch */
-  msgpack_zone zone;       /* reused by the decoder */
-  int zone_ready;
   int err_rc;              /* a failure met after the batch's good records */
   uint64_t err_position;
   const char *err_why;
@@ -71,8 +69,6 @@ static void scan_release(scanner *sc) {
   sc->at = sc->count = 0;
   buf_free(&sc->records);
   buf_free(&sc->items);
-  if (sc->zone_ready) msgpack_zone_destroy(&sc->zone);
-  sc->zone_ready = 0;
 }
 
 static int scan_gc(lua_State *L) {
@@ -169,8 +165,6 @@ static scanner *scan_new(lua_State *L, int mode) {
   sc->mode = mode;
   sc->remaining = -1;
   luaL_setmetatable(L, SCANNER_MT);
-  if (!msgpack_zone_init(&sc->zone, 4096)) luaL_error(L, "out of memory");
-  sc->zone_ready = 1;
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
   return sc;
@@ -510,10 +504,36 @@ static void scan_push_error(lua_State *L, scanner *sc) {
   }
 }
 
-static void scan_push_value(lua_State *L, scanner *sc, const unsigned char *p, size_t len, uint64_t pos,
-                            const char *field) {
+/* Field names of event tables, kept as upvalues of every scan function so
+ * building an event does not look names up in Lua's string cache. */
+enum { K_POSITION = 1, K_STREAM, K_VERSION, K_TYPE, K_TIME, K_ID, K_SCHEMA, K_META, K_DATA, K_COUNT = K_DATA };
+static const char *const scan_keys[] = {
+  "position", "stream", "version", "type", "time", "id", "schema", "meta", "data"
+};
+
+static void scan_push_keys(lua_State *L) {
+  for (int i = 0; i < K_COUNT; i++) lua_pushstring(L, scan_keys[i]);
+}
+
+/* Pushes s[0..n) as a Lua string, reusing the one in stack slot `slot` when
+ * it holds the same bytes (consecutive events mostly share stream and type). */
+static void scan_push_cached(lua_State *L, int slot, const unsigned char *s, size_t n) {
+  size_t clen;
+  const char *c = slot ? lua_tolstring(L, slot, &clen) : NULL;
+  if (c && clen == n && memcmp(c, s, n) == 0) {
+    lua_pushvalue(L, slot);
+    return;
+  }
+  lua_pushlstring(L, (const char *)s, n);
+  if (slot) {
+    lua_pushvalue(L, -1);
+    lua_replace(L, slot);
+  }
+}
+
+static void scan_push_value(lua_State *L, const unsigned char *p, size_t len, uint64_t pos, const char *field) {
   const char *why;
-  if (!codec_decode(L, &sc->zone, p, len, &why)) {
+  if (!codec_decode(L, p, len, &why)) {
     cerr_new(L, "corrupt", "event at position %I: %s does not decode: %s", (lua_Integer)pos, field, why);
     lua_pushinteger(L, (lua_Integer)pos);
     lua_setfield(L, -2, "position");
@@ -521,32 +541,48 @@ static void scan_push_value(lua_State *L, scanner *sc, const unsigned char *p, s
   }
 }
 
-/* Pushes the event table for a record already copied out of LMDB. */
-static void scan_push_event(lua_State *L, scanner *sc, const unsigned char *rec, size_t len, uint64_t pos) {
+#define SCAN_KEY(L, key) lua_pushvalue(L, lua_upvalueindex(key))
+
+/* Pushes the event table for a record already copied out of LMDB (and
+ * checksummed then). `cache` is 0 or the first of two stack slots caching
+ * the last stream and type strings. Must run in a function whose upvalues
+ * are the scan_keys. */
+static void scan_push_event(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache) {
   record_view v;
   const char *why;
-  if (record_parse(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
+  if (record_layout(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
   char id[UUID_TEXT_LEN];
   uuid_format(v.id, id);
   lua_createtable(L, 0, 9);
+  SCAN_KEY(L, K_POSITION);
   lua_pushinteger(L, (lua_Integer)pos);
-  lua_setfield(L, -2, "position");
-  lua_pushlstring(L, (const char *)v.stream, v.stream_len);
-  lua_setfield(L, -2, "stream");
+  lua_rawset(L, -3);
+  SCAN_KEY(L, K_STREAM);
+  scan_push_cached(L, cache, v.stream, v.stream_len);
+  lua_rawset(L, -3);
+  SCAN_KEY(L, K_VERSION);
   lua_pushinteger(L, (lua_Integer)v.version);
-  lua_setfield(L, -2, "version");
-  lua_pushlstring(L, (const char *)v.type, v.type_len);
-  lua_setfield(L, -2, "type");
+  lua_rawset(L, -3);
+  SCAN_KEY(L, K_TYPE);
+  scan_push_cached(L, cache ? cache + 1 : 0, v.type, v.type_len);
+  lua_rawset(L, -3);
+  SCAN_KEY(L, K_TIME);
   lua_pushinteger(L, v.time);
-  lua_setfield(L, -2, "time");
+  lua_rawset(L, -3);
+  SCAN_KEY(L, K_ID);
   lua_pushlstring(L, id, UUID_TEXT_LEN);
-  lua_setfield(L, -2, "id");
+  lua_rawset(L, -3);
+  SCAN_KEY(L, K_SCHEMA);
   lua_pushinteger(L, (lua_Integer)v.schema);
-  lua_setfield(L, -2, "schema");
-  scan_push_value(L, sc, v.meta, v.meta_len, pos, "meta");
-  lua_setfield(L, -2, "meta");
-  scan_push_value(L, sc, v.data, v.data_len, pos, "data");
-  lua_setfield(L, -2, "data");
+  lua_rawset(L, -3);
+  if (!(v.meta_len == 1 && v.meta[0] == 0xc0)) {      /* nil meta: leave the field out */
+    SCAN_KEY(L, K_META);
+    scan_push_value(L, v.meta, v.meta_len, pos, "meta");
+    lua_rawset(L, -3);
+  }
+  SCAN_KEY(L, K_DATA);
+  scan_push_value(L, v.data, v.data_len, pos, "data");
+  lua_rawset(L, -3);
 }
 
 static void scan_push_stream_item(lua_State *L, const unsigned char *p) {
@@ -563,7 +599,7 @@ static int scan_push_kv_item(lua_State *L, scanner *sc, const scan_item *it) {
   size_t klen = get_u16be(p);
   lua_pushlstring(L, (const char *)p + 2, klen);
   const char *why;
-  if (!codec_decode(L, &sc->zone, p + 2 + klen, it->len - 2 - klen, &why)) {
+  if (!codec_decode(L, p + 2 + klen, it->len - 2 - klen, &why)) {
     cerr_new(L, "corrupt", "kv_scan: the value of '%s' does not decode: %s", lua_tostring(L, -1), why);
     lua_error(L);
   }
@@ -587,14 +623,15 @@ static int scan_iter(lua_State *L) {
   const unsigned char *p = sc->records.data + it->off;
   if (sc->mode == SCAN_KV) return scan_push_kv_item(L, sc, it);
   if (sc->mode == SCAN_STREAMS) scan_push_stream_item(L, p);
-  else scan_push_event(L, sc, p, it->len, it->position);
+  else scan_push_event(L, p, it->len, it->position, 0);
   return 1;
 }
 
 /* Returns the four values of a generic for: step, scanner, nil, scanner (to close). */
 static int scan_return_iterator(lua_State *L, int sc_idx) {
   sc_idx = lua_absindex(L, sc_idx);
-  lua_pushcfunction(L, scan_iter);
+  for (int i = 1; i <= K_COUNT; i++) lua_pushvalue(L, lua_upvalueindex(i));
+  lua_pushcclosure(L, scan_iter, K_COUNT);
   lua_pushvalue(L, sc_idx);
   lua_pushnil(L);
   lua_pushvalue(L, sc_idx);
@@ -760,12 +797,15 @@ static int scan_fold(lua_State *L) {
     scan_configure(L, sc, 2, 5, "fold");
   }
   int sc_idx = lua_gettop(L);
+  lua_pushnil(L);                      /* the last stream and type strings */
+  lua_pushnil(L);
+  int cache = sc_idx + 1;
   lua_Integer n = 0, last_pos = 0, last_version = -1;
   while (sc->at < sc->count || scan_fill(L, sc, sc_idx)) {
     scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
     lua_pushvalue(L, 4);
     lua_pushvalue(L, 3);
-    scan_push_event(L, sc, sc->records.data + it->off, it->len, it->position);
+    scan_push_event(L, sc->records.data + it->off, it->len, it->position, cache);
     lua_call(L, 2, 1);
     if (lua_isnil(L, -1)) lua_pop(L, 1);
     else lua_replace(L, 3);
@@ -797,7 +837,8 @@ static const luaL_Reg scan_methods[] = {
 };
 
 void scan_register(lua_State *L) {
-  luaL_setfuncs(L, scan_methods, 0);
+  scan_push_keys(L);
+  luaL_setfuncs(L, scan_methods, K_COUNT);
   if (luaL_newmetatable(L, SCANNER_MT)) {
     lua_pushcfunction(L, scan_gc);
     lua_setfield(L, -2, "__gc");

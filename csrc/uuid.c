@@ -7,15 +7,31 @@
 #include "uuid.h"
 
 static pthread_mutex_t uuid_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t uuid_once = PTHREAD_ONCE_INIT;
 static unsigned char uuid_last[16];
 
+/* Random bytes come from getrandom() a pool at a time (one system call per
+ * event was measurable); a forked child throws the pool away so it never
+ * repeats its parent's ids. All under uuid_lock. */
+static unsigned char uuid_pool[4096];
+static size_t uuid_pool_left = 0;
+
+static void uuid_forget_pool(void) { uuid_pool_left = 0; }
+static void uuid_at_fork(void) { pthread_atfork(NULL, NULL, uuid_forget_pool); }
+
 static int uuid_random(unsigned char *p, size_t n) {
-  while (n > 0) {
-    ssize_t got = getrandom(p, n, 0);
-    if (got < 0) return -1;
-    p += got;
-    n -= (size_t)got;
+  if (uuid_pool_left < n) {
+    size_t filled = 0;
+    while (filled < sizeof uuid_pool) {
+      ssize_t got = getrandom(uuid_pool + filled, sizeof uuid_pool - filled, 0);
+      if (got < 0) return -1;
+      filled += (size_t)got;
+    }
+    uuid_pool_left = sizeof uuid_pool;
   }
+  memcpy(p, uuid_pool + sizeof uuid_pool - uuid_pool_left, n);
+  memset(uuid_pool + sizeof uuid_pool - uuid_pool_left, 0, n);
+  uuid_pool_left -= n;
   return 0;
 }
 
@@ -32,10 +48,14 @@ int uuid_v7(unsigned char out[16]) {
   unsigned long long ms = (unsigned long long)ts.tv_sec * 1000ull + (unsigned long long)ts.tv_nsec / 1000000ull;
   unsigned char id[16];
   for (int i = 5; i >= 0; i--) { id[i] = (unsigned char)(ms & 0xff); ms >>= 8; }
-  if (uuid_random(id + 6, 10) != 0) return -1;
+  pthread_once(&uuid_once, uuid_at_fork);
+  pthread_mutex_lock(&uuid_lock);
+  if (uuid_random(id + 6, 10) != 0) {
+    pthread_mutex_unlock(&uuid_lock);
+    return -1;
+  }
   id[6] = (unsigned char)(0x70 | (id[6] & 0x0f));
   id[8] = (unsigned char)(0x80 | (id[8] & 0x3f));
-  pthread_mutex_lock(&uuid_lock);
   if (memcmp(id, uuid_last, 6) == 0 && memcmp(id, uuid_last, 16) <= 0) {
     memcpy(id, uuid_last, 16);
     uuid_increment(id);
@@ -71,10 +91,11 @@ int uuid_parse(const char *s, size_t len, unsigned char out[16]) {
 
 void uuid_format(const unsigned char id[16], char out[UUID_TEXT_LEN]) {
   static const char hex[] = "0123456789abcdef";
-  int o = 0;
+  /* Where each byte's two digits go: dashes sit at 8, 13, 18 and 23. */
+  static const unsigned char at[16] = { 0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34 };
   for (int i = 0; i < 16; i++) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
-    out[o++] = hex[id[i] >> 4];
-    out[o++] = hex[id[i] & 15];
+    out[at[i]] = hex[id[i] >> 4];
+    out[at[i] + 1] = hex[id[i] & 15];
   }
+  out[8] = out[13] = out[18] = out[23] = '-';
 }
