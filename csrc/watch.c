@@ -48,10 +48,15 @@ static int watch_wait(lua_State *L) {
   }
   uint64_t head = 0;
   int rc;
+  /* A write to data.mdb wakes us before the writer publishes its commit in
+   * lock.mdb (a memory store inotify cannot see), so after a wake the head
+   * is checked again soon, backing off from 1 ms to the normal poll. */
+  int soon_ms = 0;
   for (;;) {
     if ((rc = watch_head(s, &head))) break;
     if (head > (uint64_t)after) break;
-    int wait_ms = WATCH_POLL_MS;
+    int wait_ms = soon_ms ? soon_ms : WATCH_POLL_MS;
+    if (soon_ms) soon_ms = soon_ms * 2 > WATCH_POLL_MS ? 0 : soon_ms * 2;
     if (deadline >= 0) {
       double left = deadline - watch_clock();
       if (left <= 0) break;
@@ -62,6 +67,7 @@ static int watch_wait(lua_State *L) {
       if (poll(&p, 1, wait_ms) > 0) {
         char drain[4096];
         while (read(fd, drain, sizeof drain) > 0) {}
+        soon_ms = 1;
       }
     } else {
       usleep((useconds_t)wait_ms * 1000);

@@ -153,15 +153,20 @@ function M.reset(store, p)
   return meta
 end
 
+--- How long the previous generation of a rebuilt view is kept after the
+-- switch, so that readers in the middle of a scan finish on it.
+M.GRACE_SECONDS = 60
+
 -- Switches readers to the generation just built; the old rows are removed
--- by a later batch (meta.garbage), so a reader that looked up the old
--- generation an instant before still finds its rows.
+-- by a batch at least GRACE_SECONDS later (meta.garbage), so a reader that
+-- looked up the old generation before the switch still finds all its rows.
 local function swap(store, p, meta, checkpoint)
   local old = meta.generation
   local new_meta = {}
   for k, v in pairs(meta) do new_meta[k] = v end
   new_meta.generation, new_meta.building, new_meta.status = meta.building, nil, "live"
   new_meta.garbage = old and old > 0 and old or nil
+  new_meta.garbage_after = core.now() + M.GRACE_SECONDS * 1000000000
   return store:write {
     checks = { { view.CHECKPOINTS, checkpoint_key(p.name, meta.building), checkpoint } },
     puts = { { view.PROJECTIONS, p.name, new_meta } },
@@ -169,10 +174,10 @@ local function swap(store, p, meta, checkpoint)
 end
 
 local function collect_garbage(store, p, meta)
-  if not meta.garbage then return true end
+  if not meta.garbage or (meta.garbage_after or 0) > core.now() then return true end
   local new_meta = {}
   for k, v in pairs(meta) do new_meta[k] = v end
-  new_meta.garbage = nil
+  new_meta.garbage, new_meta.garbage_after = nil, nil
   return store:write {
     clears = { view.space(p.name, meta.garbage) },
     deletes = { { view.CHECKPOINTS, checkpoint_key(p.name, meta.garbage) } },
@@ -207,7 +212,6 @@ function M.run_batch(store, p, state)
   if meta.garbage then
     local ok, gerr = collect_garbage(store, p, meta)
     if not ok then return nil, gerr end
-    meta.garbage = nil
   end
   local gen = meta.building or meta.generation
   local space = view.space(p.name, gen)
@@ -215,7 +219,11 @@ function M.run_batch(store, p, state)
   local checkpoint, cerr = store:kv_get(view.CHECKPOINTS, ck_key)
   if cerr then return nil, cerr end
   local head = store:head()
-  if state.space ~= space then state.space, state.cache = space, view.cache() end
+  -- The row cache holds what this runner wrote; if anyone else has moved the
+  -- checkpoint since, the rows may have changed under it.
+  if state.space ~= space or state.checkpoint ~= checkpoint then
+    state.space, state.cache = space, view.cache()
+  end
   if (checkpoint or 0) >= head then
     if meta.building then
       local ok, serr = swap(store, p, meta, checkpoint)
@@ -262,6 +270,7 @@ function M.run_batch(store, p, state)
     return nil, werr
   end
   v:committed(state.max_cache or 100000)
+  state.checkpoint = new_checkpoint
   return "progress"
 end
 

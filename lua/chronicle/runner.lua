@@ -72,6 +72,7 @@ function Runner:run(opts)
     local n = self:run_once()
     if opts.until_idle and n == 0 and store:head() == head then return "idle" end
     if deadline and os.time() >= deadline then return "timeout" end
+    if self.stopped then break end
     if store:head() == head then store:wait(head, self.wait) end
   end
   return "stopped"

@@ -117,10 +117,10 @@ local function register(self, path, def, hash)
   error(path .. ": 'kind' must be \"aggregate\", \"projection\", \"handler\" or \"reactor\", got " .. tostring(def.kind), 0)
 end
 
-local function unregister(self, entry)
+local function unregister(self, entry, keep_sandbox)
   if entry.kind == "aggregate" then self.aggregates[entry.name] = nil
   else self.store:unregister(entry.name) end
-  if entry.sandbox then entry.sandbox:close() end
+  if entry.sandbox and not keep_sandbox then entry.sandbox:close() end
 end
 
 --- Loads (or reloads) the folder; returns what changed.
@@ -148,17 +148,22 @@ function Scripts:reload()
       else def, lerr = load_trusted(path, source) end
       local ok, kind, rname = false, nil, nil
       if def then
-        if old then unregister(self, old) end
+        if old then unregister(self, old, true) end
         ok, kind, rname = pcall(register, self, path, def, hash)
-        if not ok then lerr = path .. ": " .. tostring(type(kind) == "table" and kind.message or kind) end
+        if not ok then
+          lerr = path .. ": " .. tostring(type(kind) == "table" and kind.message or kind)
+          -- The new version is bad: put the one that worked back in place.
+          if old then pcall(register, self, path, old.def, old.hash) end
+        end
       end
       if ok then
-        self.files[path] = { hash = hash, kind = kind, name = rname, sandbox = sb }
+        if old and old.sandbox then old.sandbox:close() end
+        self.files[path] = { hash = hash, kind = kind, name = rname, sandbox = sb, def = def }
         local list = old and report.changed or report.added
         list[#list + 1] = { file = path, kind = kind, name = rname }
       else
         if sb then sb:close() end
-        if old and not def then self.files[path] = old end   -- keep the version that worked
+        -- keep the version that worked
         report.errors[#report.errors + 1] = error_entry(path, lerr)
       end
     end

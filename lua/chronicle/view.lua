@@ -131,6 +131,42 @@ function Buffered:update(key, fn)
   return new
 end
 
+local function in_range(k, opts)
+  if opts.prefix and k:sub(1, #opts.prefix) ~= opts.prefix then return false end
+  if opts.from and k < opts.from then return false end
+  if opts.to and k > opts.to then return false end
+  return true
+end
+
+--- Iterates `key, row` in key order, the rows written in this batch
+-- included: `{prefix=, from=, to=, count=, backward=}`.
+function Buffered:pairs(opts)
+  opts = opts or {}
+  local rows = {}
+  for k, v in self.store:kv_scan(self.space_name, { prefix = opts.prefix, from = opts.from, to = opts.to }) do
+    rows[k] = v
+  end
+  for k, v in pairs(self.pending) do
+    if in_range(k, opts) then rows[k] = v ~= DELETED and v or nil end
+  end
+  local keys = {}
+  for k in pairs(rows) do keys[#keys + 1] = k end
+  table.sort(keys, opts.backward and function(a, b) return a > b end or nil)
+  local i, limit = 0, opts.count or #keys
+  return function()
+    i = i + 1
+    if i > limit or keys[i] == nil then return nil end
+    return keys[i], rows[keys[i]]
+  end
+end
+
+--- The number of rows, the rows written in this batch included.
+function Buffered:count(prefix)
+  local n = 0
+  for _ in self:pairs({ prefix = prefix }) do n = n + 1 end
+  return n
+end
+
 --- The write ops for everything buffered, and the cache updated to match.
 function Buffered:ops(ops)
   ops = ops or {}

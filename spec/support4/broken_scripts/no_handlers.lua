@@ -1,0 +1,5 @@
+-- A projection definition without handlers.
+return {
+  kind = "projection",
+  name = "no_handlers",
+}

@@ -1,0 +1,2 @@
+-- A script that returns no definition.
+return 42

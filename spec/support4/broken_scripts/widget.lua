@@ -1,0 +1,2 @@
+-- A definition of an unknown kind.
+return { kind = "widget", name = "widget" }
