@@ -83,6 +83,14 @@ static void append_check_expected(lua_State *L, int idx, const char *where, pend
 }
 
 static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
+/* The same names as upvalues of the append functions, so reading a field
+ * does not look its name up in Lua's string cache for every event. */
+enum { F_TYPE = 1, F_DATA, F_META, F_ID, F_SCHEMA, F_TIME, F_COUNT = F_TIME };
+
+static int append_field(lua_State *L, int ev, int field) {
+  lua_pushvalue(L, lua_upvalueindex(field));
+  return lua_rawget(L, ev);
+}
 
 /* Raises for the first field of events[i] that is not an event field. */
 static void append_unknown_field(lua_State *L, int ev, const char *where, lua_Integer i) {
@@ -112,9 +120,8 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
     lua_pop(L, 1);
     keys++;
   }
-  for (int f = 0; event_fields[f]; f++) {
-    lua_pushstring(L, event_fields[f]);
-    if (lua_rawget(L, ev) != LUA_TNIL) found++;
+  for (int f = 1; f <= F_COUNT; f++) {
+    if (append_field(L, ev, f) != LUA_TNIL) found++;
     lua_pop(L, 1);
   }
   if (keys != found) append_unknown_field(L, ev, where, i);
@@ -122,7 +129,7 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   memset(&pe, 0, sizeof pe);
   buf *bytes = &s->scratch_bytes;
 
-  lua_getfield(L, ev, "type");
+  append_field(L, ev, F_TYPE);
   size_t tlen;
   const char *type = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &tlen) : NULL;
   if (type == NULL || tlen == 0 || tlen > RECORD_MAX_TYPE)
@@ -132,7 +139,7 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   if (buf_append(bytes, type, tlen)) append_nomem(L);
   lua_pop(L, 1);
 
-  lua_getfield(L, ev, "id");
+  append_field(L, ev, F_ID);
   if (lua_isnil(L, -1)) {
     if (uuid_v7(pe.id) != 0) luaL_error(L, "%s: no randomness available for an event id", where);
   } else {
@@ -145,7 +152,7 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   }
   lua_pop(L, 1);
 
-  lua_getfield(L, ev, "schema");
+  append_field(L, ev, F_SCHEMA);
   pe.schema = 1;
   if (!lua_isnil(L, -1)) {
     int ok;
@@ -156,7 +163,7 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   }
   lua_pop(L, 1);
 
-  lua_getfield(L, ev, "time");
+  append_field(L, ev, F_TIME);
   if (!lua_isnil(L, -1)) {
     if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
       luaL_error(L, "%s: events[%I].time must be an integer >= 0 (ns since the epoch)", where, i);
@@ -165,13 +172,13 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   }
   lua_pop(L, 1);
 
-  lua_getfield(L, ev, "meta");
+  append_field(L, ev, F_META);
   pe.meta_off = bytes->len;
   codec_encode_at(L, -1, bytes, "events", (long long)i, "meta");
   pe.meta_len = bytes->len - pe.meta_off;
   lua_pop(L, 1);
 
-  lua_getfield(L, ev, "data");
+  append_field(L, ev, F_DATA);
   pe.data_off = bytes->len;
   codec_encode_at(L, -1, bytes, "events", (long long)i, "data");
   pe.data_len = bytes->len - pe.data_off;
@@ -605,5 +612,6 @@ static const luaL_Reg append_methods[] = {
 };
 
 void append_register(lua_State *L) {
-  luaL_setfuncs(L, append_methods, 0);
+  for (int f = 0; f < F_COUNT; f++) lua_pushstring(L, event_fields[f]);
+  luaL_setfuncs(L, append_methods, F_COUNT);
 }
