@@ -266,7 +266,7 @@ static int append_check_replay(store *s, MDB_txn *txn, pending_stream *ps, appen
     if (j == 0) first_version = v.version;
     if (v.stream_len != ps->name_len || memcmp(v.stream, bytes + ps->name_off, v.stream_len) ||
         v.type_len != pe->type_len || memcmp(v.type, bytes + pe->type_off, v.type_len) ||
-        v.data_len != pe->data_len || memcmp(v.data, bytes + pe->data_off, v.data_len) ||
+        !codec_equal(v.data, v.data_len, bytes + pe->data_off, pe->data_len) ||
         v.version != first_version + j)
       return APPEND_REFUSED;
     ps->version = v.version;

@@ -464,3 +464,150 @@ int codec_decode(lua_State *L, const unsigned char *p, size_t len, const char **
   }
   return 1;
 }
+
+/* ---- comparing encoded values ----
+ * Equality as Lua sees the decoded values: maps compare in any order (a
+ * table's key order differs from one process to the next), str and bin with
+ * the same bytes are equal, integers compare by value whatever their width,
+ * integers and floats differ. Used where an append compares an event with
+ * the one already stored (idempotent retries). */
+
+typedef struct codec_item {
+  int kind;                  /* 0 nil, 1 bool, 2 int, 3 uint (> INT64_MAX), 4 float, 5 bytes, 6 array, 7 map */
+  int64_t i;
+  uint64_t u;
+  double f;
+  const unsigned char *bytes;
+  uint64_t n;                /* bytes length, or items in a container */
+} codec_item;
+
+/* Reads one item's header at *p (containers: not their contents). */
+static int codec_read_item(const unsigned char **p, const unsigned char *end, codec_item *it) {
+  if (*p >= end) return -1;
+  unsigned c = *(*p)++;
+  memset(it, 0, sizeof *it);
+  if (c <= 0x7f) { it->kind = 2; it->i = c; return 0; }
+  if (c >= 0xe0) { it->kind = 2; it->i = (int8_t)c; return 0; }
+  if (c >= 0xa0 && c <= 0xbf) { it->kind = 5; it->n = c & 0x1f; }
+  else if (c >= 0x90 && c <= 0x9f) { it->kind = 6; it->n = c & 0x0f; return 0; }
+  else if (c >= 0x80 && c <= 0x8f) { it->kind = 7; it->n = c & 0x0f; return 0; }
+  else {
+    int w;
+    switch (c) {
+      case 0xc0: it->kind = 0; return 0;
+      case 0xc2: case 0xc3: it->kind = 1; it->i = c == 0xc3; return 0;
+      case 0xca: case 0xcb: {
+        w = c == 0xca ? 4 : 8;
+        if (end - *p < w) return -1;
+        uint64_t bits = codec_dec_be(*p, w);
+        *p += w;
+        it->kind = 4;
+        if (w == 4) { union { uint32_t u; float f; } v = { (uint32_t)bits }; it->f = v.f; }
+        else { union { uint64_t u; double f; } v = { bits }; it->f = v.f; }
+        return 0;
+      }
+      case 0xcc: case 0xcd: case 0xce: case 0xcf:
+        w = 1 << (c - 0xcc);
+        if (end - *p < w) return -1;
+        it->u = codec_dec_be(*p, w);
+        *p += w;
+        if (it->u > (uint64_t)INT64_MAX) it->kind = 3;
+        else { it->kind = 2; it->i = (int64_t)it->u; }
+        return 0;
+      case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+        w = 1 << (c - 0xd0);
+        if (end - *p < w) return -1;
+        uint64_t u = codec_dec_be(*p, w);
+        *p += w;
+        it->kind = 2;
+        it->i = w == 1 ? (int8_t)u : w == 2 ? (int16_t)u : w == 4 ? (int32_t)u : (int64_t)u;
+        return 0;
+      }
+      case 0xc4: case 0xd9: w = 1; it->kind = 5; break;
+      case 0xc5: case 0xda: w = 2; it->kind = 5; break;
+      case 0xc6: case 0xdb: w = 4; it->kind = 5; break;
+      case 0xdc: w = 2; it->kind = 6; break;
+      case 0xdd: w = 4; it->kind = 6; break;
+      case 0xde: w = 2; it->kind = 7; break;
+      case 0xdf: w = 4; it->kind = 7; break;
+      default: return -1;
+    }
+    if (end - *p < w) return -1;
+    it->n = codec_dec_be(*p, w);
+    *p += w;
+    if (it->kind != 5) return 0;
+  }
+  if ((uint64_t)(end - *p) < it->n) return -1;
+  it->bytes = *p;
+  *p += it->n;
+  return 0;
+}
+
+static int codec_equal_at(const unsigned char **a, const unsigned char *aend, const unsigned char **b,
+                          const unsigned char *bend, int depth);
+
+/* Skips one whole value at *p. */
+static int codec_skip_at(const unsigned char **p, const unsigned char *end) {
+  size_t off = 0;
+  if (codec_skip(*p, (size_t)(end - *p), &off) != 0) return -1;
+  *p += off;
+  return 0;
+}
+
+static int codec_equal_at(const unsigned char **a, const unsigned char *aend, const unsigned char **b,
+                          const unsigned char *bend, int depth) {
+  codec_item x, y;
+  if (depth > CODEC_MAX_DEPTH || codec_read_item(a, aend, &x) || codec_read_item(b, bend, &y)) return 0;
+  if (x.kind != y.kind) return 0;
+  switch (x.kind) {
+    case 0: return 1;
+    case 1: case 2: return x.i == y.i;
+    case 3: return x.u == y.u;
+    case 4: return x.f == y.f || (x.f != x.f && y.f != y.f);
+    case 5: return x.n == y.n && memcmp(x.bytes, y.bytes, x.n) == 0;
+    case 6:
+      if (x.n != y.n) return 0;
+      for (uint64_t i = 0; i < x.n; i++)
+        if (!codec_equal_at(a, aend, b, bend, depth + 1)) return 0;
+      return 1;
+    default: {
+      if (x.n != y.n) return 0;
+      const unsigned char *bmap = *b;
+      for (uint64_t i = 0; i < x.n; i++) {
+        const unsigned char *akey = *a;
+        if (codec_skip_at(a, aend)) return 0;
+        const unsigned char *aval = *a;
+        if (codec_skip_at(a, aend)) return 0;
+        /* Find the same key among the other map's entries. */
+        const unsigned char *q = bmap;
+        int found = 0;
+        for (uint64_t j = 0; j < y.n; j++) {
+          const unsigned char *k1 = akey, *k2 = q, *bval = q, *next;
+          int same_key = codec_equal_at(&k1, aend, &k2, bend, depth + 1);
+          if (codec_skip_at(&bval, bend)) return 0;
+          next = bval;
+          if (codec_skip_at(&next, bend)) return 0;
+          if (same_key) {
+            const unsigned char *v1 = aval;
+            if (!codec_equal_at(&v1, aend, &bval, bend, depth + 1)) return 0;
+            found = 1;
+            break;
+          }
+          q = next;
+        }
+        if (!found) return 0;
+      }
+      *b = bmap;
+      for (uint64_t j = 0; j < 2 * y.n; j++)
+        if (codec_skip_at(b, bend)) return 0;
+      return 1;
+    }
+  }
+}
+
+int codec_equal(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen) {
+  if (alen == blen && memcmp(a, b, alen) == 0) return 1;
+  const unsigned char *pa = a, *pb = b;
+  if (!codec_equal_at(&pa, a + alen, &pb, b + blen, 0)) return 0;
+  return pa == a + alen && pb == b + blen;
+}

@@ -26,6 +26,9 @@ void codec_encode_at(lua_State *L, int idx, buf *out, const char *root, long lon
  * a Lua error could leak (it may raise only Lua's own memory error). */
 int codec_decode(lua_State *L, const unsigned char *p, size_t len, const char **why);
 
+/* True when two encoded values decode to equal Lua values (maps in any order). */
+int codec_equal(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen);
+
 /* Skips one encoded value starting at p[*off]; returns 0 or -1 if malformed. */
 int codec_skip(const unsigned char *p, size_t len, size_t *off);
 

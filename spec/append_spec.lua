@@ -213,6 +213,28 @@ describe("store:append", function()
       assert.equals(2, #helpers.collect(store:read("order-1")))
     end)
 
+    it("is idempotent when the retried data is the same table built in another key order", function()
+      local store = helpers.open()
+      -- Two equal tables whose pairs() orders differ: the second grew larger first.
+      local a, b = {}, {}
+      for i = 1, 20 do a["k" .. i] = i end
+      for i = 1, 200 do b["k" .. i] = i end
+      for i = 21, 200 do b["k" .. i] = nil end
+      a.nested, b.nested = { x = { 1, 2, 3 }, y = "z" }, { y = "z", x = { 1, 2, 3 } }
+      local order_a, order_b = {}, {}
+      for k in pairs(a) do order_a[#order_a + 1] = k end
+      for k in pairs(b) do order_b[#order_b + 1] = k end
+      assert.are_not.same(order_a, order_b)      -- otherwise the test proves nothing
+      local id = helpers.uuid(7)
+      local first = assert(store:append("order-9", { { type = "Placed", id = id, data = a } }))
+      local again, err = store:append("order-9", { { type = "Placed", id = id, data = b } })
+      assert.is_nil(err)
+      helpers.result(again, first.version, first.position)
+      b.k3 = 3.0                                 -- a float is not the integer 3
+      local _, err2 = store:append("order-9", { { type = "Placed", id = id, data = b } })
+      assert.equals("duplicate_id", err2.code)
+    end)
+
     it("gives duplicate_id when an id is reused for a different event", function()
       local store = helpers.open()
       assert(store:append("order-1", events))
