@@ -22,6 +22,9 @@ aggregates, projections and event handlers in Lua.
 
 dependencies = {
   "lua >= 5.4, < 5.5",
+  "lua-cjson",      -- the chronicle command's JSON Lines
+  "argparse",       -- the chronicle command's arguments
+  -- optional: luafilesystem (script folders; `ls` otherwise), readline (REPL), lua-term (colours)
 }
 
 external_dependencies = {
@@ -59,6 +62,19 @@ build = {
     -- begin: make rockspec modules
     ["chronicle"] = "lua/chronicle/init.lua",
     ["chronicle.aggregate"] = "lua/chronicle/aggregate.lua",
+    ["chronicle.cli.arguments"] = "lua/chronicle/cli/arguments.lua",
+    ["chronicle.cli.browse"] = "lua/chronicle/cli/browse.lua",
+    ["chronicle.cli.context"] = "lua/chronicle/cli/context.lua",
+    ["chronicle.cli.integrity"] = "lua/chronicle/cli/integrity.lua",
+    ["chronicle.cli.json"] = "lua/chronicle/cli/json.lua",
+    ["chronicle.cli.main"] = "lua/chronicle/cli/main.lua",
+    ["chronicle.cli.output"] = "lua/chronicle/cli/output.lua",
+    ["chronicle.cli.progress"] = "lua/chronicle/cli/progress.lua",
+    ["chronicle.cli.projections"] = "lua/chronicle/cli/projections.lua",
+    ["chronicle.cli.repl"] = "lua/chronicle/cli/repl.lua",
+    ["chronicle.cli.terminal"] = "lua/chronicle/cli/terminal.lua",
+    ["chronicle.cli.time"] = "lua/chronicle/cli/time.lua",
+    ["chronicle.cli.transfer"] = "lua/chronicle/cli/transfer.lua",
     ["chronicle.handler"] = "lua/chronicle/handler.lua",
     ["chronicle.projection"] = "lua/chronicle/projection.lua",
     ["chronicle.reactor"] = "lua/chronicle/reactor.lua",
@@ -70,5 +86,8 @@ build = {
     ["chronicle.upcast"] = "lua/chronicle/upcast.lua",
     ["chronicle.view"] = "lua/chronicle/view.lua",
     -- end: make rockspec modules
+  },
+  install = {
+    bin = { chronicle = "bin/chronicle" },
   },
 }

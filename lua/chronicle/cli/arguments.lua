@@ -1,0 +1,135 @@
+--- The command line of the chronicle command: subcommands, their arguments
+-- and options, and their --help texts (lua-argparse).
+-- @module chronicle.cli.arguments
+local argparse = require "argparse"
+
+local M = {}
+
+local function integer(what, min)
+  return function(text)
+    local n = math.tointeger(tonumber(text))
+    if not n or n < min then return nil, string.format("%s must be an integer >= %d, got '%s'", what, min, text) end
+    return n
+  end
+end
+
+local function seconds(text)
+  local n = tonumber(text)
+  if not n or n < 0 then return nil, "seconds must be a number >= 0, got '" .. text .. "'" end
+  return n
+end
+
+--- The argparse parser of the chronicle command.
+-- @tparam string version text printed by --version
+function M.parser(version)
+  local parser = argparse("chronicle", "Explore, follow, export, back up and check a chronicle event store.")
+    :command_target("command")
+    :help_max_width(100)
+    :epilog("Run 'chronicle COMMAND --help' for the options of a command. Exit status: 0 on success, "
+            .. "1 when the command fails (one line on standard error), 2 for a bad command line.")
+  parser:flag("--version", "Print the version and exit.")
+    :action(function() io.stdout:write(version, "\n"); os.exit(0) end)
+
+  local function store_dir(cmd) cmd:argument("dir", "The store's directory.") end
+
+  local repl = parser:command("repl", "A Lua REPL with the store open as `store` and helpers bound.")
+    :summary("A Lua REPL with the store open as `store` and helpers bound.")
+    :description("A Lua 5.4 REPL with the store open as `store`, `chronicle` loaded and the helpers "
+                 .. "streams([prefix]), show(stream[, opts]), tail([n]), state(aggregate, id[, version]), "
+                 .. "view(name[, key]), reload() and help(). Line editing, history (~/.chronicle_history) "
+                 .. "and completion with lua-readline on a terminal. Creates the store if it does not exist.")
+  store_dir(repl)
+  repl:option("--scripts", "Load aggregates, projections and handlers from this folder."):argname("<folder>")
+  repl:flag("--readonly", "Open the store read-only.")
+
+  local stats = parser:command("stats", "Counts, sizes and times of a store.")
+  store_dir(stats)
+  stats:flag("--json", "One JSON object.")
+
+  local streams = parser:command("streams", "The streams of a store, in name order.")
+  store_dir(streams)
+  streams:option("--prefix", "Only streams whose name starts with this."):argname("<text>")
+  streams:option("--after", "Only streams named after this one."):argname("<stream>")
+  streams:option("--count", "At most this many streams."):argname("<n>"):convert(integer("--count", 1))
+  streams:flag("--json", "JSON Lines: one object per stream.")
+
+  local show = parser:command("show", "The events of one stream.")
+  store_dir(show)
+  show:argument("stream", "The stream's name.")
+  show:option("--from", "Start at this stream version (0 is the first event)."):argname("<version>")
+    :convert(integer("--from", 0))
+  show:option("--count", "At most this many events."):argname("<n>"):convert(integer("--count", 1))
+  show:flag("--backward", "Newest first.")
+  show:flag("--meta", "Show each event's metadata too.")
+  show:flag("--json", "JSON Lines, as export writes them.")
+
+  local tail = parser:command("tail", "The newest events of the log; --follow waits for more.")
+  store_dir(tail)
+  tail:option("-n", "How many events to show first."):argname("<n>"):default("10")
+    :convert(integer("-n", 0))
+  tail:option("--category", "Only events of streams in this category (the name up to the first '-')."):argname("<c>")
+  tail:option("--type", "Only events of this type (repeatable)."):argname("<type>"):count("*")
+  tail:flag("-f --follow", "Keep printing events as other processes append them, until interrupted (Ctrl-C).")
+  tail:flag("--meta", "Show each event's metadata too.")
+  tail:flag("--json", "JSON Lines, as export writes them.")
+  tail:option("--max-events", "Stop following after this many events."):hidden(true):convert(integer("--max-events", 1))
+  tail:option("--timeout", "Stop following after this many seconds."):hidden(true):convert(seconds)
+
+  local export = parser:command("export", "Write events as JSON Lines to standard output.")
+    :summary("Write events as JSON Lines to standard output.")
+    :description("Write the events of the log as JSON Lines (one event per line) to standard output: "
+                 .. "a lossless form that `chronicle import` reads back, ids and times included. "
+                 .. "The encoding is described in docs/CLI.md.")
+  store_dir(export)
+  export:option("--from", "First global position."):argname("<position>"):convert(integer("--from", 1))
+  export:option("--to", "Last global position."):argname("<position>"):convert(integer("--to", 0))
+  export:option("-o --output", "Write to this file instead of standard output."):argname("<file>")
+
+  local import = parser:command("import", "Append the events of a JSON Lines file (from export).")
+    :summary("Append the events of a JSON Lines file (from export).")
+    :description("Append the events of a JSON Lines file written by `chronicle export`, keeping their ids, "
+                 .. "times, metadata and schema versions. Events already in the store (same id, same event) "
+                 .. "are skipped, so importing a file twice writes its events once. Creates the store if it "
+                 .. "does not exist.")
+  store_dir(import)
+  import:argument("file", "The file to read, or - for standard input.")
+
+  local backup = parser:command("backup", "A consistent, compacted copy of a store, then verified.")
+    :summary("A consistent, compacted copy of a store, then verified.")
+    :description("Write a consistent, compacted copy of the store into DEST (LMDB's copy under one read "
+                 .. "transaction: other processes may keep appending), then open the copy and verify it.")
+  store_dir(backup)
+  backup:argument("dest", "A new directory for the copy.")
+
+  local verify = parser:command("verify", "Check every record and that the indexes agree with the log.")
+    :summary("Check every record and that the indexes agree with the log.")
+    :description("Read every event and every index and check that they agree: record checksums, positions "
+                 .. "without gaps, contiguous stream versions, every record decodes. Prints each problem "
+                 .. "and exits with status 1 when there is one.")
+  store_dir(verify)
+  verify:option("--max-problems", "List at most this many problems."):argname("<n>")
+    :convert(integer("--max-problems", 1))
+  verify:flag("--json", "One JSON object.")
+
+  local project = parser:command("project", "Run the projections and handlers of a scripts folder.")
+    :summary("Run the projections and handlers of a scripts folder.")
+    :description("Load the scripts of FOLDER (aggregates, projections, handlers, reactors) and run their "
+                 .. "projections and handlers up to the head of the log; with --follow keep them caught up "
+                 .. "as events arrive, until interrupted (Ctrl-C).")
+  store_dir(project)
+  project:argument("folder", "The scripts folder.")
+  project:flag("-f --follow", "Keep running as events arrive.")
+  project:option("--timeout", "Stop following after this many seconds."):hidden(true):convert(seconds)
+
+  local rebuild = parser:command("rebuild", "Rebuild one projection from the first event.")
+    :summary("Rebuild one projection from the first event.")
+    :description("Rebuild projection NAME (defined in the --scripts folder) from the first event. Readers "
+                 .. "keep seeing the current rows until the rebuild has caught up.")
+  store_dir(rebuild)
+  rebuild:argument("name", "The projection's name.")
+  rebuild:option("--scripts", "The scripts folder that defines the projection."):argname("<folder>"):count(1)
+
+  return parser
+end
+
+return M

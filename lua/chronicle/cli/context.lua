@@ -1,0 +1,62 @@
+--- What every subcommand of the chronicle command shares: opening the store
+-- for reading or writing, failing with a one-line error, and where output goes.
+-- @module chronicle.cli.context
+local chronicle = require "chronicle"
+local terminal = require "chronicle.cli.terminal"
+
+local M = {}
+
+local Failure = {}
+Failure.__index = Failure
+Failure.__tostring = function(f) return f.message end
+
+--- Stops the subcommand: main prints "chronicle CMD: message" and exits with `status` (default 1).
+function M.fail(message, status)
+  error(setmetatable({ message = message, status = status or 1 }, Failure), 0)
+end
+
+--- True when `v` was raised by `fail`.
+function M.is_failure(v)
+  return getmetatable(v) == Failure
+end
+
+--- Text of a store error value (or anything else).
+function M.describe(err)
+  if type(err) == "table" and err.message then return err.message end
+  return tostring(err)
+end
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+--- Opens the store in `dir`.
+-- @tparam string dir
+-- @tparam string mode "read" (read-only; the store must exist), "write" (the store must
+--   exist) or "create" (created when missing)
+function M.open(dir, mode)
+  if mode == "write" and not exists(dir .. "/data.mdb") then
+    M.fail("no store at " .. dir)
+  end
+  local store, err = chronicle.open(dir, mode == "read" and { readonly = true } or nil)
+  if not store then M.fail(M.describe(err)) end
+  return store
+end
+
+--- Output settings for a subcommand: colour on a terminal, JSON when asked.
+function M.output(args)
+  return {
+    json = args and args.json or false,
+    colour = not (args and args.json) and terminal.colour(io.stdout),
+    tty = terminal.isatty(io.stdout),
+  }
+end
+
+--- Seconds now (wall clock, fractional).
+function M.now()
+  return chronicle.now() / 1e9
+end
+
+return M
