@@ -55,7 +55,7 @@ VALGRIND = valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds
 VALGRIND_SPECS ?= $(SPECS)
 VALGRIND_TIMEOUT ?= 1800
 
-.PHONY: all build asan test check deps install bench demo clean rockspec
+.PHONY: all build asan test check deps install bench demo clean rockspec crash
 
 all: build
 build: $(SO)
@@ -116,6 +116,12 @@ demo: deps
 	@$(MAKE) --no-print-directory build
 	@if [ -f examples/bank/main.lua ]; then $(RUN_ENV) $(LUA) examples/bank/main.lua; \
 	else echo "demo: examples/bank/main.lua is not there yet"; fi
+
+# The long reliability runs (the default suite runs short versions of each).
+crash: deps
+	@$(MAKE) --no-print-directory build
+	@CHRONICLE_CRASH_KILLS=200 CHRONICLE_CRASH_ROUNDS=50 $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 \
+	    spec/crash_spec.lua spec/projection_crash_spec.lua
 
 rockspec:
 	@$(LUA) scripts/sync_rockspec.lua rockspec/chronicle-scm-1.rockspec
