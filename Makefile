@@ -120,8 +120,9 @@ demo: deps
 # The long reliability runs (the default suite runs short versions of each).
 crash: deps
 	@$(MAKE) --no-print-directory build
-	@CHRONICLE_CRASH_KILLS=200 CHRONICLE_CRASH_ROUNDS=50 $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 \
-	    spec/crash_spec.lua spec/projection_crash_spec.lua
+	@CHRONICLE_CRASH_KILLS=200 CHRONICLE_CRASH_ROUNDS=50 CHRONICLE_CONCURRENT_APPENDS=1000 \
+	    $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 \
+	    spec/crash_spec.lua spec/projection_crash_spec.lua spec/concurrency_spec.lua
 
 rockspec:
 	@$(LUA) scripts/sync_rockspec.lua rockspec/chronicle-scm-1.rockspec
