@@ -4,6 +4,7 @@
 #include "cerror.h"
 #include "envreg.h"
 #include "record.h"
+#include "sandbox.h"
 #include "store.h"
 
 #include <stdio.h>
@@ -51,6 +52,7 @@ int luaopen_chronicle_core(lua_State *L) {
   lua_setfield(L, -2, "hash");
   cerr_open(L);
   store_open_lib(L);
+  sandbox_open(L);
   lua_pushinteger(L, CHRONICLE_FORMAT);
   lua_setfield(L, -2, "FORMAT");
   lua_pushinteger(L, RECORD_MAX_STREAM);

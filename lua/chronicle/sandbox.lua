@@ -1,0 +1,78 @@
+--- chronicle.sandbox: untrusted scripts, each in its own Lua state.
+-- A sandbox is a `lua_State` made by the C core with a memory budget in its
+-- allocator; each `load` and `call` runs under an instruction budget and a
+-- wall-clock deadline that the script cannot catch with `pcall`. Nothing is
+-- shared with the host but values, copied both ways by the MessagePack codec.
+--
+-- What a script has: the base library without `dofile`, `loadfile`,
+-- `collectgarbage`, `print` and `warn` (`load` takes text only, and
+-- `setmetatable` refuses `__gc`); `string` without `dump`; `table`; `math`;
+-- `utf8`; `os.time`, `os.clock`, `os.date`. No `io`, `require`, `package`,
+-- `debug` or `coroutine`. Pattern functions count their steps against the
+-- instruction budget; other library functions pay for the bytes or elements
+-- they touch (`LIMITS.bytes_per_step`); patterns are at most
+-- `LIMITS.max_pattern` bytes; `string.rep` fails with a memory error when its
+-- result would not fit in the memory left.
+-- @module chronicle.sandbox
+local core = require "chronicle.core"
+
+local M = {}
+
+--- The defaults and caps, from the C core: `memory`, `instructions`,
+-- `time_ms` (defaults), `min_memory`, `max_pattern`, `bytes_per_step`,
+-- `max_message` (bytes of an error message kept).
+M.LIMITS = core.SANDBOX
+
+local options = { memory = "integer", instructions = "integer", time_ms = "integer", name = "string" }
+local minimum = { memory = core.SANDBOX.min_memory, instructions = 1, time_ms = 1 }
+
+--- Makes a sandbox.
+-- @tparam[opt] table opts `memory` (bytes, default 16 MiB), `instructions`
+--   (per call, default 10,000,000), `time_ms` (per call, default 1000), `name`
+--   (the script's name in error messages)
+-- @return a sandbox with the methods below; close it with `sb:close()` or `<close>`
+--
+-- `sb:load(source [, chunkname])` runs the script's text (never bytecode) under
+-- the budgets; the script returns its definition. Returns a plain description:
+-- the definition's string, number and boolean fields, its `from`, and
+-- `handlers`, the sorted names of its handlers. Or `nil, err` with `err.code`
+-- "syntax_error", "script_error", "bad_definition", "budget_exceeded",
+-- "timeout" or "memory_exceeded" and a message naming the chunk and line.
+--
+-- `sb:call(handler, event [, view])` copies `event` in and calls
+-- `definition.handlers[handler](proxy, event)` when a `view` is given,
+-- `definition.handlers[handler](event)` otherwise, and returns a copy of the
+-- handler's first result. The proxy has only `get(k)`, `put(k, v)`,
+-- `update(k, fn)` and `delete(k)`, which call the same methods of the host's
+-- `view` (values copied both ways; `update` hands the host a function that
+-- runs `fn` in the sandbox); a host error becomes an error in the script.
+-- Failures return `nil, err`, `err.code` one of "script_error",
+-- "budget_exceeded", "timeout", "memory_exceeded", "no_handler", with
+-- `err.script`, `err.handler` and a message naming both and the event.
+--
+-- `sb:call_field(name, value [, view])` does the same for `definition[name]`
+-- (such as a projection's `init`). `sb:stats()` returns `memory` (bytes held
+-- now), `memory_limit`, `instructions` (used by the last call, to the nearest
+-- thousand) and `calls`.
+function M.new(opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'new' (table of options expected, got " .. type(opts) .. ")", 2)
+  end
+  for k, v in pairs(opts) do
+    local want = options[k]
+    if not want then
+      error("sandbox.new: unknown option '" .. tostring(k) .. "' (allowed: memory, instructions, time_ms, name)", 2)
+    end
+    if want == "integer" then
+      if math.type(v) ~= "integer" or v < minimum[k] then
+        error(("sandbox.new: option '%s' must be an integer >= %d, got %s"):format(k, minimum[k], tostring(v)), 2)
+      end
+    elseif type(v) ~= want then
+      error("sandbox.new: option '" .. k .. "' must be a " .. want .. ", got " .. type(v), 2)
+    end
+  end
+  return core.sandbox_new(opts)
+end
+
+return M
