@@ -75,6 +75,12 @@ local function load_sandboxed(path, source, limits)
     sb:close()
     return nil, path .. ": a sandboxed script must define a projection or a reactor"
   end
+  if def.kind == "projection" then
+    def.init = function(view)
+      local _, ierr = sb:call_field("init", nil, view)
+      if ierr and ierr.code ~= "no_handler" then error(ierr.message, 0) end
+    end
+  end
   def.handlers = {}
   for _, name in ipairs(desc.handlers or {}) do
     if def.kind == "projection" then
