@@ -3,8 +3,9 @@
 # benchmark, and prints a table of ratios measured in the same run.
 #
 #   bench/run.sh                 full sizes (a few minutes)
-#   QUICK=1 bench/run.sh         small sizes (well under 30 s)
-#   BENCH_ONLY="append fold" bench/run.sh      a subset (append, fold, read)
+#   QUICK=1 bench/run.sh         small sizes (under a minute)
+#   BENCH_ONLY="append fold" bench/run.sh      a subset (append, fold, read,
+#                                aggregate, projection, latency)
 #
 # Sizes (environment; defaults in brackets, QUICK=1 values after the slash):
 #   BENCH_ROUNDS            rounds per comparison, alternating sides [3 / 2]
@@ -17,6 +18,14 @@
 #   BENCH_FOLD_BASE_ROWS    prebuilt rows the fold baseline cycles over [10000]
 #   BENCH_READ_STREAMS      100-event streams in the read store [1000 / 100]
 #   BENCH_READ_LOADS        stream loads per measurement [20000 / 2000]
+#   BENCH_AGG_STREAMS       100-event aggregates in the load store [1000 / 100]
+#   BENCH_AGG_LOADS         aggregate loads per measurement [20000 / 2000]
+#   BENCH_AGG_BIG           aggregates of 9,999 and of 10,000 events [10 / 2]
+#   BENCH_EXEC_AGGS         aggregates the execute benchmark writes to [500 / 200]
+#   BENCH_EXEC_EVENTS       commands (events) per aggregate there [10 / 10]
+#   (projection.lua uses BENCH_EVENTS and BENCH_STREAMS, like fold.lua)
+#   BENCH_LATENCY_SAMPLES   pings per latency case [200 / 50]
+#   BENCH_LATENCY_SYNCS     the appender's durabilities ["nosync full"]
 #   BENCH_REV               build and measure this git revision (e.g. HEAD),
 #                           exported into the scratch dir, instead of the
 #                           working tree (which others may be editing)
@@ -33,13 +42,19 @@ if [ "${QUICK:-0}" = 1 ]; then
   : "${BENCH_ROUNDS:=2}" "${BENCH_APPEND_TXNS:=20}" "${BENCH_DURABLE_COMMITS:=300}"
   : "${BENCH_EVENTS:=50000}" "${BENCH_STREAMS:=100}"
   : "${BENCH_READ_STREAMS:=100}" "${BENCH_READ_LOADS:=2000}"
+  : "${BENCH_AGG_STREAMS:=100}" "${BENCH_AGG_LOADS:=2000}" "${BENCH_AGG_BIG:=2}" "${BENCH_EXEC_AGGS:=200}"
+  : "${BENCH_LATENCY_SAMPLES:=50}"
 fi
 : "${BENCH_ROUNDS:=3}" "${BENCH_APPEND_TXNS:=200}" "${BENCH_BATCH:=1000}" "${BENCH_DURABLE_COMMITS:=2000}"
 : "${BENCH_EVENTS:=1000000}" "${BENCH_STREAMS:=1000}" "${BENCH_FOLD_BASE_ROWS:=10000}"
 : "${BENCH_READ_STREAMS:=1000}" "${BENCH_READ_LOADS:=20000}" "${BENCH_APPEND_SYNCS:=nosync full}"
-: "${BENCH_ONLY:=append fold read}"
+: "${BENCH_AGG_STREAMS:=1000}" "${BENCH_AGG_LOADS:=20000}" "${BENCH_AGG_BIG:=10}" "${BENCH_EXEC_AGGS:=500}"
+: "${BENCH_EXEC_EVENTS:=10}" "${BENCH_LATENCY_SAMPLES:=200}" "${BENCH_LATENCY_SYNCS:=nosync full}"
+: "${BENCH_ONLY:=append fold read aggregate projection latency}"
 export BENCH_ROUNDS BENCH_APPEND_TXNS BENCH_BATCH BENCH_DURABLE_COMMITS BENCH_EVENTS BENCH_STREAMS \
-  BENCH_FOLD_BASE_ROWS BENCH_READ_STREAMS BENCH_READ_LOADS BENCH_APPEND_SYNCS
+  BENCH_FOLD_BASE_ROWS BENCH_READ_STREAMS BENCH_READ_LOADS BENCH_APPEND_SYNCS \
+  BENCH_AGG_STREAMS BENCH_AGG_LOADS BENCH_AGG_BIG BENCH_EXEC_AGGS BENCH_EXEC_EVENTS \
+  BENCH_LATENCY_SAMPLES BENCH_LATENCY_SYNCS
 
 BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/chronicle-bench.XXXXXX")
 export BENCH_TMP
@@ -74,6 +89,7 @@ out="$BENCH_TMP/out.txt"
   echo "# chronicle benchmarks $(date -u +%Y-%m-%dT%H:%M:%SZ) chronicle $rev_label"
   echo "# $(uname -srm), $(nproc) cores, $($LUA -v 2>&1 | cut -d' ' -f1-2), liblmdb $(dpkg-query -W -f '${Version}' liblmdb0 2>/dev/null || echo '?')"
   echo "# sizes: rounds=$BENCH_ROUNDS append_txns=$BENCH_APPEND_TXNS batch=$BENCH_BATCH durable=$BENCH_DURABLE_COMMITS events=$BENCH_EVENTS streams=$BENCH_STREAMS read_streams=$BENCH_READ_STREAMS read_loads=$BENCH_READ_LOADS"
+  echo "# sizes: agg_streams=$BENCH_AGG_STREAMS agg_loads=$BENCH_AGG_LOADS agg_big=$BENCH_AGG_BIG exec_aggs=$BENCH_EXEC_AGGS exec_events=$BENCH_EXEC_EVENTS latency_samples=$BENCH_LATENCY_SAMPLES latency_syncs=\"$BENCH_LATENCY_SYNCS\""
 } | tee "$out"
 
 status=0
@@ -84,7 +100,9 @@ done
 # (tee hides a failing benchmark's status: check that each one printed results)
 for b in $BENCH_ONLY; do
   case $b in
-    append) want=append_durable_full ;; fold) want=read_all_iter ;; read) want=fold_stream100 ;; *) want=$b ;;
+    append) want=append_durable_full ;; fold) want=read_all_iter ;; read) want=fold_stream100 ;;
+    aggregate) want=agg_execute ;; projection) want=projection_vs_fold_types ;; latency) want=latency_runner_ ;;
+    *) want=$b ;;
   esac
   if [ "$BENCH_DURABLE_COMMITS" = 0 ] && [ "$b" = append ]; then want=append_batch; fi
   grep -q "^result name=$want" "$out" || { echo "benchmark $b did not finish" >&2; status=1; }
@@ -92,12 +110,13 @@ done
 
 echo
 echo "ratio = chronicle / baseline throughput (= baseline time / chronicle time); best of $BENCH_ROUNDS rounds each side"
+echo "(unit us: latencies in microseconds, lower is better, ratio = baseline latency / chronicle latency)"
 awk '
-  BEGIN { printf "%-26s %14s %14s %-10s %7s %7s %7s %s\n", "benchmark", "chronicle", "baseline", "unit", "ratio", "median", "target", "status" }
+  BEGIN { printf "%-34s %14s %14s %-10s %7s %7s %7s %s\n", "benchmark", "chronicle", "baseline", "unit", "ratio", "median", "target", "status" }
   /^result / {
     delete f
     for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-    printf "%-26s %14.0f %14.0f %-10s %7.3f %7s %7s %s\n", f["name"], f["subject"], f["baseline"], f["unit"],
+    printf "%-34s %14.0f %14.0f %-10s %7.3f %7s %7s %s\n", f["name"], f["subject"], f["baseline"], f["unit"],
            f["ratio"], (f["median_ratio"] == "" ? "-" : f["median_ratio"]), f["target"], f["status"]
   }' "$out"
 
