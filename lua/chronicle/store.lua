@@ -193,6 +193,25 @@ function Store:projection_status()
   return out
 end
 
+--- The status of every reactor registered here: name -> {status, fault, checkpoint}.
+function Store:reactor_status()
+  local view = require "chronicle.view"
+  local out = {}
+  for name in pairs(self:registrations().reactors) do
+    local row = self:kv_get(view.PROJECTIONS, "reactor:" .. name) or { status = "live" }
+    row.checkpoint = self:kv_get(view.CHECKPOINTS, "r:" .. name) or 0
+    out[name] = row
+  end
+  return out
+end
+
+--- Clears a faulted reactor so it runs again from its checkpoint.
+function Store:reset_reactor(name)
+  local r = self:registrations().reactors[name]
+  if not r then error("reset_reactor: no reactor '" .. tostring(name) .. "' is registered", 2) end
+  return require("chronicle.reactor").reset(self, r)
+end
+
 --- Rebuilds projection `name` from the first event (in a new generation;
 -- readers keep the current view until the rebuild has caught up).
 function Store:reset_projection(name)
