@@ -122,6 +122,14 @@ static void scan_check_options(lua_State *L, int opts, const char *fn, const cha
   }
 }
 
+/* The options table at idx, checked against `allowed`: its index, or 0 when absent. */
+static int scan_options(lua_State *L, int idx, const char *fn, const char *const *allowed) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  scan_check_options(L, idx, fn, allowed);
+  return idx;
+}
+
 static void scan_set_name(lua_State *L, scanner *sc, int idx, const char *fn, const char *what) {
   size_t len;
   const char *name = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
@@ -641,11 +649,7 @@ static int scan_return_iterator(lua_State *L, int sc_idx) {
 /* store:read(stream [, {from, count, backward}]) -> iterator */
 static int scan_read(lua_State *L) {
   store_check(L, 1);
-  int opts = lua_isnoneornil(L, 3) ? 0 : 3;
-  if (opts) {
-    luaL_checktype(L, 3, LUA_TTABLE);
-    scan_check_options(L, opts, "read", read_options);
-  }
+  int opts = scan_options(L, 3, "read", read_options);
   scanner *sc = scan_new(L, SCAN_STREAM);
   int sc_idx = lua_gettop(L);
   scan_configure(L, sc, opts, 2, "read");
@@ -655,11 +659,7 @@ static int scan_read(lua_State *L) {
 /* store:read_all([{from, to, count, backward, category, types}]) -> iterator */
 static int scan_read_all(lua_State *L) {
   store_check(L, 1);
-  int opts = lua_isnoneornil(L, 2) ? 0 : 2;
-  if (opts) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    scan_check_options(L, opts, "read_all", read_all_options);
-  }
+  int opts = scan_options(L, 2, "read_all", read_all_options);
   scanner *sc = scan_new(L, SCAN_ALL);
   int sc_idx = lua_gettop(L);
   scan_configure(L, sc, opts, 0, "read_all");
@@ -670,11 +670,7 @@ static int scan_read_all(lua_State *L) {
 static int scan_streams(lua_State *L) {
   static const char *const allowed[] = { "prefix", "after", "count", NULL };
   store_check(L, 1);
-  int opts = lua_isnoneornil(L, 2) ? 0 : 2;
-  if (opts) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    scan_check_options(L, opts, "streams", allowed);
-  }
+  int opts = scan_options(L, 2, "streams", allowed);
   scanner *sc = scan_new(L, SCAN_STREAMS);
   int sc_idx = lua_gettop(L);
   sc->remaining = scan_opt_int(L, opts, "streams", "count", -1, 0);
@@ -714,11 +710,7 @@ static int scan_kv(lua_State *L) {
   store_check(L, 1);
   size_t slen;
   const char *space = kv_check_space(L, 2, "kv_scan", &slen);
-  int opts = lua_isnoneornil(L, 3) ? 0 : 3;
-  if (opts) {
-    luaL_checktype(L, 3, LUA_TTABLE);
-    scan_check_options(L, opts, "kv_scan", allowed);
-  }
+  int opts = scan_options(L, 3, "kv_scan", allowed);
   lua_settop(L, 3);
   scanner *sc = scan_new(L, SCAN_KV);
   int sc_idx = lua_gettop(L);
