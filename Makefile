@@ -55,7 +55,7 @@ VALGRIND = valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds
 VALGRIND_SPECS ?= $(SPECS)
 VALGRIND_TIMEOUT ?= 1800
 
-.PHONY: all build asan test check deps install bench demo clean rockspec crash
+.PHONY: all build asan test check deps install bench demo clean rockspec crash fuzz fuzz-long reliability-long
 
 all: build
 build: $(SO)
@@ -123,6 +123,18 @@ crash: deps
 	@CHRONICLE_CRASH_KILLS=200 CHRONICLE_CRASH_ROUNDS=50 CHRONICLE_CONCURRENT_APPENDS=1000 \
 	    $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 \
 	    spec/crash_spec.lua spec/projection_crash_spec.lua spec/concurrency_spec.lua
+
+# libFuzzer targets for the value decoder and the event record (fuzz/run.sh).
+fuzz: deps
+	@bash fuzz/run.sh
+
+fuzz-long: deps
+	@FUZZ_SECONDS=600 bash fuzz/run.sh
+
+# Every N of a longer workload, in every durability mode, with EIO, ENOSPC and a failing disk.
+reliability-long: deps
+	@$(MAKE) --no-print-directory build
+	@CHRONICLE_LONG=1 $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 spec/faults_spec.lua
 
 rockspec:
 	@$(LUA) scripts/sync_rockspec.lua rockspec/chronicle-scm-1.rockspec

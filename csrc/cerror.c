@@ -50,7 +50,9 @@ const char *cerr_code_of(int rc) {
 }
 
 static void cerr_push_mdb(lua_State *L, int rc, const char *what) {
-  cerr_new(L, cerr_code_of(rc), "%s: %s", what, mdb_strerror(rc));
+  /* After a failed write of its meta page LMDB refuses every later write. */
+  cerr_new(L, cerr_code_of(rc), "%s: %s%s", what, mdb_strerror(rc),
+           rc == MDB_PANIC ? " (close the store and open it again)" : "");
   lua_pushinteger(L, rc);
   lua_setfield(L, -2, "errno");
 }

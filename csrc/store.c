@@ -103,8 +103,9 @@ static int store_open(lua_State *L) {
     case ENVREG_READONLY_SHARED: return cerr_result(L, "readonly", "%s", why);
     case EAGAIN: return cerr_result(L, "locked", "cannot open %s: locked by another process", dir);
     default: {
-      char what[300];
-      snprintf(what, sizeof what, "cannot open store at %s", dir);
+      char what[600];
+      if (why[0]) snprintf(what, sizeof what, "cannot open store at %s (%s)", dir, why);
+      else snprintf(what, sizeof what, "cannot open store at %s", dir);
       return cerr_mdb_result(L, rc, what);
     }
   }
