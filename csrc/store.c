@@ -20,6 +20,10 @@ store *store_check(lua_State *L, int idx) {
 }
 
 static void store_release(store *s) {
+  if (s->watch_fd >= 0) {
+    close(s->watch_fd);
+    s->watch_fd = -1;
+  }
   if (s->e) {
     envref *e = s->e;
     s->e = NULL;             /* closed before releasing: a second close is a no-op */
@@ -92,6 +96,7 @@ static int store_open(lua_State *L) {
   buf_init(&s->scratch_events);
   buf_init(&s->scratch_streams);
   buf_init(&s->scratch_kv);
+  s->watch_fd = -1;
 
   char why[256];
   int rc = envreg_open(dir, &opts, &s->e, why);
@@ -170,6 +175,25 @@ static int store_stream_info(lua_State *L) {
   return 1;
 }
 
+/* store:stream_version(name) -> the version of the stream's last event, -1 when it has none */
+static int store_stream_version(lua_State *L) {
+  store *s = store_check(L, 1);
+  size_t len;
+  luaL_checktype(L, 2, LUA_TSTRING);
+  const char *name = lua_tolstring(L, 2, &len);
+  if (len == 0 || len > RECORD_MAX_STREAM) luaL_argerror(L, 2, "stream name must be 1 to 200 bytes");
+  MDB_txn *txn;
+  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
+  if (rc) return cerr_mdb_result(L, rc, "stream_version");
+  stream_meta m;
+  rc = stream_meta_get(txn, s->e, name, len, &m);
+  envreg_txn_finish(s->e, txn, 0);
+  if (rc == MDB_NOTFOUND) m.count = 0;
+  else if (rc) return cerr_mdb_result(L, rc, "stream_version");
+  lua_pushinteger(L, (lua_Integer)m.count - 1);
+  return 1;
+}
+
 /* store:stats() -> { events, streams, bytes, map_size, ... } */
 static int store_stats(lua_State *L) {
   store *s = store_check(L, 1);
@@ -230,6 +254,7 @@ static const luaL_Reg store_methods[] = {
   { "close", store_close },
   { "head", store_head },
   { "stream_info", store_stream_info },
+  { "stream_version", store_stream_version },
   { "stats", store_stats },
   { "is_open", store_is_open },
   { NULL, NULL }

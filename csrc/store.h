@@ -19,6 +19,7 @@ typedef struct store {
   buf scratch_events;
   buf scratch_streams;
   buf scratch_kv;          /* write(): pending key-value operations */
+  int watch_fd;            /* wait(): an inotify handle on data.mdb, opened on first use (-1: none) */
 } store;
 
 /* The open store at idx; raises if closed or carried across fork(). */

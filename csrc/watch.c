@@ -39,13 +39,19 @@ static int watch_wait(lua_State *L) {
   double timeout = luaL_optnumber(L, 3, -1);
   double deadline = timeout < 0 ? -1 : watch_clock() + timeout;
 
-  char path[4200];
-  snprintf(path, sizeof path, "%s/data.mdb", s->e->path);
-  int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (fd >= 0 && inotify_add_watch(fd, path, IN_MODIFY) < 0) {
-    close(fd);
-    fd = -1;
+  /* One inotify handle per store, kept open: closing one can block in the
+   * kernel for milliseconds, which a runner waiting in a loop would pay each time. */
+  if (s->watch_fd < 0) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/data.mdb", s->e->path);
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd >= 0 && inotify_add_watch(fd, path, IN_MODIFY) < 0) {
+      close(fd);
+      fd = -1;
+    }
+    s->watch_fd = fd;
   }
+  int fd = s->watch_fd;
   uint64_t head = 0;
   int rc;
   /* A write to data.mdb wakes us before the writer publishes its commit in
@@ -73,7 +79,6 @@ static int watch_wait(lua_State *L) {
       usleep((useconds_t)wait_ms * 1000);
     }
   }
-  if (fd >= 0) close(fd);
   if (rc) return cerr_mdb_result(L, rc, "wait");
   if (head > (uint64_t)after) lua_pushinteger(L, (lua_Integer)head);
   else lua_pushboolean(L, 0);

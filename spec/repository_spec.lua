@@ -281,6 +281,39 @@ describe("a repository", function()
     end)
   end)
 
+  describe("execute's kept state", function()
+    it("starts from the state its last execute left while the stream has not moved, reading nothing", function()
+      assert(accounts:execute("k", "open", { owner = "kim" }))
+      local folds = 0
+      local fold = store.fold
+      store.fold = function(...) folds = folds + 1 return fold(...) end
+      finally(function() store.fold = nil end)
+      local res = assert(accounts:execute("k", "deposit", { amount = 5 }))
+      assert.equals(0, folds, "no replay when the stream is where the last execute left it")
+      assert.equals(5, res.state.balance)
+    end)
+
+    it("reloads when another writer moved the stream since", function()
+      assert(accounts:execute("k", "open", { owner = "kim" }))
+      assert(accounts:execute("k", "deposit", { amount = 5 }))
+      assert(store:append("account-k", { { type = "Deposited", data = { amount = 100 } } }))
+      local res = assert(accounts:execute("k", "deposit", { amount = 1 }))
+      assert.equals(106, res.state.balance)
+      assert.same(res.state, (accounts:load("k")))
+    end)
+
+    it("can be turned off", function()
+      local plain = store:repository(make_account(calls, hooks), { cache = false })
+      assert(plain:execute("k", "open", { owner = "kim" }))
+      local folds = 0
+      local fold = store.fold
+      store.fold = function(...) folds = folds + 1 return fold(...) end
+      finally(function() store.fold = nil end)
+      assert(plain:execute("k", "deposit", { amount = 5 }))
+      assert.equals(1, folds)
+    end)
+  end)
+
   describe("execute on a conflict", function()
     -- Another writer slips an event in between execute's load and its write:
     -- the command itself appends to its own stream directly, `times` times.

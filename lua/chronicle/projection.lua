@@ -90,12 +90,13 @@ function M.define(def, level)
     end
   end
   if def.init ~= nil and type(def.init) ~= "function" then fail("'init' must be a function", level) end
-  local batch = def.batch_size or 1000
+  local batch = def.batch_size or M.BATCH_SIZE
   if math.type(batch) ~= "integer" or batch < 1 then fail("'batch_size' must be an integer >= 1", level) end
   local from = check_from(def.from, level)
   local p = setmetatable({
     name = def.name, version = version, from = from, init = def.init, handlers = def.handlers,
     batch_size = batch, description = def.description,
+    grow = def.batch_size == nil,      -- only the default batch size grows while catching up
   }, Projection)
   p.hash = def.code_hash or code_hash(p)
   -- Without explicit types, the handlers' event types filter the log in C.
@@ -113,6 +114,10 @@ function M.define(def, level)
   end
   return p
 end
+
+--- The default batch size; while a projection is far behind, its batches
+-- grow up to 16 times that (unless its definition sets `batch_size`).
+M.BATCH_SIZE = 1000
 
 local function checkpoint_key(name, gen) return "p:" .. name .. "#" .. gen end
 
@@ -236,10 +241,13 @@ function M.run_batch(store, p, state)
   local v = view.buffered(store, space, state.cache)
   local from = (checkpoint or 0) + 1
   local handlers, streams = p.handlers, p.streams
+  -- While far behind, default batches grow (up to 16x), so a rebuild commits
+  -- (and, with durability "full", syncs) less often; live updates stay small.
+  local batch = p.grow and state.batch or p.batch_size
   local current
   local ok, n, count, last_position = pcall(function()
     if checkpoint == nil and p.init then p.init(v) end
-    return store:fold({ from = from, to = head, count = p.batch_size, category = p.from.category, types = p.types },
+    return store:fold({ from = from, to = head, count = batch, category = p.from.category, types = p.types },
       0, function(seen, ev)
         if streams and not streams[ev.stream] then return seen + 1 end
         local h = handlers[ev.type]
@@ -258,7 +266,8 @@ function M.run_batch(store, p, state)
   end
   if n == nil then return nil, count end  -- the store failed to read
   -- A short batch read everything up to `head`.
-  local new_checkpoint = count < p.batch_size and head or last_position
+  local new_checkpoint = count < batch and head or last_position
+  state.batch = count < batch and p.batch_size or math.min(batch * 2, p.batch_size * 16)
   local ops = v:ops({
     checks = { { view.CHECKPOINTS, ck_key, checkpoint } },
   })

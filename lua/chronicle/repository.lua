@@ -16,21 +16,31 @@ M.SNAPSHOTS = "snapshots"
 
 local NO_STREAM = "no_stream"
 
+--- How many aggregate states a repository keeps between executes.
+M.CACHE_SIZE = 10000
+
 --- A repository of `aggregate` in `store` (use `store:repository(Aggregate)`).
--- @tparam[opt] table opts `retries` (conflict retries, default the aggregate's, 3)
+-- @tparam[opt] table opts `retries` (conflict retries, default the aggregate's, 3),
+--   `cache` (default true: when the stream is still at the version its last
+--   successful execute left, `execute` starts from that state instead of
+--   replaying the stream; `result.state` is that kept state, so treat it as
+--   read-only, and commands must not change the state they are given)
 function M.new(store, aggregate, opts)
   if not aggregate_mod.is_aggregate(aggregate) then
     error("repository: expected an aggregate made by chronicle.aggregate{...}", 3)
   end
   opts = opts or {}
   for k in pairs(opts) do
-    if k ~= "retries" then error("repository: unknown option '" .. tostring(k) .. "' (allowed: retries)", 3) end
+    if k ~= "retries" and k ~= "cache" then
+      error("repository: unknown option '" .. tostring(k) .. "' (allowed: retries, cache)", 3)
+    end
   end
   if opts.retries ~= nil and (math.type(opts.retries) ~= "integer" or opts.retries < 0) then
     error("repository: option 'retries' must be an integer >= 0", 3)
   end
   return setmetatable({
     store = store, aggregate = aggregate, retries = opts.retries or aggregate.retries,
+    cache = opts.cache ~= false and {} or nil, cached = 0,
   }, Repository)
 end
 
@@ -245,13 +255,24 @@ function Repository:execute(id, command, args, opts)
   if opts.meta ~= nil and type(opts.meta) ~= "table" then error("execute: option 'meta' must be a table", 2) end
   if id == nil then error("execute: aggregate id expected", 2) end
   local retries = opts.retries or self.retries
+  local stream = self.aggregate:stream(id)
   local last_err
   for _ = 0, retries do
-    local state, version = self:load_state(id, nil, not opts.dry_run)
-    if state == nil and type(version) == "table" then return nil, version end
+    local state, version
+    local hit = self:take_cached(id)
+    if hit and self.store:stream_version(stream) == hit.version then
+      state, version = hit.state, hit.version         -- as current as a fresh load
+    else
+      state, version = self:load_state(id, nil, not opts.dry_run)
+      if state == nil and type(version) == "table" then return nil, version end
+    end
     local events, rejection = M.decide(self, id, command, args, state, version, opts)
-    if events == nil then return nil, rejection end
+    if events == nil then
+      self:remember(id, state, version)
+      return nil, rejection
+    end
     if #events == 0 then
+      self:remember(id, state, version)
       return { state = state, version = version, events = {}, position = nil }
     end
     local full, new_state = M.prepare(self, id, command, events, state, version, opts)
@@ -261,6 +282,7 @@ function Repository:execute(id, command, args, opts)
     local result, err = self.store:write(ops)
     if result then
       M.set_positions(full, result[1].position)
+      if not result.dry_run then self:remember(id, new_state, new_version) end
       return { state = new_state, version = new_version, events = full, position = result.position,
                dry_run = result.dry_run }
     end
@@ -268,6 +290,39 @@ function Repository:execute(id, command, args, opts)
     last_err = err
   end
   return nil, last_err
+end
+
+-- The state the last execute left for aggregate `id`, taken out of the cache
+-- (applying new events changes it in place; it goes back once written).
+function Repository:take_cached(id)
+  local cache = self.cache
+  local hit = cache and cache[id]
+  if hit then
+    cache[id] = nil
+    self.cached = self.cached - 1
+  end
+  return hit
+end
+
+-- Keeps the state an execute left for the next one (see M.new's `cache`).
+function Repository:remember(id, state, version)
+  local cache = self.cache
+  if not cache then return end
+  if cache[id] == nil then
+    if self.cached >= M.CACHE_SIZE then
+      cache = {}
+      self.cache, self.cached = cache, 0
+    end
+    self.cached = self.cached + 1
+  end
+  cache[id] = { state = state, version = version }
+end
+
+--- Forgets the states kept between executes (all, or aggregate `id`'s).
+function Repository:forget(id)
+  if not self.cache then return end
+  if id == nil then self.cache, self.cached = {}, 0
+  elseif self.cache[id] then self.cache[id], self.cached = nil, self.cached - 1 end
 end
 
 --- Iterates the aggregate's history: `for version, event, state in repo:history(id) do`.

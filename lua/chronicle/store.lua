@@ -82,6 +82,9 @@ function Store:head() return handle(self):head() end
 --- `{stream, category, version, count, first_position, last_position, created, updated}` or nil, not_found.
 function Store:stream_info(stream) return handle(self):stream_info(stream) end
 
+--- The version of the stream's last event (-1 when it has none): cheaper than stream_info.
+function Store:stream_version(stream) return handle(self):stream_version(stream) end
+
 --- Iterates stream infos in name order: `{prefix=, after=, count=}`.
 function Store:streams(opts) return handle(self):streams(opts) end
 
