@@ -21,7 +21,7 @@
 #   BENCH_AGG_STREAMS       100-event aggregates in the load store [1000 / 100]
 #   BENCH_AGG_LOADS         aggregate loads per measurement [20000 / 2000]
 #   BENCH_AGG_BIG           aggregates of 9,999 and of 10,000 events [10 / 2]
-#   BENCH_EXEC_AGGS         aggregates the execute benchmark writes to [500 / 200]
+#   BENCH_EXEC_AGGS         aggregates the execute benchmark writes to [500 / 300]
 #   BENCH_EXEC_EVENTS       commands (events) per aggregate there [10 / 10]
 #   (projection.lua uses BENCH_EVENTS and BENCH_STREAMS, like fold.lua)
 #   BENCH_LATENCY_SAMPLES   pings per latency case [200 / 50]
@@ -42,7 +42,7 @@ if [ "${QUICK:-0}" = 1 ]; then
   : "${BENCH_ROUNDS:=2}" "${BENCH_APPEND_TXNS:=20}" "${BENCH_DURABLE_COMMITS:=300}"
   : "${BENCH_EVENTS:=50000}" "${BENCH_STREAMS:=100}"
   : "${BENCH_READ_STREAMS:=100}" "${BENCH_READ_LOADS:=2000}"
-  : "${BENCH_AGG_STREAMS:=100}" "${BENCH_AGG_LOADS:=2000}" "${BENCH_AGG_BIG:=2}" "${BENCH_EXEC_AGGS:=200}"
+  : "${BENCH_AGG_STREAMS:=100}" "${BENCH_AGG_LOADS:=2000}" "${BENCH_AGG_BIG:=2}" "${BENCH_EXEC_AGGS:=300}"
   : "${BENCH_LATENCY_SAMPLES:=50}"
 fi
 : "${BENCH_ROUNDS:=3}" "${BENCH_APPEND_TXNS:=200}" "${BENCH_BATCH:=1000}" "${BENCH_DURABLE_COMMITS:=2000}"
@@ -101,7 +101,7 @@ done
 for b in $BENCH_ONLY; do
   case $b in
     append) want=append_durable_full ;; fold) want=read_all_iter ;; read) want=fold_stream100 ;;
-    aggregate) want=agg_execute ;; projection) want=projection_vs_fold_types ;; latency) want=latency_runner_ ;;
+    aggregate) want=agg_execute_cpu ;; projection) want=projection_vs_fold_types ;; latency) want=latency_runner_ ;;
     *) want=$b ;;
   esac
   if [ "$BENCH_DURABLE_COMMITS" = 0 ] && [ "$b" = append ]; then want=append_batch; fi
