@@ -1,15 +1,14 @@
 /* chronicle.core: the C half of chronicle. Each source file registers its own part. */
+#include <stdio.h>
+#include <time.h>
 #include <lauxlib.h>
 #include <lmdb.h>
+#include <xxhash.h>
 #include "cerror.h"
 #include "envreg.h"
 #include "record.h"
 #include "sandbox.h"
 #include "store.h"
-
-#include <stdio.h>
-#include <time.h>
-#include <xxhash.h>
 #include "uuid.h"
 
 int luaopen_chronicle_core(lua_State *L);
@@ -42,14 +41,15 @@ static int core_now(lua_State *L) {
   return 1;
 }
 
+static const luaL_Reg core_functions[] = {
+  { "uuid", core_uuid },
+  { "now", core_now },
+  { "hash", core_hash },
+  { NULL, NULL }
+};
+
 int luaopen_chronicle_core(lua_State *L) {
-  lua_newtable(L);
-  lua_pushcfunction(L, core_uuid);
-  lua_setfield(L, -2, "uuid");
-  lua_pushcfunction(L, core_now);
-  lua_setfield(L, -2, "now");
-  lua_pushcfunction(L, core_hash);
-  lua_setfield(L, -2, "hash");
+  luaL_newlib(L, core_functions);
   cerr_open(L);
   store_open_lib(L);
   sandbox_open(L);
