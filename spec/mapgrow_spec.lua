@@ -50,4 +50,43 @@ describe("the memory map", function()
     assert.are.equal(2002, store:head())
     assert.is_true(store:verify().ok)
   end)
+
+  it("grows while another process holds a long read", function()
+    local dir = helpers.tmpdir()
+    local store = helpers.track(assert(chronicle.open(dir, { durability = "nosync", map_size = 1 << 20 })))
+    for i = 1, 5 do
+      local events = {}
+      for j = 1, 50 do events[j] = { type = "Big", data = payload(j) } end
+      assert(store:append("seed-" .. i, events))
+    end
+    -- The reader verifies the store over and over: verify holds one read
+    -- transaction for its whole pass.
+    local script = dir .. "-reader.lua"
+    helpers.write_file(script, [[
+      local chronicle = require "chronicle"
+      local store = assert(chronicle.open(arg[1], { readonly = true }))
+      local passes, deadline = 0, os.time() + 2
+      repeat
+        local report = assert(store:verify())
+        assert(report.ok, table.concat(report.problems, "; "))
+        passes = passes + 1
+      until os.time() >= deadline
+      print(passes)
+    ]])
+    local reader = io.popen(helpers.lua_command(script, dir))
+    local small = store:stats().map_size
+    for i = 1, 40 do
+      local events = {}
+      for j = 1, 50 do events[j] = { type = "Big", data = payload(j) } end
+      assert(store:append("grow-" .. i, events))
+    end
+    local passes = tonumber(reader:read("a"))
+    local ok = reader:close()
+    os.remove(script)
+    assert.is_true(ok, "the reader process failed")
+    assert.is_true(passes >= 1)
+    assert.is_true(store:stats().map_size > small)
+    assert.are.equal(2250, store:head())
+    assert.is_true(store:verify().ok)
+  end)
 end)
