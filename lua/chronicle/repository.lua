@@ -54,11 +54,18 @@ function Repository:upcasters()
   return self._upcast
 end
 
---- A fold function applying events to a state: upcast, then apply[type].
+--- A fold function applying events to a state: upcast, then apply[type]
+-- (made once, and again when the process-wide upcasters change).
 function Repository:applier()
+  local registry = self:upcasters()
+  if self._applier and self._applier_for == registry then return self._applier end
+  self._applier, self._applier_for = self:make_applier(registry), registry
+  return self._applier
+end
+
+function Repository:make_applier(registry)
   local agg = self.aggregate
   local apply, ignore = agg.apply, agg.ignore_unknown_events
-  local registry = self:upcasters()
   local plain = registry:is_empty()
   return function(state, ev)
     if not plain then registry:apply(ev) end
