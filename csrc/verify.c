@@ -18,7 +18,21 @@ typedef struct verify_state {
   size_t nproblems;
   size_t max_problems;
   uint64_t events, streams;
+  lua_State *L;            /* for the progress callback, when there is one */
+  int progress;            /* its stack index, or 0 */
+  uint64_t total;          /* the head when the check began */
 } verify_state;
+
+/* Calls progress(done, total), protected: an error in it is ignored, and no
+ * longjmp can leave this check's read transaction open. Its stack space was
+ * reserved before the transaction began. */
+static void verify_report(verify_state *v) {
+  if (!v->progress) return;
+  lua_pushvalue(v->L, v->progress);
+  lua_pushinteger(v->L, (lua_Integer)v->events);
+  lua_pushinteger(v->L, (lua_Integer)v->total);
+  if (lua_pcall(v->L, 2, 0, 0) != LUA_OK) lua_pop(v->L, 1);
+}
 
 static void verify_problem(verify_state *v, const char *fmt, ...) {
   v->nproblems++;
@@ -103,6 +117,7 @@ static int verify_log(verify_state *v) {
                      (unsigned long long)pos);
     expect = pos + 1;
     v->events++;
+    if ((v->events & 4095) == 0) verify_report(v);
     if ((rc = verify_record(v, pos, &d))) break;
   }
   mdb_cursor_close(c);
@@ -171,12 +186,21 @@ static int verify_counts(verify_state *v) {
   return 0;
 }
 
-/* store:verify([{max_problems=100}]) -> {ok=, events=, streams=, problems={...}} | nil, err */
+/* store:verify([{max_problems=100, progress=fn}]) -> {ok=, events=, streams=, problems={...}} | nil, err */
 static int verify_store(lua_State *L) {
   store *s = store_check(L, 1);
   lua_Integer max = 100;
-  if (!lua_isnoneornil(L, 2)) {
+  int progress = 0;
+  lua_settop(L, 2);
+  if (!lua_isnil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "progress");
+    if (!lua_isnil(L, -1)) {
+      if (!lua_isfunction(L, -1)) luaL_error(L, "verify: option 'progress' must be a function");
+      progress = lua_gettop(L);
+    } else {
+      lua_pop(L, 1);
+    }
     lua_getfield(L, 2, "max_problems");
     if (!lua_isnil(L, -1)) {
       int ok;
@@ -189,9 +213,13 @@ static int verify_store(lua_State *L) {
   memset(&v, 0, sizeof v);
   v.e = s->e;
   v.max_problems = (size_t)max;
+  v.L = L;
+  v.progress = progress;
+  luaL_checkstack(L, 8, "verify");
   buf_init(&v.problems);
   int rc = envreg_txn_begin(s->e, MDB_RDONLY, &v.txn);
   if (rc) return cerr_mdb_result(L, rc, "verify");
+  if (progress) log_head(v.txn, s->e, &v.total);
   rc = verify_log(&v);
   if (!rc) rc = verify_streams(&v);
   if (!rc) rc = verify_counts(&v);

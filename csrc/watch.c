@@ -3,6 +3,9 @@
  * this one) writes, with a short poll as a fallback. No transaction is held
  * while waiting. */
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <poll.h>
 #include <stdio.h>
 #include <sys/inotify.h>
@@ -85,17 +88,108 @@ static int watch_wait(lua_State *L) {
   return 1;
 }
 
-/* store:backup(dest) -> true | nil, err: a consistent, compacted copy taken
- * under one read transaction while others may keep writing. */
+/* A backup's copy runs in a thread writing into a pipe, so this thread can
+ * count the bytes into the destination file and report progress. */
+typedef struct backup_job {
+  MDB_env *env;
+  int fd;        /* the pipe's write end, closed by the thread when it is done */
+  int rc;
+} backup_job;
+
+static void *backup_thread(void *arg) {
+  backup_job *job = arg;
+  job->rc = mdb_env_copyfd2(job->env, job->fd, MDB_CP_COMPACT);
+  close(job->fd);
+  return NULL;
+}
+
+/* Calls progress(done, total) protected: an error in it is ignored, so no
+ * longjmp can leave the copy thread or its pipe behind. */
+static void backup_report(lua_State *L, int fn, long long done, long long total) {
+  if (!fn) return;
+  lua_pushvalue(L, fn);
+  lua_pushinteger(L, done);
+  lua_pushinteger(L, total);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
+/* store:backup(dest [, {progress = fn(bytes_done, bytes_total)}]) -> true | nil, err:
+ * a consistent, compacted copy taken under one read transaction while
+ * others may keep writing. `progress` must not use the store. */
 static int watch_backup(lua_State *L) {
   store *s = store_check(L, 1);
   const char *dest = luaL_checkstring(L, 2);
+  int fn = 0;
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "progress");
+    if (!lua_isnil(L, -1)) {
+      luaL_argexpected(L, lua_isfunction(L, -1), 3, "progress function");
+      fn = lua_gettop(L);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  luaL_checkstack(L, 4, "backup");
   char file[4200];
   snprintf(file, sizeof file, "%s/data.mdb", dest);
   if (access(file, F_OK) == 0) return cerr_result(L, "exists", "backup: %s already holds a store", dest);
   if (mkdir(dest, 0755) != 0 && errno != EEXIST) return cerr_mdb_result(L, errno, "backup: cannot create directory");
-  int rc = mdb_env_copy2(s->e->env, dest, MDB_CP_COMPACT);
-  if (rc) return cerr_mdb_result(L, rc, "backup");
+  MDB_envinfo info;
+  MDB_stat st;
+  mdb_env_info(s->e->env, &info);
+  mdb_env_stat(s->e->env, &st);
+  long long total = (long long)(info.me_last_pgno + 1) * st.ms_psize;
+
+  int out = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (out < 0) return cerr_mdb_result(L, errno, "backup: cannot create data.mdb");
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) != 0) {
+    int e = errno;
+    close(out);
+    unlink(file);
+    return cerr_mdb_result(L, e, "backup");
+  }
+  backup_job job = { s->e->env, pipefd[1], 0 };
+  pthread_t thread;
+  if (pthread_create(&thread, NULL, backup_thread, &job) != 0) {
+    close(pipefd[0]);
+    close(pipefd[1]);
+    close(out);
+    unlink(file);
+    return cerr_mdb_result(L, EAGAIN, "backup: cannot start the copy");
+  }
+  char chunk[1 << 16];
+  long long done = 0;
+  double last = 0;
+  int werr = 0;
+  for (;;) {
+    ssize_t n = read(pipefd[0], chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    for (ssize_t off = 0; off < n && !werr;) {
+      ssize_t w = write(out, chunk + off, (size_t)(n - off));
+      if (w < 0 && errno != EINTR) werr = errno;
+      if (w > 0) off += w;
+    }
+    if (werr) break;
+    done += n;
+    double t = watch_clock();
+    if (t - last >= 0.1) {
+      last = t;
+      backup_report(L, fn, done, total);
+    }
+  }
+  close(pipefd[0]);          /* a thread still writing gets EPIPE and stops */
+  pthread_join(thread, NULL);
+  if (!werr && fsync(out) != 0) werr = errno;
+  close(out);
+  int rc = werr ? werr : job.rc;
+  if (rc) {
+    unlink(file);
+    return cerr_mdb_result(L, rc, "backup");
+  }
+  backup_report(L, fn, done, done);
   lua_pushboolean(L, 1);
   return 1;
 }

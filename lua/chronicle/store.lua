@@ -92,6 +92,8 @@ function Store:streams(opts) return handle(self):streams(opts) end
 function Store:stats() return handle(self):stats() end
 
 --- Checks every record's checksum and that the indexes agree with the log.
+-- `opts`: `max_problems` (default 100), `progress(events_done, events_total)`
+-- (called now and then inside the check's read transaction: it must not use the store).
 function Store:verify(opts) return handle(self):verify(opts) end
 
 --- Blocks until the log holds an event after position `after` (another
@@ -101,7 +103,8 @@ function Store:wait(after, timeout) return handle(self):wait(after, timeout) end
 
 --- Writes a consistent, compacted copy of the store into directory `dest`
 -- (LMDB's copy, under one read transaction: other processes may keep writing).
-function Store:backup(dest) return handle(self):backup(dest) end
+-- `opts.progress(bytes_done, bytes_total)` is called now and then; it must not use the store.
+function Store:backup(dest, opts) return handle(self):backup(dest, opts) end
 
 --- Closes the store; later calls raise. Closing twice is harmless.
 function Store:close()

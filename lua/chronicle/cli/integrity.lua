@@ -19,17 +19,20 @@ end
 --- chronicle backup DIR DEST
 function M.backup(args)
   local store = context.open(args.dir, "read")
-  local status = progress.status(string.format("backing up %s events...", output.count(store:head())))
-  local ok, err = store:backup(args.dest)
-  status:finish()
+  local bar = progress.new({ label = "backup", unit = "bytes" })
+  local ok, err = store:backup(args.dest, { progress = function(done, total)
+    bar.total = total
+    bar:update(done)
+  end })
+  bar:finish()
   store:close()
   if not ok then context.fail(context.describe(err)) end
 
   local copy, oerr = chronicle.open(args.dest, { readonly = true })
   if not copy then context.fail("the copy in " .. args.dest .. " does not open: " .. context.describe(oerr)) end
-  status = progress.status("verifying the copy...")
-  local result = copy:verify()
-  status:finish()
+  local check = progress.new({ label = "verify", unit = "events", total = copy:head() })
+  local result = copy:verify({ progress = function(done) check:update(done) end })
+  check:finish()
   local stats = copy:stats()
   copy:close()
   local paint = terminal.painter(terminal.colour(io.stdout))
@@ -46,9 +49,9 @@ end
 --- chronicle verify DIR [--max-problems N] [--json]
 function M.verify(args)
   local store = context.open(args.dir, "read")
-  local status = progress.status(string.format("verifying %s events...", output.count(store:head())))
-  local result, err = store:verify({ max_problems = args.max_problems })
-  status:finish()
+  local bar = progress.new({ label = "verify", unit = "events", total = store:head() })
+  local result, err = store:verify({ max_problems = args.max_problems, progress = function(done) bar:update(done) end })
+  bar:finish()
   store:close()
   if not result then context.fail(context.describe(err)) end
   local out = context.output(args)
