@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <poll.h>
 #include <stdio.h>
 #include <sys/inotify.h>
@@ -167,12 +166,14 @@ static int watch_backup(lua_State *L) {
     ssize_t n = read(pipefd[0], chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
+    /* After a failed write keep draining the pipe: closing it early would
+     * kill the process with SIGPIPE in the copy thread. */
     for (ssize_t off = 0; off < n && !werr;) {
       ssize_t w = write(out, chunk + off, (size_t)(n - off));
       if (w < 0 && errno != EINTR) werr = errno;
       if (w > 0) off += w;
     }
-    if (werr) break;
+    if (werr) continue;
     done += n;
     double t = watch_clock();
     if (t - last >= 0.1) {
@@ -180,8 +181,8 @@ static int watch_backup(lua_State *L) {
       backup_report(L, fn, done, total);
     }
   }
-  close(pipefd[0]);          /* a thread still writing gets EPIPE and stops */
   pthread_join(thread, NULL);
+  close(pipefd[0]);
   if (!werr && fsync(out) != 0) werr = errno;
   close(out);
   int rc = werr ? werr : job.rc;
