@@ -52,7 +52,7 @@ static void kv_encode_list(lua_State *L, store *s, int ops_idx, const char *fiel
   int list = lua_gettop(L);
   lua_Integer n = (lua_Integer)lua_rawlen(L, list);
   for (lua_Integer i = 1; i <= n; i++) {
-    char where[64], root[64];
+    char where[64];
     snprintf(where, sizeof where, "write: %s[%lld]", field, (long long)i);
     if (op == KV_CLEAR) {
       lua_rawgeti(L, list, i);
@@ -81,9 +81,8 @@ static void kv_encode_list(lua_State *L, store *s, int ops_idx, const char *fiel
       lua_rawgeti(L, -2, 3);
       if (lua_isnil(L, -1) && op == KV_PUT) luaL_error(L, "%s: value is nil (use deletes to remove a key)", where);
       pk.absent = lua_isnil(L, -1);
-      snprintf(root, sizeof root, "%s.value", where + 7);
       pk.val_off = s->scratch_bytes.len;
-      if (!pk.absent) codec_encode(L, -1, &s->scratch_bytes, root);
+      if (!pk.absent) codec_encode_at(L, -1, &s->scratch_bytes, field, (long long)i, "value");
       pk.val_len = s->scratch_bytes.len - pk.val_off;
       lua_pop(L, 1);
     }
