@@ -150,27 +150,35 @@ void store_push_stream_meta(lua_State *L, const void *name, size_t len, const st
   lua_setfield(L, -2, "updated");
 }
 
-/* store:stream_info(name) -> info | nil, err(not_found) */
-static int store_stream_info(lua_State *L) {
-  store *s = store_check(L, 1);
+/* Reads the meta of the stream named at stack index 2 (checked) in a short
+ * read transaction; returns 0, MDB_NOTFOUND or an LMDB error. */
+static int store_read_stream_meta(lua_State *L, store *s, stream_meta *m) {
   size_t len;
   luaL_checktype(L, 2, LUA_TSTRING);
   const char *name = lua_tolstring(L, 2, &len);
-  if (len == 0 || len > RECORD_MAX_STREAM)
-    luaL_argerror(L, 2, "stream name must be 1 to 200 bytes");
+  if (len == 0 || len > RECORD_MAX_STREAM) luaL_argerror(L, 2, "stream name must be 1 to 200 bytes");
   MDB_txn *txn;
   int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
-  if (rc) return cerr_mdb_result(L, rc, "stream_info");
-  stream_meta m;
-  rc = stream_meta_get(txn, s->e, name, len, &m);
+  if (rc) return rc;
+  rc = stream_meta_get(txn, s->e, name, len, m);
   envreg_txn_finish(s->e, txn, 0);
+  return rc;
+}
+
+/* store:stream_info(name) -> info | nil, err(not_found) */
+static int store_stream_info(lua_State *L) {
+  store *s = store_check(L, 1);
+  stream_meta m;
+  int rc = store_read_stream_meta(L, s, &m);
   if (rc == MDB_NOTFOUND) {
-    cerr_result(L, "not_found", "stream '%s' does not exist", name);
+    cerr_result(L, "not_found", "stream '%s' does not exist", lua_tostring(L, 2));
     lua_pushvalue(L, 2);
     lua_setfield(L, -2, "stream");
     return 2;
   }
   if (rc) return cerr_mdb_result(L, rc, "stream_info");
+  size_t len;
+  const char *name = lua_tolstring(L, 2, &len);
   store_push_stream_meta(L, name, len, &m);
   return 1;
 }
@@ -178,16 +186,8 @@ static int store_stream_info(lua_State *L) {
 /* store:stream_version(name) -> the version of the stream's last event, -1 when it has none */
 static int store_stream_version(lua_State *L) {
   store *s = store_check(L, 1);
-  size_t len;
-  luaL_checktype(L, 2, LUA_TSTRING);
-  const char *name = lua_tolstring(L, 2, &len);
-  if (len == 0 || len > RECORD_MAX_STREAM) luaL_argerror(L, 2, "stream name must be 1 to 200 bytes");
-  MDB_txn *txn;
-  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
-  if (rc) return cerr_mdb_result(L, rc, "stream_version");
   stream_meta m;
-  rc = stream_meta_get(txn, s->e, name, len, &m);
-  envreg_txn_finish(s->e, txn, 0);
+  int rc = store_read_stream_meta(L, s, &m);
   if (rc == MDB_NOTFOUND) m.count = 0;
   else if (rc) return cerr_mdb_result(L, rc, "stream_version");
   lua_pushinteger(L, (lua_Integer)m.count - 1);
