@@ -170,6 +170,46 @@ static void codec_encode_key(codec_enc *e, int idx) {
   }
 }
 
+/* Encodes the table at idx as a map in one pass: the entries go first,
+ * behind a one-byte header, which is widened afterwards (moving the
+ * entries) only when the map has more than 15 of them. */
+static void codec_encode_map(codec_enc *e, int idx) {
+  lua_State *L = e->L;
+  buf *out = e->out;
+  size_t header = out->len;
+  if (buf_append(out, "\x80", 1)) codec_nomem(e);
+  lua_Unsigned count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    codec_set_key(e, -2);
+    codec_encode_key(e, -2);
+    codec_encode_value(e, -1);
+    lua_pop(L, 1);
+    count++;
+  }
+  if (count > UINT32_MAX) codec_fail(e, "cannot store a table of more than 2^32-1 entries");
+  if (count <= 15) {
+    out->data[header] = (unsigned char)(0x80 | count);
+    return;
+  }
+  size_t width = count <= 0xffff ? 3 : 5;           /* map16 or map32 */
+  if (buf_reserve(out, width - 1)) codec_nomem(e);
+  unsigned char *h = out->data + header;
+  memmove(h + width, h + 1, out->len - header - 1);
+  out->len += width - 1;
+  if (width == 3) {
+    h[0] = 0xde;
+    h[1] = (unsigned char)(count >> 8);
+    h[2] = (unsigned char)count;
+  } else {
+    h[0] = 0xdf;
+    h[1] = (unsigned char)(count >> 24);
+    h[2] = (unsigned char)(count >> 16);
+    h[3] = (unsigned char)(count >> 8);
+    h[4] = (unsigned char)count;
+  }
+}
+
 static void codec_encode_table(codec_enc *e, int idx) {
   lua_State *L = e->L;
   const void *self = lua_topointer(L, idx);
@@ -182,20 +222,26 @@ static void codec_encode_table(codec_enc *e, int idx) {
   }
   luaL_checkstack(L, 4, "nesting too deep");
   idx = lua_absindex(L, idx);
-  lua_Unsigned n = lua_rawlen(L, idx), count = 0;
-  int is_array = n > 0;
+  lua_Unsigned n = lua_rawlen(L, idx);
+  if (n == 0) {
+    e->tables[e->depth++] = self;
+    codec_encode_map(e, idx);
+    e->depth--;
+    return;
+  }
+  /* A border n > 0: an array only if the keys are exactly 1..n. */
+  lua_Unsigned count = 0;
+  int is_array = 1;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
     count++;
-    if (is_array) {
-      lua_Integer k;
-      if (!lua_isinteger(L, -1) || (k = lua_tointeger(L, -1)) < 1 || (lua_Unsigned)k > n) is_array = 0;
-    }
+    lua_Integer k;
+    if (!lua_isinteger(L, -1) || (k = lua_tointeger(L, -1)) < 1 || (lua_Unsigned)k > n) is_array = 0;
   }
-  if (count > UINT32_MAX) codec_fail(e, "cannot store a table of more than 2^32-1 entries");
   e->tables[e->depth++] = self;
   if (is_array && count == n) {
+    if (n > UINT32_MAX) codec_fail(e, "cannot store a table of more than 2^32-1 entries");
     if (msgpack_pack_array(&e->pk, (size_t)n)) codec_nomem(e);
     codec_key *k = &e->path[e->depth - 1];
     for (lua_Unsigned i = 1; i <= n; i++) {
@@ -207,14 +253,7 @@ static void codec_encode_table(codec_enc *e, int idx) {
       lua_pop(L, 1);
     }
   } else {
-    if (msgpack_pack_map(&e->pk, (size_t)count)) codec_nomem(e);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-      codec_set_key(e, -2);
-      codec_encode_key(e, -2);
-      codec_encode_value(e, -1);
-      lua_pop(L, 1);
-    }
+    codec_encode_map(e, idx);
   }
   e->depth--;
 }

@@ -275,4 +275,21 @@ describe("values that cannot be stored", function()
   it("leave nothing written when only a later event of the batch is bad", function()
     refusal({ { type = "Good", data = { 1 } }, { type = "Good" }, { type = "Bad", data = { f = print } } })
   end)
+
+  it("round-trips maps of every header size (fixmap, map16, map32)", function()
+    local store = helpers.open()
+    for _, n in ipairs({ 15, 16, 65535, 65536 }) do
+      local t = {}
+      for i = 1, n do t["k" .. i] = i end
+      assert(store:append("maps", { { type = "T", data = t } }))
+      local got
+      for ev in store:read("maps", { backward = true, count = 1 }) do got = ev.data end
+      local count = 0
+      for k, v in pairs(got) do
+        count = count + 1
+        assert.are.equal(t[k], v)
+      end
+      assert.are.equal(n, count)
+    end
+  end)
 end)
