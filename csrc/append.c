@@ -83,14 +83,9 @@ static void append_check_expected(lua_State *L, int idx, const char *where, pend
 }
 
 static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
-/* The same names as upvalues of the append functions, so reading a field
- * does not look its name up in Lua's string cache for every event. */
+/* The same names are upvalues of the append functions: an event's keys are
+ * matched against them by identity, with no string lookups per event. */
 enum { F_TYPE = 1, F_DATA, F_META, F_ID, F_SCHEMA, F_TIME, F_COUNT = F_TIME };
-
-static int append_field(lua_State *L, int ev, int field) {
-  lua_pushvalue(L, lua_upvalueindex(field));
-  return lua_rawget(L, ev);
-}
 
 /* Raises for the first field of events[i] that is not an event field. */
 static void append_unknown_field(lua_State *L, int ev, const char *where, lua_Integer i) {
@@ -113,23 +108,26 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   int ev = lua_gettop(L);
   if (!lua_istable(L, ev))
     luaL_error(L, "%s: events[%I] must be a table, got %s", where, i, luaL_typename(L, ev));
-  /* Every key must be an event field: count them, then compare with the fields found. */
-  int keys = 0, found = 0;
+  /* One pass over the event's keys puts each field's value in its own stack
+   * slot (fields are compared by identity with the interned names). */
+  int slots = lua_gettop(L);
+  luaL_checkstack(L, F_COUNT + 3, "append");
+  for (int f = 1; f <= F_COUNT; f++) lua_pushnil(L);
   lua_pushnil(L);
   while (lua_next(L, ev)) {
-    lua_pop(L, 1);
-    keys++;
+    int f = 1;
+    while (f <= F_COUNT && !lua_rawequal(L, -2, lua_upvalueindex(f))) f++;
+    if (f > F_COUNT) {
+      lua_pop(L, 1);
+      append_unknown_field(L, ev, where, i);
+    }
+    lua_replace(L, slots + f);
   }
-  for (int f = 1; f <= F_COUNT; f++) {
-    if (append_field(L, ev, f) != LUA_TNIL) found++;
-    lua_pop(L, 1);
-  }
-  if (keys != found) append_unknown_field(L, ev, where, i);
   pending_event pe;
   memset(&pe, 0, sizeof pe);
   buf *bytes = &s->scratch_bytes;
 
-  append_field(L, ev, F_TYPE);
+  lua_pushvalue(L, slots + F_TYPE);
   size_t tlen;
   const char *type = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &tlen) : NULL;
   if (type == NULL || tlen == 0 || tlen > RECORD_MAX_TYPE)
@@ -139,7 +137,7 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   if (buf_append(bytes, type, tlen)) append_nomem(L);
   lua_pop(L, 1);
 
-  append_field(L, ev, F_ID);
+  lua_pushvalue(L, slots + F_ID);
   if (lua_isnil(L, -1)) {
     if (uuid_v7(pe.id) != 0) luaL_error(L, "%s: no randomness available for an event id", where);
   } else {
@@ -152,7 +150,7 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   }
   lua_pop(L, 1);
 
-  append_field(L, ev, F_SCHEMA);
+  lua_pushvalue(L, slots + F_SCHEMA);
   pe.schema = 1;
   if (!lua_isnil(L, -1)) {
     int ok;
@@ -163,7 +161,7 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   }
   lua_pop(L, 1);
 
-  append_field(L, ev, F_TIME);
+  lua_pushvalue(L, slots + F_TIME);
   if (!lua_isnil(L, -1)) {
     if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
       luaL_error(L, "%s: events[%I].time must be an integer >= 0 (ns since the epoch)", where, i);
@@ -172,13 +170,13 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   }
   lua_pop(L, 1);
 
-  append_field(L, ev, F_META);
+  lua_pushvalue(L, slots + F_META);
   pe.meta_off = bytes->len;
   codec_encode_at(L, -1, bytes, "events", (long long)i, "meta");
   pe.meta_len = bytes->len - pe.meta_off;
   lua_pop(L, 1);
 
-  append_field(L, ev, F_DATA);
+  lua_pushvalue(L, slots + F_DATA);
   pe.data_off = bytes->len;
   codec_encode_at(L, -1, bytes, "events", (long long)i, "data");
   pe.data_len = bytes->len - pe.data_off;
@@ -189,6 +187,7 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
     luaL_error(L, "%s: events[%I] is %I bytes stored, over max_event_size (%I)", where, i,
                (lua_Integer)size, (lua_Integer)s->max_event_size);
   if (buf_append(&s->scratch_events, &pe, sizeof pe)) append_nomem(L);
+  lua_settop(L, ev);
 }
 
 /* Checks one (stream, events, expected) triple at the given stack slots. */
