@@ -7,7 +7,7 @@ packages=(
   gcc make pkg-config
   lua5.4 liblua5.4-dev
   liblmdb-dev lmdb-utils libmsgpack-dev libxxhash-dev
-  lua-busted lua-cjson lua-argparse lua-filesystem lua-readline lua-term lua-luv
+  lua-busted lua-cjson lua-argparse lua-filesystem lua-readline lua-term lua-luv tmux
   luarocks
   valgrind clang libclang-rt-14-dev
 )
