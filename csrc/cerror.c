@@ -63,11 +63,6 @@ int cerr_mdb_result(lua_State *L, int rc, const char *what) {
   return 2;
 }
 
-int cerr_mdb_raise(lua_State *L, int rc, const char *what) {
-  cerr_push_mdb(L, rc, what);
-  return lua_error(L);
-}
-
 static int cerr_tostring(lua_State *L) {
   lua_getfield(L, 1, "code");
   lua_getfield(L, 1, "message");

@@ -13,8 +13,6 @@ int cerr_result(lua_State *L, const char *code, const char *fmt, ...);
 const char *cerr_code_of(int rc);
 /* nil, err for an LMDB/errno failure while doing `what`. */
 int cerr_mdb_result(lua_State *L, int rc, const char *what);
-/* Raises an LMDB/errno failure as an error object (for iterators). */
-int cerr_mdb_raise(lua_State *L, int rc, const char *what);
 /* Registers the metatable and `core.error(code, message, fields)`. */
 void cerr_open(lua_State *L);
 
