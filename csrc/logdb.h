@@ -33,6 +33,15 @@ static inline void stream_meta_encode(const stream_meta *m, unsigned char out[ST
   put_u64be(out + 40, (uint64_t)m->updated);
 }
 
+static inline void stream_meta_decode(const unsigned char *p, stream_meta *m) {
+  m->id = get_u64be(p);
+  m->count = get_u64be(p + 8);
+  m->first_position = get_u64be(p + 16);
+  m->last_position = get_u64be(p + 24);
+  m->created = (int64_t)get_u64be(p + 32);
+  m->updated = (int64_t)get_u64be(p + 40);
+}
+
 /* Returns 0, MDB_NOTFOUND, MDB_CORRUPTED for a short value, or an LMDB error. */
 static inline int stream_meta_get(MDB_txn *txn, const envref *e, const void *name, size_t len,
                                   stream_meta *m) {
@@ -40,13 +49,7 @@ static inline int stream_meta_get(MDB_txn *txn, const envref *e, const void *nam
   int rc = mdb_get(txn, e->dbi[DB_STREAMS], &k, &d);
   if (rc) return rc;
   if (d.mv_size < STREAM_META_SIZE) return MDB_CORRUPTED;
-  const unsigned char *p = d.mv_data;
-  m->id = get_u64be(p);
-  m->count = get_u64be(p + 8);
-  m->first_position = get_u64be(p + 16);
-  m->last_position = get_u64be(p + 24);
-  m->created = (int64_t)get_u64be(p + 32);
-  m->updated = (int64_t)get_u64be(p + 40);
+  stream_meta_decode(d.mv_data, m);
   return 0;
 }
 

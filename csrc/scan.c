@@ -595,9 +595,8 @@ static void scan_push_event(lua_State *L, const unsigned char *rec, size_t len, 
 
 static void scan_push_stream_item(lua_State *L, const unsigned char *p) {
   size_t len = get_u16be(p);
-  const unsigned char *m = p + 2 + len;
-  stream_meta sm = { get_u64be(m), get_u64be(m + 8), get_u64be(m + 16), get_u64be(m + 24),
-                     (int64_t)get_u64be(m + 32), (int64_t)get_u64be(m + 40) };
+  stream_meta sm;
+  stream_meta_decode(p + 2 + len, &sm);
   store_push_stream_meta(L, p + 2, len, &sm);
 }
 

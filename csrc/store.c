@@ -117,17 +117,30 @@ static int store_open(lua_State *L) {
 }
 
 /* store:head() -> the global position of the newest event (0 when empty) */
-static int store_head(lua_State *L) {
-  store *s = store_check(L, 1);
+int store_read_head(store *s, uint64_t *head) {
   MDB_txn *txn;
   int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
-  if (rc) return cerr_mdb_result(L, rc, "head");
-  uint64_t head;
-  rc = log_head(txn, s->e, &head);
+  if (rc) return rc;
+  rc = log_head(txn, s->e, head);
   envreg_txn_finish(s->e, txn, 0);
+  return rc;
+}
+
+static int store_head(lua_State *L) {
+  store *s = store_check(L, 1);
+  uint64_t head;
+  int rc = store_read_head(s, &head);
   if (rc) return cerr_mdb_result(L, rc, "head");
   lua_pushinteger(L, (lua_Integer)head);
   return 1;
+}
+
+void store_report_progress(lua_State *L, int fn, long long done, long long total) {
+  if (!fn) return;
+  lua_pushvalue(L, fn);
+  lua_pushinteger(L, done);
+  lua_pushinteger(L, total);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
 void store_push_stream_meta(lua_State *L, const void *name, size_t len, const stream_meta *m) {

@@ -24,6 +24,12 @@ typedef struct store {
 
 /* The open store at idx; raises if closed or carried across fork(). */
 store *store_check(lua_State *L, int idx);
+/* The newest global position (0 when empty), under a short read transaction. */
+int store_read_head(store *s, uint64_t *head);
+/* Calls the progress function at stack index fn (0: none) with (done, total),
+ * protected: its error is dropped, so a caller holding a transaction, a
+ * thread or a pipe never longjmps past them. The caller reserves 3 stack slots. */
+void store_report_progress(lua_State *L, int fn, long long done, long long total);
 /* Pushes the table stream_info and streams() return. */
 void store_push_stream_meta(lua_State *L, const void *name, size_t len, const stream_meta *m);
 

@@ -23,17 +23,6 @@ typedef struct verify_state {
   uint64_t total;          /* the head when the check began */
 } verify_state;
 
-/* Calls progress(done, total), protected: an error in it is ignored, and no
- * longjmp can leave this check's read transaction open. Its stack space was
- * reserved before the transaction began. */
-static void verify_report(verify_state *v) {
-  if (!v->progress) return;
-  lua_pushvalue(v->L, v->progress);
-  lua_pushinteger(v->L, (lua_Integer)v->events);
-  lua_pushinteger(v->L, (lua_Integer)v->total);
-  if (lua_pcall(v->L, 2, 0, 0) != LUA_OK) lua_pop(v->L, 1);
-}
-
 static void verify_problem(verify_state *v, const char *fmt, ...) {
   v->nproblems++;
   if (v->nproblems > v->max_problems) return;
@@ -117,7 +106,7 @@ static int verify_log(verify_state *v) {
                      (unsigned long long)pos);
     expect = pos + 1;
     v->events++;
-    if ((v->events & 4095) == 0) verify_report(v);
+    if ((v->events & 4095) == 0) store_report_progress(v->L, v->progress, (long long)v->events, (long long)v->total);
     if ((rc = verify_record(v, pos, &d))) break;
   }
   mdb_cursor_close(c);

@@ -24,15 +24,6 @@ static double watch_clock(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int watch_head(store *s, uint64_t *head) {
-  MDB_txn *txn;
-  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
-  if (rc) return rc;
-  rc = log_head(txn, s->e, head);
-  envreg_txn_finish(s->e, txn, 0);
-  return rc;
-}
-
 /* store:wait(after [, timeout_seconds]) -> head (> after) | false on timeout | nil, err */
 static int watch_wait(lua_State *L) {
   store *s = store_check(L, 1);
@@ -61,7 +52,7 @@ static int watch_wait(lua_State *L) {
    * is checked again soon, backing off from 1 ms to the normal poll. */
   int soon_ms = 0;
   for (;;) {
-    if ((rc = watch_head(s, &head))) break;
+    if ((rc = store_read_head(s, &head))) break;
     if (head > (uint64_t)after) break;
     int wait_ms = soon_ms ? soon_ms : WATCH_POLL_MS;
     if (soon_ms) soon_ms = soon_ms * 2 > WATCH_POLL_MS ? 0 : soon_ms * 2;
@@ -100,16 +91,6 @@ static void *backup_thread(void *arg) {
   job->rc = mdb_env_copyfd2(job->env, job->fd, MDB_CP_COMPACT);
   close(job->fd);
   return NULL;
-}
-
-/* Calls progress(done, total) protected: an error in it is ignored, so no
- * longjmp can leave the copy thread or its pipe behind. */
-static void backup_report(lua_State *L, int fn, long long done, long long total) {
-  if (!fn) return;
-  lua_pushvalue(L, fn);
-  lua_pushinteger(L, done);
-  lua_pushinteger(L, total);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
 /* store:backup(dest [, {progress = fn(bytes_done, bytes_total)}]) -> true | nil, err:
@@ -178,7 +159,7 @@ static int watch_backup(lua_State *L) {
     double t = watch_clock();
     if (t - last >= 0.1) {
       last = t;
-      backup_report(L, fn, done, total);
+      store_report_progress(L, fn, done, total);
     }
   }
   pthread_join(thread, NULL);
@@ -190,7 +171,7 @@ static int watch_backup(lua_State *L) {
     unlink(file);
     return cerr_mdb_result(L, rc, "backup");
   }
-  backup_report(L, fn, done, done);
+  store_report_progress(L, fn, done, done);
   lua_pushboolean(L, 1);
   return 1;
 }
