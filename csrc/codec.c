@@ -295,74 +295,120 @@ void codec_encode_at(lua_State *L, int idx, buf *out, const char *root, long lon
   codec_encode_value(&e, lua_absindex(L, idx));
 }
 
+/* ---- reading one item ----
+ * Every reader of untrusted MessagePack below (skip, decode, compare) goes
+ * through codec_read_item: one header, every length checked against the
+ * bytes left. A container's items are read by the caller. */
+
+enum { ITEM_NIL, ITEM_BOOL, ITEM_INT, ITEM_UINT, ITEM_FLOAT, ITEM_BYTES, ITEM_ARRAY, ITEM_MAP };
+
+typedef struct codec_item {
+  int kind;
+  int64_t i;                 /* ITEM_BOOL, ITEM_INT */
+  uint64_t u;                /* ITEM_UINT: beyond Lua's integers */
+  double f;                  /* ITEM_FLOAT */
+  const unsigned char *bytes;
+  uint64_t n;                /* bytes length, or items of a container (pairs for a map) */
+} codec_item;
+
+static uint64_t codec_be(const unsigned char *p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; i++) v = (v << 8) | p[i];
+  return v;
+}
+
+/* Reads the header at *p (and a string's bytes); returns 0, or -1 with *why set. */
+static int codec_read_item(const unsigned char **p, const unsigned char *end, codec_item *it, const char **why) {
+  if (*p >= end) { *why = "truncated"; return -1; }
+  unsigned c = *(*p)++;
+  size_t left = (size_t)(end - *p);
+  if (c <= 0x7f) { it->kind = ITEM_INT; it->i = c; return 0; }
+  if (c >= 0xe0) { it->kind = ITEM_INT; it->i = (int8_t)c; return 0; }
+  if (c >= 0x90 && c <= 0x9f) { it->kind = ITEM_ARRAY; it->n = c & 0x0f; return 0; }
+  if (c >= 0x80 && c <= 0x8f) { it->kind = ITEM_MAP; it->n = c & 0x0f; return 0; }
+  int w = 0;                 /* width of the length that follows */
+  if (c >= 0xa0 && c <= 0xbf) {
+    it->kind = ITEM_BYTES;
+    it->n = c & 0x1f;
+  } else {
+    switch (c) {
+      case 0xc0: it->kind = ITEM_NIL; return 0;
+      case 0xc2: case 0xc3: it->kind = ITEM_BOOL; it->i = c == 0xc3; return 0;
+      case 0xca: case 0xcb: {
+        w = c == 0xca ? 4 : 8;
+        if (left < (size_t)w) { *why = "truncated float"; return -1; }
+        uint64_t bits = codec_be(*p, w);
+        *p += w;
+        it->kind = ITEM_FLOAT;
+        if (w == 4) { union { uint32_t u; float f; } v = { (uint32_t)bits }; it->f = v.f; }
+        else { union { uint64_t u; double f; } v = { bits }; it->f = v.f; }
+        return 0;
+      }
+      case 0xcc: case 0xcd: case 0xce: case 0xcf:
+        w = 1 << (c - 0xcc);
+        if (left < (size_t)w) { *why = "truncated integer"; return -1; }
+        it->u = codec_be(*p, w);
+        *p += w;
+        if (it->u > (uint64_t)INT64_MAX) it->kind = ITEM_UINT;
+        else { it->kind = ITEM_INT; it->i = (int64_t)it->u; }
+        return 0;
+      case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+        w = 1 << (c - 0xd0);
+        if (left < (size_t)w) { *why = "truncated integer"; return -1; }
+        uint64_t u = codec_be(*p, w);
+        *p += w;
+        it->kind = ITEM_INT;
+        it->i = w == 1 ? (int8_t)u : w == 2 ? (int16_t)u : w == 4 ? (int32_t)u : (int64_t)u;
+        return 0;
+      }
+      case 0xc4: case 0xd9: w = 1; it->kind = ITEM_BYTES; break;
+      case 0xc5: case 0xda: w = 2; it->kind = ITEM_BYTES; break;
+      case 0xc6: case 0xdb: w = 4; it->kind = ITEM_BYTES; break;
+      case 0xdc: w = 2; it->kind = ITEM_ARRAY; break;
+      case 0xdd: w = 4; it->kind = ITEM_ARRAY; break;
+      case 0xde: w = 2; it->kind = ITEM_MAP; break;
+      case 0xdf: w = 4; it->kind = ITEM_MAP; break;
+      default: *why = "an unsupported MessagePack type"; return -1;   /* ext types, 0xc1 */
+    }
+    if (left < (size_t)w) { *why = "truncated length"; return -1; }
+    it->n = codec_be(*p, w);
+    *p += w;
+    if (it->kind != ITEM_BYTES) return 0;
+  }
+  if ((uint64_t)(end - *p) < it->n) { *why = "truncated string"; return -1; }
+  it->bytes = *p;
+  *p += it->n;
+  return 0;
+}
+
 /* ---- checking untrusted bytes ---- */
 
 int codec_skip(const unsigned char *p, size_t len, size_t *off) {
   uint64_t pending[CODEC_MAX_DEPTH + 1];
   int depth = 0;
   pending[0] = 1;
-  size_t o = *off;
+  const unsigned char *q = p + *off, *end = p + len;
+  const char *why;
   while (depth >= 0) {
     if (pending[depth] == 0) { depth--; continue; }
     pending[depth]--;
-    if (o >= len) return -1;
-    unsigned c = p[o++];
-    uint64_t body = 0, items = 0;
-    size_t hdr = 0;
-    int container = 0;
-    if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
-      /* fixint, nil, false, true */
-    } else if (c >= 0xa0 && c <= 0xbf) {
-      body = c & 0x1f;
-    } else if (c >= 0x90 && c <= 0x9f) {
-      items = c & 0x0f; container = 1;
-    } else if (c >= 0x80 && c <= 0x8f) {
-      items = 2 * (uint64_t)(c & 0x0f); container = 1;
-    } else {
-      switch (c) {
-        case 0xcc: case 0xd0: body = 1; break;
-        case 0xcd: case 0xd1: body = 2; break;
-        case 0xca: case 0xce: case 0xd2: body = 4; break;
-        case 0xcb: case 0xcf: case 0xd3: body = 8; break;
-        case 0xc4: case 0xd9: hdr = 1; break;           /* bin8, str8 */
-        case 0xc5: case 0xda: hdr = 2; break;           /* bin16, str16 */
-        case 0xc6: case 0xdb: hdr = 4; break;           /* bin32, str32 */
-        case 0xdc: hdr = 2; container = 1; break;       /* array16 */
-        case 0xdd: hdr = 4; container = 1; break;       /* array32 */
-        case 0xde: hdr = 2; container = 2; break;       /* map16 */
-        case 0xdf: hdr = 4; container = 2; break;       /* map32 */
-        default: return -1;                             /* ext types and 0xc1 are not ours */
-      }
-      if (hdr) {
-        if (len - o < hdr) return -1;
-        uint64_t n = 0;
-        for (size_t i = 0; i < hdr; i++) n = (n << 8) | p[o + i];
-        o += hdr;
-        if (container) items = n * (uint64_t)container;
-        else body = n;
-      }
-    }
-    if (body) {
-      if (len - o < body) return -1;
-      o += body;
-    }
-    if (container && items) {
-      if (items > len - o) return -1;                   /* every item needs a byte at least */
-      if (depth + 1 > CODEC_MAX_DEPTH) return -1;
-      pending[++depth] = items;
-    } else if (container && depth + 1 > CODEC_MAX_DEPTH) {
-      return -1;
-    }
+    codec_item it;
+    if (codec_read_item(&q, end, &it, &why)) return -1;
+    if (it.kind != ITEM_ARRAY && it.kind != ITEM_MAP) continue;
+    uint64_t items = it.kind == ITEM_MAP ? 2 * it.n : it.n;
+    if (items > (uint64_t)(end - q)) return -1;        /* every item needs a byte at least */
+    if (depth + 1 > CODEC_MAX_DEPTH) return -1;
+    if (items) pending[++depth] = items;
   }
-  *off = o;
+  *off = (size_t)(q - p);
   return 0;
 }
 
 /* ---- decoding ----
- * One pass, straight onto the Lua stack, every read bounds-checked: no tree,
- * no second walk (msgpack-c's unpacker builds an object tree first and, for
- * hostile container sizes, needs codec_skip before it; this reader needs
- * neither, and measured faster in bench/fold.lua). */
+ * One pass, straight onto the Lua stack: no tree, no second walk
+ * (msgpack-c's unpacker builds an object tree first and, for hostile
+ * container sizes, needs codec_skip before it; this reader needs neither,
+ * and measured faster in bench/fold.lua). */
 
 typedef struct codec_dec {
   lua_State *L;
@@ -376,24 +422,7 @@ static int codec_dec_fail(codec_dec *d, const char *why) {
   return 0;
 }
 
-static int codec_dec_need(codec_dec *d, size_t n) {
-  return (size_t)(d->end - d->p) >= n;
-}
-
-static uint64_t codec_dec_be(const unsigned char *p, int n) {
-  uint64_t v = 0;
-  for (int i = 0; i < n; i++) v = (v << 8) | p[i];
-  return v;
-}
-
 static int codec_dec_value(codec_dec *d);
-
-static int codec_dec_bytes(codec_dec *d, uint64_t n) {
-  if (!codec_dec_need(d, n)) return codec_dec_fail(d, "truncated string");
-  lua_pushlstring(d->L, (const char *)d->p, (size_t)n);
-  d->p += n;
-  return 1;
-}
 
 static int codec_dec_array(codec_dec *d, uint64_t n) {
   if (n > (uint64_t)(d->end - d->p)) return codec_dec_fail(d, "array longer than its bytes");
@@ -430,62 +459,18 @@ static int codec_dec_map(codec_dec *d, uint64_t n) {
 
 static int codec_dec_value(codec_dec *d) {
   lua_State *L = d->L;
-  if (d->p >= d->end) return codec_dec_fail(d, "truncated");
-  unsigned c = *d->p++;
-  if (c <= 0x7f) { lua_pushinteger(L, (lua_Integer)c); return 1; }
-  if (c >= 0xe0) { lua_pushinteger(L, (lua_Integer)(int8_t)c); return 1; }
-  if (c >= 0xa0 && c <= 0xbf) return codec_dec_bytes(d, c & 0x1f);
-  if (c >= 0x90 && c <= 0x9f) return codec_dec_array(d, c & 0x0f);
-  if (c >= 0x80 && c <= 0x8f) return codec_dec_map(d, c & 0x0f);
-  int n;        /* width of the length or value that follows */
-  switch (c) {
-    case 0xc0: lua_pushnil(L); return 1;
-    case 0xc2: lua_pushboolean(L, 0); return 1;
-    case 0xc3: lua_pushboolean(L, 1); return 1;
-    case 0xc4: case 0xd9: n = 1; break;
-    case 0xc5: case 0xda: case 0xdc: case 0xde: n = 2; break;
-    case 0xc6: case 0xdb: case 0xdd: case 0xdf: n = 4; break;
-    case 0xca: {
-      if (!codec_dec_need(d, 4)) return codec_dec_fail(d, "truncated float");
-      union { uint32_t u; float f; } v = { (uint32_t)codec_dec_be(d->p, 4) };
-      d->p += 4;
-      lua_pushnumber(L, (lua_Number)v.f);
-      return 1;
-    }
-    case 0xcb: {
-      if (!codec_dec_need(d, 8)) return codec_dec_fail(d, "truncated float");
-      union { uint64_t u; double f; } v = { codec_dec_be(d->p, 8) };
-      d->p += 8;
-      lua_pushnumber(L, (lua_Number)v.f);
-      return 1;
-    }
-    case 0xcc: case 0xcd: case 0xce: case 0xcf: {
-      int w = 1 << (c - 0xcc);
-      if (!codec_dec_need(d, (size_t)w)) return codec_dec_fail(d, "truncated integer");
-      uint64_t u = codec_dec_be(d->p, w);
-      d->p += w;
-      if (u > (uint64_t)INT64_MAX) lua_pushnumber(L, (lua_Number)u);   /* beyond Lua's integers */
-      else lua_pushinteger(L, (lua_Integer)u);
-      return 1;
-    }
-    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
-      int w = 1 << (c - 0xd0);
-      if (!codec_dec_need(d, (size_t)w)) return codec_dec_fail(d, "truncated integer");
-      uint64_t u = codec_dec_be(d->p, w);
-      d->p += w;
-      int64_t v = w == 1 ? (int8_t)u : w == 2 ? (int16_t)u : w == 4 ? (int32_t)u : (int64_t)u;
-      lua_pushinteger(L, (lua_Integer)v);
-      return 1;
-    }
-    default:
-      return codec_dec_fail(d, "an unsupported MessagePack type");
+  codec_item it;
+  if (codec_read_item(&d->p, d->end, &it, &d->why)) return 0;
+  switch (it.kind) {
+    case ITEM_NIL: lua_pushnil(L); return 1;
+    case ITEM_BOOL: lua_pushboolean(L, (int)it.i); return 1;
+    case ITEM_INT: lua_pushinteger(L, (lua_Integer)it.i); return 1;
+    case ITEM_UINT: lua_pushnumber(L, (lua_Number)it.u); return 1;   /* beyond Lua's integers */
+    case ITEM_FLOAT: lua_pushnumber(L, (lua_Number)it.f); return 1;
+    case ITEM_BYTES: lua_pushlstring(L, (const char *)it.bytes, (size_t)it.n); return 1;
+    case ITEM_ARRAY: return codec_dec_array(d, it.n);
+    default: return codec_dec_map(d, it.n);
   }
-  if (!codec_dec_need(d, (size_t)n)) return codec_dec_fail(d, "truncated length");
-  uint64_t len = codec_dec_be(d->p, n);
-  d->p += n;
-  if (c == 0xdc || c == 0xdd) return codec_dec_array(d, len);
-  if (c == 0xde || c == 0xdf) return codec_dec_map(d, len);
-  return codec_dec_bytes(d, len);
 }
 
 int codec_decode(lua_State *L, const unsigned char *p, size_t len, const char **why) {
@@ -511,77 +496,6 @@ int codec_decode(lua_State *L, const unsigned char *p, size_t len, const char **
  * integers and floats differ. Used where an append compares an event with
  * the one already stored (idempotent retries). */
 
-typedef struct codec_item {
-  int kind;                  /* 0 nil, 1 bool, 2 int, 3 uint (> INT64_MAX), 4 float, 5 bytes, 6 array, 7 map */
-  int64_t i;
-  uint64_t u;
-  double f;
-  const unsigned char *bytes;
-  uint64_t n;                /* bytes length, or items in a container */
-} codec_item;
-
-/* Reads one item's header at *p (containers: not their contents). */
-static int codec_read_item(const unsigned char **p, const unsigned char *end, codec_item *it) {
-  if (*p >= end) return -1;
-  unsigned c = *(*p)++;
-  memset(it, 0, sizeof *it);
-  if (c <= 0x7f) { it->kind = 2; it->i = c; return 0; }
-  if (c >= 0xe0) { it->kind = 2; it->i = (int8_t)c; return 0; }
-  if (c >= 0xa0 && c <= 0xbf) { it->kind = 5; it->n = c & 0x1f; }
-  else if (c >= 0x90 && c <= 0x9f) { it->kind = 6; it->n = c & 0x0f; return 0; }
-  else if (c >= 0x80 && c <= 0x8f) { it->kind = 7; it->n = c & 0x0f; return 0; }
-  else {
-    int w;
-    switch (c) {
-      case 0xc0: it->kind = 0; return 0;
-      case 0xc2: case 0xc3: it->kind = 1; it->i = c == 0xc3; return 0;
-      case 0xca: case 0xcb: {
-        w = c == 0xca ? 4 : 8;
-        if (end - *p < w) return -1;
-        uint64_t bits = codec_dec_be(*p, w);
-        *p += w;
-        it->kind = 4;
-        if (w == 4) { union { uint32_t u; float f; } v = { (uint32_t)bits }; it->f = v.f; }
-        else { union { uint64_t u; double f; } v = { bits }; it->f = v.f; }
-        return 0;
-      }
-      case 0xcc: case 0xcd: case 0xce: case 0xcf:
-        w = 1 << (c - 0xcc);
-        if (end - *p < w) return -1;
-        it->u = codec_dec_be(*p, w);
-        *p += w;
-        if (it->u > (uint64_t)INT64_MAX) it->kind = 3;
-        else { it->kind = 2; it->i = (int64_t)it->u; }
-        return 0;
-      case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
-        w = 1 << (c - 0xd0);
-        if (end - *p < w) return -1;
-        uint64_t u = codec_dec_be(*p, w);
-        *p += w;
-        it->kind = 2;
-        it->i = w == 1 ? (int8_t)u : w == 2 ? (int16_t)u : w == 4 ? (int32_t)u : (int64_t)u;
-        return 0;
-      }
-      case 0xc4: case 0xd9: w = 1; it->kind = 5; break;
-      case 0xc5: case 0xda: w = 2; it->kind = 5; break;
-      case 0xc6: case 0xdb: w = 4; it->kind = 5; break;
-      case 0xdc: w = 2; it->kind = 6; break;
-      case 0xdd: w = 4; it->kind = 6; break;
-      case 0xde: w = 2; it->kind = 7; break;
-      case 0xdf: w = 4; it->kind = 7; break;
-      default: return -1;
-    }
-    if (end - *p < w) return -1;
-    it->n = codec_dec_be(*p, w);
-    *p += w;
-    if (it->kind != 5) return 0;
-  }
-  if ((uint64_t)(end - *p) < it->n) return -1;
-  it->bytes = *p;
-  *p += it->n;
-  return 0;
-}
-
 static int codec_equal_at(const unsigned char **a, const unsigned char *aend, const unsigned char **b,
                           const unsigned char *bend, int depth);
 
@@ -596,15 +510,16 @@ static int codec_skip_at(const unsigned char **p, const unsigned char *end) {
 static int codec_equal_at(const unsigned char **a, const unsigned char *aend, const unsigned char **b,
                           const unsigned char *bend, int depth) {
   codec_item x, y;
-  if (depth > CODEC_MAX_DEPTH || codec_read_item(a, aend, &x) || codec_read_item(b, bend, &y)) return 0;
+  const char *why;
+  if (depth > CODEC_MAX_DEPTH || codec_read_item(a, aend, &x, &why) || codec_read_item(b, bend, &y, &why)) return 0;
   if (x.kind != y.kind) return 0;
   switch (x.kind) {
-    case 0: return 1;
-    case 1: case 2: return x.i == y.i;
-    case 3: return x.u == y.u;
-    case 4: return x.f == y.f || (x.f != x.f && y.f != y.f);
-    case 5: return x.n == y.n && memcmp(x.bytes, y.bytes, x.n) == 0;
-    case 6:
+    case ITEM_NIL: return 1;
+    case ITEM_BOOL: case ITEM_INT: return x.i == y.i;
+    case ITEM_UINT: return x.u == y.u;
+    case ITEM_FLOAT: return x.f == y.f || (x.f != x.f && y.f != y.f);
+    case ITEM_BYTES: return x.n == y.n && memcmp(x.bytes, y.bytes, x.n) == 0;
+    case ITEM_ARRAY:
       if (x.n != y.n) return 0;
       for (uint64_t i = 0; i < x.n; i++)
         if (!codec_equal_at(a, aend, b, bend, depth + 1)) return 0;
