@@ -121,6 +121,12 @@ M.BATCH_SIZE = 1000
 
 local function checkpoint_key(name, gen) return "p:" .. name .. "#" .. gen end
 
+local function copy(t)
+  local out = {}
+  for k, v in pairs(t) do out[k] = v end
+  return out
+end
+
 local function read_meta(store, name)
   local meta, err = store:kv_get(view.PROJECTIONS, name)
   if meta == nil and err then return nil, err end
@@ -167,8 +173,7 @@ M.GRACE_SECONDS = 60
 -- looked up the old generation before the switch still finds all its rows.
 local function swap(store, p, meta, checkpoint)
   local old = meta.generation
-  local new_meta = {}
-  for k, v in pairs(meta) do new_meta[k] = v end
+  local new_meta = copy(meta)
   new_meta.generation, new_meta.building, new_meta.status = meta.building, nil, "live"
   new_meta.garbage = old and old > 0 and old or nil
   new_meta.garbage_after = core.now() + M.GRACE_SECONDS * 1000000000
@@ -180,8 +185,7 @@ end
 
 local function collect_garbage(store, p, meta)
   if not meta.garbage or (meta.garbage_after or 0) > core.now() then return true end
-  local new_meta = {}
-  for k, v in pairs(meta) do new_meta[k] = v end
+  local new_meta = copy(meta)
   new_meta.garbage, new_meta.garbage_after = nil, nil
   return store:write {
     clears = { view.space(p.name, meta.garbage) },
@@ -191,8 +195,7 @@ local function collect_garbage(store, p, meta)
 end
 
 local function fault(store, p, meta, ev, message)
-  local new_meta = {}
-  for k, v in pairs(meta) do new_meta[k] = v end
+  local new_meta = copy(meta)
   new_meta.status = "faulted"
   new_meta.fault = {
     position = ev and ev.position, stream = ev and ev.stream, version = ev and ev.version,
