@@ -104,7 +104,7 @@ static void append_unknown_field(lua_State *L, int ev, const char *where, lua_In
 
 /* Checks and encodes events[i] (the table on top of the stack). */
 static void append_encode_event(lua_State *L, store *s, const char *where, lua_Integer i,
-                                size_t stream_len) {
+                                size_t stream_len, unsigned long long ms) {
   int ev = lua_gettop(L);
   if (!lua_istable(L, ev))
     luaL_error(L, "%s: events[%I] must be a table, got %s", where, i, luaL_typename(L, ev));
@@ -139,7 +139,7 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
 
   lua_pushvalue(L, slots + F_ID);
   if (lua_isnil(L, -1)) {
-    if (uuid_v7(pe.id) != 0) luaL_error(L, "%s: no randomness available for an event id", where);
+    if (uuid_v7_at(pe.id, ms) != 0) luaL_error(L, "%s: no randomness available for an event id", where);
   } else {
     size_t idlen;
     const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &idlen) : NULL;
@@ -210,9 +210,10 @@ static void append_encode_stream(lua_State *L, store *s, const char *where, int 
   if (buf_append(&s->scratch_bytes, name, len)) append_nomem(L);
   ps.first_event = s->scratch_events.len / sizeof(pending_event);
   ps.n_events = (size_t)n;
+  unsigned long long ms = uuid_now_ms();     /* one clock reading for the new ids */
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, events_idx, i);
-    append_encode_event(L, s, where, i, len);
+    append_encode_event(L, s, where, i, len, ms);
     lua_pop(L, 1);
   }
   if (buf_append(&s->scratch_streams, &ps, sizeof ps)) append_nomem(L);

@@ -1,5 +1,6 @@
-/* UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits. Within one
- * millisecond a process keeps ids increasing by bumping the random tail. */
+/* UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits. A process
+ * keeps its ids increasing: an id not above the last one (same millisecond,
+ * or a clock that went back) becomes the last one plus one. */
 #include <pthread.h>
 #include <string.h>
 #include <sys/random.h>
@@ -42,10 +43,15 @@ static void uuid_increment(unsigned char id[16]) {
   id[8] = (unsigned char)((id[8] & 0xc0) | ((id[8] + 1) & 0x3f));
 }
 
-int uuid_v7(unsigned char out[16]) {
+unsigned long long uuid_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  unsigned long long ms = (unsigned long long)ts.tv_sec * 1000ull + (unsigned long long)ts.tv_nsec / 1000000ull;
+  return (unsigned long long)ts.tv_sec * 1000ull + (unsigned long long)ts.tv_nsec / 1000000ull;
+}
+
+int uuid_v7(unsigned char out[16]) { return uuid_v7_at(out, uuid_now_ms()); }
+
+int uuid_v7_at(unsigned char out[16], unsigned long long ms) {
   unsigned char id[16];
   for (int i = 5; i >= 0; i--) { id[i] = (unsigned char)(ms & 0xff); ms >>= 8; }
   pthread_once(&uuid_once, uuid_at_fork);
@@ -56,7 +62,7 @@ int uuid_v7(unsigned char out[16]) {
   }
   id[6] = (unsigned char)(0x70 | (id[6] & 0x0f));
   id[8] = (unsigned char)(0x80 | (id[8] & 0x3f));
-  if (memcmp(id, uuid_last, 6) == 0 && memcmp(id, uuid_last, 16) <= 0) {
+  if (memcmp(id, uuid_last, 16) <= 0) {      /* same millisecond, or the clock went back */
     memcpy(id, uuid_last, 16);
     uuid_increment(id);
   }

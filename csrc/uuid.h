@@ -9,6 +9,11 @@
 
 /* Fills out[16] with a fresh UUIDv7; returns 0, or -1 when no randomness was available. */
 int uuid_v7(unsigned char out[16]);
+/* The same with the clock already read (ms since the epoch, uuid_now_ms):
+ * one append reads it once for all its events. Ids stay increasing within a
+ * process whatever `ms` is. */
+int uuid_v7_at(unsigned char out[16], unsigned long long ms);
+unsigned long long uuid_now_ms(void);
 /* Parses the canonical 8-4-4-4-12 hex form (either case); returns 0 or -1. */
 int uuid_parse(const char *s, size_t len, unsigned char out[16]);
 /* Writes the lowercase canonical form (36 chars, no NUL). */
