@@ -561,7 +561,8 @@ static void scan_push_event(lua_State *L, const unsigned char *rec, size_t len, 
   if (record_layout(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
   char id[UUID_TEXT_LEN];
   uuid_format(v.id, id);
-  lua_createtable(L, 0, 9);
+  int has_meta = !(v.meta_len == 1 && v.meta[0] == 0xc0);   /* nil meta: leave the field out */
+  lua_createtable(L, 0, has_meta ? 9 : 8);      /* 8 fields fit a hash part of 8, 9 need 16 */
   SCAN_KEY(L, K_POSITION);
   lua_pushinteger(L, (lua_Integer)pos);
   lua_rawset(L, -3);
@@ -583,7 +584,7 @@ static void scan_push_event(lua_State *L, const unsigned char *rec, size_t len, 
   SCAN_KEY(L, K_SCHEMA);
   lua_pushinteger(L, (lua_Integer)v.schema);
   lua_rawset(L, -3);
-  if (!(v.meta_len == 1 && v.meta[0] == 0xc0)) {      /* nil meta: leave the field out */
+  if (has_meta) {
     SCAN_KEY(L, K_META);
     scan_push_value(L, v.meta, v.meta_len, pos, "meta");
     lua_rawset(L, -3);
