@@ -7,8 +7,9 @@
 #include <lua.h>
 #include "buf.h"
 
-/* Deepest nesting of tables that can be stored or read back: msgpack-c's
- * unpacker stops at 32 levels (MSGPACK_EMBED_STACK_SIZE). */
+/* Deepest nesting of tables that can be stored or read back: 32 levels,
+ * where msgpack-c's own unpacker stops (MSGPACK_EMBED_STACK_SIZE), so that
+ * other readers built on it can read what chronicle writes. */
 #define CODEC_MAX_DEPTH 32
 
 /* Appends the encoding of the value at `idx` to `out`. Misuse (a function, a

@@ -180,6 +180,46 @@ describe("stored values", function()
   end)
 end)
 
+describe("the stored encoding", function()
+  after_each(helpers.cleanup)
+
+  -- The MessagePack size of `value`, read from the size an append reports
+  -- when the event is over max_event_size: data = { value, PAD } is an array
+  -- of two (1 byte of header) and PAD, 300 bytes, takes 303 (str16).
+  local PAD = string.rep("p", 300)
+  local function encoded_size(store, value)
+    local msg = helpers.raises(store.append, store, "enc", { { type = "T", data = { value, PAD } } })
+    local stored = tonumber(msg:match("is (%d+) bytes stored"))
+    assert(stored, msg)
+    local record_header, meta_nil = 52, 1
+    return stored - record_header - #"enc" - #"T" - meta_nil - 1 - 303
+  end
+
+  it("takes MessagePack's shortest form for every integer, string and container size", function()
+    local store = helpers.open({ max_event_size = 256 })
+    local array = function(n) local t = {} for i = 1, n do t[i] = 0 end return t end
+    local cases = {
+      { 0, 1 }, { 127, 1 }, { 128, 2 }, { 255, 2 }, { 256, 3 }, { 65535, 3 }, { 65536, 5 },
+      { 0xffffffff, 5 }, { 0x100000000, 9 }, { math.maxinteger, 9 },
+      { -1, 1 }, { -32, 1 }, { -33, 2 }, { -128, 2 }, { -129, 3 }, { -32768, 3 }, { -32769, 5 },
+      { -(1 << 31), 5 }, { -(1 << 31) - 1, 9 }, { math.mininteger, 9 },
+      { 1.5, 9 }, { 0.0, 9 }, { true, 1 }, { false, 1 },
+      { "", 1 }, { string.rep("a", 31), 32 }, { string.rep("a", 32), 34 }, { string.rep("a", 255), 257 },
+      { string.rep("a", 256), 259 }, { string.rep("a", 65535), 65538 }, { string.rep("a", 65536), 65541 },
+      { "\xff", 3 }, { string.rep("\xff", 256), 259 }, { string.rep("\xff", 65536), 65541 },
+      { array(15), 16 }, { array(16), 19 }, { array(65536), 65541 },
+      { {}, 1 }, { { k = 1 }, 4 },          -- fixmap, "k" (fixstr, 2), 1
+    }
+    for _, c in ipairs(cases) do
+      local value, want = c[1], c[2]
+      local label = type(value) == "string" and ("string of " .. #value .. " bytes")
+                    or type(value) == "table" and ("table of " .. #value .. " items") or tostring(value)
+      assert.equals(want, encoded_size(store, value), label)
+    end
+    assert.equals(0, store:head())
+  end)
+end)
+
 describe("values that cannot be stored", function()
   after_each(helpers.cleanup)
 
