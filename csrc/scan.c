@@ -6,6 +6,7 @@
  * long scan never pins old pages, and the map can grow between batches. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <lauxlib.h>
 #include "cerror.h"
@@ -28,6 +29,24 @@ typedef struct scan_item {
   uint64_t position;
 } scan_item;
 
+/* The parts of a scanner that only some scans need, allocated when they do.
+ * A scanner is made for every read, fold and aggregate load: kept under 1 KB
+ * it is a small malloc, where a larger one makes glibc consolidate its fast
+ * bins first (that cost 6% of `execute`, bench/README.md). */
+typedef struct scan_types {            /* the `types` filter */
+  size_t n;
+  unsigned char len[SCAN_MAX_TYPES];
+  char name[SCAN_MAX_TYPES][RECORD_MAX_TYPE];
+} scan_types;
+
+typedef struct scan_kv_range {         /* SCAN_KV */
+  unsigned char prefix[KV_KEY_MAX];    /* `space|prefix`, which every key returned starts with */
+  size_t prefix_len;
+  unsigned char edge[KV_KEY_MAX];      /* the far bound (to, or from when backward) */
+  size_t edge_len;
+  int has_edge;
+} scan_kv_range;
+
 typedef struct scanner {
   int mode;
   int backward;
@@ -45,14 +64,8 @@ typedef struct scanner {
   size_t prefix_len;       /* SCAN_STREAMS, SCAN_KV: the prefix part of name */
   int started;             /* SCAN_STREAMS, SCAN_KV: name holds the last key returned */
   int from_last;           /* SCAN_KV backward with no bound: start at the end of the database */
-  unsigned char kv_prefix[KV_KEY_MAX]; /* SCAN_KV: `space|prefix`, which every key returned starts with */
-  size_t kv_prefix_len;
-  unsigned char edge[KV_KEY_MAX];      /* SCAN_KV: the far bound (to, or from when backward) */
-  size_t edge_len;
-  int has_edge;
-  size_t ntypes;
-  unsigned char type_len[SCAN_MAX_TYPES];
-  char types[SCAN_MAX_TYPES][RECORD_MAX_TYPE];
+  scan_kv_range *kv;       /* SCAN_KV only */
+  scan_types *types;       /* NULL: every type */
   buf records;             /* the current batch's bytes */
   buf items;               /* scan_item[] */
   size_t at, count;        /* next item to hand out, items in the batch */
@@ -60,6 +73,8 @@ typedef struct scanner {
   uint64_t err_position;
   const char *err_why;
 } scanner;
+
+_Static_assert(sizeof(scanner) < 1000, "a scanner must stay a small allocation (see scan_types)");
 
 #define SCAN_ITEMS(sc) ((scan_item *)(sc)->items.data)
 #define SCAN_CORRUPT 1       /* err_rc for a damaged record */
@@ -69,6 +84,17 @@ static void scan_release(scanner *sc) {
   sc->at = sc->count = 0;
   buf_free(&sc->records);
   buf_free(&sc->items);
+  free(sc->types);
+  sc->types = NULL;
+  free(sc->kv);
+  sc->kv = NULL;
+}
+
+/* calloc, or a Lua memory error (the scanner's __gc frees what it holds). */
+static void *scan_calloc(lua_State *L, size_t size) {
+  void *p = calloc(1, size);
+  if (p == NULL) luaL_error(L, "out of memory");
+  return p;
 }
 
 static int scan_gc(lua_State *L) {
@@ -151,14 +177,15 @@ static void scan_set_types(lua_State *L, scanner *sc, int opts, const char *fn) 
   lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
   if (n == 0 || n > SCAN_MAX_TYPES)
     luaL_error(L, "%s: option 'types' must list 1 to %d type names", fn, SCAN_MAX_TYPES);
+  scan_types *types = sc->types = scan_calloc(L, sizeof *sc->types);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, -1, i);
     size_t len;
     const char *t = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
     if (t == NULL || len == 0 || len > RECORD_MAX_TYPE)
       luaL_error(L, "%s: types[%I] must be a string of 1 to %d bytes", fn, i, RECORD_MAX_TYPE);
-    memcpy(sc->types[sc->ntypes], t, len);
-    sc->type_len[sc->ntypes++] = (unsigned char)len;
+    memcpy(types->name[types->n], t, len);
+    types->len[types->n++] = (unsigned char)len;
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -236,9 +263,10 @@ static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, co
 }
 
 static int scan_type_wanted(const scanner *sc, const record_view *v) {
-  if (sc->ntypes == 0) return 1;
-  for (size_t i = 0; i < sc->ntypes; i++)
-    if (sc->type_len[i] == v->type_len && memcmp(sc->types[i], v->type, v->type_len) == 0) return 1;
+  const scan_types *types = sc->types;
+  if (types == NULL) return 1;
+  for (size_t i = 0; i < types->n; i++)
+    if (types->len[i] == v->type_len && memcmp(types->name[i], v->type, v->type_len) == 0) return 1;
   return 0;
 }
 
@@ -422,10 +450,11 @@ static int scan_fill_streams(scanner *sc, MDB_txn *txn, const envref *e) {
 /* SCAN_KV batches hold (key length u16, key without the space, value) records.
  * name holds where to start, then the last key returned once started. */
 static int scan_kv_beyond_edge(const scanner *sc, const MDB_val *k) {
-  if (!sc->has_edge) return 0;
-  size_t n = k->mv_size < sc->edge_len ? k->mv_size : sc->edge_len;
-  int c = memcmp(k->mv_data, sc->edge, n);
-  if (c == 0) c = k->mv_size < sc->edge_len ? -1 : k->mv_size > sc->edge_len;
+  const scan_kv_range *r = sc->kv;
+  if (!r->has_edge) return 0;
+  size_t n = k->mv_size < r->edge_len ? k->mv_size : r->edge_len;
+  int c = memcmp(k->mv_data, r->edge, n);
+  if (c == 0) c = k->mv_size < r->edge_len ? -1 : k->mv_size > r->edge_len;
   return sc->backward ? c < 0 : c > 0;
 }
 
@@ -447,9 +476,10 @@ static int scan_fill_kv(scanner *sc, MDB_txn *txn, const envref *e) {
       rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
     }
   }
-  size_t skip = 1 + sc->kv_prefix[0];        /* the space part of every key */
+  const scan_kv_range *r = sc->kv;
+  size_t skip = 1 + r->prefix[0];            /* the space part of every key */
   while (rc == 0) {
-    if (k.mv_size < sc->kv_prefix_len || memcmp(k.mv_data, sc->kv_prefix, sc->kv_prefix_len) != 0 ||
+    if (k.mv_size < r->prefix_len || memcmp(k.mv_data, r->prefix, r->prefix_len) != 0 ||
         scan_kv_beyond_edge(sc, &k)) {
       sc->done = 1;
       break;
@@ -728,20 +758,21 @@ static int scan_kv(lua_State *L) {
     lua_getfield(L, opts, "to");
     if (!lua_isnil(L, -1)) to = kv_check_key(L, -1, "kv_scan: option 'to'", &tlen);
   }
-  sc->kv_prefix_len = kv_key(sc->kv_prefix, space, slen, prefix, plen);
-  memcpy(sc->name, sc->kv_prefix, sc->kv_prefix_len);
-  sc->name_len = sc->kv_prefix_len;
+  scan_kv_range *r = sc->kv = scan_calloc(L, sizeof *sc->kv);
+  r->prefix_len = kv_key(r->prefix, space, slen, prefix, plen);
+  memcpy(sc->name, r->prefix, r->prefix_len);
+  sc->name_len = r->prefix_len;
   const char *start = sc->backward ? to : from, *edge = sc->backward ? from : to;
   size_t start_len = sc->backward ? tlen : flen, edge_len = sc->backward ? flen : tlen;
   if (edge) {
-    sc->edge_len = kv_key(sc->edge, space, slen, edge, edge_len);
-    sc->has_edge = 1;
+    r->edge_len = kv_key(r->edge, space, slen, edge, edge_len);
+    r->has_edge = 1;
   }
   if (start) {
     unsigned char k[KV_KEY_MAX];
     size_t klen = kv_key(k, space, slen, start, start_len);
     /* A start before the prefix (forward) or after it (backward) clamps to the prefix. */
-    int c = memcmp(k, sc->kv_prefix, klen < sc->kv_prefix_len ? klen : sc->kv_prefix_len);
+    int c = memcmp(k, r->prefix, klen < r->prefix_len ? klen : r->prefix_len);
     if (sc->backward ? c <= 0 : c >= 0) {
       memcpy(sc->name, k, klen);
       sc->name_len = klen;
@@ -751,7 +782,7 @@ static int scan_kv(lua_State *L) {
   }
   if (sc->backward && !start) {
     unsigned char succ[KV_KEY_MAX];
-    size_t n = scan_prefix_successor(sc->kv_prefix, sc->kv_prefix_len, succ);
+    size_t n = scan_prefix_successor(r->prefix, r->prefix_len, succ);
     if (n == 0) sc->from_last = 1;
     else {
       memcpy(sc->name, succ, n);
