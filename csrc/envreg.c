@@ -290,6 +290,36 @@ int envreg_txn_begin(envref *e, unsigned flags, MDB_txn **txn) {
   }
 }
 
+int envreg_read_begin(envref *e, MDB_txn **spare, MDB_txn **txn) {
+  for (int tries = 0;; tries++) {
+    pthread_rwlock_rdlock(&e->map_lock);
+    int rc;
+    if (*spare) {
+      rc = mdb_txn_renew(*spare);       /* on failure the handle stays reset, renewable */
+      if (rc == 0) { *txn = *spare; *spare = NULL; return 0; }
+    } else {
+      rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, txn);
+      if (rc == 0) return 0;
+    }
+    pthread_rwlock_unlock(&e->map_lock);
+    if (rc != MDB_MAP_RESIZED || tries > 8) return rc;
+    pthread_rwlock_wrlock(&e->map_lock);  /* adopt the size another process set, as above */
+    rc = mdb_env_set_mapsize(e->env, 0);
+    pthread_rwlock_unlock(&e->map_lock);
+    if (rc) return rc;
+  }
+}
+
+void envreg_read_end(envref *e, MDB_txn **spare, MDB_txn *txn) {
+  if (*spare == NULL) {
+    mdb_txn_reset(txn);                 /* releases the snapshot, keeps the handle and its slot */
+    *spare = txn;
+  } else {
+    mdb_txn_abort(txn);
+  }
+  pthread_rwlock_unlock(&e->map_lock);
+}
+
 int envreg_txn_finish(envref *e, MDB_txn *txn, int commit) {
   int rc = 0;
   if (commit) rc = mdb_txn_commit(txn);   /* frees txn whatever it returns */

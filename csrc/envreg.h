@@ -55,6 +55,14 @@ void envreg_release(envref *e);
 int envreg_txn_begin(envref *e, unsigned flags, MDB_txn **txn);
 /* Commits (commit != 0) or aborts, then releases the map lock; returns the commit's code. */
 int envreg_txn_finish(envref *e, MDB_txn *txn, int commit);
+/* A read transaction that reuses *spare (a handle reset by envreg_read_end)
+ * when there is one: mdb_txn_renew instead of mdb_txn_begin, so no
+ * allocation and no search for a reader slot. The map lock is held shared
+ * until envreg_read_end. */
+int envreg_read_begin(envref *e, MDB_txn **spare, MDB_txn **txn);
+/* Ends a read transaction: reset and kept in *spare when that is empty,
+ * else aborted; then releases the map lock. */
+void envreg_read_end(envref *e, MDB_txn **spare, MDB_txn *txn);
 /* Grows the map after MDB_MAP_FULL; call with no transaction of ours active. */
 int envreg_grow(envref *e);
 

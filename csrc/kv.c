@@ -187,11 +187,11 @@ static int kv_get(lua_State *L) {
   unsigned char k[KV_KEY_MAX];
   MDB_val mk = { kv_key(k, space, slen, key, klen), k }, d;
   MDB_txn *txn;
-  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
+  int rc = store_read_begin(s, &txn);
   if (rc) return cerr_mdb_result(L, rc, "kv_get");
   rc = mdb_get(txn, s->e->dbi[DB_KV], &mk, &d);
   if (rc == 0 && buf_append(&r->value, d.mv_data, d.mv_size)) rc = ENOMEM;
-  envreg_txn_finish(s->e, txn, 0);
+  store_read_end(s, txn);
   if (rc == MDB_NOTFOUND) { lua_pushnil(L); return 1; }
   if (rc) return cerr_mdb_result(L, rc, "kv_get");
   const char *why;
@@ -213,7 +213,7 @@ static int kv_count(lua_State *L) {
   unsigned char k[KV_KEY_MAX];
   size_t klen = kv_key(k, space, slen, prefix, plen);
   MDB_txn *txn;
-  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
+  int rc = store_read_begin(s, &txn);
   if (rc) return cerr_mdb_result(L, rc, "kv_count");
   MDB_cursor *c;
   lua_Integer n = 0;
@@ -227,7 +227,7 @@ static int kv_count(lua_State *L) {
     mdb_cursor_close(c);
     if (rc == 0 || rc == MDB_NOTFOUND) rc = 0;
   }
-  envreg_txn_finish(s->e, txn, 0);
+  store_read_end(s, txn);
   if (rc) return cerr_mdb_result(L, rc, "kv_count");
   lua_pushinteger(L, n);
   return 1;

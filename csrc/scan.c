@@ -512,7 +512,7 @@ static int scan_fill(lua_State *L, scanner *sc, int sc_idx) {
   while (!sc->done && sc->count == 0) {
     store *s = scan_store(L, sc_idx);
     MDB_txn *txn;
-    int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
+    int rc = store_read_begin(s, &txn);
     if (rc == 0) {
       switch (sc->mode) {
         case SCAN_ALL: rc = scan_fill_log(sc, txn, s->e); break;
@@ -521,7 +521,7 @@ static int scan_fill(lua_State *L, scanner *sc, int sc_idx) {
         case SCAN_KV: rc = scan_fill_kv(sc, txn, s->e); break;
         default: rc = scan_fill_streams(sc, txn, s->e); break;
       }
-      envreg_txn_finish(s->e, txn, 0);
+      store_read_end(s, txn);
     }
     if (rc) {
       sc->err_rc = rc;

@@ -19,6 +19,10 @@ store *store_check(lua_State *L, int idx) {
   return s;
 }
 
+int store_read_begin(store *s, MDB_txn **txn) { return envreg_read_begin(s->e, &s->spare_read, txn); }
+
+void store_read_end(store *s, MDB_txn *txn) { envreg_read_end(s->e, &s->spare_read, txn); }
+
 static void store_release(store *s) {
   if (s->watch_fd >= 0) {
     close(s->watch_fd);
@@ -27,6 +31,11 @@ static void store_release(store *s) {
   if (s->e) {
     envref *e = s->e;
     s->e = NULL;             /* closed before releasing: a second close is a no-op */
+    /* The kept read handle goes before the environment. In a forked child it
+     * is left alone, like the environment: aborting it would free a reader
+     * slot that belongs to the parent. */
+    if (s->spare_read && e->pid == getpid()) mdb_txn_abort(s->spare_read);
+    s->spare_read = NULL;
     envreg_release(e);
   }
   buf_free(&s->scratch_bytes);
@@ -119,10 +128,10 @@ static int store_open(lua_State *L) {
 /* store:head() -> the global position of the newest event (0 when empty) */
 int store_read_head(store *s, uint64_t *head) {
   MDB_txn *txn;
-  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
+  int rc = store_read_begin(s, &txn);
   if (rc) return rc;
   rc = log_head(txn, s->e, head);
-  envreg_txn_finish(s->e, txn, 0);
+  store_read_end(s, txn);
   return rc;
 }
 
@@ -171,10 +180,10 @@ static int store_read_stream_meta(lua_State *L, store *s, stream_meta *m) {
   const char *name = lua_tolstring(L, 2, &len);
   if (len == 0 || len > RECORD_MAX_STREAM) luaL_argerror(L, 2, "stream name must be 1 to 200 bytes");
   MDB_txn *txn;
-  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
+  int rc = store_read_begin(s, &txn);
   if (rc) return rc;
   rc = stream_meta_get(txn, s->e, name, len, m);
-  envreg_txn_finish(s->e, txn, 0);
+  store_read_end(s, txn);
   return rc;
 }
 
@@ -211,7 +220,7 @@ static int store_stream_version(lua_State *L) {
 static int store_stats(lua_State *L) {
   store *s = store_check(L, 1);
   MDB_txn *txn;
-  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &txn);
+  int rc = store_read_begin(s, &txn);
   if (rc) return cerr_mdb_result(L, rc, "stats");
   MDB_stat log_st, streams_st, env_st;
   MDB_envinfo info;
@@ -221,7 +230,7 @@ static int store_stats(lua_State *L) {
   if (!rc) rc = mdb_stat(txn, s->e->dbi[DB_STREAMS], &streams_st);
   if (!rc) rc = mdb_env_stat(s->e->env, &env_st);
   if (!rc) rc = mdb_env_info(s->e->env, &info);
-  envreg_txn_finish(s->e, txn, 0);
+  store_read_end(s, txn);
   if (rc) return cerr_mdb_result(L, rc, "stats");
   char file[4200];
   struct stat st;

@@ -206,13 +206,13 @@ static int verify_store(lua_State *L) {
   v.progress = progress;
   luaL_checkstack(L, 8, "verify");
   buf_init(&v.problems);
-  int rc = envreg_txn_begin(s->e, MDB_RDONLY, &v.txn);
+  int rc = store_read_begin(s, &v.txn);
   if (rc) return cerr_mdb_result(L, rc, "verify");
   if (progress) log_head(v.txn, s->e, &v.total);
   rc = verify_log(&v);
   if (!rc) rc = verify_streams(&v);
   if (!rc) rc = verify_counts(&v);
-  envreg_txn_finish(s->e, v.txn, 0);
+  store_read_end(s, v.txn);
   if (rc) {
     buf_free(&v.problems);
     return cerr_mdb_result(L, rc, "verify");

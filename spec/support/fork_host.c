@@ -29,6 +29,9 @@ int main(int argc, char **argv) {
   pid_t pid = fork();
   if (pid == 0) {
     printf("child inherited: %s\n", run(L, "return tostring(store:head())"));
+    /* Closing the inherited store must leave the parent's LMDB handles (its
+     * environment and its kept read transaction) alone. */
+    printf("child closed inherited: %s\n", run(L, "store:close(); return tostring(store:is_open())"));
     printf("child reopened: %s\n", run(L, "local again = assert(chronicle.open(dir));"
                                           "assert(again:append('s', { { type = 'FromChild' } }));"
                                           "return tostring(again:head())"));
@@ -38,6 +41,7 @@ int main(int argc, char **argv) {
   int status = 0;
   waitpid(pid, &status, 0);
   printf("child exit: %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+  printf("parent reads after: %s\n", run(L, "return tostring(store:head())"));
   printf("parent after: %s\n", run(L, "assert(store:append('s', { { type = 'After' } })); return tostring(store:head())"));
   lua_close(L);
   return 0;
