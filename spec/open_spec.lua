@@ -233,6 +233,40 @@ describe("chronicle.open", function()
       end
     end)
 
+    it("frees the one reader slot the store keeps for its reads", function()
+      if not os.execute("command -v mdb_stat >/dev/null 2>&1") then
+        pending("mdb_stat (lmdb-utils) is not installed")
+        return
+      end
+      -- This process's slots in the reader table: how many, and how many inside a transaction.
+      local f = assert(io.open("/proc/self/stat"))
+      local pid = tonumber(f:read("l"):match("^(%d+)"))
+      f:close()
+      local function slots(dir)
+        local n, busy = 0, 0
+        for line in helpers.capture("mdb_stat -r " .. helpers.quote(dir) .. " 2>&1"):gmatch("[^\n]+") do
+          local p, txn = line:match("^%s*(%d+)%s+%x+%s+(%S+)")
+          if tonumber(p) == pid then
+            n = n + 1
+            if txn ~= "-" then busy = busy + 1 end
+          end
+        end
+        return n, busy
+      end
+      local store, dir = helpers.open({ durability = "nosync" })
+      helpers.fill(store, "s", 3)
+      for _ = 1, 200 do
+        store:head()
+        store:stream_version("s")
+        store:kv_get("space", "key")
+        assert.equals(3, select(2, store:fold("s", 0, function(n) return n + 1 end)))
+        for _ in store:read_all() do end
+      end
+      assert.same({ 1, 0 }, { slots(dir) })     -- one slot, reused, holding no snapshot
+      store:close()
+      assert.same({ 0, 0 }, { slots(dir) })
+    end)
+
     it("happens at the end of a <close> block", function()
       local dir = helpers.tmpdir()
       local outside
