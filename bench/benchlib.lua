@@ -179,9 +179,10 @@ end
 -- append_many transactions of `batch` events: each transaction appends
 -- `batch / k` events to each of k = min(100, nstreams) consecutive streams,
 -- so every stream's events are spread along the log. Event i (1-based) has
--- type TYPES[i % 5 + 1] and data event_data(i, i % 100): 101 to 201 bytes.
--- Returns the seconds it took.
-function M.load(s, total, nstreams, batch)
+-- type TYPES[i % 5 + 1] and data make_data(i), by default
+-- event_data(i, i % 100): 101 to 201 bytes. Returns the seconds it took.
+function M.load(s, total, nstreams, batch, make_data)
+  make_data = make_data or function(i) return M.event_data(i, i % 100) end
   local k = math.min(100, nstreams)
   local per = batch // k
   assert(per >= 1 and total % (k * per) == 0, "total must be a multiple of the transaction size")
@@ -195,7 +196,7 @@ function M.load(s, total, nstreams, batch)
         local events = {}
         for j = 1, per do
           i = i + 1
-          events[j] = { type = M.TYPES[i % #M.TYPES + 1], data = M.event_data(i, i % 100) }
+          events[j] = { type = M.TYPES[i % #M.TYPES + 1], data = make_data(i) }
         end
         entries[e] = { stream = names[next_stream], events = events }
         next_stream = (next_stream + 1) % nstreams

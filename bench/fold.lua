@@ -158,25 +158,11 @@ B.rm(dir)
 do
   local ndir = B.fresh_dir("fold-numbers")
   local ns = assert(chronicle.open(ndir, { durability = "nosync", map_size = 4 << 30 }))
-  local k, total, i = math.min(100, NSTREAMS), 0, 0
-  local per = BATCH // k
-  local next_stream = 0
-  while total < N do
-    local entries = {}
-    for e = 1, k do
-      local events = {}
-      for j = 1, per do
-        i = i + 1
-        local d = B.event_data(i, 0)
-        d.account, d.currency, d.note, d.ref = i % 1000000, 978, i % 100, (i * 2654435761) % 0x100000000
-        events[j] = { type = B.TYPES[i % #B.TYPES + 1], data = d }
-      end
-      entries[e] = { stream = B.stream_name(next_stream), events = events }
-      next_stream = (next_stream + 1) % NSTREAMS
-    end
-    assert(ns:append_many(entries))
-    total = total + k * per
-  end
+  B.load(ns, N, NSTREAMS, BATCH, function(i)
+    local d = B.event_data(i, 0)
+    d.account, d.currency, d.note, d.ref = i % 1000000, 978, i % 100, (i * 2654435761) % 0x100000000
+    return d
+  end)
   s = ns
   local nrows = {}
   for ev in ns:read_all({ count = BASE_ROWS > 0 and BASE_ROWS or N }) do nrows[#nrows + 1] = ev end

@@ -275,10 +275,24 @@ static int envreg_write_begin(envref *e, unsigned flags, MDB_txn **txn) {
   return rc;
 }
 
-int envreg_txn_begin(envref *e, unsigned flags, MDB_txn **txn) {
+/* One attempt: a write transaction, a renewed *spare, or a new read transaction. */
+static int envreg_begin_once(envref *e, unsigned flags, MDB_txn **spare, MDB_txn **txn) {
+  if (!(flags & MDB_RDONLY)) return envreg_write_begin(e, flags, txn);
+  if (spare && *spare) {
+    int rc = mdb_txn_renew(*spare);     /* on failure the handle stays reset, renewable */
+    if (rc == 0) {
+      *txn = *spare;
+      *spare = NULL;
+    }
+    return rc;
+  }
+  return mdb_txn_begin(e->env, NULL, MDB_RDONLY, txn);
+}
+
+static int envreg_begin(envref *e, unsigned flags, MDB_txn **spare, MDB_txn **txn) {
   for (int tries = 0;; tries++) {
     pthread_rwlock_rdlock(&e->map_lock);
-    int rc = flags & MDB_RDONLY ? mdb_txn_begin(e->env, NULL, MDB_RDONLY, txn) : envreg_write_begin(e, flags, txn);
+    int rc = envreg_begin_once(e, flags, spare, txn);
     if (rc == 0) return 0;
     pthread_rwlock_unlock(&e->map_lock);
     if (rc != MDB_MAP_RESIZED || tries > 8) return rc;
@@ -290,25 +304,9 @@ int envreg_txn_begin(envref *e, unsigned flags, MDB_txn **txn) {
   }
 }
 
-int envreg_read_begin(envref *e, MDB_txn **spare, MDB_txn **txn) {
-  for (int tries = 0;; tries++) {
-    pthread_rwlock_rdlock(&e->map_lock);
-    int rc;
-    if (*spare) {
-      rc = mdb_txn_renew(*spare);       /* on failure the handle stays reset, renewable */
-      if (rc == 0) { *txn = *spare; *spare = NULL; return 0; }
-    } else {
-      rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, txn);
-      if (rc == 0) return 0;
-    }
-    pthread_rwlock_unlock(&e->map_lock);
-    if (rc != MDB_MAP_RESIZED || tries > 8) return rc;
-    pthread_rwlock_wrlock(&e->map_lock);  /* adopt the size another process set, as above */
-    rc = mdb_env_set_mapsize(e->env, 0);
-    pthread_rwlock_unlock(&e->map_lock);
-    if (rc) return rc;
-  }
-}
+int envreg_txn_begin(envref *e, unsigned flags, MDB_txn **txn) { return envreg_begin(e, flags, NULL, txn); }
+
+int envreg_read_begin(envref *e, MDB_txn **spare, MDB_txn **txn) { return envreg_begin(e, MDB_RDONLY, spare, txn); }
 
 void envreg_read_end(envref *e, MDB_txn **spare, MDB_txn *txn) {
   if (*spare == NULL) {
