@@ -113,16 +113,11 @@ function M.tail(args)
   end
 
   local seen, limit = 0, args.max_events
-  local deadline = args.timeout and context.now() + args.timeout or nil
+  local wait = context.follower(store, args.timeout)
   local last = head
   while not (limit and seen >= limit) do
-    local wait_for = 1.0
-    if deadline then
-      local left = deadline - context.now()
-      if left <= 0 then break end
-      wait_for = math.min(wait_for, left)
-    end
-    local new_head = store:wait(last, wait_for)
+    local new_head = wait(last)
+    if new_head == nil then break end
     if new_head then
       for ev in store:read_all({ from = last + 1, to = new_head, category = filter.category, types = types }) do
         printer:add(ev)

@@ -59,4 +59,21 @@ function M.now()
   return chronicle.now() / 1e9
 end
 
+--- A `--follow` loop's waits: returns a function that waits on `store` for
+-- the log to pass `position`, a second at a time, and returns what
+-- store:wait does (the new head, or false when nothing came), or nil once
+-- `timeout` seconds (nil: never) have gone by.
+function M.follower(store, timeout)
+  local deadline = timeout and M.now() + timeout or nil
+  return function(position)
+    local wait_for = 1.0
+    if deadline then
+      local left = deadline - M.now()
+      if left <= 0 then return nil end
+      wait_for = math.min(wait_for, left)
+    end
+    return store:wait(position, wait_for)
+  end
+end
+
 return M

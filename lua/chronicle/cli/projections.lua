@@ -85,15 +85,10 @@ function M.project(args)
   print_status(store, paint)
   io.stdout:flush()
   if args.follow then
-    local deadline = args.timeout and context.now() + args.timeout or nil
+    local wait = context.follower(store, args.timeout)
     while true do
-      local wait_for = 1.0
-      if deadline then
-        local left = deadline - context.now()
-        if left <= 0 then break end
-        wait_for = math.min(wait_for, left)
-      end
-      local new_head = store:wait(head, wait_for)
+      local new_head = wait(head)
+      if new_head == nil then break end
       if new_head then
         head = new_head
         run_until_idle(runner)
