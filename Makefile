@@ -12,7 +12,7 @@ LUA_INC ?= /usr/include/lua$(LUA_VERSION)
 CC ?= cc
 CFLAGS ?= -O2 -g
 WARN = -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE
-LIBS = -llmdb -lmsgpackc -lxxhash -lpthread
+LIBS = -llmdb -lxxhash -lpthread    # msgpack-c is used through its headers only (csrc/codec.c)
 SRC = $(wildcard csrc/*.c)
 HDR = $(wildcard csrc/*.h)
 BUILD = build

@@ -27,7 +27,7 @@ command -v "$CLANG" >/dev/null || { echo "fuzz: $CLANG not found (apt-get instal
 
 CFLAGS="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
         -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -Icsrc -I$LUA_INC"
-LIBS="-llua5.4 -lmsgpackc -lxxhash -llmdb -lm"
+LIBS="-llua5.4 -lxxhash -llmdb -lm"
 declare -A SOURCES=(
   [value]="fuzz/fuzz_value.c csrc/codec.c csrc/buf.c"
   [record]="fuzz/fuzz_record.c csrc/record.c csrc/codec.c csrc/buf.c csrc/uuid.c"

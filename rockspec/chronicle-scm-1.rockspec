@@ -29,7 +29,7 @@ dependencies = {
 
 external_dependencies = {
   LMDB = { header = "lmdb.h", library = "lmdb" },
-  MSGPACK = { header = "msgpack.h", library = "msgpackc" },
+  MSGPACK = { header = "msgpack.h" },   -- headers only: csrc/codec.c instantiates its packer template
   XXHASH = { header = "xxhash.h", library = "xxhash" },
 }
 
@@ -60,9 +60,9 @@ build = {
         -- end: make rockspec sources
       },
       defines = { "_GNU_SOURCE" },
-      libraries = { "lmdb", "msgpackc", "xxhash", "pthread" },
+      libraries = { "lmdb", "xxhash", "pthread" },
       incdirs = { "csrc", "$(LMDB_INCDIR)", "$(MSGPACK_INCDIR)", "$(XXHASH_INCDIR)" },
-      libdirs = { "$(LMDB_LIBDIR)", "$(MSGPACK_LIBDIR)", "$(XXHASH_LIBDIR)" },
+      libdirs = { "$(LMDB_LIBDIR)", "$(XXHASH_LIBDIR)" },
     },
     -- begin: make rockspec modules
     ["chronicle"] = "lua/chronicle/init.lua",
