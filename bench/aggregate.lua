@@ -56,13 +56,7 @@ local EXEC_EVENTS = B.env("BENCH_EXEC_EVENTS", 10)
 local ROUNDS = B.env("BENCH_ROUNDS", 3)
 local MAP = 4 << 30
 
-local used = {}
-local function scratch(name)
-  local d = B.fresh_dir(name)
-  used[#used + 1] = d
-  os.execute("sync")
-  return d
-end
+local scratch = B.scratch
 
 ---------------------------------------------------------------------------
 -- Loads
@@ -176,23 +170,12 @@ do -- correctness, and an untimed warm-up of every path (maps the store's pages)
   for _, name in ipairs(order) do cases[name]() end
 end
 
-local got = {}
-for _, name in ipairs(order) do got[name] = {} end
-for r = 1, ROUNDS do
-  for k = 0, #order - 1 do
-    local name = order[(r - 1 + k) % #order + 1]
-    got[name][r] = cases[name]()
-  end
+local got = B.rotate(order, cases, ROUNDS, function(r, got)
   B.note("aggregate loads round %d (loads/s): load100 %.0f, plain loop %.0f, copy loop %.0f, direct fold %.0f, " ..
          "load 9,999 (snapshot + 99) %.0f, load 10,000 (snapshot + 0) %.0f", r, got.load100[r], got.plain[r],
          got.copy[r], got.fold[r], got.big_w[r], got.big_e[r])
-end
-
-local function ratios(a, b)
-  local t = {}
-  for r = 1, ROUNDS do t[r] = got[a][r] / got[b][r] end
-  return t
-end
+end)
+local function ratios(a, b) return B.ratios(got, a, b) end
 B.result("agg_load100", B.max(got.load100), B.max(got.plain), "loads/s", nil, ratios("load100", "plain"))
 B.result("agg_load100_vs_copy", B.max(got.load100), B.max(got.copy), "loads/s", nil, ratios("load100", "copy"))
 B.result("agg_load100_vs_fold", B.max(got.load100), B.max(got.fold), "loads/s", nil, ratios("load100", "fold"))
@@ -269,5 +252,5 @@ end
 B.result("agg_execute", B.max(ex), B.max(ap), "events/s", 0.5, rx)
 B.result("agg_execute_cpu", B.max(exc), B.max(apc), "events/cpu_s", nil, rxc)
 
-for _, d in ipairs(used) do B.rm(d) end
+B.remove_scratch()
 B.cleanup()

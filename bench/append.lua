@@ -57,13 +57,7 @@ for _, list in ipairs(batches) do
   for _, ev in ipairs(list) do assert(B.record_size(names[0], ev) == REC, "record sizes must be equal") end
 end
 
-local used = {}
-local function scratch(name)
-  local d = B.fresh_dir(name)
-  used[#used + 1] = d
-  os.execute("sync")
-  return d
-end
+local scratch = B.scratch
 
 local function raw(mode, sync, index)
   local dir = scratch("raw")
@@ -138,5 +132,5 @@ end
 if DURABLE > 0 then
   compare("append_durable_full", chron_durable, "durable", "full", 0.8)
 end
-for _, d in ipairs(used) do B.rm(d) end
+B.remove_scratch()
 B.cleanup()

@@ -51,6 +51,48 @@ function M.rm(path)
   os.execute("rm -rf " .. shell_quote(path))
 end
 
+-- Stores made by scratch(), removed together by remove_scratch().
+local scratched = {}
+
+--- A fresh store directory whose removal waits for remove_scratch(), after
+-- `sync` has flushed what earlier measurements left dirty (on a filesystem
+-- mounted with `discard`, a large rm slows the I/O that follows).
+function M.scratch(name)
+  local d = M.fresh_dir(name)
+  scratched[#scratched + 1] = d
+  os.execute("sync")
+  return d
+end
+
+function M.remove_scratch()
+  for _, d in ipairs(scratched) do M.rm(d) end
+  scratched = {}
+end
+
+--- Runs cases[name]() for every name of `order`, `rounds` times, starting
+-- each round one name further along so no case always goes first. Returns
+-- got[name][round] = what the case returned; after_round(r, got) runs after
+-- each round.
+function M.rotate(order, cases, rounds, after_round)
+  local got = {}
+  for _, name in ipairs(order) do got[name] = {} end
+  for r = 1, rounds do
+    for k = 0, #order - 1 do
+      local name = order[(r - 1 + k) % #order + 1]
+      got[name][r] = cases[name]()
+    end
+    if after_round then after_round(r, got) end
+  end
+  return got
+end
+
+--- got[a][r] / got[b][r] for every round r of a rotate() result.
+function M.ratios(got, a, b)
+  local t = {}
+  for r = 1, #got[a] do t[r] = got[a][r] / got[b][r] end
+  return t
+end
+
 --- Removes the scratch directory if this process made it.
 function M.cleanup()
   if M.own_tmp then os.execute("rm -rf " .. shell_quote(M.tmp)) end

@@ -113,22 +113,11 @@ local cases = {
   fold_types = function() return fold({ types = all_types }) end,
 }
 local order = { "proj", "fold", "proj_full", "fold_types" }
-local got = {}
-for _, k in ipairs(order) do got[k] = {} end
-for r = 1, ROUNDS do
-  for k = 0, #order - 1 do
-    local name = order[(r - 1 + k) % #order + 1]
-    got[name][r] = cases[name]()
-  end
+local got = B.rotate(order, cases, ROUNDS, function(r, got)
   B.note("projection round %d (events/s): catch-up nosync %.0f, catch-up full %.0f, fold %.0f, fold with types %.0f",
          r, got.proj[r], got.proj_full[r], got.fold[r], got.fold_types[r])
-end
-
-local function ratios(a, b)
-  local t = {}
-  for r = 1, ROUNDS do t[r] = got[a][r] / got[b][r] end
-  return t
-end
+end)
+local function ratios(a, b) return B.ratios(got, a, b) end
 B.result("projection_catchup", B.max(got.proj), B.max(got.fold), "events/s", 0.5, ratios("proj", "fold"))
 B.result("projection_catchup_full", B.max(got.proj_full), B.max(got.fold), "events/s", 0.5, ratios("proj_full", "fold"))
 B.result("projection_vs_fold_types", B.max(got.proj), B.max(got.fold_types), "events/s", nil,
