@@ -24,6 +24,15 @@
 
 enum { SCAN_STREAM, SCAN_ALL, SCAN_CATEGORY, SCAN_STREAMS, SCAN_KV };
 
+/* Field names of event tables, kept as upvalues of every scan function so
+ * building an event does not look names up in Lua's string cache. */
+enum { K_POSITION = 1, K_STREAM, K_VERSION, K_TYPE, K_TIME, K_ID, K_SCHEMA, K_META, K_DATA, K_COUNT = K_DATA };
+static const char *const scan_keys[] = {
+  "position", "stream", "version", "type", "time", "id", "schema", "meta", "data"
+};
+#define FIELD(key) (1u << ((key) - 1))
+#define ALL_FIELDS ((1u << K_COUNT) - 1)
+
 typedef struct scan_item {
   size_t off, len;
   uint64_t position;
@@ -66,6 +75,7 @@ typedef struct scanner {
   int from_last;           /* SCAN_KV backward with no bound: start at the end of the database */
   scan_kv_range *kv;       /* SCAN_KV only */
   scan_types *types;       /* NULL: every type */
+  unsigned fields;         /* the event fields to build, a bit per scan_keys entry */
   buf records;             /* the current batch's bytes */
   buf items;               /* scan_item[] */
   size_t at, count;        /* next item to hand out, items in the batch */
@@ -199,17 +209,44 @@ static scanner *scan_new(lua_State *L, int mode) {
   buf_init(&sc->items);
   sc->mode = mode;
   sc->remaining = -1;
+  sc->fields = ALL_FIELDS;
   luaL_setmetatable(L, SCANNER_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
   return sc;
 }
 
-static const char *const read_options[] = { "from", "to", "count", "backward", "until_position", "until_time", NULL };
+static const char *const read_options[] = { "from", "to", "count", "backward", "until_position", "until_time",
+                                            "fields", NULL };
 static const char *const read_all_options[] = { "from", "to", "count", "backward", "category", "types",
-                                                "until_time", NULL };
+                                                "until_time", "fields", NULL };
 static const char *const fold_options[] = { "stream", "from", "to", "count", "backward", "category", "types",
-                                            "until_position", "until_time", NULL };
+                                            "until_position", "until_time", "fields", NULL };
+
+/* The `fields` option: the event fields a reader wants built (every one when absent). */
+static void scan_set_fields(lua_State *L, scanner *sc, int opts, const char *fn) {
+  lua_getfield(L, opts, "fields");
+  if (!lua_isnil(L, -1)) {
+    if (!lua_istable(L, -1)) luaL_error(L, "%s: option 'fields' must be a list of event field names", fn);
+    unsigned fields = 0;
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+      int key = 0;
+      for (int k = 0; k < K_COUNT; k++)
+        if (strcmp(name, scan_keys[k]) == 0) key = k + 1;
+      if (key == 0)
+        luaL_error(L, "%s: fields[%I] must be one of position, stream, version, type, time, id, schema, meta, data",
+                   fn, i);
+      fields |= FIELD(key);
+      lua_pop(L, 1);
+    }
+    if (fields == 0) luaL_error(L, "%s: option 'fields' must name at least one field", fn);
+    sc->fields = fields;
+  }
+  lua_pop(L, 1);
+}
 
 /* Fills a scanner from the options table at `opts` (0: none), for a stream
  * (name at name_idx) or for the whole log. */
@@ -217,6 +254,7 @@ static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, co
   if (opts) luaL_checktype(L, opts, LUA_TTABLE);
   int backward = 0;
   if (opts) {
+    scan_set_fields(L, sc, opts, fn);
     lua_getfield(L, opts, "backward");
     backward = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -315,11 +353,14 @@ static int scan_in_range(const scanner *sc, uint64_t at) {
   return sc->backward ? at >= sc->bound : at <= sc->bound;
 }
 
-static int scan_get_record(MDB_txn *txn, const envref *e, uint64_t pos, MDB_val *rec) {
+/* Looks up the record at `pos` through `log`, a cursor on the log kept for
+ * the whole batch: an index visits positions close together, and LMDB's
+ * MDB_SET looks on the cursor's current page before it descends the tree. */
+static int scan_get_record(MDB_cursor *log, uint64_t pos, MDB_val *rec) {
   unsigned char k[8];
   put_u64be(k, pos);
   MDB_val key = { 8, k };
-  int rc = mdb_get(txn, e->dbi[DB_LOG], &key, rec);
+  int rc = mdb_cursor_get(log, &key, rec, MDB_SET);
   return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;   /* an index names a missing record */
 }
 
@@ -363,9 +404,13 @@ static int scan_fill_log(scanner *sc, MDB_txn *txn, const envref *e) {
 }
 
 static int scan_fill_category(scanner *sc, MDB_txn *txn, const envref *e) {
-  MDB_cursor *c;
+  MDB_cursor *c, *log;
   int rc = mdb_cursor_open(txn, e->dbi[DB_CATEGORY_INDEX], &c);
   if (rc) return rc;
+  if ((rc = mdb_cursor_open(txn, e->dbi[DB_LOG], &log))) {
+    mdb_cursor_close(c);
+    return rc;
+  }
   unsigned char key[CATEGORY_KEY_MAX];
   size_t klen = category_key(key, sc->name, sc->name_len, sc->next), plen = klen - 8;
   MDB_val k, d, rec;
@@ -374,7 +419,7 @@ static int scan_fill_category(scanner *sc, MDB_txn *txn, const envref *e) {
     if (k.mv_size != klen) { rc = MDB_CORRUPTED; break; }
     uint64_t pos = get_u64be((unsigned char *)k.mv_data + plen);
     if (!scan_in_range(sc, pos)) { sc->done = 1; break; }
-    if ((rc = scan_get_record(txn, e, pos, &rec))) break;
+    if ((rc = scan_get_record(log, pos, &rec))) break;
     int more = scan_take(sc, &rec, pos);
     if (!scan_step(sc, pos)) { sc->done = 1; break; }
     if (!more || visits >= SCAN_BATCH_VISITS) break;
@@ -382,6 +427,7 @@ static int scan_fill_category(scanner *sc, MDB_txn *txn, const envref *e) {
     if (rc == 0 && (k.mv_size < plen || memcmp(k.mv_data, key, plen) != 0)) rc = MDB_NOTFOUND;
   }
   if (rc == MDB_NOTFOUND) { sc->done = 1; rc = 0; }
+  mdb_cursor_close(log);
   mdb_cursor_close(c);
   return rc;
 }
@@ -391,8 +437,12 @@ static int scan_fill_stream(scanner *sc, MDB_txn *txn, const envref *e) {
   int rc = stream_meta_get(txn, e, sc->name, sc->name_len, &m);
   if (rc == MDB_NOTFOUND) { sc->done = 1; return 0; }   /* a missing stream reads as empty */
   if (rc) return rc;
-  MDB_cursor *c;
+  MDB_cursor *c, *log;
   if ((rc = mdb_cursor_open(txn, e->dbi[DB_STREAM_INDEX], &c))) return rc;
+  if ((rc = mdb_cursor_open(txn, e->dbi[DB_LOG], &log))) {
+    mdb_cursor_close(c);
+    return rc;
+  }
   unsigned char key[16];
   stream_index_key(key, m.id, sc->next);
   MDB_val k, d, rec;
@@ -402,7 +452,7 @@ static int scan_fill_stream(scanner *sc, MDB_txn *txn, const envref *e) {
     uint64_t version = get_u64be((unsigned char *)k.mv_data + 8);
     uint64_t pos = get_u64be(d.mv_data);
     if (!scan_in_range(sc, version)) { sc->done = 1; break; }
-    if ((rc = scan_get_record(txn, e, pos, &rec))) break;
+    if ((rc = scan_get_record(log, pos, &rec))) break;
     int more = scan_take(sc, &rec, pos);
     if (!scan_step(sc, version)) { sc->done = 1; break; }
     if (!more || visits >= SCAN_BATCH_VISITS) break;
@@ -410,6 +460,7 @@ static int scan_fill_stream(scanner *sc, MDB_txn *txn, const envref *e) {
     if (rc == 0 && (k.mv_size < 8 || memcmp(k.mv_data, key, 8) != 0)) rc = MDB_NOTFOUND;
   }
   if (rc == MDB_NOTFOUND) { sc->done = 1; rc = 0; }
+  mdb_cursor_close(log);
   mdb_cursor_close(c);
   return rc;
 }
@@ -542,13 +593,6 @@ static void scan_push_error(lua_State *L, scanner *sc) {
   }
 }
 
-/* Field names of event tables, kept as upvalues of every scan function so
- * building an event does not look names up in Lua's string cache. */
-enum { K_POSITION = 1, K_STREAM, K_VERSION, K_TYPE, K_TIME, K_ID, K_SCHEMA, K_META, K_DATA, K_COUNT = K_DATA };
-static const char *const scan_keys[] = {
-  "position", "stream", "version", "type", "time", "id", "schema", "meta", "data"
-};
-
 static void scan_push_keys(lua_State *L) {
   for (int i = 0; i < K_COUNT; i++) lua_pushstring(L, scan_keys[i]);
 }
@@ -582,46 +626,64 @@ static void scan_push_value(lua_State *L, const unsigned char *p, size_t len, ui
 #define SCAN_KEY(L, key) lua_pushvalue(L, lua_upvalueindex(key))
 
 /* Pushes the event table for a record already copied out of LMDB (and
- * checksummed then). `cache` is 0 or the first of two stack slots caching
- * the last stream and type strings. Must run in a function whose upvalues
- * are the scan_keys. */
-static void scan_push_event(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache) {
+ * checksummed then), with the `fields` it asks for. `cache` is 0 or the first
+ * of two stack slots caching the last stream and type strings. Must run in a
+ * function whose upvalues are the scan_keys. */
+static void scan_push_event(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache,
+                            unsigned fields) {
   record_view v;
   const char *why;
   if (record_layout(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
-  char id[UUID_TEXT_LEN];
-  uuid_format(v.id, id);
-  int has_meta = !(v.meta_len == 1 && v.meta[0] == 0xc0);   /* nil meta: leave the field out */
-  lua_createtable(L, 0, has_meta ? 9 : 8);      /* 8 fields fit a hash part of 8, 9 need 16 */
-  SCAN_KEY(L, K_POSITION);
-  lua_pushinteger(L, (lua_Integer)pos);
-  lua_rawset(L, -3);
-  SCAN_KEY(L, K_STREAM);
-  scan_push_cached(L, cache, v.stream, v.stream_len);
-  lua_rawset(L, -3);
-  SCAN_KEY(L, K_VERSION);
-  lua_pushinteger(L, (lua_Integer)v.version);
-  lua_rawset(L, -3);
-  SCAN_KEY(L, K_TYPE);
-  scan_push_cached(L, cache ? cache + 1 : 0, v.type, v.type_len);
-  lua_rawset(L, -3);
-  SCAN_KEY(L, K_TIME);
-  lua_pushinteger(L, v.time);
-  lua_rawset(L, -3);
-  SCAN_KEY(L, K_ID);
-  lua_pushlstring(L, id, UUID_TEXT_LEN);
-  lua_rawset(L, -3);
-  SCAN_KEY(L, K_SCHEMA);
-  lua_pushinteger(L, (lua_Integer)v.schema);
-  lua_rawset(L, -3);
-  if (has_meta) {
+  if (v.meta_len == 1 && v.meta[0] == 0xc0) fields &= ~FIELD(K_META);   /* nil meta: leave the field out */
+  int n = __builtin_popcount(fields);
+  lua_createtable(L, 0, n == 9 ? 9 : n);       /* 8 fields fit a hash part of 8, 9 need 16 */
+  if (fields & FIELD(K_POSITION)) {
+    SCAN_KEY(L, K_POSITION);
+    lua_pushinteger(L, (lua_Integer)pos);
+    lua_rawset(L, -3);
+  }
+  if (fields & FIELD(K_STREAM)) {
+    SCAN_KEY(L, K_STREAM);
+    scan_push_cached(L, cache, v.stream, v.stream_len);
+    lua_rawset(L, -3);
+  }
+  if (fields & FIELD(K_VERSION)) {
+    SCAN_KEY(L, K_VERSION);
+    lua_pushinteger(L, (lua_Integer)v.version);
+    lua_rawset(L, -3);
+  }
+  if (fields & FIELD(K_TYPE)) {
+    SCAN_KEY(L, K_TYPE);
+    scan_push_cached(L, cache ? cache + 1 : 0, v.type, v.type_len);
+    lua_rawset(L, -3);
+  }
+  if (fields & FIELD(K_TIME)) {
+    SCAN_KEY(L, K_TIME);
+    lua_pushinteger(L, v.time);
+    lua_rawset(L, -3);
+  }
+  if (fields & FIELD(K_ID)) {
+    char id[UUID_TEXT_LEN];
+    uuid_format(v.id, id);
+    SCAN_KEY(L, K_ID);
+    lua_pushlstring(L, id, UUID_TEXT_LEN);
+    lua_rawset(L, -3);
+  }
+  if (fields & FIELD(K_SCHEMA)) {
+    SCAN_KEY(L, K_SCHEMA);
+    lua_pushinteger(L, (lua_Integer)v.schema);
+    lua_rawset(L, -3);
+  }
+  if (fields & FIELD(K_META)) {
     SCAN_KEY(L, K_META);
     scan_push_value(L, v.meta, v.meta_len, pos, "meta");
     lua_rawset(L, -3);
   }
-  SCAN_KEY(L, K_DATA);
-  scan_push_value(L, v.data, v.data_len, pos, "data");
-  lua_rawset(L, -3);
+  if (fields & FIELD(K_DATA)) {
+    SCAN_KEY(L, K_DATA);
+    scan_push_value(L, v.data, v.data_len, pos, "data");
+    lua_rawset(L, -3);
+  }
 }
 
 static void scan_push_stream_item(lua_State *L, const unsigned char *p) {
@@ -661,7 +723,7 @@ static int scan_iter(lua_State *L) {
   const unsigned char *p = sc->records.data + it->off;
   if (sc->mode == SCAN_KV) return scan_push_kv_item(L, sc, it);
   if (sc->mode == SCAN_STREAMS) scan_push_stream_item(L, p);
-  else scan_push_event(L, p, it->len, it->position, 0);
+  else scan_push_event(L, p, it->len, it->position, 0, sc->fields);
   return 1;
 }
 
@@ -828,7 +890,7 @@ static int scan_fold(lua_State *L) {
     scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
     lua_pushvalue(L, 4);
     lua_pushvalue(L, 3);
-    scan_push_event(L, sc->records.data + it->off, it->len, it->position, cache);
+    scan_push_event(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields);
     lua_call(L, 2, 1);
     if (lua_isnil(L, -1)) lua_pop(L, 1);
     else lua_replace(L, 3);

@@ -1,0 +1,82 @@
+-- The `fields` option of read, read_all and fold: a reader that names the
+-- event fields it uses gets tables holding just those (less to build per event).
+local helpers = require "helpers"
+
+local ALL = { "position", "stream", "version", "type", "time", "id", "schema", "meta", "data" }
+
+local function keys_of(t)
+  local out = {}
+  for k in pairs(t) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+local function project(ev, fields)
+  local out = {}
+  for _, f in ipairs(fields) do out[f] = ev[f] end
+  return out
+end
+
+describe("the fields option", function()
+  after_each(helpers.cleanup)
+
+  local store
+  before_each(function()
+    store = helpers.open({ durability = "nosync" })
+    assert(store:append("order-1", { { type = "Placed", data = { total = 5 }, meta = { by = "ann" } },
+                                     { type = "Paid", data = { total = 5 } } }))
+    assert(store:append("order-2", { { type = "Placed", data = { total = 7 } } }))
+  end)
+
+  it("gives read, read_all and fold events holding exactly the named fields, with the same values", function()
+    local fields = { "type", "data", "version" }
+    local full, picked = {}, {}
+    for ev in store:read("order-1") do full[#full + 1] = project(ev, fields) end
+    for ev in store:read("order-1", { fields = fields }) do
+      assert.same({ "data", "type", "version" }, keys_of(ev))
+      picked[#picked + 1] = ev
+    end
+    assert.same(full, picked)
+
+    local all = {}
+    for ev in store:read_all({ fields = { "position", "stream" } }) do all[#all + 1] = ev end
+    assert.same({ { position = 1, stream = "order-1" }, { position = 2, stream = "order-1" },
+                  { position = 3, stream = "order-2" } }, all)
+
+    local seen = store:fold({ stream = "order-1", fields = { "id" } }, {}, function(st, ev)
+      assert.same({ "id" }, keys_of(ev))
+      st[#st + 1] = ev.id
+    end)
+    local ids = {}
+    for ev in store:read("order-1") do ids[#ids + 1] = ev.id end
+    assert.same(ids, seen)
+  end)
+
+  it("leaves meta out when the event has none, as a full read does", function()
+    local metas = {}
+    for ev in store:read_all({ fields = { "meta" } }) do metas[#metas + 1] = ev.meta or false end
+    assert.same({ { by = "ann" }, false, false }, metas)
+  end)
+
+  it("naming every field is the same as not naming any", function()
+    local a, b = {}, {}
+    for ev in store:read_all() do a[#a + 1] = ev end
+    for ev in store:read_all({ fields = ALL }) do b[#b + 1] = ev end
+    assert.same(a, b)
+  end)
+
+  it("works with filters: category and types select before fields pick", function()
+    local got = {}
+    for ev in store:read_all({ types = { "Placed" }, fields = { "stream" } }) do got[#got + 1] = ev.stream end
+    assert.same({ "order-1", "order-2" }, got)
+  end)
+
+  it("refuses what is not a list of field names", function()
+    assert.has_error(function() store:read("order-1", { fields = "type" }) end,
+      "read: option 'fields' must be a list of event field names")
+    assert.has_error(function() store:read_all({ fields = { "type", "colour" } }) end,
+      "read_all: fields[2] must be one of position, stream, version, type, time, id, schema, meta, data")
+    assert.has_error(function() store:fold({ fields = {} }, 0, function() end) end,
+      "fold: option 'fields' must name at least one field")
+  end)
+end)
