@@ -129,6 +129,19 @@ function M.parser(version)
   rebuild:argument("name", "The projection's name.")
   rebuild:option("--scripts", "The scripts folder that defines the projection."):argname("<folder>"):count(1)
 
+  local serve = parser:command("serve", "An HTTP API, live subscriptions and a web console for a store.")
+    :summary("An HTTP API, live subscriptions and a web console for a store.")
+    :description("Serve the store over HTTP until interrupted: append, read and subscribe (Server-Sent "
+                 .. "Events), views and the read side's status, Prometheus metrics, and a web console at /. "
+                 .. "Listens on 127.0.0.1:8080 unless --listen says otherwise; read-only unless --token-file "
+                 .. "is given, and then writes need 'Authorization: Bearer <token>'. The API is in docs/HTTP.md.")
+  store_dir(serve)
+  serve:option("--listen", "HOST:PORT (or PORT) to listen on; port 0 picks a free one."):argname("<addr>")
+  serve:option("--token-file", "A file holding the token that writes must present."):argname("<file>")
+  serve:option("--scripts", "Load this scripts folder (aggregate states, handler retries)."):argname("<folder>")
+  serve:option("--heartbeat", "Seconds between heartbeats on idle subscriptions (default 15)."):argname("<s>")
+    :convert(seconds)
+
   return parser
 end
 
