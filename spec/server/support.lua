@@ -84,7 +84,7 @@ function M.request(srv, path, opts)
   opts = opts or {}
   local work = helpers.tmpdir()
   local out = work .. "/body"
-  local parts = { "curl -s -o", helpers.quote(out), "-w '%{http_code}'", "--max-time", tostring(opts.max_time or 10) }
+  local parts = { "curl -sS -o", helpers.quote(out), "-w '%{http_code}'", "--max-time", tostring(opts.max_time or 30) }
   if opts.method then parts[#parts + 1] = "-X " .. opts.method end
   if opts.body then
     helpers.write_file(work .. "/req", opts.body)
@@ -94,8 +94,10 @@ function M.request(srv, path, opts)
   if opts.token then parts[#parts + 1] = "-H " .. helpers.quote("Authorization: Bearer " .. opts.token) end
   for _, h in ipairs(opts.headers or {}) do parts[#parts + 1] = "-H " .. helpers.quote(h) end
   parts[#parts + 1] = helpers.quote(srv.url .. path)
+  parts[#parts + 1] = "2>" .. helpers.quote(work .. "/err")
   local status = tonumber(helpers.capture(table.concat(parts, " ")))
   local body = read_file(out) or ""
+  if status == 0 then body = "curl failed: " .. (read_file(work .. "/err") or "") end
   return status, body, (json.decode(body))
 end
 
