@@ -12,6 +12,7 @@
 -- and its id as their causation id.
 -- @module chronicle.reactor
 local core = require "chronicle.core"
+local upcast = require "chronicle.upcast"
 local view = require "chronicle.view"
 local unit_of_work = require "chronicle.unit_of_work"
 
@@ -102,6 +103,7 @@ function M.run_batch(store, r)
     { from = (checkpoint or 0) + 1, to = head, count = r.batch_size, types = r.types, category = r.category },
     0, function(seen, ev)
       current = ev
+      upcast.current(ev)
       local meta = ev.meta
       local ctx = setmetatable({
         event = ev, store = store, uow = uow, appends = appends,
