@@ -131,6 +131,7 @@ function M.run_batch(store, r)
   for _, a in ipairs(appends) do ops.appends[#ops.appends + 1] = a end
   ops.puts[#ops.puts + 1] = { view.CHECKPOINTS, key, new_checkpoint }
   local result, werr = store:write(ops)
+  if result then require("chronicle.repository").place_snapshots(store, ops, result) end
   if not result then
     -- Someone else reacted, or an aggregate moved under us: run the batch again.
     if werr.code == "check_failed" or werr.code == "conflict" then return "progress" end
