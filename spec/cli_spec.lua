@@ -146,6 +146,14 @@ describe("the chronicle command", function()
       end
     end)
 
+    it("says in export's help that it carries events only, so handlers and reactors run again, and points to backup", function()
+      local h = run({ "export", "--help" })
+      local text = h.out:gsub("%s+", " ")
+      assert.matches("events only", text, 1, true)
+      assert.matches("every handler and reactor again", text, 1, true)
+      assert.matches("chronicle backup", text, 1, true)
+    end)
+
     it("keeps the test-only options of tail out of its help", function()
       local h = run({ "tail", "--help" })
       assert.matches("--follow", h.out, 1, true)
