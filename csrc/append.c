@@ -243,12 +243,17 @@ enum { REPLAY_NONE, REPLAY_MIXED, REPLAY_TWICE, REPLAY_STREAM, REPLAY_TYPE, REPL
        REPLAY_PLACE, REPLAY_ORDER };
 static const char *const replay_what[] = { "", "", "", "stream", "type", "data", "meta", "", "" };
 
-/* Is events[j]'s id also the id of an earlier event of this append? */
-static int append_id_seen_before(store *s, size_t upto) {
+/* Does one of the pending events [from, upto) carry the id of pending event `index`? */
+static int append_id_among(store *s, size_t from, size_t upto, size_t index) {
   const pending_event *all = PENDING_EVENTS(s);
-  for (size_t i = 0; i < upto; i++)
-    if (all[i].has_id && memcmp(all[i].id, all[upto].id, 16) == 0) return 1;
+  for (size_t i = from; i < upto; i++)
+    if (all[i].has_id && memcmp(all[i].id, all[index].id, 16) == 0) return 1;
   return 0;
+}
+
+/* Is pending event `index`'s id also the id of an earlier event of this append? */
+static int append_id_seen_before(store *s, size_t index) {
+  return append_id_among(s, 0, index, index);
 }
 
 /* Refuses with duplicate_id for the event at `index` (of all pending events),
@@ -344,7 +349,9 @@ static int append_check_replay(store *s, MDB_txn *txn, pending_stream *ps, uint6
     else if (!codec_equal(v.meta, v.meta_len, bytes + pe->meta_off, pe->meta_len))
       differs = REPLAY_META;
     if (differs) return append_refuse_id(s, ps->first_event + j, pos, head, differs, f);
-    if (pos > head || append_id_seen_before(s, ps->first_event + j))
+    /* written by this append, or replayed by an earlier entry of it (an id twice in
+     * this entry shows as events out of place, checked below) */
+    if (pos > head || append_id_among(s, 0, ps->first_event, ps->first_event + j))
       return append_refuse_id(s, ps->first_event + j, pos, head, REPLAY_TWICE, f);
     if (j == 0) first_version = v.version;
     else if (v.version != first_version + j) in_place = 0;
@@ -352,6 +359,10 @@ static int append_check_replay(store *s, MDB_txn *txn, pending_stream *ps, uint6
     ps->position = pos;
     ps->time = v.time;
   }
+  if (!in_place)
+    for (size_t j = 1; j < ps->n_events; j++)
+      if (append_id_seen_before(s, ps->first_event + j))
+        return append_refuse_id(s, ps->first_event + j, 0, head, REPLAY_TWICE, f);
   if (!in_place || !append_replay_place_ok(ps, first_version)) {
     f->code = "conflict";
     f->replay = in_place ? REPLAY_PLACE : REPLAY_ORDER;

@@ -419,6 +419,18 @@ describe("a replay (every event of the append already stored under its ids)", fu
       { stream = "a", events = { { type = "T", id = u(9) } } },
     })
     assert.matches("used twice in this append", err2.message, 1, true)
+    -- a stored id twice: in one entry, and in two entries that would each be a replay
+    assert(store:append("c", { { type = "T", id = u(8) } }))
+    local _, err3 = store:append("c", { { type = "T", id = u(8) }, { type = "T", id = u(8) } })
+    assert.equals("duplicate_id", err3.code)
+    assert.matches("used twice in this append", err3.message, 1, true)
+    local _, err4 = store:append_many({
+      { stream = "c", events = { { type = "T", id = u(8) } } },
+      { stream = "c", events = { { type = "T", id = u(8) } } },
+    })
+    assert.equals("duplicate_id", err4.code)
+    assert.matches("used twice in this append", err4.message, 1, true)
+    assert.equals(2, err4.index)
   end)
 
   it("marks only the replayed entries of an append_many", function()
