@@ -37,6 +37,7 @@ typedef struct pending_stream {
   size_t first_event, n_events;
   uint64_t version, position;  /* results */
   int64_t time;
+  int replayed;                /* every event was already stored: nothing written */
 } pending_stream;
 
 typedef struct append_failure {
@@ -46,6 +47,8 @@ typedef struct append_failure {
   uint64_t actual_count;
   unsigned char id[16];
   uint64_t position;
+  int replay;                  /* REPLAY_*: why a replay was refused */
+  uint64_t replay_version;     /* the version a refused replay's first event has */
   size_t kv_op;                /* the write() check that failed */
 } append_failure;
 
@@ -77,9 +80,11 @@ static void append_check_expected(lua_State *L, int idx, const char *where, pend
       break;
     }
   }
+  if (lua_type(L, idx) == LUA_TSTRING)
+    luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 "
+               "(got string '%s')", where, lua_tostring(L, idx));
   luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 (got %s)",
-             where, lua_type(L, idx) == LUA_TNUMBER || lua_type(L, idx) == LUA_TSTRING
-                        ? lua_tostring(L, idx) : luaL_typename(L, idx));
+             where, lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
 }
 
 static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
@@ -233,25 +238,94 @@ static int append_put_u64(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t kle
   return mdb_put(txn, dbi, &k, &d, flags);
 }
 
-/* The stream's events all carry ids that are already stored: succeed without
- * writing if they are the same events in the same place, else refuse. */
-static int append_check_replay(store *s, MDB_txn *txn, pending_stream *ps, append_failure *f) {
+/* What a refused replay reports (append_failure.replay). */
+enum { REPLAY_NONE, REPLAY_MIXED, REPLAY_TWICE, REPLAY_STREAM, REPLAY_TYPE, REPLAY_DATA, REPLAY_META,
+       REPLAY_PLACE, REPLAY_ORDER };
+static const char *const replay_what[] = { "", "", "", "stream", "type", "data", "meta", "", "" };
+
+/* Does one of the pending events [from, upto) carry the id of pending event `index`? */
+static int append_id_among(store *s, size_t from, size_t upto, size_t index) {
+  const pending_event *all = PENDING_EVENTS(s);
+  for (size_t i = from; i < upto; i++)
+    if (all[i].has_id && memcmp(all[i].id, all[index].id, 16) == 0) return 1;
+  return 0;
+}
+
+/* Is pending event `index`'s id also the id of an earlier event of this append? */
+static int append_id_seen_before(store *s, size_t index) {
+  return append_id_among(s, 0, index, index);
+}
+
+/* Refuses with duplicate_id for the event at `index` (of all pending events),
+ * stored at pos; names the id used twice when this append wrote it itself. */
+static int append_refuse_id(store *s, size_t index, uint64_t pos, uint64_t head, int why,
+                            append_failure *f) {
+  f->code = "duplicate_id";
+  memcpy(f->id, PENDING_EVENTS(s)[index].id, 16);
+  if (pos > head || append_id_seen_before(s, index)) {
+    f->replay = REPLAY_TWICE;
+    f->position = 0;
+  } else {
+    f->replay = why;
+    f->position = pos;
+  }
+  return APPEND_REFUSED;
+}
+
+/* Looks up a stored id: 0 with *pos, MDB_NOTFOUND, or an LMDB error. */
+static int append_find_id(MDB_txn *txn, envref *e, const unsigned char *id, uint64_t *pos) {
+  MDB_val k = { 16, (void *)id }, d;
+  int rc = mdb_get(txn, e->dbi[DB_EVENT_IDS], &k, &d);
+  if (rc) return rc;
+  if (d.mv_size != 8) return MDB_CORRUPTED;
+  *pos = get_u64be(d.mv_data);
+  return 0;
+}
+
+/* Does `expected` name the place where a replay's first event sits? */
+static int append_replay_place_ok(const pending_stream *ps, uint64_t first_version) {
+  switch (ps->expected) {
+    case EXPECT_NO_STREAM: return first_version == 0;
+    case EXPECT_EXISTS: return first_version > 0;
+    case EXPECT_VERSION: return first_version == ps->expected_version + 1;
+    default: return 1;
+  }
+}
+
+/* Some of the stream's events carry ids that are already stored. This is a
+ * replay, which succeeds without writing, only when every event is stored,
+ * each is the same event (same id, stream, type, data and meta, compared as
+ * values), they are consecutive in the stream in the given order, and
+ * `expected` names the place of the first one (as it did for the original
+ * append). Else duplicate_id (some ids new, or a stored event differs) or
+ * conflict (the same events, but not at the place this append asks for). */
+static int append_check_replay(store *s, MDB_txn *txn, pending_stream *ps, uint64_t head,
+                               uint64_t count, append_failure *f) {
   envref *e = s->e;
   const unsigned char *bytes = s->scratch_bytes.data;
-  uint64_t first_version = 0;
+  pending_event *events = &PENDING_EVENTS(s)[ps->first_event];
+  uint64_t pos;
+  int rc;
+  /* A mix of stored and new events is no replay: name the first stored one. */
+  size_t first_stored = ps->n_events;
+  int any_new = 0;
   for (size_t j = 0; j < ps->n_events; j++) {
-    pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
-    memcpy(f->id, pe->id, 16);
-    f->position = 0;
-    f->code = "duplicate_id";
-    if (!pe->has_id) return APPEND_REFUSED;
-    MDB_val k = { 16, pe->id }, d;
-    int rc = mdb_get(txn, e->dbi[DB_EVENT_IDS], &k, &d);
-    if (rc == MDB_NOTFOUND) return APPEND_REFUSED;
+    if (!events[j].has_id) { any_new = 1; continue; }
+    rc = append_find_id(txn, e, events[j].id, &pos);
+    if (rc == MDB_NOTFOUND) { any_new = 1; continue; }
     if (rc) return rc;
-    if (d.mv_size != 8) return MDB_CORRUPTED;
-    uint64_t pos = get_u64be(d.mv_data);
-    f->position = pos;
+    if (first_stored == ps->n_events) first_stored = j;
+  }
+  if (any_new) {
+    rc = append_find_id(txn, e, events[first_stored].id, &pos);
+    if (rc) return rc;
+    return append_refuse_id(s, ps->first_event + first_stored, pos, head, REPLAY_MIXED, f);
+  }
+  uint64_t first_version = 0;
+  int in_place = 1;
+  for (size_t j = 0; j < ps->n_events; j++) {
+    pending_event *pe = &events[j];
+    if ((rc = append_find_id(txn, e, pe->id, &pos))) return rc;
     unsigned char pk[8];
     put_u64be(pk, pos);
     MDB_val lk = { 8, pk }, rec;
@@ -261,17 +335,41 @@ static int append_check_replay(store *s, MDB_txn *txn, pending_stream *ps, appen
     const char *why;
     if (record_parse(rec.mv_data, rec.mv_size, &v, &why) != 0) {
       f->code = "corrupt";
+      memcpy(f->id, pe->id, 16);
+      f->position = pos;
       return APPEND_REFUSED;
     }
+    int differs = REPLAY_NONE;
+    if (v.stream_len != ps->name_len || memcmp(v.stream, bytes + ps->name_off, v.stream_len))
+      differs = REPLAY_STREAM;
+    else if (v.type_len != pe->type_len || memcmp(v.type, bytes + pe->type_off, v.type_len))
+      differs = REPLAY_TYPE;
+    else if (!codec_equal(v.data, v.data_len, bytes + pe->data_off, pe->data_len))
+      differs = REPLAY_DATA;
+    else if (!codec_equal(v.meta, v.meta_len, bytes + pe->meta_off, pe->meta_len))
+      differs = REPLAY_META;
+    if (differs) return append_refuse_id(s, ps->first_event + j, pos, head, differs, f);
+    /* written by this append, or replayed by an earlier entry of it (an id twice in
+     * this entry shows as events out of place, checked below) */
+    if (pos > head || append_id_among(s, 0, ps->first_event, ps->first_event + j))
+      return append_refuse_id(s, ps->first_event + j, pos, head, REPLAY_TWICE, f);
     if (j == 0) first_version = v.version;
-    if (v.stream_len != ps->name_len || memcmp(v.stream, bytes + ps->name_off, v.stream_len) ||
-        v.type_len != pe->type_len || memcmp(v.type, bytes + pe->type_off, v.type_len) ||
-        !codec_equal(v.data, v.data_len, bytes + pe->data_off, pe->data_len) ||
-        v.version != first_version + j)
-      return APPEND_REFUSED;
-    ps->version = v.version;
+    else if (v.version != first_version + j) in_place = 0;
+    ps->version = v.version;                /* the original result: its last event */
     ps->position = pos;
     ps->time = v.time;
+  }
+  if (!in_place)
+    for (size_t j = 1; j < ps->n_events; j++)
+      if (append_id_seen_before(s, ps->first_event + j))
+        return append_refuse_id(s, ps->first_event + j, 0, head, REPLAY_TWICE, f);
+  if (!in_place || !append_replay_place_ok(ps, first_version)) {
+    f->code = "conflict";
+    f->replay = in_place ? REPLAY_PLACE : REPLAY_ORDER;
+    f->exists = 1;
+    f->actual_count = count;
+    f->replay_version = first_version;
+    return APPEND_REFUSED;
   }
   return 0;
 }
@@ -329,6 +427,7 @@ static int append_in_txn(store *s, MDB_txn *txn, size_t nstreams, append_failure
   int64_t now = append_now();
   int rc = log_head(txn, e, &head);
   if (rc) return rc;
+  const uint64_t start_head = head;     /* ids stored above it were written by this append */
   for (size_t i = 0; i < nstreams; i++) {
     pending_stream *ps = &PENDING_STREAMS(s)[i];
     pending_event *events = &PENDING_EVENTS(s)[ps->first_event];
@@ -348,8 +447,9 @@ static int append_in_txn(store *s, MDB_txn *txn, size_t nstreams, append_failure
       else if (rc != MDB_NOTFOUND) return rc;
     }
     if (any_known_id) {
-      rc = append_check_replay(s, txn, ps, f);
+      rc = append_check_replay(s, txn, ps, start_head, exists ? m.count : 0, f);
       if (rc) return rc;
+      ps->replayed = 1;
       continue;                       /* already written: nothing to do */
     }
     if (!append_expected_ok(ps, exists, &m)) {
@@ -433,7 +533,20 @@ static void append_push_conflict(lua_State *L, store *s, const append_failure *f
       snprintf(want, sizeof want, "%s", ps->expected == EXPECT_NO_STREAM ? "no stream" : "an existing stream");
     if (f->exists) snprintf(got, sizeof got, "is at version %llu", (unsigned long long)(f->actual_count - 1));
     else snprintf(got, sizeof got, "does not exist");
-    int err = cerr_new(L, "conflict", "stream '%s' %s, expected %s", name, got, want);
+    int err;
+    if (f->replay == REPLAY_ORDER)
+      err = cerr_new(L, "conflict", "stream '%s' %s: the events of this append are stored in it, "
+                     "but not one after the other in this order", name, got);
+    else if (f->replay == REPLAY_PLACE)
+      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s: the events of this append are "
+                     "already stored in it from version %I on", name, got, want,
+                     (lua_Integer)f->replay_version);
+    else
+      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s", name, got, want);
+    if (f->replay == REPLAY_PLACE || f->replay == REPLAY_ORDER) {
+      lua_pushinteger(L, (lua_Integer)f->replay_version);
+      lua_setfield(L, err, "stored_version");
+    }
     if (ps->expected == EXPECT_VERSION) lua_pushinteger(L, (lua_Integer)ps->expected_version);
     else lua_pushstring(L, expect_names[ps->expected]);
     lua_setfield(L, err, "expected");
@@ -449,7 +562,16 @@ static void append_push_conflict(lua_State *L, store *s, const append_failure *f
     if (strcmp(f->code, "corrupt") == 0)
       err = cerr_new(L, "corrupt", "the stored event with id %s (position %I) is damaged", id,
                      (lua_Integer)f->position);
-    else if (f->position)
+    else if (f->replay == REPLAY_MIXED)
+      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I, and this append "
+                     "mixes it with new events (a replay repeats stored events only)", id,
+                     (lua_Integer)f->position);
+    else if (f->position && f->replay >= REPLAY_STREAM && f->replay <= REPLAY_META) {
+      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different "
+                     "event: its %s differs", id, (lua_Integer)f->position, replay_what[f->replay]);
+      lua_pushstring(L, replay_what[f->replay]);
+      lua_setfield(L, err, "differs");
+    } else if (f->position)
       err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different event",
                      id, (lua_Integer)f->position);
     else
@@ -492,6 +614,10 @@ static int append_finish(lua_State *L, store *s, size_t nstreams, int many, int 
     lua_setfield(L, -2, "position");
     lua_pushinteger(L, ps->time);
     lua_setfield(L, -2, "time");
+    if (ps->replayed) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "replayed");
+    }
     return 1;
   }
   lua_createtable(L, (int)nstreams, 1);
@@ -507,6 +633,10 @@ static int append_finish(lua_State *L, store *s, size_t nstreams, int many, int 
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, (lua_Integer)ps->position);
     lua_setfield(L, -2, "position");
+    if (ps->replayed) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "replayed");
+    }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
     if (ps->position > last) last = ps->position;
   }

@@ -276,6 +276,186 @@ describe("store:append", function()
   end)
 end)
 
+describe("a replay (every event of the append already stored under its ids)", function()
+  after_each(helpers.cleanup)
+
+  local function u(n) return helpers.uuid(n) end
+  local function two(meta)
+    return { { type = "Placed", id = u(1), data = { total = 10 }, meta = meta },
+             { type = "Paid", id = u(2), data = { amount = 10 }, meta = meta } }
+  end
+
+  -- order-1 holds one event of its own at version 0, then the two events at versions 1 and 2.
+  local function stored()
+    local store = helpers.open()
+    helpers.fill(store, "other", 2)
+    assert(store:append("order-1", { { type = "Opened" } }))
+    local first = assert(store:append("order-1", two({ correlation_id = "c-1" }), { expected = 0 }))
+    helpers.fill(store, "other", 1)
+    return store, first
+  end
+
+  for _, case in ipairs({
+    { "chronicle.ANY", function() return chronicle.ANY end },
+    { "the version the original append expected", function() return 0 end },
+    { "chronicle.EXISTS (the first event is not at version 0)", function() return chronicle.EXISTS end },
+  }) do
+    it("succeeds with the original result, marked replayed, when expected is " .. case[1], function()
+      local store, first = stored()
+      local before = helpers.snapshot(store)
+      local again, err = store:append("order-1", two({ correlation_id = "c-1" }), { expected = case[2]() })
+      assert.is_nil(err)
+      helpers.result(again, first.version, first.position)
+      assert.equals(first.time, again.time)
+      assert.is_true(again.replayed)
+      assert.is_nil(first.replayed)
+      assert.same(before, helpers.snapshot(store))
+    end)
+  end
+
+  for _, case in ipairs({
+    { "a stale version", 1 }, { "a version past the stream", 5 }, { "chronicle.NO_STREAM", chronicle.NO_STREAM },
+  }) do
+    it("is a conflict when expected is " .. case[1] .. " (not where the events are)", function()
+      local store = stored()
+      local before = helpers.snapshot(store)
+      local res, err = store:append("order-1", two({ correlation_id = "c-1" }), { expected = case[2] })
+      assert.is_nil(res)
+      assert.equals("conflict", err.code)
+      assert.equals(case[2], err.expected)
+      assert.equals(2, err.actual)
+      assert.equals(1, err.stored_version)
+      assert.equals("order-1", err.stream)
+      assert.same(before, helpers.snapshot(store))
+    end)
+  end
+
+  it("with NO_STREAM succeeds when the first event is the stream's version 0", function()
+    local store = helpers.open()
+    local first = assert(store:append("order-2", two(), { expected = chronicle.NO_STREAM }))
+    local again = assert(store:append("order-2", two(), { expected = chronicle.NO_STREAM }))
+    helpers.result(again, first.version, first.position)
+    local _, err = store:append("order-2", two(), { expected = chronicle.EXISTS })
+    assert.equals("conflict", err.code)
+    assert.equals(1, err.actual)
+  end)
+
+  it("is a conflict when the stored events are not consecutive in the given order", function()
+    local store = stored()
+    local swapped = two({ correlation_id = "c-1" })
+    swapped[1], swapped[2] = swapped[2], swapped[1]
+    local res, err = store:append("order-1", swapped)
+    assert.is_nil(res)
+    assert.equals("conflict", err.code)
+    assert.equals(2, err.actual)
+    assert.matches("not one after the other", err.message, 1, true)
+  end)
+
+  for _, case in ipairs({
+    { "meta", 1, function(evs) evs[1].meta = { correlation_id = "c-2" } end },
+    { "meta", 2, function(evs) evs[2].meta = nil end },
+    { "data", 2, function(evs) evs[2].data = { amount = 11 } end },
+    { "type", 1, function(evs) evs[1].type = "Quoted" end },
+  }) do
+    it("is duplicate_id naming what differs when event " .. case[2] .. "'s " .. case[1] .. " differs", function()
+      local store = stored()
+      local evs = two({ correlation_id = "c-1" })
+      case[3](evs)
+      local changed = case[2]
+      local res, err = store:append("order-1", evs)
+      assert.is_nil(res)
+      assert.equals("duplicate_id", err.code)
+      assert.equals(case[1], err.differs)
+      assert.equals(u(changed), err.id)
+      assert.equals(3 + changed, err.position)
+      assert.matches("its " .. case[1] .. " differs", err.message, 1, true)
+      assert.matches("position " .. (3 + changed), err.message, 1, true)
+    end)
+  end
+
+  it("is duplicate_id naming the stream when the id is stored in another stream", function()
+    local store = stored()
+    local _, err = store:append("order-9", two({ correlation_id = "c-1" }))
+    assert.equals("duplicate_id", err.code)
+    assert.equals("stream", err.differs)
+    assert.equals(4, err.position)
+  end)
+
+  it("mixing stored and new events is duplicate_id naming the first stored id at its real position", function()
+    local store = stored()
+    local before = helpers.snapshot(store)
+    local evs = two({ correlation_id = "c-1" })
+    evs[3] = { type = "Shipped", id = u(3) }
+    local res, err = store:append("order-1", evs)
+    assert.is_nil(res)
+    assert.equals("duplicate_id", err.code)
+    assert.equals(u(1), err.id)
+    assert.equals(4, err.position)
+    assert.matches("already stored at position 4", err.message, 1, true)
+    assert.same(before, helpers.snapshot(store))
+    -- a new event first, without an id, then a stored one
+    local _, err2 = store:append("order-1", { { type = "Shipped" }, two({ correlation_id = "c-1" })[2] })
+    assert.equals(u(2), err2.id)
+    assert.equals(5, err2.position)
+  end)
+
+  it("an id in two append_many entries is 'used twice in this append', not a position past the head", function()
+    local store = helpers.open()
+    helpers.fill(store, "other", 5)
+    local res, err = store:append_many({
+      { stream = "a", events = { { type = "T", id = u(9) } } },
+      { stream = "b", events = { { type = "T", id = u(9) } } },
+    })
+    assert.is_nil(res)
+    assert.equals("duplicate_id", err.code)
+    assert.equals(u(9), err.id)
+    assert.is_nil(err.position)
+    assert.matches("used twice in this append", err.message, 1, true)
+    assert.equals(2, err.index)
+    assert.equals(5, store:head())
+    -- the same entry twice, same stream: still no replay of itself
+    local _, err2 = store:append_many({
+      { stream = "a", events = { { type = "T", id = u(9) } } },
+      { stream = "a", events = { { type = "T", id = u(9) } } },
+    })
+    assert.matches("used twice in this append", err2.message, 1, true)
+    -- a stored id twice: in one entry, and in two entries that would each be a replay
+    assert(store:append("c", { { type = "T", id = u(8) } }))
+    local _, err3 = store:append("c", { { type = "T", id = u(8) }, { type = "T", id = u(8) } })
+    assert.equals("duplicate_id", err3.code)
+    assert.matches("used twice in this append", err3.message, 1, true)
+    local _, err4 = store:append_many({
+      { stream = "c", events = { { type = "T", id = u(8) } } },
+      { stream = "c", events = { { type = "T", id = u(8) } } },
+    })
+    assert.equals("duplicate_id", err4.code)
+    assert.matches("used twice in this append", err4.message, 1, true)
+    assert.equals(2, err4.index)
+  end)
+
+  it("marks only the replayed entries of an append_many", function()
+    local store = stored()
+    local res = assert(store:append_many({
+      { stream = "order-1", events = two({ correlation_id = "c-1" }), expected = 0 },
+      { stream = "order-3", events = { { type = "Placed" } } },
+    }))
+    assert.is_true(res[1].replayed)
+    assert.is_nil(res[2].replayed)
+    assert.equals(5, res[1].position)
+    assert.equals(7, res[2].position)
+  end)
+end)
+
+describe("expected given as a string", function()
+  after_each(helpers.cleanup)
+
+  it("is refused with the value shown as a string", function()
+    local store = helpers.open()
+    local text = helpers.raises(store.append, store, "s", { { type = "T" } }, { expected = "1" })
+    assert.matches("got string '1'", text, 1, true)
+  end)
+end)
+
 describe("store:append_many", function()
   after_each(helpers.cleanup)
 

@@ -146,6 +146,14 @@ describe("the chronicle command", function()
       end
     end)
 
+    it("says in export's help that it carries events only, so handlers and reactors run again, and points to backup", function()
+      local h = run({ "export", "--help" })
+      local text = h.out:gsub("%s+", " ")
+      assert.matches("events only", text, 1, true)
+      assert.matches("every handler and reactor again", text, 1, true)
+      assert.matches("chronicle backup", text, 1, true)
+    end)
+
     it("keeps the test-only options of tail out of its help", function()
       local h = run({ "tail", "--help" })
       assert.matches("--follow", h.out, 1, true)
@@ -409,6 +417,60 @@ describe("the chronicle command", function()
       assert.equals(read_file(whole), run({ "export", dst }).out)
     end)
 
+    it("counts truthfully when two imports of the same file run at the same time", function()
+      local work = helpers.tmpdir()
+      local file = work .. "/many.jsonl"
+      local f = assert(io.open(file, "wb"))
+      local n = 20000
+      for i = 1, n do
+        f:write(string.format('{"stream":"item-%d","type":"Counted","id":"%s","data":%d}\n', i % 97,
+                              helpers.uuid(i), i))
+      end
+      f:close()
+      local dst = work .. "/store"
+      assert(chronicle.open(dst)):close()
+      local a = start("timeout 120 " .. helpers.lua_command(BIN, "import", dst, file))
+      local b = start("timeout 120 " .. helpers.lua_command(BIN, "import", dst, file))
+      local ca, cb = exit_status(a, 150), exit_status(b, 150)
+      assert.equals(0, ca, read_file(a.err))
+      assert.equals(0, cb, read_file(b.err))
+      local total_written = 0
+      for _, p in ipairs({ a, b }) do
+        local out = read_file(p.out):gsub("(%d),(%d)", "%1%2")
+        local r, w, s = out:match("(%d+) events read, (%d+) written, (%d+) already in the store")
+        assert.equals(n, tonumber(r), out)
+        assert.equals(n, tonumber(w) + tonumber(s), read_file(p.out))
+        total_written = total_written + tonumber(w)
+      end
+      assert.equals(n, total_written, "the two imports claim to have written more events than the store holds")
+      assert.equals(n, #all_events(dst))
+    end)
+
+    it("names the input line of an event the store refuses, without chronicle's own paths", function()
+      local work = helpers.tmpdir()
+      local file = work .. "/bad.jsonl"
+      helpers.write_file(file, '{"stream":"a-1","type":"T"}\n\n{"stream":"a-1","type":"T","id":"nope"}\n')
+      local r = run({ "import", work .. "/store", file })
+      assert_fails(r, 1, "^chronicle import: line 3: id must be a UUID string")
+      assert.is_nil(r.err:find(".lua:", 1, true), r.err)
+      assert.is_nil(r.err:find("append_many", 1, true), r.err)
+      helpers.write_file(file, '{"stream":"a-1","type":"T"}\n{"stream":"a-2","type":"' .. ("x"):rep(300) .. '"}\n')
+      r = run({ "import", work .. "/store2", file })
+      assert_fails(r, 1, "^chronicle import: line 2: type must be a string of 1 to %d+ bytes")
+    end)
+
+    it("names the input line of an event whose id is stored as a different event, in a batch with new events", function()
+      local dir = small_store()
+      local work = helpers.tmpdir()
+      local file = work .. "/e.jsonl"
+      local lines_out = lines(run({ "export", dir }).out)
+      lines_out[3] = lines_out[3]:gsub('"owner":"Bob"', '"owner":"Eve"')
+      table.insert(lines_out, 1, '{"stream":"new-1","type":"T"}')
+      helpers.write_file(file, table.concat(lines_out, "\n") .. "\n")
+      local r = run({ "import", dir, file })
+      assert_fails(r, 1, "^chronicle import: line 4: event id %S+ is already stored at position 3 as a different event: its data differs")
+    end)
+
     it("exports a range of positions", function()
       local dir = small_store()
       local r = run({ "export", dir, "--from", "2", "--to", "3" })
@@ -610,6 +672,22 @@ describe("the chronicle command", function()
       assert.matches("\n> 5  %S+Z  account%-1@2  Withdrawn  { amount = 30 }\n", r.out)
       assert.matches("\n> >> >> >> > { balance = 70 }\t2\n> { balance = 100 }\t1\n> 100\n> $", r.out)
       assert.equals("stdin:1: boom\nstdin:1: attempt to index a nil value (global 'nosuch')\n", r.err)
+    end)
+
+    it("prints event times as ISO 8601 UTC times, the integer nanoseconds still a keystroke away", function()
+      local store, dir = helpers.open()
+      local t = 1795000000123456789
+      assert(store:append("a-1", { { type = "T", time = t, data = { x = 1 } } }))
+      store:close()
+      local work = helpers.tmpdir()
+      helpers.write_file(work .. "/in", "tail(1)\ntail(1)[1]\ntail(1)[1].time\nmath.type(tail(1)[1].time)\n")
+      local r = run({ "repl", dir }, { stdin = work .. "/in" })
+      assert.equals(0, r.code, r.err)
+      local iso = require("chronicle.cli.time").iso(t)
+      assert.equals("2026-11-18T11:06:40.123456789Z", iso)
+      assert.matches("> 1  2026-11-18T11:06:40.123456Z  a-1@0  T  { x = 1 }\n", r.out, 1, true)
+      assert.matches("  time = 1795000000123456789 --[[2026-11-18T11:06:40.123456789Z]],\n", r.out, 1, true)
+      assert.matches("\n> 1795000000123456789\n> \"integer\"\n", r.out, 1, true)
     end)
 
     it("opens an existing store read-only with --readonly", function()

@@ -172,6 +172,63 @@ describe("snapshots", function()
     same((full:load("1")), state, "snapshot + tail")
   end)
 
+  it("carry the position and time of their last event, so loads by position and time use them", function()
+    local counter = {}
+    local carts = store:repository(chronicle.aggregate(cart_def(counter, { snapshot_every = 10 })))
+    assert(carts:execute("1", "create", { owner = "ann" }))
+    local at = {}                                   -- version -> the event's position and time
+    for i = 1, 44 do
+      helpers.fill(store, "noise", 1)               -- positions and versions part ways
+      local res = assert(carts:execute("1", "add", { sku = "s" .. (i % 4), qty = i }))
+      at[res.version] = { position = res.position, time = res.events[1].time }
+    end
+    local snap = snapshot_of(store, "cart-1")
+    assert.equals(39, snap.version)
+    assert.equals(at[39].position, snap.position)
+    assert.equals(at[39].time, snap.time)
+    local full = store:repository(chronicle.aggregate(cart_def()))
+    for _, query in ipairs({ { position = at[42].position }, { time = at[42].time } }) do
+      counter.applied = 0
+      local state, version = carts:load("1", query)
+      assert.equals(42, version)
+      assert.equals(3, counter.applied, "a load by " .. next(query) .. " replayed events the snapshot covers")
+      same((full:load("1", { version = 42 })), state, "snapshot + tail")
+    end
+    -- a snapshot newer than the point asked for is not used
+    counter.applied = 0
+    local _, version = carts:load("1", { position = at[30].position })
+    assert.equals(30, version)
+    assert.equals(31, counter.applied)
+  end)
+
+  it("take the position from the store also when a unit of work crosses the boundary", function()
+    local carts = store:repository(chronicle.aggregate(cart_def(nil, { snapshot_every = 3 })))
+    assert(carts:execute("1", "create", { owner = "ann" }))
+    helpers.fill(store, "noise", 2)
+    local res = assert(store:unit_of_work(function(uow)
+      uow:execute(carts, "1", "add_many", { sku = "k", n = 3 })
+    end))
+    local snap = snapshot_of(store, "cart-1")
+    assert.equals(3, snap.version)
+    assert.equals(res.position, snap.position)
+  end)
+
+  it("without a position (written by older versions) are still read, but not for position or time loads", function()
+    local counter = {}
+    local carts = store:repository(chronicle.aggregate(cart_def(counter, { snapshot_every = 10 })))
+    assert(carts:execute("1", "create", { owner = "ann" }))
+    for i = 1, 14 do assert(carts:execute("1", "add", { sku = "x", qty = i })) end
+    local snap = snapshot_of(store, "cart-1")
+    snap.position, snap.time = nil, nil
+    assert(store:write { puts = { { "snapshots", "cart-1", snap } } })
+    counter.applied = 0
+    assert.equals(14, select(2, carts:load("1")))
+    assert.equals(5, counter.applied, "the old snapshot is used for a plain load")
+    counter.applied = 0
+    assert.equals(14, select(2, carts:load("1", { position = store:head() })))
+    assert.equals(15, counter.applied, "an old snapshot was trusted for a position load")
+  end)
+
   it("are used as they are stored: load trusts a snapshot it finds (so the tests above see it in use)", function()
     local carts = store:repository(chronicle.aggregate(cart_def(nil, { snapshot_every = 4 })))
     assert(carts:execute("1", "create", { owner = "ann" }))

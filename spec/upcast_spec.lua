@@ -195,3 +195,75 @@ describe("upcasting", function()
     assert.is_false((pcall(chronicle.upcast, fresh_type("X"), 1, "not a function")))
   end)
 end)
+
+describe("upcasting for every consumer chronicle drives", function()
+  local store
+  before_each(function() store = helpers.open({ durability = "nosync" }) end)
+  after_each(helpers.cleanup)
+
+  local function run() return chronicle.runner(store):run({ until_idle = true }) end
+
+  -- Registers the process-wide chain v1 -> v2 -> v3 for a fresh type and writes the old history.
+  local function old_history()
+    local T = fresh_type("Deposited")
+    chronicle.upcast(T, 1, v1_to_v2)
+    chronicle.upcast(T, 2, v2_to_v3)
+    write_old_history(store, T)
+    return T
+  end
+
+  local function current_shape(ev)
+    assert(math.type(ev.data.amount) == "integer" and type(ev.data.currency) == "string" and ev.data.amt == nil,
+           "saw an old shape")
+    assert(ev.schema == 3, "schema is not the current one")
+    return ev.data.amount .. ev.data.currency
+  end
+
+  it("gives a projection the current shape", function()
+    local T = old_history()
+    store:projection { name = "totals", handlers = {
+      [T] = function(v, ev) v:put("v" .. ev.version, current_shape(ev)) end,
+    } }
+    run()
+    local rows = {}
+    for k, val in store:view("totals"):pairs() do rows[k] = val end
+    assert.same({ v0 = "100EUR", v1 = "20EUR", v2 = "3EUR", v3 = "4USD" }, rows)
+    assert.is_nil(store:projection_status().totals.fault)
+  end)
+
+  it("gives a handler the current shape, on delivery and on a dead-letter retry", function()
+    local T = old_history()
+    local seen, failing = {}, true
+    store:on(T, function(ev)
+      if failing and ev.version == 2 then error("mail server down") end
+      seen[#seen + 1] = current_shape(ev)
+    end, { name = "mailer", retries = 0 })
+    run()
+    assert.same({ "100EUR", "20EUR", "4USD" }, seen)
+    failing = false
+    assert.equals(1, (store:retry_dead_letters("mailer")))
+    assert.same({ "100EUR", "20EUR", "4USD", "3EUR" }, seen)
+  end)
+
+  it("gives a reactor the current shape", function()
+    local T = old_history()
+    store:reactor { name = "receipts", handlers = {
+      [T] = function(ev) return { { stream = "receipt-" .. ev.version, type = "Receipt", data = current_shape(ev) } } end,
+    } }
+    run()
+    local got = {}
+    for ev in store:read_all({ types = { "Receipt" } }) do got[#got + 1] = ev.data end
+    assert.same({ "100EUR", "20EUR", "3EUR", "4USD" }, got)
+  end)
+
+  it("leaves the raw reads (read, read_all, fold) with the stored data", function()
+    local T = old_history()
+    local raw = collect(store:read("account-1"))
+    assert.same({ amt = "100" }, raw[1].data)
+    assert.equals(1, raw[1].schema)
+    assert.same({ amt = "100" }, collect(store:read_all())[1].data)
+    local first = store:fold({}, nil, function(acc, ev) return acc or ev end)
+    assert.same({ amt = "100" }, first.data)
+    assert.equals(T, first.type)
+  end)
+end)

@@ -5,6 +5,7 @@
 -- handler moves on, so one bad event or one failing handler blocks nothing.
 -- @module chronicle.handler
 local core = require "chronicle.core"
+local upcast = require "chronicle.upcast"
 local view = require "chronicle.view"
 
 local M = {}
@@ -43,6 +44,8 @@ local function checkpoint_key(h) return "h:" .. h.name end
 local function letter_key(name, position) return ("%s:%020d"):format(name, position) end
 
 local function attempt(h, ev)
+  local upcast_ok, upcast_err = pcall(upcast.current, ev)   -- no upcaster: a dead letter
+  if not upcast_ok then return false, tostring(upcast_err) end
   local err
   for _ = 0, h.retries do
     local ok, e = pcall(h.fn, ev)

@@ -67,8 +67,9 @@ end
 -- See chronicle.aggregate.
 M.aggregate = aggregate.define
 
---- Registers an upcaster for every reader in this process:
--- `fn(data, event)` turns `type_name` data of schema `version` into `version + 1`.
+--- Registers an upcaster for every consumer in this process (repositories,
+-- projections, handlers, reactors; the raw reads `read`, `read_all` and `fold`
+-- return stored data unchanged): `fn(data, event)` turns `type_name` data of schema `version` into `version + 1`.
 function M.upcast(type_name, version, fn)
   upcast.global:add(type_name, version, fn)
 end

@@ -8,6 +8,7 @@
 -- seeing the previous one, and switches atomically when it has caught up.
 -- @module chronicle.projection
 local core = require "chronicle.core"
+local upcast = require "chronicle.upcast"
 local view = require "chronicle.view"
 
 local M = {}
@@ -256,7 +257,7 @@ function M.run_batch(store, p, state)
         local h = handlers[ev.type]
         if h then
           current = ev
-          h(v, ev)
+          h(v, upcast.current(ev))
         end
         return seen + 1
       end)

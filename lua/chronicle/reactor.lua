@@ -12,6 +12,7 @@
 -- and its id as their causation id.
 -- @module chronicle.reactor
 local core = require "chronicle.core"
+local upcast = require "chronicle.upcast"
 local view = require "chronicle.view"
 local unit_of_work = require "chronicle.unit_of_work"
 
@@ -102,6 +103,7 @@ function M.run_batch(store, r)
     { from = (checkpoint or 0) + 1, to = head, count = r.batch_size, types = r.types, category = r.category },
     0, function(seen, ev)
       current = ev
+      upcast.current(ev)
       local meta = ev.meta
       local ctx = setmetatable({
         event = ev, store = store, uow = uow, appends = appends,
@@ -129,6 +131,7 @@ function M.run_batch(store, r)
   for _, a in ipairs(appends) do ops.appends[#ops.appends + 1] = a end
   ops.puts[#ops.puts + 1] = { view.CHECKPOINTS, key, new_checkpoint }
   local result, werr = store:write(ops)
+  if result then require("chronicle.repository").place_snapshots(store, ops, result) end
   if not result then
     -- Someone else reacted, or an aggregate moved under us: run the batch again.
     if werr.code == "check_failed" or werr.code == "conflict" then return "progress" end

@@ -136,7 +136,7 @@ function Repository:load_state(id, at, may_snapshot)
   -- A load that replayed a whole period writes the snapshot it could have used.
   if may_snapshot and at == nil and agg.snapshot_every and count >= agg.snapshot_every
       and not store.options.readonly then
-    self:write_snapshot(stream, final, version, last_position)
+    self:write_snapshot(stream, final, version, last_position, self:time_at(last_position))
   end
   return final, version
 end
@@ -146,6 +146,12 @@ function Repository:write_snapshot(stream, state, version, position, time)
   return self.store:write { puts = { { M.SNAPSHOTS, stream, {
     version = version, position = position, time = time, schema = self.aggregate.schema_version, state = state,
   } } } }
+end
+
+-- The time of the event at `position` (nil when there is none).
+function Repository:time_at(position)
+  if not position then return nil end
+  for ev in self.store:read_all({ from = position, count = 1 }) do return ev.time end
 end
 
 --- The snapshot stored for aggregate `id`, or nil.
@@ -236,6 +242,33 @@ function M.write_ops(repo, id, events, version, new_state, new_version, ops)
   end
 end
 
+--- After `store:write(ops)` committed: gives the snapshots that write put the
+-- position of their last event (only known once the events are written), so
+-- that loads by position or time can use them. Best effort, like every
+-- snapshot: a snapshot replaced meanwhile is left alone, and one left without
+-- a position is only not used for position and time loads.
+function M.place_snapshots(store, ops, result)
+  if not result or result.dry_run or not ops.puts then return end
+  local checks, puts = {}, {}
+  for _, put in ipairs(ops.puts) do
+    local snap = put[1] == M.SNAPSHOTS and put[3]
+    if type(snap) == "table" and snap.position == nil then
+      for i, entry in ipairs(ops.appends) do
+        if entry.stream == put[2] and result[i] then
+          local placed = {}
+          for k, v in pairs(snap) do placed[k] = v end
+          placed.position = result[i].position
+          checks[#checks + 1] = { M.SNAPSHOTS, put[2], snap }
+          puts[#puts + 1] = { M.SNAPSHOTS, put[2], placed }
+        end
+      end
+    end
+  end
+  for i = 1, #puts do
+    store:write { checks = { checks[i] }, puts = { puts[i] } }
+  end
+end
+
 -- Copies positions from a write result onto the events, in order.
 function M.set_positions(events, last_position)
   local n = #events
@@ -288,6 +321,7 @@ function Repository:execute(id, command, args, opts)
     M.write_ops(self, id, full, version, new_state, new_version, ops)
     local result, err = self.store:write(ops)
     if result then
+      M.place_snapshots(self.store, ops, result)
       M.set_positions(full, result[1].position)
       if not result.dry_run then self:remember(id, new_state, new_version) end
       return { state = new_state, version = new_version, events = full, position = result.position,
@@ -360,7 +394,7 @@ function Repository:rebuild_snapshots()
     local final, count, last_position, last_version = self.store:fold(stream, agg.initial(), self:applier())
     if final == nil and type(count) == "table" then return nil, count end
     if count > 0 then
-      local ok, err = self:write_snapshot(stream, final, last_version, last_position)
+      local ok, err = self:write_snapshot(stream, final, last_version, last_position, self:time_at(last_position))
       if not ok then return nil, err end
       written = written + 1
     end

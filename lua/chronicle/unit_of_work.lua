@@ -96,6 +96,7 @@ function UnitOfWork:commit(dry_run)
   if #written == 0 then return result end
   local res, err = self.store:write(ops)
   if not res then return nil, err end
+  repository.place_snapshots(self.store, ops, res)
   self:written(written, res)
   result.position = res.position
   return result

@@ -93,4 +93,14 @@ M.Registry = Registry
 --- The process-wide registry used by `chronicle.upcast`.
 M.global = M.registry()
 
+--- Brings `ev` to the current shape with the process-wide upcasters, in place:
+-- what projections, handlers and reactors see (repositories add an
+-- aggregate's own upcasters on top). The raw reads (`store:read`, `read_all`,
+-- `fold`) return the stored data unchanged.
+function M.current(ev)
+  local global = M.global
+  if next(global.by_type) == nil then return ev end
+  return global:apply(ev)
+end
+
 return M

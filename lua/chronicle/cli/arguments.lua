@@ -79,7 +79,10 @@ function M.parser(version)
     :summary("Write events as JSON Lines to standard output.")
     :description("Write the events of the log as JSON Lines (one event per line) to standard output: "
                  .. "a lossless form that `chronicle import` reads back, ids and times included. "
-                 .. "The encoding is described in docs/CLI.md.")
+                 .. "It carries events only: no projections, checkpoints, snapshots or dead letters. "
+                 .. "An import into a new store therefore runs every handler and reactor again over all "
+                 .. "the events (a mail handler sends its mails again); for a copy with its state use "
+                 .. "`chronicle backup`. The encoding is described in docs/CLI.md.")
   store_dir(export)
   export:option("--from", "First global position."):argname("<position>"):convert(integer("--from", 1))
   export:option("--to", "Last global position."):argname("<position>"):convert(integer("--to", 0))
@@ -89,8 +92,9 @@ function M.parser(version)
     :summary("Append the events of a JSON Lines file (from export).")
     :description("Append the events of a JSON Lines file written by `chronicle export`, keeping their ids, "
                  .. "times, metadata and schema versions. Events already in the store (same id, same event) "
-                 .. "are skipped, so importing a file twice writes its events once. Creates the store if it "
-                 .. "does not exist.")
+                 .. "are skipped and counted apart from those written, so importing a file twice writes its "
+                 .. "events once. A refused event stops the import with its line number. Creates the store if "
+                 .. "it does not exist.")
   store_dir(import)
   import:argument("file", "The file to read, or - for standard input.")
 

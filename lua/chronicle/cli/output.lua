@@ -85,7 +85,16 @@ local function visible_len(s)
 end
 M.visible_len = visible_len
 
-local function render(v, paint, width, indent, seen, depth)
+-- Keys whose integer values are event or stream times (ns since the epoch), shown with
+-- their ISO 8601 text in a comment when `times` is on, the value itself unchanged.
+local TIME_KEYS = { time = true, created = true, updated = true }
+local FIRST_NS = 10 ^ 15 * 1.0    -- 1970-01-12 in ns: smaller integers are no event times
+
+local function time_text(v, paint)
+  return paint("number", M.number(v)) .. " " .. paint("dim", "--[[" .. time.iso(v, 9) .. "]]")
+end
+
+local function render(v, paint, width, indent, seen, depth, times)
   if type(v) ~= "table" then return scalar(v, paint) end
   if seen[v] then return paint("dim", "<cycle>") end
   if depth > 50 then return paint("dim", "{...}") end
@@ -95,9 +104,16 @@ local function render(v, paint, width, indent, seen, depth)
   if #keys == 0 and #rest == 0 then return "{}" end
   seen[v] = true
   local parts = {}
-  for _, i in ipairs(keys) do parts[#parts + 1] = render(v[i], paint, width, indent .. "  ", seen, depth + 1) end
+  for _, i in ipairs(keys) do parts[#parts + 1] = render(v[i], paint, width, indent .. "  ", seen, depth + 1, times) end
   for _, k in ipairs(rest) do
-    parts[#parts + 1] = key_text(k, paint) .. " = " .. render(v[k], paint, width, indent .. "  ", seen, depth + 1)
+    local value = v[k]
+    local text
+    if times and TIME_KEYS[k] and math.type(value) == "integer" and value >= FIRST_NS then
+      text = time_text(value, paint)
+    else
+      text = render(value, paint, width, indent .. "  ", seen, depth + 1, times)
+    end
+    parts[#parts + 1] = key_text(k, paint) .. " = " .. text
   end
   seen[v] = nil
   local one_line = "{ " .. table.concat(parts, ", ") .. " }"
@@ -111,8 +127,10 @@ function M.inline(v, paint)
 end
 
 --- Lua-literal text of any value, broken over indented lines where wider than `width`.
-function M.pretty(v, paint, width)
-  return render(v, paint or terminal.painter(false), width or 80, "", {}, 0)
+-- `opts.times`: integer `time`, `created` and `updated` fields also show their ISO 8601
+-- text, as a Lua comment after the number (`time = 1795...123 --[[2026-11-23T...Z]]`).
+function M.pretty(v, paint, width, opts)
+  return render(v, paint or terminal.painter(false), width or 80, "", {}, 0, opts and opts.times)
 end
 
 -- ---- numbers for people ----
@@ -155,7 +173,7 @@ M.pad = pad
 
 -- ---- events ----
 
-local function event_cells(ev, paint, show_meta)
+local function event_cells(ev, paint, show_meta, time_digits)
   local stream = type(ev.stream) == "string" and utf8.len(ev.stream) and not ev.stream:find("%c")
                  and ev.stream or M.quote(ev.stream)
   local type_name = type(ev.type) == "string" and utf8.len(ev.type) and not ev.type:find("%c")
@@ -164,7 +182,7 @@ local function event_cells(ev, paint, show_meta)
   if show_meta and ev.meta ~= nil then data = data .. "  " .. paint("dim", "meta " .. M.inline(ev.meta)) end
   return {
     paint("position", M.count(ev.position)),
-    paint("dim", time.iso(ev.time, 3)),
+    paint("dim", time.iso(ev.time, time_digits or 3)),
     paint("stream", stream) .. paint("dim", "@" .. ev.version),
     paint("type", type_name),
     data,
@@ -176,7 +194,8 @@ end
 -- JSON mode writes one line per event as it comes.
 -- @tparam table opts `json` (bool), `out` (file, default io.stdout), `colour` (bool),
 --   `buffer` (events held to align, default 1000; 0 writes at once), `flush_each` (bool),
---   `meta` (show each event's metadata after its data)
+--   `meta` (show each event's metadata after its data), `time_digits` (fraction digits of
+--   the times, default 3)
 function M.event_printer(opts)
   local out = opts.out or io.stdout
   local paint = terminal.painter(opts.colour)
@@ -196,7 +215,7 @@ function M.event_printer(opts)
               cells[5] == "" and cells[4] or (pad(cells[4], widths[4]) .. "  " .. cells[5]), "\n")
   end
   function printer.add(_, ev)
-    local cells = event_cells(ev, paint, opts.meta)
+    local cells = event_cells(ev, paint, opts.meta, opts.time_digits)
     for i = 1, 4 do widths[i] = math.max(widths[i], visible_len(cells[i])) end
     printer.count = printer.count + 1
     if #pending < limit then

@@ -26,6 +26,9 @@ helpers:
   view(name[, key])            a projection's rows (or one row)
   reload()                     reload the --scripts folder
   store, chronicle             the open store and the module
+Times print as ISO 8601 UTC: event lists to the microsecond, a printed table
+with the full time in a comment after the number, which stays the integer ns
+(tail(1)[1].time).
 Ctrl-D leaves.]]
 
 --- The helper functions bound in the REPL (also usable from Lua).
@@ -97,7 +100,7 @@ local function render_events(list, paint)
   local lines = {}
   local sink = { write = function(_, ...) for _, s in ipairs({ ... }) do lines[#lines + 1] = s end end,
                  flush = function() end }
-  local printer = output.event_printer({ out = sink, colour = paint("key", "x") ~= "x" })
+  local printer = output.event_printer({ out = sink, colour = paint("key", "x") ~= "x", time_digits = 6 })
   for _, ev in ipairs(list) do printer:add(ev) end
   printer:flush()
   return (table.concat(lines):gsub("\n$", ""))
@@ -108,7 +111,7 @@ local function render_streams(list, paint)
   local rows = {}
   for _, info in ipairs(list) do
     rows[#rows + 1] = { output.quote(info.stream):sub(2, -2), tostring(info.version), output.count(info.count),
-                        tostring(info.first_position), tostring(info.last_position), time.iso(info.updated, 3) }
+                        tostring(info.first_position), tostring(info.last_position), time.iso(info.updated, 6) }
   end
   local lines = {}
   local sink = { write = function(_, ...) for _, s in ipairs({ ... }) do lines[#lines + 1] = s end end }
@@ -122,7 +125,7 @@ function M.render(v, paint, width)
   local mt = getmetatable(v)
   if mt == EventList then return render_events(v, paint) end
   if mt == StreamList then return render_streams(v, paint) end
-  return output.pretty(v, paint, width)
+  return output.pretty(v, paint, width, { times = true })
 end
 
 -- ---- reading lines ----

@@ -48,113 +48,70 @@ function M.export(args)
   store:close()
 end
 
--- Two values are the same when they would export the same: integer vs float, -0.0 vs 0.0
--- and every key count; NaN equals NaN.
-local function same(a, b)
-  if a == b then
-    if math.type(a) == "float" then return math.type(b) == "float" and (a ~= 0 or 1 / a == 1 / b) end
-    return math.type(a) == math.type(b)
+-- A misuse error raised by the store (a field it refuses), as the input line it came from:
+-- "append_many[2]: events[3].id must be ..." becomes "line 57: id must be ...".
+local function refused_line(entries, batch, raised)
+  local message = tostring(type(raised) == "table" and (raised.message or raised) or raised)
+  message = message:gsub("^[^\n]-%.lua:%d+: ", "")
+  local entry, event, rest = message:match("^append_many%[(%d+)%]: events%[(%d+)%]%.?(.*)$")
+  if entry then
+    local item = entries[tonumber(entry)].items[tonumber(event)]
+    if item then return string.format("line %d: %s", item.line, rest:gsub("^ ", "the event ")) end
   end
-  local ta = type(a)
-  if ta ~= type(b) then return false end
-  if ta == "number" then return a ~= a and b ~= b and math.type(b) == "float" end
-  if ta ~= "table" then return false end
-  for k, v in pairs(a) do
-    local w = rawget(b, k)
-    if w == nil or not same(v, w) then return false end
-  end
-  for k in pairs(b) do
-    if rawget(a, k) == nil then return false end
-  end
-  return true
-end
-
--- What makes two events the same for a repeated import: everything but their place.
-local function same_event(stored, stream, ev)
-  return stored.stream == stream and stored.type == ev.type and (ev.time == nil or stored.time == ev.time)
-    and stored.schema == (ev.schema or 1) and same(stored.meta, ev.meta) and same(stored.data, ev.data)
-end
-
-local function stored_at(store, position)
-  for ev in store:read_all({ from = position, count = 1 }) do return ev end
-end
-
-local function taken(item, position)
-  return string.format("line %d: event id %s is already stored at position %d as a different event",
-                       item.line, tostring(item.event.id), position)
+  entry, rest = message:match("^append_many%[(%d+)%]: (.*)$")
+  local e = entry and entries[tonumber(entry)]
+  if e then return string.format("line %d: %s", e.items[1].line, rest) end
+  return string.format("line %d: %s", batch[1].line, message)
 end
 
 -- Appends a batch in one transaction, consecutive events of a stream as one entry.
--- Returns the counts written and already present, or nil and the store's error.
+-- Returns the counts written and skipped (entries the store found already stored:
+-- idempotent replays, told by the store itself, so another import running at the same
+-- time cannot make them count as written), or nil and the store's error.
 local function append_batch(store, batch)
   local entries, last = {}, nil
   for _, item in ipairs(batch) do
     if last and last.stream == item.stream then
       last.events[#last.events + 1] = item.event
+      last.items[#last.items + 1] = item
     else
-      last = { stream = item.stream, events = { item.event }, expected = chronicle.ANY }
+      last = { stream = item.stream, events = { item.event }, items = { item }, expected = chronicle.ANY }
       entries[#entries + 1] = last
     end
   end
-  local head = store:head()
-  local res, err = store:append_many(entries)
+  local appends = {}
+  for i, entry in ipairs(entries) do
+    appends[i] = { stream = entry.stream, events = entry.events, expected = entry.expected }
+  end
+  local ok, res, err = pcall(store.append_many, store, appends)
+  if not ok then context.fail(refused_line(entries, batch, res)) end
   if not res then return nil, err end
-  local written, present = 0, 0
+  local written, skipped = 0, 0
   for i, entry in ipairs(entries) do
     local n = #entry.events
-    if res[i].position > head then written = written + n else present = present + n end
+    if res[i].replayed then skipped = skipped + n else written = written + n end
   end
-  return written, present
+  return written, skipped
 end
 
--- Writes one batch; returns the counts written and already present. An entry whose ids
--- are all stored is skipped by the store itself; when that fails (some ids new, or the same
--- event stored with its maps encoded in another order), the events the store already holds
--- are found near the position the store names and compared, and the rest is appended.
-local function write_batch(store, batch, depth)
-  local written, present = append_batch(store, batch)
-  if written then return written, present end
-  local err = present
-  if err.code ~= "duplicate_id" then
+-- Writes one batch; returns the counts written and skipped. A batch the store refuses
+-- because some of its ids are stored (or stored out of this order) is split in halves
+-- until each part is new events or a replay; a single event refused is a real error.
+local function write_batch(store, batch)
+  local written, skipped = append_batch(store, batch)
+  if written then return written, skipped end
+  local err = skipped
+  if #batch == 1 or (err.code ~= "duplicate_id" and err.code ~= "conflict") then
     context.fail(string.format("line %d: %s", batch[1].line, context.describe(err)))
   end
-  if err.position and (depth or 0) < 4 then
-    local stored = {}
-    for ev in store:read_all({ from = err.position, count = 2 * #batch + 64 }) do stored[ev.id] = ev end
-    local rest, known = {}, 0
-    for _, item in ipairs(batch) do
-      local ev = item.event.id and stored[item.event.id]
-      if ev then
-        if not same_event(ev, item.stream, item.event) then context.fail(taken(item, ev.position)) end
-        known = known + 1
-      else
-        rest[#rest + 1] = item
-      end
-    end
-    if known > 0 then
-      if #rest == 0 then return 0, known end
-      local w, p = write_batch(store, rest, (depth or 0) + 1)
-      return w, p + known
-    end
+  local half = #batch // 2
+  local first, second = {}, {}
+  for i, item in ipairs(batch) do
+    if i <= half then first[#first + 1] = item else second[#second + 1] = item end
   end
-  -- One by one: an event whose id is taken counts as present when it is the same event.
-  written, present = 0, 0
-  for _, item in ipairs(batch) do
-    local before = store:head()
-    local r, e = store:append(item.stream, { item.event })
-    if r then
-      if r.position > before then written = written + 1 else present = present + 1 end
-    elseif e.code == "duplicate_id" and e.position then
-      local ev = stored_at(store, e.position)
-      if not ev or not same_event(ev, item.stream, item.event) then
-        context.fail(taken(item, e.position))
-      end
-      present = present + 1
-    else
-      context.fail(string.format("line %d: %s", item.line, context.describe(e)))
-    end
-  end
-  return written, present
+  local w1, s1 = write_batch(store, first)
+  local w2, s2 = write_batch(store, second)
+  return w1 + w2, s1 + s2
 end
 
 --- chronicle import DIR FILE  (FILE "-" reads standard input)
