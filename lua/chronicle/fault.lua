@@ -7,9 +7,21 @@ local M = {}
 --- The most bytes of an error message kept in a fault or dead-letter row.
 M.MAX_MESSAGE = 2000
 
+-- The folder of chronicle's own modules, as Lua names it in error positions.
+local own_dir = (debug.getinfo(1, "S").source or ""):match("^@(.*/)fault%.lua$")
+
+--- `text` without a leading position in one of chronicle's own modules
+-- (`.../chronicle/store.lua:54: `): it says nothing about the user's code.
+function M.strip_location(text)
+  if own_dir and text:sub(1, #own_dir) == own_dir then
+    local rest = text:sub(#own_dir + 1):match("^[%w_]+%.lua:%d+: (.*)$")
+    if rest then return rest end
+  end
+  return text
+end
+
 --- An error value as the text stored in a fault: chronicle's own file and
--- line are dropped (they say nothing about the user's code), and the text is
--- cut at MAX_MESSAGE bytes.
+-- line are dropped, and the text is cut at MAX_MESSAGE bytes.
 function M.message(err)
   local text
   if type(err) == "table" then
@@ -18,7 +30,7 @@ function M.message(err)
   else
     text = tostring(err)
   end
-  text = text:gsub("^[^\n]-chronicle/[%w_]+%.lua:%d+: ", "")
+  text = M.strip_location(text)
   if #text > M.MAX_MESSAGE then text = text:sub(1, M.MAX_MESSAGE) .. "..." end
   return text
 end

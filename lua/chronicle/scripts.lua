@@ -117,7 +117,7 @@ local function field_line(source, field)
   if type(source) ~= "string" or type(field) ~= "string" then return nil end
   local line = 1
   for text in (source .. "\n"):gmatch("([^\n]*)\n") do
-    if text:find("%f[%w_]" .. field:gsub("%p", "%%%0") .. "%s*=[^=]") then return line end
+    if text:find("%f[%w_]" .. field:gsub("%p", "%%%0") .. "%s*=%f[^=]") then return line end
     line = line + 1
   end
   return nil
@@ -126,7 +126,7 @@ end
 -- A definition error as the user's file and line, never chronicle's own.
 local function definition_error(path, source, err)
   local message = tostring(type(err) == "table" and (err.message or err) or err)
-  message = message:gsub("^[^\n]-chronicle/[%w_]+%.lua:%d+: ", "")
+  message = require("chronicle.fault").strip_location(message)
   if message:sub(1, #path + 1) == path .. ":" then return message end   -- already names the user's file
   local line = field_line(source, message:match("'([%a_][%w_]*)'"))
   return ("%s:%s %s"):format(path, line and (line .. ":") or "", message)
