@@ -296,6 +296,12 @@ describe("a runaway reactor (in a child process under timeout)", function()
     assert.equals(2 + 2 * 10 + 2, r.head)
   end)
 
+  it("running a command whose event it answers is faulted at max_depth", function()
+    local r = runaway("loop_execute")
+    assert_stopped(r, "bumper", "max_depth 10")
+    assert.equals(2 + 2 * 10 + 2, r.head)
+  end)
+
   it("reusing a stored event's id is faulted, not retried for ever", function()
     local r = runaway("duplicate")
     assert_stopped(r, "reuser", "duplicate_id")

@@ -57,6 +57,18 @@ cases.flood_append = {
   end },
 }
 
+-- Runs a command whose event is the one it answers: a loop through an aggregate.
+local Counter = chronicle.aggregate {
+  name = "counter", initial = { n = 0 },
+  apply = { Ping = function(state) state.n = state.n + 1 end },
+  commands = { bump = function() return { type = "Ping" } end },
+}
+local counters = store:repository(Counter)
+cases.loop_execute = {
+  name = "bumper",
+  handlers = { Ping = function(_, ctx) assert(ctx:execute(counters, "1", "bump")) end },
+}
+
 local def = assert(cases[case], "unknown case " .. tostring(case))
 store:reactor(def)
 store:reactor {
