@@ -138,6 +138,9 @@ end
 local MAX_NAME = core.MAX_STREAM_NAME
 local MAX_TYPE = core.MAX_TYPE_NAME
 
+--- Appends `events` to `stream` when the batch commits (with `expected`, as
+-- for `store:append`). Each event gets the reaction's correlation and
+-- causation ids, and its chain depth and budget.
 function Context:append(stream, events, expected)
   if type(stream) ~= "string" or #stream == 0 or #stream > MAX_NAME then
     error(("ctx:append: stream must be a string of 1 to %d bytes, got %s"):format(MAX_NAME,
