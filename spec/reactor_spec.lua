@@ -248,3 +248,213 @@ describe("a reactor", function()
     assert.matches("'name'", helpers.raises(store.reactor, store, { handlers = { A = function() end } }), nil, true)
   end)
 end)
+
+-- Runs spec/support4/runaway_reactor.lua for `case` in a child process under
+-- `timeout` and a 200 MiB file-size limit; returns its exit code and lines.
+local function runaway(case)
+  local dir = helpers.tmpdir() .. "/store"
+  local cmd = ("ulimit -f 204800; exec timeout 60 %s 2>&1"):format(
+    helpers.lua_command(helpers.root .. "/spec/support4/runaway_reactor.lua", dir, case))
+  local p = assert(io.popen("sh -c " .. helpers.quote(cmd)))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  local result = { code = code, out = out, faults = {} }
+  local status, head, healthy = out:match("status (%S+) head (%d+) healthy (%d+)")
+  result.status, result.head, result.healthy = status, tonumber(head), tonumber(healthy)
+  for name, err in out:gmatch("fault (%S+) ([^\n]*)") do result.faults[name] = err end
+  return result
+end
+
+describe("a runaway reactor (in a child process under timeout)", function()
+  after_each(helpers.cleanup)
+
+  local function assert_stopped(r, name, message)
+    assert.equals(0, r.code, "the runner did not come back (exit " .. tostring(r.code) .. "): " .. r.out)
+    assert.equals("idle", r.status, r.out)
+    assert.equals(2, r.healthy, "the healthy reactor answered both outside events: " .. r.out)
+    assert.is_string(r.faults[name], name .. " is not reported as faulted: " .. r.out)
+    assert.matches(message, r.faults[name], nil, true)
+  end
+
+  it("whose output's expected version never holds is faulted after a bounded number of retries", function()
+    local r = runaway("conflict")
+    assert_stopped(r, "stale", "conflict")
+    assert.matches("after 11 attempts", r.faults.stale, nil, true)
+    assert.matches(" at 1$", r.faults.stale)
+  end)
+
+  it("answering its own output type with 50 events is faulted at the chain's budget, not after millions", function()
+    local r = runaway("fanout")
+    assert_stopped(r, "echo", "max_chain_events (1000)")
+    assert.is_true(r.head <= 2 + 2 * 50 + 2, "it wrote " .. tostring(r.head) .. " events")
+  end)
+
+  it("answering its own output type with one event is faulted at max_depth", function()
+    local r = runaway("loop")
+    assert_stopped(r, "looper", "max_depth 10")
+    -- 2 outside events, each answered 10 deep, and the healthy reactor's 2
+    assert.equals(2 + 2 * 10 + 2, r.head)
+  end)
+
+  it("running a command whose event it answers is faulted at max_depth", function()
+    local r = runaway("loop_execute")
+    assert_stopped(r, "bumper", "max_depth 10")
+    assert.equals(2 + 2 * 10 + 2, r.head)
+  end)
+
+  it("reusing a stored event's id is faulted, not retried for ever", function()
+    local r = runaway("duplicate")
+    assert_stopped(r, "reuser", "duplicate_id")
+  end)
+
+  it("emitting more than max_outputs events for one event is faulted, returned or appended one by one", function()
+    local r = runaway("flood")
+    assert_stopped(r, "flood", "more than max_outputs (20)")
+    assert.equals(2 + 2, r.head, "nothing of the faulted batch was written")
+    r = runaway("flood_append")
+    assert_stopped(r, "flood_append", "more than max_outputs (20)")
+  end)
+end)
+
+describe("a reactor's chain meta", function()
+  after_each(helpers.cleanup)
+
+  it("counts the depth of each output and gives it a share of the chain's budget, which outputs cannot overwrite", function()
+    local store = helpers.open(FAST)
+    store:reactor {
+      name = "chain", max_chain_events = 100,
+      handlers = {
+        Started = function() return {
+          { stream = "next-1", type = "Next", meta = { reaction_depth = -5, reaction_budget = 10 ^ 9 } },
+          { stream = "next-2", type = "Next" } } end,
+        Next = function(ev) return { { stream = "last-" .. ev.stream, type = "Last" } } end,
+      },
+    }
+    assert(store:append("start-1", { { type = "Started" } }))
+    local status, report = chronicle.runner(store):run({ until_idle = true })
+    assert.equals("idle", status)
+    assert.is_true(report.ok)
+    local next1 = helpers.collect(store:read("next-1"))[1]
+    assert.equals(1, next1.meta.reaction_depth)
+    assert.equals((100 - 2) // 2, next1.meta.reaction_budget)
+    local last = helpers.collect(store:read("last-next-1"))[1]
+    assert.equals(2, last.meta.reaction_depth)
+    assert.equals(49 - 1, last.meta.reaction_budget)
+  end)
+
+  it("refuses bad bounds in a definition", function()
+    local store = helpers.open(FAST)
+    for _, key in ipairs({ "max_outputs", "max_depth", "max_chain_events" }) do
+      assert.matches("'" .. key .. "' must be an integer >= 1",
+        helpers.raises(store.reactor, store, { name = "r", [key] = 0, handlers = { A = function() end } }), nil, true)
+    end
+    assert.matches("'retries' must be an integer >= 0",
+      helpers.raises(store.reactor, store, { name = "r", retries = -1, handlers = { A = function() end } }), nil, true)
+  end)
+end)
+
+describe("a reactor whose output the store refuses", function()
+  after_each(helpers.cleanup)
+
+  local outputs = {
+    empty_stream = function() return { { stream = "", type = "X" } } end,
+    no_type = function() return { { stream = "out-1", data = { n = 1 } } } end,
+    too_large = function() return { { stream = "out-1", type = "Big", data = ("x"):rep(5 * 1024 * 1024) } } end,
+    bad_id = function() return { { stream = "out-1", type = "X", id = "not-a-uuid" } } end,
+    unstorable = function() return { { stream = "out-1", type = "X", data = { f = print } } } end,
+    execute_missing = function(_, ctx) ctx:execute("nope", "1", "open") end,
+  }
+
+  it("faults that reactor with the event and the error; run_once does not raise; the others go on, also after a restart", function()
+    local store, dir = helpers.open(FAST)
+    local function register(s)
+      for name, fn in pairs(outputs) do s:reactor { name = name, handlers = { Ping = fn } } end
+      s:reactor { name = "healthy", handlers = { Ping = function(ev)
+        return { { stream = "healthy-" .. ev.position, type = "Healthy" } } end } }
+    end
+    register(store)
+    helpers.fill(store, "ping-1", 2, "Ping")
+    local n, report = chronicle.runner(store):run_once()
+    assert.is_true(n >= 1)
+    assert.is_false(report.ok)
+    local faulted = {}
+    for _, f in ipairs(report.faulted) do faulted[f.name] = f end
+    for name in pairs(outputs) do
+      local f = faulted[name]
+      assert.is_table(f, name .. " is not faulted")
+      assert.equals("reactor", f.kind)
+      assert.equals(1, f.position, name)
+      assert.equals("ping-1", f.stream, name)
+      assert.equals("Ping", f.type, name)
+      assert.is_string(f.error, name)
+      assert.is_nil(f.error:find("chronicle/store.lua", 1, true), "the error names chronicle's own file: " .. f.error)
+    end
+    assert.matches("stream must be", faulted.empty_stream.error, nil, true)
+    assert.matches("type must be", faulted.no_type.error, nil, true)
+    assert.matches("max_event_size", faulted.too_large.error, nil, true)
+    assert.matches("UUID", faulted.bad_id.error, nil, true)
+    assert.matches("cannot store a function", faulted.unstorable.error, nil, true)
+    assert.matches("no aggregate named 'nope'", faulted.execute_missing.error, nil, true)
+    assert.is_nil(faulted.healthy)
+    assert.equals(2, #helpers.collect(store:read_all({ category = "healthy" })))
+    assert.equals("faulted", store:reactor_status().too_large.status)
+    store:close()
+
+    local again = helpers.open(FAST, dir)
+    register(again)
+    helpers.fill(again, "ping-2", 1, "Ping")
+    local _, report2 = chronicle.runner(again):run_once()
+    assert.equals(#report.faulted, #report2.faulted, "the faulted ones stay faulted")
+    assert.equals(3, #helpers.collect(again:read_all({ category = "healthy" })))
+  end)
+
+  it("blames the event whose output was refused, not the first of its batch", function()
+    local store = helpers.open(FAST)
+    store:reactor { name = "late", handlers = { Ping = function(ev)
+      return { { stream = ev.data.i == 3 and "" or "ok-" .. ev.data.i, type = "X" } } end } }
+    helpers.fill(store, "ping-1", 4, "Ping")
+    local _, report = chronicle.runner(store):run_once()
+    assert.equals(1, #report.faulted)
+    assert.equals(3, report.faulted[1].position)
+  end)
+
+  it("reaches an aggregate by its name when scripts loaded it", function()
+    local store = helpers.open(FAST)
+    local dir = helpers.tmpdir() .. "/rules"
+    os.execute("mkdir " .. helpers.quote(dir))
+    helpers.write_file(dir .. "/product.lua", [[
+return {
+  kind = "aggregate", name = "product",
+  initial = { stock = 0 },
+  apply = { Restocked = function(s, ev) s.stock = s.stock + ev.data.n end,
+            Reserved = function(s, ev) s.stock = s.stock - ev.data.n end },
+  commands = {
+    restock = function(_, args) return { type = "Restocked", data = { n = args.n } } end,
+    reserve = function(s, args)
+      if s.stock < args.n then return nil, "out of stock" end
+      return { type = "Reserved", data = { n = args.n } }
+    end,
+  },
+}
+]])
+    helpers.write_file(dir .. "/reserve-stock.lua", [[
+return {
+  kind = "reactor", name = "reserve-stock",
+  handlers = { OrderPlaced = function(ev, ctx)
+    local ok, err = ctx:execute("product", ev.data.product, "reserve", { n = ev.data.n })
+    if not ok then ctx:append("refusal-" .. ev.data.product, { { type = "Refused", data = { why = err.reason } } }) end
+  end },
+}
+]])
+    local scripts = chronicle.load_scripts(store, dir)
+    assert.same({}, scripts.errors)
+    assert(scripts:repository("product"):execute("p1", "restock", { n = 3 }))
+    assert(store:append("order-1", { { type = "OrderPlaced", data = { product = "p1", n = 2 } } }))
+    assert(store:append("order-2", { { type = "OrderPlaced", data = { product = "p1", n = 2 } } }))
+    local status, report = chronicle.runner(store):run({ until_idle = true })
+    assert.equals("idle", status)
+    assert.same({}, report.faulted)
+    assert.equals(1, scripts:repository("product"):load("p1").stock)
+    assert.equals(1, #helpers.collect(store:read("refusal-p1")))
+  end)
+end)

@@ -54,4 +54,35 @@ describe("sandboxed scripts", function()
     assert.are.equal("live", status.large.status)
     assert.are.equal(store:head(), status.large.checkpoint)
   end)
+
+  it("fault a script whose output the store refuses, with its event, and keep the runner and the others going, also after a restart", function()
+    local store, dir = helpers.open({ durability = "nosync" })
+    assert(store:append("account-1", { { type = "Deposited", data = { amount = 5 } } }))
+    local function load(s)
+      return chronicle.load_scripts(s, "spec/support/sandboxed_outputs", { sandbox = true, limits = { memory = 64 * 1024 * 1024 } })
+    end
+    local scripts = load(store)
+    assert.equals(1, #scripts.errors)
+    assert.matches("greedy.lua: a sandboxed reactor's 'max_outputs' may be at most 100", scripts.errors[1].message, nil, true)
+    local n, report = chronicle.runner(store):run_once()
+    assert.is_true(n >= 1)
+    local faulted = {}
+    for _, f in ipairs(report.faulted) do faulted[f.name] = f end
+    for _, name in ipairs({ "empty_stream", "no_type", "huge", "long_key" }) do
+      assert.is_table(faulted[name], name .. " is not faulted")
+      assert.equals(1, faulted[name].position, name)
+      assert.equals("Deposited", faulted[name].type, name)
+    end
+    assert.equals("projection", faulted.long_key.kind)
+    assert.is_nil(faulted.fine)
+    assert.equals(1, #helpers.collect(store:read("fine-1")))
+    store:close()
+
+    local again = helpers.open({ durability = "nosync" }, dir)
+    load(again)
+    assert(again:append("account-1", { { type = "Deposited", data = { amount = 6 } } }))
+    local _, report2 = chronicle.runner(again):run_once()
+    assert.equals(4, #report2.faulted)
+    assert.equals(1, #helpers.collect(again:read("fine-3")), "the good reactor answered the new event")
+  end)
 end)

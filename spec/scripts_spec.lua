@@ -284,6 +284,117 @@ return {
     end)
   end)
 
+  describe("names", function()
+    local dir
+    before_each(function()
+      dir = helpers.tmpdir() .. "/rules"
+      os.execute("mkdir " .. helpers.quote(dir))
+    end)
+
+    local function reactor_script(name)
+      return ("return {\n  kind = 'reactor',\n  name = %q,\n  handlers = { Ping = function() end },\n}\n"):format(name)
+    end
+
+    it("follow one rule for every kind: '-' and '.' are fine, ':' and '#' are not, and the error names the user's file and line", function()
+      helpers.write_file(dir .. "/reserve.lua", reactor_script("reserve-stock"))
+      helpers.write_file(dir .. "/mailer.lua", "return {\n  kind = 'handler', name = 'my-mailer', types = { 'Ping' },\n  handle = function() end,\n}\n")
+      helpers.write_file(dir .. "/agg.lua", "return { kind = 'aggregate', name = 'shop.product', initial = {}, apply = {}, commands = { a = function() end } }\n")
+      helpers.write_file(dir .. "/colon.lua", reactor_script("reactor:welcome"))
+      helpers.write_file(dir .. "/hash.lua", "-- a projection\nreturn {\n  kind = 'projection',\n  name = 'p:x#1',\n  handlers = { Ping = function() end },\n}\n")
+      local store = helpers.open(FAST)
+      local scripts = chronicle.load_scripts(store, dir)
+      local added = by_name(scripts.last_report.added)
+      assert.equals("reactor", added["reserve-stock"].kind)
+      assert.equals("handler", added["my-mailer"].kind)
+      assert.equals("aggregate", added["shop.product"].kind)
+      local errors = {}
+      for _, e in ipairs(scripts.errors) do errors[e.file:match("[^/]+$")] = e end
+      assert.same({ "colon.lua", "hash.lua" }, (function() local t = {} for k in pairs(errors) do t[#t + 1] = k end table.sort(t) return t end)())
+      assert.equals(3, errors["colon.lua"].line)
+      assert.matches("^" .. dir:gsub("%p", "%%%0") .. "/colon%.lua:3: reactor: 'name' must be a letter", errors["colon.lua"].message)
+      assert.equals(4, errors["hash.lua"].line)
+      assert.is_nil(errors["hash.lua"].message:find("scripts.lua", 1, true), errors["hash.lua"].message)
+    end)
+
+    it("are refused with ':' for every kind through the API too", function()
+      local store = helpers.open(FAST)
+      assert.matches("'name' must be", helpers.raises(store.projection, store, { name = "reactor:w", handlers = { A = print } }), nil, true)
+      assert.matches("'name' must be", helpers.raises(store.reactor, store, { name = "a:b", handlers = { A = print } }), nil, true)
+      assert.matches("'name' must be", helpers.raises(store.on, store, "A", print, { name = "h:x" }), nil, true)
+      assert.matches("'name' must be", helpers.raises(chronicle.aggregate, { name = "a:b", commands = { c = print } }), nil, true)
+      assert.matches("'name' must be", helpers.raises(store.reactor, store, { name = ("r"):rep(49), handlers = { A = print } }), nil, true)
+    end)
+
+    it("are unique across kinds on a store", function()
+      local store = helpers.open(FAST)
+      store:reactor { name = "welcome", handlers = { A = print } }
+      assert.matches("already used by a reactor", helpers.raises(store.projection, store, { name = "welcome", handlers = { A = print } }), nil, true)
+      assert.matches("already used by a reactor", helpers.raises(store.on, store, "A", print, { name = "welcome" }), nil, true)
+      store:on("A", print, { name = "mailer" })
+      assert.matches("already used by a handler", helpers.raises(store.reactor, store, { name = "mailer", handlers = { A = print } }), nil, true)
+      store:reactor { name = "welcome", handlers = { B = print } }   -- the same kind replaces its own
+    end)
+
+    it("defined twice by two files is an error naming both, and the first file's definition keeps running", function()
+      helpers.write_file(dir .. "/a.lua", counter_script("shared"))
+      helpers.write_file(dir .. "/b.lua", counter_script("shared", "a forgery counting tens"))
+      helpers.write_file(dir .. "/c.lua", reactor_script("shared"))
+      local store = helpers.open(FAST)
+      local scripts = chronicle.load_scripts(store, dir)
+      assert.same({ "shared" }, names(scripts.last_report.added))
+      assert.equals(dir .. "/a.lua", scripts.last_report.added[1].file)
+      assert.equals(2, #scripts.errors)
+      for i, file in ipairs({ "b.lua", "c.lua" }) do
+        local e = scripts.errors[i]
+        assert.equals(dir .. "/" .. file, e.file)
+        assert.matches(dir .. "/" .. file, e.message, nil, true)
+        assert.matches("already defined by " .. dir .. "/a.lua", e.message, nil, true)
+      end
+      assert.is_nil(store:registrations().reactors.shared)
+      helpers.fill(store, "p-1", 2, "Ping")
+      idle(store)
+      assert.equals(2, store:view("shared"):get("n"), "the view holds the first file's rows, not the forgery's")
+    end)
+
+    it("stay registered when one of two files defining them is deleted, and reload() is consistent", function()
+      helpers.write_file(dir .. "/a.lua", counter_script("shared"))
+      helpers.write_file(dir .. "/b.lua", counter_script("shared"))
+      local store = helpers.open(FAST)
+      local scripts = chronicle.load_scripts(store, dir)
+      assert.equals(1, #scripts.errors)
+      os.remove(dir .. "/b.lua")
+      local report = scripts:reload()
+      assert.same({}, report.errors)
+      assert.same({}, report.removed, "b.lua never defined anything")
+      assert.is_table(store:registrations().projections.shared)
+      helpers.fill(store, "p-1", 2, "Ping")
+      idle(store)
+      assert.equals(2, store:view("shared"):get("n"), "the view still updates")
+
+      -- Now the other way round: the registered file goes, the other one takes the name in the same reload.
+      helpers.write_file(dir .. "/b.lua", counter_script("shared"))
+      assert.equals(1, #scripts:reload().errors)
+      os.remove(dir .. "/a.lua")
+      report = scripts:reload()
+      assert.same({}, report.errors)
+      assert.same({ "shared" }, names(report.removed))
+      assert.same({ "shared" }, names(report.added))
+      assert.equals(dir .. "/b.lua", report.added[1].file)
+      assert.is_table(store:registrations().projections.shared)
+      helpers.fill(store, "p-1", 1, "Ping")
+      idle(store)
+      assert.equals(3, store:view("shared"):get("n"))
+    end)
+  end)
+
+  it("refuses scripts.repository(name) called with a dot, saying so", function()
+    local store = helpers.open(FAST)
+    local scripts = chronicle.load_scripts(store, FIXTURES)
+    local err = helpers.raises(scripts.repository, "account")
+    assert.matches("call it with a colon", err, nil, true)
+    assert.is_nil(err:find("attempt to index", 1, true))
+  end)
+
   it("refuses unknown options", function()
     local store = helpers.open(FAST)
     assert.matches("unknown option 'sandboxed'",

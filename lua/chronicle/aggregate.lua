@@ -56,9 +56,8 @@ function M.define(def)
     if not fields[key] then fail(("unknown field '%s'"):format(tostring(key))) end
   end
   if def.kind ~= nil and def.kind ~= "aggregate" then fail("kind must be \"aggregate\"") end
-  if type(def.name) ~= "string" or def.name == "" or def.name:find("-", 1, true) then
-    fail("'name' must be a non-empty string without '-' (it is the stream category)")
-  end
+  local bad_name = require("chronicle.names").problem("aggregate", def.name)
+  if bad_name then fail(bad_name) end
   local initial = def.initial
   if type(initial) == "table" then
     local template = initial

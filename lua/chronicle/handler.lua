@@ -7,6 +7,7 @@
 local core = require "chronicle.core"
 local upcast = require "chronicle.upcast"
 local view = require "chronicle.view"
+local names = require "chronicle.names"
 
 local M = {}
 
@@ -31,8 +32,15 @@ function M.define(types, fn, opts, level)
   local sorted = {}
   for i, t in ipairs(types) do sorted[i] = t end
   table.sort(sorted)
-  local name = opts.name or ("on:" .. table.concat(sorted, ","))
-  if type(name) ~= "string" or #name > 100 then error("on: option 'name' must be a string of at most 100 bytes", level) end
+  -- Unnamed handlers get "on:<types>", which no given name can take (names have no ':').
+  local name = opts.name
+  if name ~= nil then
+    local bad_name = names.problem("handler", name)
+    if bad_name then error("on: option " .. bad_name, level) end
+  else
+    name = "on:" .. table.concat(sorted, ",")
+    if #name > 100 then name = "on:" .. core.hash(table.concat(sorted, ",")) end
+  end
   local retries = opts.retries or 3
   if math.type(retries) ~= "integer" or retries < 0 then error("on: option 'retries' must be an integer >= 0", level) end
   local batch = opts.batch_size or 100
@@ -50,7 +58,7 @@ local function attempt(h, ev)
   for _ = 0, h.retries do
     local ok, e = pcall(h.fn, ev)
     if ok then return true end
-    err = type(e) == "table" and tostring(e.message or e) or tostring(e)
+    err = require("chronicle.fault").message(e)
   end
   return false, err
 end

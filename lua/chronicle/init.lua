@@ -81,7 +81,8 @@ M.uuid = core.uuid
 M.now = core.now
 
 --- A runner keeping `store`'s projections, handlers and reactors caught up:
--- `run_once()`, `run{until_idle=, max_seconds=}`, `stop()`.
+-- `run_once()`, `run{until_idle=, max_seconds=}`, `report()`, `stop()`; `run_once` and
+-- `run` return the report of what faulted as their second value (see chronicle.runner).
 function M.runner(store, opts)
   return require("chronicle.runner").new(store, opts)
 end

@@ -10,6 +10,8 @@
 local core = require "chronicle.core"
 local upcast = require "chronicle.upcast"
 local view = require "chronicle.view"
+local names = require "chronicle.names"
+local fault_util = require "chronicle.fault"
 
 local M = {}
 
@@ -77,9 +79,8 @@ function M.define(def, level)
     if not fields[key] then fail(("unknown field '%s'"):format(tostring(key)), level) end
   end
   if def.kind ~= nil and def.kind ~= "projection" then fail("kind must be \"projection\"", level) end
-  if type(def.name) ~= "string" or not def.name:match("^[%w_.:]+$") or #def.name > 48 then
-    fail("'name' must be 1 to 48 letters, digits, '_', '.' or ':'", level)
-  end
+  local bad_name = names.problem("projection", def.name)
+  if bad_name then fail(bad_name, level) end
   local version = def.version or 1
   if math.type(version) ~= "integer" or version < 1 then fail("'version' must be an integer >= 1", level) end
   if type(def.handlers) ~= "table" or next(def.handlers) == nil then
@@ -200,9 +201,9 @@ local function fault(store, p, meta, ev, message)
   new_meta.status = "faulted"
   new_meta.fault = {
     position = ev and ev.position, stream = ev and ev.stream, version = ev and ev.version,
-    type = ev and ev.type, id = ev and ev.id, error = message, time = core.now(),
+    type = ev and ev.type, id = ev and ev.id, error = fault_util.message(message), time = core.now(),
   }
-  store:write { puts = { { view.PROJECTIONS, p.name, new_meta } } }
+  pcall(store.write, store, { puts = { { view.PROJECTIONS, p.name, new_meta } } })
   return new_meta.fault
 end
 
@@ -257,6 +258,7 @@ function M.run_batch(store, p, state)
         local h = handlers[ev.type]
         if h then
           current = ev
+          v.current = ev
           h(v, upcast.current(ev))
         end
         return seen + 1
@@ -264,8 +266,7 @@ function M.run_batch(store, p, state)
   end)
   if not ok then
     state.cache = view.cache()          -- rows may have been changed in place
-    local message = type(n) == "table" and tostring(n.message or n) or tostring(n)
-    fault(store, p, meta, current, message)
+    fault(store, p, meta, current, n)
     return "faulted"
   end
   if n == nil then return nil, count end  -- the store failed to read
@@ -276,11 +277,17 @@ function M.run_batch(store, p, state)
     checks = { { view.CHECKPOINTS, ck_key, checkpoint } },
   })
   ops.puts[#ops.puts + 1] = { view.CHECKPOINTS, ck_key, new_checkpoint }
-  local wrote, werr = store:write(ops)
+  local wrote, werr, raised = fault_util.write(store, ops)
   if not wrote then
     state.cache = view.cache()
-    if werr.code == "check_failed" then return "progress" end   -- another runner moved on: start again
-    return nil, werr
+    if not store:is_open() then error(werr, 0) end
+    if not raised and werr.code == "check_failed" then return "progress" end   -- another runner moved on: start again
+    if not raised and fault_util.environmental(werr) then return nil, werr end
+    -- The store refused a row: fault this projection with the event that wrote it.
+    local index = fault_util.locate(store, ops, "puts")
+    local key = index and ops.puts[index][2]
+    fault(store, p, meta, key and v.writers[key] or current, werr)
+    return "faulted"
   end
   v:committed(state.max_cache or 100000)
   state.checkpoint = new_checkpoint

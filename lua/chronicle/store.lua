@@ -133,11 +133,12 @@ end
 ---------------------------------------------------------------------------
 -- Projections, handlers and reactors (the read side)
 
---- What is registered on this store object: projections, handlers, reactors.
+--- What is registered on this store object: projections, handlers, reactors,
+-- and the aggregates that scripts loaded into it define (by name).
 function Store:registrations()
   local reg = rawget(self, "_registrations")
   if not reg then
-    reg = { projections = {}, handlers = {}, reactors = {} }
+    reg = { projections = {}, handlers = {}, reactors = {}, aggregates = {} }
     rawset(self, "_registrations", reg)
   end
   return reg
@@ -152,16 +153,17 @@ function Store:projection(def)
   end
   local projection = require "chronicle.projection"
   local p = projection.define(def, 2)
+  require("chronicle.names").claim(self, "projection", p.name, 2)
   local meta, err = projection.register(self, p)
   if not meta then return nil, err end
   self:registrations().projections[p.name] = { def = p, state = {} }
   return p
 end
 
---- Forgets a registered projection, handler or reactor (its data stays).
+--- Forgets a registered projection, handler, reactor or script aggregate (its data stays).
 function Store:unregister(name)
   local reg = self:registrations()
-  reg.projections[name], reg.handlers[name], reg.reactors[name] = nil, nil, nil
+  reg.projections[name], reg.handlers[name], reg.reactors[name], reg.aggregates[name] = nil, nil, nil, nil
 end
 
 --- Catches every registered projection up to the head.
@@ -199,15 +201,41 @@ function Store:projection_status()
   return out
 end
 
---- The status of every reactor registered here: name -> {status, fault, checkpoint}.
+--- The status of every reactor registered here: name -> {status ("live" or
+-- "faulted"), fault ({position, stream, type, id, error, time}), checkpoint, head, lag}.
 function Store:reactor_status()
   local view = require "chronicle.view"
   local out = {}
+  local head = self:head()
   for name in pairs(self:registrations().reactors) do
     local row = self:kv_get(view.PROJECTIONS, "reactor:" .. name) or { status = "live" }
     row.checkpoint = self:kv_get(view.CHECKPOINTS, "r:" .. name) or 0
+    row.head, row.lag = head, head - row.checkpoint
     out[name] = row
   end
+  return out
+end
+
+--- The status of every handler registered here, and of every other handler
+-- the store holds a checkpoint of: name -> {status ("live",
+-- or "dead_letters" when it has some), dead_letters (their number),
+-- checkpoint, head, lag, registered}.
+function Store:handler_status()
+  local view = require "chronicle.view"
+  local handler = require "chronicle.handler"
+  local out = {}
+  local head = self:head()
+  local function add(name)
+    if out[name] then return end
+    local checkpoint = self:kv_get(view.CHECKPOINTS, "h:" .. name) or 0
+    local letters = self:kv_count(handler.DEAD_LETTERS, name .. ":")
+    out[name] = { status = letters > 0 and "dead_letters" or "live", dead_letters = letters,
+                  checkpoint = checkpoint, head = head, lag = head - checkpoint,
+                  registered = self:registrations().handlers[name] ~= nil }
+  end
+  for name in pairs(self:registrations().handlers) do add(name) end
+  -- Dead letters are written with a checkpoint, so the checkpoints name every handler that has any.
+  for key in self:kv_scan(view.CHECKPOINTS, { prefix = "h:" }) do add(key:sub(3)) end
   return out
 end
 
@@ -231,6 +259,7 @@ end
 -- for events of `types` (`opts`: name, retries, batch_size, category).
 function Store:on(types, fn, opts)
   local h = require("chronicle.handler").define(types, fn, opts, 2)
+  require("chronicle.names").claim(self, "handler", h.name, 2)
   self:registrations().handlers[h.name] = h
   return h
 end
@@ -238,6 +267,7 @@ end
 --- Registers a reactor (see chronicle.reactor): its outputs commit with its checkpoint.
 function Store:reactor(def)
   local r = require("chronicle.reactor").define(def, 2)
+  require("chronicle.names").claim(self, "reactor", r.name, 2)
   self:registrations().reactors[r.name] = r
   return r
 end

@@ -15,11 +15,17 @@ function M.space(name, gen)
   return "v:" .. name .. "#" .. gen
 end
 
+--- The longest key of a row, in bytes (the store's limit on keys).
+M.MAX_KEY = 400
+
 local function check_key(k, fn, level)
   local t = type(k)
   if t == "number" and math.type(k) == "integer" then return tostring(k) end
   if t ~= "string" or k == "" then
     error(("view:%s: key must be a non-empty string (or an integer), got %s"):format(fn, t), level + 1)
+  end
+  if #k > M.MAX_KEY then
+    error(("view:%s: key is %d bytes, over the limit of %d"):format(fn, #k, M.MAX_KEY), level + 1)
   end
   return k
 end
@@ -82,7 +88,8 @@ Buffered.__index = Buffered
 --- A view over `space` whose writes stay in memory until `ops()`.
 -- `cache` (optional) keeps rows across batches for a runner that owns the space.
 function M.buffered(store, space, cache)
-  return setmetatable({ store = store, space_name = space, pending = {}, cache = cache or M.cache() }, Buffered)
+  return setmetatable({ store = store, space_name = space, pending = {}, writers = {},
+                        cache = cache or M.cache() }, Buffered)
 end
 
 --- An empty row cache: `rows` by key and their count `n`.
@@ -113,11 +120,13 @@ function Buffered:put(key, value)
   key = check_key(key, "put", 2)
   if value == nil then error("view:put: value is nil (use view:delete to remove a row)", 2) end
   self.pending[key] = value
+  self.writers[key] = self.current
 end
 
 function Buffered:delete(key)
   key = check_key(key, "delete", 2)
   self.pending[key] = DELETED
+  self.writers[key] = self.current
 end
 
 --- `fn(row)` returns the new row; returning nil keeps the row it was given
@@ -127,7 +136,10 @@ function Buffered:update(key, fn)
   local current = self:get(key)
   local new = fn(current)
   if new == nil then new = current end
-  if new ~= nil then self.pending[key] = new end
+  if new ~= nil then
+    self.pending[key] = new
+    self.writers[key] = self.current
+  end
   return new
 end
 
@@ -186,7 +198,7 @@ function Buffered:committed(max_cache)
   local cache = self.cache
   for k, v in pairs(self.pending) do remember(cache, k, v) end
   if cache.n > max_cache then cache.rows, cache.n = {}, 0 end
-  self.pending = {}
+  self.pending, self.writers = {}, {}
 end
 
 M.DELETED = DELETED
