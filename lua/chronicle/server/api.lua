@@ -154,7 +154,8 @@ function M.append(srv, req)
   if not ok then return M.refuse(400, "bad_request", raised_message(res)) end
   if not res then return M.store_error(e) end
   srv:wake_subscribers()
-  return 201, json.encode({ stream = entry.stream, version = res.version, position = res.position })
+  return 201, json.encode({ stream = entry.stream, version = res.version, position = res.position,
+                            replayed = res.replayed or nil })
 end
 
 ---------------------------------------------------------------------------
