@@ -912,7 +912,38 @@ static int scan_fold(lua_State *L) {
   return 4;
 }
 
+/* store:position_of(id) -> the global position of the event with that id, or nil */
+static int scan_position_of(lua_State *L) {
+  store *s = store_check(L, 1);
+  size_t len;
+  const char *text = luaL_checklstring(L, 2, &len);
+  unsigned char id[16];
+  if (uuid_parse(text, len, id) != 0) luaL_argerror(L, 2, "an event id (a UUID string) expected");
+  MDB_txn *txn;
+  int rc = store_read_begin(s, &txn);
+  uint64_t pos = 0;
+  if (rc == 0) {
+    MDB_val k = { 16, id }, d;
+    rc = mdb_get(txn, s->e->dbi[DB_EVENT_IDS], &k, &d);
+    if (rc == 0 && d.mv_size != 8) rc = MDB_CORRUPTED;
+    if (rc == 0) pos = get_u64be(d.mv_data);
+    store_read_end(s, txn);
+  }
+  if (rc == MDB_NOTFOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (rc) {
+    lua_pushnil(L);
+    cerr_new(L, cerr_code_of(rc), "position_of: %s", mdb_strerror(rc));
+    return 2;
+  }
+  lua_pushinteger(L, (lua_Integer)pos);
+  return 1;
+}
+
 static const luaL_Reg scan_methods[] = {
+  { "position_of", scan_position_of },
   { "read", scan_read },
   { "read_all", scan_read_all },
   { "streams", scan_streams },

@@ -76,6 +76,19 @@ function Store:read_all(opts) return handle(self):read_all(opts) end
 -- @return state, count, last_position, last_version (or nil, err)
 function Store:fold(query, state, fn) return handle(self):fold(query, state, fn) end
 
+--- The global position of the event with id `id` (a UUID string), or nil when no event has it.
+function Store:position_of(id) return handle(self):position_of(id) end
+
+--- The event with id `id`, or nil when no event has it.
+function Store:event(id)
+  local position, err = handle(self):position_of(id)
+  if not position then return nil, err end
+  for ev in self:read_all({ from = position, count = 1 }) do
+    if ev.position == position then return ev end
+  end
+  return nil
+end
+
 --- The global position of the newest event (0 when empty).
 function Store:head() return handle(self):head() end
 

@@ -180,6 +180,17 @@ function M.read_stream(srv, req)
   return 200, '{"stream":' .. json.encode(info) .. "," .. page:sub(2)
 end
 
+--- GET /events/{id}: one event by its id (the console follows correlation and causation ids with it)
+function M.event(srv, req)
+  local ok, ev, err = pcall(srv.store.event, srv.store, req.params.id)
+  if not ok then return M.refuse(400, "bad_request", "not an event id: " .. req.params.id) end
+  if not ev then
+    if err then return M.store_error(err) end
+    return M.refuse(404, "not_found", "no event has id " .. req.params.id)
+  end
+  return 200, json.encode_event(ev)
+end
+
 --- GET /all?from=&count=&category=&types=&backward=
 function M.read_all(srv, req)
   local backward = bool_param(req, "backward")
