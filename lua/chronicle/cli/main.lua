@@ -22,6 +22,7 @@ local commands = {
   verify = { "chronicle.cli.integrity", "verify" },
   project = { "chronicle.cli.projections", "project" },
   rebuild = { "chronicle.cli.projections", "rebuild" },
+  ["dead-letters"] = { "chronicle.cli.deadletters", "run" },
 }
 
 -- Subcommands whose normal end is Ctrl-C: an interrupt there is success.
