@@ -137,7 +137,7 @@ describe("the chronicle command", function()
       assert.equals(0, r.code)
       assert.matches("Usage: chronicle", r.out)
       for _, cmd in ipairs({ "repl", "stats", "streams", "show", "tail", "export", "import", "backup", "verify",
-                             "project", "rebuild" }) do
+                             "project", "rebuild", "dead-letters" }) do
         assert.matches("\n   " .. cmd .. " ", r.out, 1, true)
         local h = run({ cmd, "--help" })
         assert.equals(0, h.code, cmd .. " --help")
@@ -170,9 +170,10 @@ describe("the chronicle command", function()
     it("fails with one line, and creates nothing, when a reading command finds no store", function()
       local dir = helpers.tmpdir() .. "/missing"
       for _, args in ipairs({ { "stats", dir }, { "streams", dir }, { "show", dir, "s-1" }, { "tail", dir },
-                              { "export", dir }, { "verify", dir }, { "backup", dir, dir .. "-copy" } }) do
+                              { "export", dir }, { "verify", dir }, { "backup", dir, dir .. "-copy" },
+                              { "project", dir }, { "dead-letters", dir }, { "dead-letters", dir, "discard", "--all" } }) do
         local r = run(args)
-        assert_fails(r, 1, "^chronicle " .. args[1] .. ": no store at " .. dir:gsub("%p", "%%%0") .. "\n$")
+        assert_fails(r, 1, "^chronicle " .. args[1]:gsub("%p", "%%%0") .. ": no store at " .. dir:gsub("%p", "%%%0") .. "\n$")
         assert.equals("", r.out)
       end
       assert.is_false(helpers.exists(dir))
@@ -842,6 +843,26 @@ return { kind = "handler", name = "mailer", types = { "Opened", "Deposited" }, h
       r = run({ "dead-letters", dir, "discard", "--all" })
       assert.equals("discarded 1 dead letter\n", r.out)
       assert.equals("no dead letters\n", run({ "dead-letters", dir }).out)
+    end)
+
+    it("--follow says at once when a reactor faults on an event another process appends", function()
+      local dir = small_store()
+      local folder = scripts_folder()
+      helpers.write_file(folder .. "/guard.lua", [[
+return { kind = "reactor", name = "guard", handlers = { Closed = function(ev) error("cannot close " .. ev.stream) end } }
+]])
+      local proj = start(helpers.lua_command(BIN, "project", dir, folder, "--follow", "--timeout", "6"))
+      assert.truthy(eventually(10, function() return (read_file(proj.out) or ""):find("guard") end))
+      local store = assert(chronicle.open(dir))
+      assert(store:append("account-1", { { type = "Closed" } }))
+      store:close()
+      assert.truthy(eventually(10, function() return (read_file(proj.err) or ""):find("guard is faulted") end),
+                    "no word of the fault while following")
+      assert.equals(1, exit_status(proj, 15))
+      local err = lines(read_file(proj.err))
+      assert.equals("chronicle project: reactor guard is faulted", err[1])
+      assert.equals("chronicle project: reactor guard is faulted", err[2])
+      assert.equals(2, #err)
     end)
 
     it("--follow keeps the projections caught up with another process's appends", function()

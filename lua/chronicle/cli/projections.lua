@@ -153,6 +153,9 @@ function M.project(args)
   local list = print_status(store, paint)
   io.stdout:flush()
   if args.follow then
+    -- A fault that happens while following is said at once (on standard error), once.
+    local said = {}
+    for _, p in ipairs(M.problems(list, args.dir)) do said[p:gsub(" has %d+ dead letters?", "")] = true end
     local wait = context.follower(store, args.timeout)
     while true do
       local new_head = wait(head)
@@ -162,6 +165,14 @@ function M.project(args)
         run_until_idle(runner)
         io.stdout:write(string.format("caught up to position %d\n", head))
         io.stdout:flush()
+        for _, p in ipairs(M.problems(M.subscribers(store), args.dir)) do
+          local what = p:gsub(" has %d+ dead letters?", "")
+          if not said[what] then
+            said[what] = true
+            io.stderr:write("chronicle project: ", p, "\n")
+            io.stderr:flush()
+          end
+        end
       end
     end
     list = M.subscribers(store)
