@@ -5,6 +5,7 @@
 #   make check    the suite against an ASan+UBSan build, then under valgrind memcheck
 #   make install  PREFIX=/usr/local; make bench; make demo; make clean
 #   make rockspec list every csrc/*.c and lua/chronicle/*.lua in the rockspec
+#   make env      eval "$(make -s env)": use this tree from any folder (LUA_PATH_5_4, LUA_CPATH_5_4, PATH)
 # SPECS=spec/x_spec.lua limits test and check to some spec files.
 LUA_VERSION ?= 5.4
 LUA ?= lua$(LUA_VERSION)
@@ -55,7 +56,7 @@ VALGRIND = valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds
 VALGRIND_SPECS ?= $(SPECS)
 VALGRIND_TIMEOUT ?= 1800
 
-.PHONY: all build asan test check deps install bench demo clean rockspec crash fuzz fuzz-long reliability-long
+.PHONY: all build asan test check deps install bench demo clean rockspec env crash fuzz fuzz-long reliability-long
 
 all: build
 build: $(SO)
@@ -114,6 +115,7 @@ bench: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory build
+	@rm -rf data/bank.jsonl data/bank-import data/bank-copy   # what the README's CLI session makes
 	@if [ -f examples/bank/main.lua ]; then $(RUN_ENV) $(LUA) examples/bank/main.lua; \
 	else echo "demo: examples/bank/main.lua is not there yet"; fi
 
@@ -135,6 +137,12 @@ fuzz-long: deps
 reliability-long: deps
 	@$(MAKE) --no-print-directory build
 	@CHRONICLE_LONG=1 $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 spec/faults_spec.lua
+
+# eval "$$(make -s env)": this shell's lua5.4 finds chronicle in this tree, and bin/ is on PATH.
+env:
+	@echo "export LUA_PATH_5_4='$(ROOT)/lua/?.lua;$(ROOT)/lua/?/init.lua;;'"
+	@echo "export LUA_CPATH_5_4='$(ROOT)/$(BUILD)/?.so;;'"
+	@echo "export PATH='$(ROOT)/bin':\"\$$PATH\""
 
 rockspec:
 	@$(LUA) scripts/sync_rockspec.lua rockspec/chronicle-scm-1.rockspec

@@ -70,6 +70,7 @@ build = {
     ["chronicle.cli.arguments"] = "lua/chronicle/cli/arguments.lua",
     ["chronicle.cli.browse"] = "lua/chronicle/cli/browse.lua",
     ["chronicle.cli.context"] = "lua/chronicle/cli/context.lua",
+    ["chronicle.cli.deadletters"] = "lua/chronicle/cli/deadletters.lua",
     ["chronicle.cli.integrity"] = "lua/chronicle/cli/integrity.lua",
     ["chronicle.cli.json"] = "lua/chronicle/cli/json.lua",
     ["chronicle.cli.main"] = "lua/chronicle/cli/main.lua",

@@ -137,7 +137,7 @@ describe("the chronicle command", function()
       assert.equals(0, r.code)
       assert.matches("Usage: chronicle", r.out)
       for _, cmd in ipairs({ "repl", "stats", "streams", "show", "tail", "export", "import", "backup", "verify",
-                             "project", "rebuild" }) do
+                             "project", "rebuild", "dead-letters" }) do
         assert.matches("\n   " .. cmd .. " ", r.out, 1, true)
         local h = run({ cmd, "--help" })
         assert.equals(0, h.code, cmd .. " --help")
@@ -178,9 +178,10 @@ describe("the chronicle command", function()
     it("fails with one line, and creates nothing, when a reading command finds no store", function()
       local dir = helpers.tmpdir() .. "/missing"
       for _, args in ipairs({ { "stats", dir }, { "streams", dir }, { "show", dir, "s-1" }, { "tail", dir },
-                              { "export", dir }, { "verify", dir }, { "backup", dir, dir .. "-copy" } }) do
+                              { "export", dir }, { "verify", dir }, { "backup", dir, dir .. "-copy" },
+                              { "project", dir }, { "dead-letters", dir }, { "dead-letters", dir, "discard", "--all" } }) do
         local r = run(args)
-        assert_fails(r, 1, "^chronicle " .. args[1] .. ": no store at " .. dir:gsub("%p", "%%%0") .. "\n$")
+        assert_fails(r, 1, "^chronicle " .. args[1]:gsub("%p", "%%%0") .. ": no store at " .. dir:gsub("%p", "%%%0") .. "\n$")
         assert.equals("", r.out)
       end
       assert.is_false(helpers.exists(dir))
@@ -690,6 +691,16 @@ describe("the chronicle command", function()
       assert.matches("\n> 1795000000123456789\n> \"integer\"\n", r.out, 1, true)
     end)
 
+    it("says view('nope') names no projection instead of showing an empty one", function()
+      local dir = small_store()
+      local work = helpers.tmpdir()
+      helpers.write_file(work .. "/in", "view('nope')\nview('nope', 'k')\n1\n")
+      local r = run({ "repl", dir }, { stdin = work .. "/in" })
+      assert.equals(0, r.code, r.err)
+      assert.equals("> > > 1\n> ", r.out)
+      assert.equals("no projection 'nope' in this store\nno projection 'nope' in this store\n", r.err)
+    end)
+
     it("opens an existing store read-only with --readonly", function()
       local dir = small_store()
       local work = helpers.tmpdir()
@@ -792,7 +803,8 @@ return {
       local folder = scripts_folder()
       local r = run({ "project", dir, folder })
       assert.equals(0, r.code, r.err)
-      assert.matches("^caught up to position 5\nprojection%s+position%s+status\ntype_counts%s+5%s+live\n$", r.out)
+      assert.matches("^caught up to position 5\nkind%s+name%s+position%s+lag%s+dead%s+status\n"
+                     .. "projection%s+type_counts%s+5%s+0%s+0%s+live\n$", r.out)
       assert.same({ Opened = 2, Deposited = 1, Withdrawn = 1 }, rows(dir))
 
       r = run({ "rebuild", dir, "type_counts", "--scripts", folder })
@@ -805,6 +817,130 @@ return {
       assert_fails(run({ "rebuild", dir, "type_counts" }), 2, "^chronicle rebuild: missing option '%-%-scripts'")
       helpers.write_file(folder .. "/broken.lua", "return {")
       assert_fails(run({ "project", dir, folder }), 1, "^chronicle project: script error: .*broken%.lua")
+    end)
+
+    -- A scripts folder with a projection, a reactor that faults on "Withdrawn" and a handler that
+    -- fails on account-2's events; `good` is the same handler without the failure.
+    local function troubled_folder()
+      local folder = scripts_folder()
+      helpers.write_file(folder .. "/audit.lua", [[
+return { kind = "reactor", name = "audit", handlers = {
+  Opened = function(ev, ctx) ctx:append("audit-" .. ev.stream, { { type = "Seen" } }) end,
+  Withdrawn = function(ev) error("audit cannot handle withdrawals") end,
+} }
+]])
+      helpers.write_file(folder .. "/mailer.lua", [[
+return { kind = "handler", name = "mailer", types = { "Opened", "Deposited" }, retries = 1,
+  handle = function(ev) if ev.stream == "account-2" then error("smtp down for " .. ev.stream) end end }
+]])
+      local good = helpers.tmpdir() .. "/good"
+      os.execute("mkdir -p " .. q(good))
+      helpers.write_file(good .. "/mailer.lua", [[
+return { kind = "handler", name = "mailer", types = { "Opened", "Deposited" }, handle = function(ev) end }
+]])
+      return folder, good
+    end
+
+    it("lists projections, reactors and handlers with position, lag, dead letters and status, "
+       .. "and fails when one is faulted or has dead letters", function()
+      local dir = small_store()
+      local folder = troubled_folder()
+      local r = run({ "project", dir, folder })
+      assert.equals(1, r.code, r.err)
+      local out = lines(r.out)
+      assert.equals("caught up to position 5", out[1])
+      assert.matches("^kind%s+name%s+position%s+lag%s+dead%s+status$", out[2])
+      assert.matches("^projection%s+type_counts%s+5%s+0%s+0%s+live$", out[3])
+      assert.matches("^reactor%s+audit%s+0%s+5%s+0%s+faulted at position 5: .*audit cannot handle withdrawals$", out[4])
+      assert.matches("^handler%s+mailer%s+5%s+0%s+1%s+dead letters$", out[5])
+      assert.equals(5, #out)
+      assert.matches("reactor audit is faulted; handler mailer has 1 dead letter %(see chronicle dead%-letters ", r.err)
+
+      -- (the faulted batch wrote nothing: the reactor stays at 0, 5 behind)
+      -- the same list from the store alone, without a scripts folder, read-only
+      r = run({ "project", dir })
+      assert.equals(1, r.code, r.err)
+      assert.same(out, { "caught up to position 5", table.unpack(lines(r.out)) })
+    end)
+
+    it("dead-letters lists, shows, retries (with the handlers' code) and discards", function()
+      local dir = small_store()
+      local folder, good = troubled_folder()
+      local store = assert(chronicle.open(dir))
+      assert(store:append("account-2", { { type = "Deposited", data = { amount = 5 } } }))
+      store:close()
+      assert.equals(1, run({ "project", dir, folder }).code)
+
+      local r = run({ "dead-letters", dir })
+      assert.equals(0, r.code, r.err)
+      local out = lines(r.out)
+      assert.matches("^id%s+event%s+type%s+attempts%s+last failed%s+error$", out[1])
+      assert.matches("^mailer:3%s+account%-2@0%s+Opened%s+2%s+%S+Z%s+.*smtp down for account%-2$", out[2])
+      assert.matches("^mailer:6%s+account%-2@1%s+Deposited%s+2%s+%S+Z%s+.*smtp down for account%-2$", out[3])
+      assert.equals(3, #out)
+
+      r = run({ "dead-letters", dir, "list", "--json" })
+      assert.equals(0, r.code, r.err)
+      local first = cjson.decode(lines(r.out)[1])
+      assert.equals("mailer:3", first.id)
+      assert.equals("account-2", first.stream)
+      assert.equals(3, first.position)
+
+      r = run({ "dead-letters", dir, "show", "mailer:6" })
+      assert.equals(0, r.code, r.err)
+      assert.matches("\nstream%s+account%-2\n", r.out)
+      assert.matches("\n6  %S+Z  account%-2@1  Deposited  { amount = 5 }", r.out)
+      assert_fails(run({ "dead-letters", dir, "show", "mailer:9" }), 1, "^chronicle dead%-letters: no dead letter mailer:9")
+      assert_fails(run({ "dead-letters", dir, "show", "mailer" }), 2, "ID is HANDLER:POSITION")
+
+      -- retry needs the code; the failing code fails again and keeps both, the fixed code clears them
+      assert_fails(run({ "dead-letters", dir, "retry" }), 2, "%-%-scripts FOLDER")
+      r = run({ "dead-letters", dir, "retry", "--scripts", folder })
+      assert.equals(1, r.code)
+      assert.matches("^mailer: 0 handled, 2 still failing\n$", r.out)
+      assert.equals(2, #lines(run({ "dead-letters", dir }).out) - 1)
+
+      -- discard one, then retry the other with the fixed handler
+      r = run({ "dead-letters", dir, "discard", "mailer:3" })
+      assert.equals(0, r.code, r.err)
+      assert.equals("discarded 1 dead letter\n", r.out)
+      assert_fails(run({ "dead-letters", dir, "discard", "mailer:3" }), 1, "no dead letter mailer:3")
+      r = run({ "dead-letters", dir, "retry", "mailer", "--scripts", good })
+      assert.equals(0, r.code, r.err)
+      assert.equals("mailer: 1 handled, 0 still failing\n", r.out)
+      assert.equals("no dead letters\n", run({ "dead-letters", dir }).out)
+      assert.matches("\nhandler%s+mailer%s+6%s+0%s+0%s+live\n", run({ "project", dir }).out)
+
+      -- discard --all
+      assert.equals(1, run({ "project", dir, folder }).code)   -- nothing new: no new dead letters
+      store = assert(chronicle.open(dir))
+      assert(store:append("account-2", { { type = "Deposited", data = { amount = 1 } } }))
+      store:close()
+      assert.equals(1, run({ "project", dir, folder }).code)
+      assert.equals(2, #lines(run({ "dead-letters", dir }).out))
+      r = run({ "dead-letters", dir, "discard", "--all" })
+      assert.equals("discarded 1 dead letter\n", r.out)
+      assert.equals("no dead letters\n", run({ "dead-letters", dir }).out)
+    end)
+
+    it("--follow says at once when a reactor faults on an event another process appends", function()
+      local dir = small_store()
+      local folder = scripts_folder()
+      helpers.write_file(folder .. "/guard.lua", [[
+return { kind = "reactor", name = "guard", handlers = { Closed = function(ev) error("cannot close " .. ev.stream) end } }
+]])
+      local proj = start(helpers.lua_command(BIN, "project", dir, folder, "--follow", "--timeout", "6"))
+      assert.truthy(eventually(10, function() return (read_file(proj.out) or ""):find("guard") end))
+      local store = assert(chronicle.open(dir))
+      assert(store:append("account-1", { { type = "Closed" } }))
+      store:close()
+      assert.truthy(eventually(10, function() return (read_file(proj.err) or ""):find("guard is faulted") end),
+                    "no word of the fault while following")
+      assert.equals(1, exit_status(proj, 15))
+      local err = lines(read_file(proj.err))
+      assert.equals("chronicle project: reactor guard is faulted", err[1])
+      assert.equals("chronicle project: reactor guard is faulted", err[2])
+      assert.equals(2, #err)
     end)
 
     it("--follow keeps the projections caught up with another process's appends", function()

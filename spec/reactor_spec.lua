@@ -125,7 +125,7 @@ describe("a reactor", function()
 
   describe("driving the bank transfer saga", function()
     local function bank(store)
-      local Account = dofile(helpers.root .. "/examples/bank/account.lua")
+      local Account = dofile(helpers.root .. "/examples/bank/rules/account.lua")
       local Transfer = dofile(helpers.root .. "/examples/bank/transfer.lua")
       local saga = dofile(helpers.root .. "/examples/bank/saga.lua")
       local accounts, transfers = store:repository(Account), store:repository(Transfer)

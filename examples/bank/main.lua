@@ -1,9 +1,12 @@
 -- The bank demo: accounts that open, deposit, withdraw and transfer money
 -- atomically, then their balance history and a look at the past.
 -- Usage: lua5.4 examples/bank/main.lua [store-dir]   (default: data/bank)
+-- `make demo` runs it; the README's CLI session then explores data/bank, with
+-- the scripts in examples/bank/rules/ (the account aggregate and a projection).
 local chronicle = require "chronicle"
-package.path = "./examples/?.lua;" .. package.path
-local Account = require "bank.account"
+local examples = (arg and arg[0] or ""):match("^(.-)/?bank/main%.lua$") or "examples"
+package.path = (examples == "" and "." or examples) .. "/?.lua;" .. package.path
+local Account = require "bank.rules.account"
 local Transfer = require "bank.transfer"
 local saga = require "bank.saga"
 

@@ -193,9 +193,19 @@ function Store:run_projections()
 end
 
 --- The read face of projection `name`: `get(k)`, `pairs(opts)`, `count()`, `status()`.
+-- A projection that was never registered in this store (by any process) is
+-- not an empty view: it returns nil, err with `code = "not_found"`. A
+-- registered projection whose first build has not finished reads as empty.
+-- @return the view, or nil, err
 function Store:view(name)
   if type(name) ~= "string" then error("view: projection name expected", 2) end
-  return require("chronicle.view").reader(self, name)
+  local view = require "chronicle.view"
+  local meta, err = self:kv_get(view.PROJECTIONS, name)
+  if err then return nil, err end
+  if meta == nil or name:find("^reactor:") then
+    return nil, require("chronicle.core").error("not_found", "no projection '" .. name .. "' in this store", { projection = name })
+  end
+  return view.reader(self, name)
 end
 
 --- The status of every projection in the store (registered here or not):

@@ -115,13 +115,16 @@ function M.parser(version)
     :convert(integer("--max-problems", 1))
   verify:flag("--json", "One JSON object.")
 
-  local project = parser:command("project", "Run the projections and handlers of a scripts folder.")
-    :summary("Run the projections and handlers of a scripts folder.")
+  local project = parser:command("project", "Run a scripts folder's projections, reactors and handlers; list them all.")
+    :summary("Run a scripts folder's projections, reactors and handlers; list them all.")
     :description("Load the scripts of FOLDER (aggregates, projections, handlers, reactors) and run their "
-                 .. "projections and handlers up to the head of the log; with --follow keep them caught up "
-                 .. "as events arrive, until interrupted (Ctrl-C).")
+                 .. "projections, reactors and handlers up to the head of the log; with --follow keep them "
+                 .. "caught up as events arrive, until interrupted (Ctrl-C). Then list every projection, "
+                 .. "reactor and handler the store holds state for (position, lag behind the head, dead "
+                 .. "letters, status); without FOLDER only list them. Exits with status 1 when a projection "
+                 .. "or reactor is faulted or a handler has dead letters.")
   store_dir(project)
-  project:argument("folder", "The scripts folder.")
+  project:argument("folder", "The scripts folder."):args("?")
   project:flag("-f --follow", "Keep running as events arrive.")
   project:option("--timeout", "Stop following after this many seconds."):hidden(true):convert(seconds)
 
@@ -145,6 +148,22 @@ function M.parser(version)
   serve:option("--scripts", "Load this scripts folder (aggregate states, handler retries)."):argname("<folder>")
   serve:option("--heartbeat", "Seconds between heartbeats on idle subscriptions (default 15)."):argname("<s>")
     :convert(seconds)
+
+  local dead = parser:command("dead-letters", "List, show, retry or discard the dead letters of handlers.")
+    :summary("List, show, retry or discard the dead letters of handlers.")
+    :description("The events a handler still failed on after its retries. 'list' (the default) prints them "
+                 .. "(--handler NAME: one handler's); 'show ID' prints one with its event; 'retry [NAME] "
+                 .. "--scripts FOLDER' runs the handlers defined in FOLDER again on their dead letters and "
+                 .. "removes those that succeed (exit status 1 when some still fail); 'discard ID' removes "
+                 .. "one, 'discard --all' every one (of handler NAME with 'discard NAME --all'). An ID is "
+                 .. "HANDLER:POSITION, as 'list' prints it.")
+  store_dir(dead)
+  dead:argument("action", "list, show, retry or discard."):args("?"):choices({ "list", "show", "retry", "discard" })
+  dead:argument("target", "A dead letter's ID (show, discard) or a handler's name (retry, discard --all)."):args("?")
+  dead:option("--handler", "list: only this handler's dead letters."):argname("<name>")
+  dead:option("--scripts", "retry: the scripts folder that defines the handlers."):argname("<folder>")
+  dead:flag("--all", "discard: every dead letter (of the named handler, when one is given).")
+  dead:flag("--json", "list, show: JSON Lines, one object per dead letter.")
 
   return parser
 end

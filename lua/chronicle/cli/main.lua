@@ -23,6 +23,7 @@ local commands = {
   project = { "chronicle.cli.projections", "project" },
   rebuild = { "chronicle.cli.projections", "rebuild" },
   serve = { "chronicle.cli.serve", "serve" },
+  ["dead-letters"] = { "chronicle.cli.deadletters", "run" },
 }
 
 -- Subcommands whose normal end is Ctrl-C: an interrupt there is success.

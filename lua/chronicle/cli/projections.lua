@@ -47,44 +47,115 @@ local function run_until_idle(runner)
   return result
 end
 
-local function status_rows(store)
-  if type(store.projection_status) ~= "function" then return {} end
-  local rows, names = {}, {}
-  local status = store:projection_status()
-  for name in pairs(status) do names[#names + 1] = name end
-  table.sort(names)
-  for _, name in ipairs(names) do
-    local s = status[name]
-    local text = tostring(s.status or "?")
-    if s.fault then text = text .. " at position " .. tostring(s.fault.position) .. ": " .. tostring(s.fault.error) end
-    rows[#rows + 1] = { name, output.count(s.checkpoint or 0), text }
+-- Kinds in the order the status table lists them.
+local kind_order = { projection = 1, reactor = 2, handler = 3 }
+
+--- Every projection, reactor and handler of `store`, read from the store
+-- alone (its projections, checkpoints and dead-letters spaces), plus those
+-- registered in this process that have not stored anything yet.
+-- @return a list of `{kind, name, position, lag, status, fault, dead}` in kind and name order
+function M.subscribers(store)
+  local head = store:head()
+  local list, by = {}, {}
+  local function entry(kind, name)
+    local key = kind .. "\0" .. name
+    local e = by[key]
+    if not e then
+      e = { kind = kind, name = name, position = 0, status = "live", dead = 0 }
+      by[key], list[#list + 1] = e, e
+    end
+    return e
   end
-  return rows, status
+  for name, meta in store:kv_scan("projections") do
+    local reactor_name = name:match("^reactor:(.+)$")
+    if reactor_name then
+      local e = entry("reactor", reactor_name)
+      e.status, e.fault = meta.status or "faulted", meta.fault
+    elseif type(meta) == "table" then
+      local e = entry("projection", name)
+      local gen = meta.building or meta.generation
+      e.position = store:kv_get("checkpoints", "p:" .. name .. "#" .. tostring(gen)) or 0
+      e.status, e.fault = tostring(meta.status or "?"), meta.fault
+    end
+  end
+  for key, position in store:kv_scan("checkpoints", { prefix = "h:" }) do entry("handler", key:sub(3)).position = position end
+  for key, position in store:kv_scan("checkpoints", { prefix = "r:" }) do entry("reactor", key:sub(3)).position = position end
+  for key, row in store:kv_scan("dead_letters") do
+    local name = type(row) == "table" and row.handler or key:match("^(.*):%d+$")
+    local e = entry("handler", name)
+    e.dead = e.dead + 1
+  end
+  local reg = type(store.registrations) == "function" and store:registrations() or {}
+  for kind, names in pairs({ projection = reg.projections, reactor = reg.reactors, handler = reg.handlers }) do
+    for name in pairs(names or {}) do entry(kind, name) end
+  end
+  for _, e in ipairs(list) do
+    if e.kind == "handler" and e.dead > 0 then e.status = "dead letters" end
+    e.lag = math.max(0, head - e.position)
+  end
+  table.sort(list, function(a, b)
+    if a.kind ~= b.kind then return kind_order[a.kind] < kind_order[b.kind] end
+    return a.name < b.name
+  end)
+  return list
+end
+
+--- The problems in a subscriber list: faults and dead letters, one text each.
+function M.problems(list, dir)
+  local out = {}
+  for _, e in ipairs(list) do
+    if e.status == "faulted" then out[#out + 1] = e.kind .. " " .. e.name .. " is faulted" end
+    if e.dead > 0 then
+      out[#out + 1] = string.format("handler %s has %s (see chronicle dead-letters %s)", e.name,
+        output.plural(e.dead, "dead letter"), dir)
+    end
+  end
+  return out
 end
 
 local function print_status(store, paint)
-  local rows, status = status_rows(store)
-  if #rows > 0 then output.table({ "projection", "position", "status" }, rows, { [2] = true }, io.stdout, paint) end
-  for name, s in pairs(status or {}) do
-    if s.status == "faulted" then context.fail("projection " .. name .. " is faulted") end
+  local rows, list = {}, M.subscribers(store)
+  for _, e in ipairs(list) do
+    local text = e.status
+    if e.fault then text = text .. " at position " .. tostring(e.fault.position) .. ": " .. tostring(e.fault.error) end
+    rows[#rows + 1] = { e.kind, e.name, output.count(e.position), output.count(e.lag), output.count(e.dead), text }
   end
+  if #rows > 0 then
+    output.table({ "kind", "name", "position", "lag", "dead", "status" }, rows, { [3] = true, [4] = true, [5] = true },
+                 io.stdout, paint)
+  end
+  return list
 end
 
---- chronicle project DIR FOLDER [--follow]
+--- Fails (exit status 1) when a projection or reactor is faulted or a handler has dead letters.
+local function fail_on_problems(list, dir)
+  local problems = M.problems(list, dir)
+  if #problems > 0 then context.fail(table.concat(problems, "; ")) end
+end
+
+--- chronicle project DIR [FOLDER] [--follow]
 function M.project(args)
   M.require_scripts("chronicle project")
-  local store = context.open(args.dir, "write")
+  local store = context.open(args.dir, args.folder and "write" or "read")
+  local paint = terminal.painter(terminal.colour(io.stdout))
+  if not args.folder then
+    fail_on_problems(print_status(store, paint), args.dir)
+    store:close()
+    return
+  end
   M.load(store, args.folder)
   local runner = chronicle.runner(store)
-  local paint = terminal.painter(terminal.colour(io.stdout))
   local status = progress.status("projecting...")
   local head = store:head()
   run_until_idle(runner)
   status:finish()
   io.stdout:write(string.format("caught up to position %d\n", head))
-  print_status(store, paint)
+  local list = print_status(store, paint)
   io.stdout:flush()
   if args.follow then
+    -- A fault that happens while following is said at once (on standard error), once.
+    local said = {}
+    for _, p in ipairs(M.problems(list, args.dir)) do said[p:gsub(" has %d+ dead letters?", "")] = true end
     local wait = context.follower(store, args.timeout)
     while true do
       local new_head = wait(head)
@@ -94,9 +165,19 @@ function M.project(args)
         run_until_idle(runner)
         io.stdout:write(string.format("caught up to position %d\n", head))
         io.stdout:flush()
+        for _, p in ipairs(M.problems(M.subscribers(store), args.dir)) do
+          local what = p:gsub(" has %d+ dead letters?", "")
+          if not said[what] then
+            said[what] = true
+            io.stderr:write("chronicle project: ", p, "\n")
+            io.stderr:flush()
+          end
+        end
       end
     end
+    list = M.subscribers(store)
   end
+  fail_on_problems(list, args.dir)
   store:close()
 end
 
@@ -149,7 +230,11 @@ function M.rebuild(args)
     end
   end
   io.stdout:write(string.format("rebuilt %s up to position %d%s\n", args.name, head, rows))
-  print_status(store, terminal.painter(terminal.colour(io.stdout)))
+  for _, e in ipairs(print_status(store, terminal.painter(terminal.colour(io.stdout)))) do
+    if e.kind == "projection" and e.name == args.name and e.status == "faulted" then
+      context.fail("projection " .. e.name .. " is faulted")
+    end
+  end
   store:close()
 end
 

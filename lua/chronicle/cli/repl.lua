@@ -74,7 +74,8 @@ function M.helpers(store, scripts)
 
   function h.view(name, key)
     if type(store.view) ~= "function" then error("view: projections are not available in this build", 2) end
-    local v = store:view(name)
+    local v, err = store:view(name)
+    if not v then error(context.describe(err), 2) end
     if key ~= nil then return v:get(key) end
     local rows = {}
     for k, row in v:pairs() do rows[k] = row end
