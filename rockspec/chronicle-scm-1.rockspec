@@ -78,6 +78,7 @@ build = {
     ["chronicle.cli.progress"] = "lua/chronicle/cli/progress.lua",
     ["chronicle.cli.projections"] = "lua/chronicle/cli/projections.lua",
     ["chronicle.cli.repl"] = "lua/chronicle/cli/repl.lua",
+    ["chronicle.cli.serve"] = "lua/chronicle/cli/serve.lua",
     ["chronicle.cli.terminal"] = "lua/chronicle/cli/terminal.lua",
     ["chronicle.cli.time"] = "lua/chronicle/cli/time.lua",
     ["chronicle.cli.transfer"] = "lua/chronicle/cli/transfer.lua",
@@ -90,6 +91,13 @@ build = {
     ["chronicle.runner"] = "lua/chronicle/runner.lua",
     ["chronicle.sandbox"] = "lua/chronicle/sandbox.lua",
     ["chronicle.scripts"] = "lua/chronicle/scripts.lua",
+    ["chronicle.server"] = "lua/chronicle/server/init.lua",
+    ["chronicle.server.api"] = "lua/chronicle/server/api.lua",
+    ["chronicle.server.group_commit"] = "lua/chronicle/server/group_commit.lua",
+    ["chronicle.server.http"] = "lua/chronicle/server/http.lua",
+    ["chronicle.server.metrics"] = "lua/chronicle/server/metrics.lua",
+    ["chronicle.server.static"] = "lua/chronicle/server/static.lua",
+    ["chronicle.server.subscribe"] = "lua/chronicle/server/subscribe.lua",
     ["chronicle.store"] = "lua/chronicle/store.lua",
     ["chronicle.unit_of_work"] = "lua/chronicle/unit_of_work.lua",
     ["chronicle.upcast"] = "lua/chronicle/upcast.lua",
@@ -98,5 +106,10 @@ build = {
   },
   install = {
     bin = { chronicle = "bin/chronicle" },
+    lua = {
+      -- begin: make rockspec web
+      ["chronicle.server.web.index_html"] = "lua/chronicle/server/web/index.html",
+      -- end: make rockspec web
+    },
   },
 }

@@ -1,5 +1,6 @@
 -- `make rockspec`: rewrites the generated parts of rockspec/chronicle-scm-1.rockspec from the
--- tree (every csrc/*.c as a source of chronicle.core, every lua/chronicle/*.lua as a module),
+-- tree (every csrc/*.c as a source of chronicle.core, every lua/chronicle/*.lua as a module,
+-- every file of the web console as an installed file),
 -- between the "-- begin: make rockspec" and "-- end: make rockspec" lines.
 local ROCKSPEC = arg[1] or "rockspec/chronicle-scm-1.rockspec"
 
@@ -27,11 +28,19 @@ end
 table.sort(modules, function(a, b) return a[1] < b[1] end)
 for i, m in ipairs(modules) do modules[i] = ('    ["%s"] = "%s",'):format(m[1], m[2]) end
 
+-- The web console's files, installed beside chronicle/server/*.lua (LuaRocks keeps a
+-- non-Lua file's name and puts it in the folder its key names).
+local web = {}
+for _, f in ipairs(files("find lua/chronicle/server/web -type f -not -path '*/.*' | LC_ALL=C sort")) do
+  local name = f:match("([^/]+)$"):gsub("[^%w]", "_")
+  web[#web + 1] = ('      ["chronicle.server.web.%s"] = "%s",'):format(name, f)
+end
+
 local f = assert(io.open(ROCKSPEC, "r"))
 local text = f:read("a")
 f:close()
 
-local blocks = { sources = sources, modules = modules }
+local blocks = { sources = sources, modules = modules, web = web }
 local count = 0
 text = text:gsub("(\n[ \t]*%-%- begin: make rockspec (%a+)\n).-([ \t]*%-%- end: make rockspec %a+\n)",
   function(head, which, tail)
@@ -39,9 +48,9 @@ text = text:gsub("(\n[ \t]*%-%- begin: make rockspec (%a+)\n).-([ \t]*%-%- end: 
     count = count + 1
     return head .. table.concat(lines, "\n") .. (#lines > 0 and "\n" or "") .. tail
   end)
-assert(count == 2, ROCKSPEC .. ": expected the two generated blocks (sources, modules), found " .. count)
+assert(count == 3, ROCKSPEC .. ": expected the three generated blocks (sources, modules, web), found " .. count)
 
 f = assert(io.open(ROCKSPEC, "w"))
 f:write(text)
 f:close()
-print(("%s: %d C sources, %d Lua modules"):format(ROCKSPEC, #sources, #modules))
+print(("%s: %d C sources, %d Lua modules, %d web files"):format(ROCKSPEC, #sources, #modules, #web))

@@ -74,6 +74,17 @@ describe("the rockspec", function()
            table.concat(missing, ",\n  "))
   end)
 
+  it("installs every file of the web console", function()
+    local listed = {}
+    for _, file in pairs(spec.build.install.lua or {}) do listed[file] = true end
+    local missing = {}
+    for _, file in ipairs(files_under("lua/chronicle/server/web", "*")) do
+      if not listed[file] then missing[#missing + 1] = file end
+    end
+    assert(#missing == 0, ROCKSPEC .. " does not install these console files (run `make rockspec`):\n  " ..
+           table.concat(missing, ",\n  "))
+  end)
+
   it("builds chronicle.core from every csrc/*.c file", function()
     local listed = {}
     for _, src in ipairs(modules["chronicle.core"].sources) do listed[src] = true end
@@ -96,6 +107,7 @@ describe("the rockspec", function()
       elseif name == "chronicle.core" then for _, src in ipairs(m.sources) do check(src) end end
     end
     for _, file in pairs(spec.build.install and spec.build.install.bin or {}) do check(file) end
+    for _, file in pairs(spec.build.install and spec.build.install.lua or {}) do check(file) end
     table.sort(gone)
     assert(#gone == 0, ROCKSPEC .. " names missing files: " .. table.concat(gone, ", "))
   end)
@@ -143,6 +155,7 @@ describe("luarocks make with the rockspec", function()
       local r = assert(store:append("greeting-1", { { type = "Said", data = { text = "hello", n = 42 } } },
                                     { expected = chronicle.NO_STREAM }))
       print("appended", r.version, r.position)
+      print("console", require("chronicle.server.static").folder())
       for ev in store:read("greeting-1") do
         print("read", ev.stream, ev.version, ev.position, ev.type, ev.data.text, math.type(ev.data.n), ev.data.n)
       end
@@ -164,6 +177,10 @@ describe("luarocks make with the rockspec", function()
     assert.matches("module\t" .. tree:gsub("%p", "%%%0") .. "/share/lua/5.4/chronicle/init.lua\n", out, 1)
     assert.matches("core\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5.4/chronicle/core.so\n", out, 1)
     assert.matches("appended\t0\t1\n", out, 1, true)
+    assert.matches("console\t" .. tree:gsub("%p", "%%%0") .. "/share/lua/5.4/chronicle/server/web\n", out, 1)
+    local page = io.open(tree .. "/share/lua/5.4/chronicle/server/web/index.html")
+    assert.is_truthy(page, "the console's index.html is not installed")
+    page:close()
     assert.matches("read\tgreeting%-1\t0\t1\tSaid\thello\tinteger\t42\n", out, 1)
   end)
 end)
