@@ -108,7 +108,9 @@ build = {
     bin = { chronicle = "bin/chronicle" },
     lua = {
       -- begin: make rockspec web
+      ["chronicle.server.web.app_js"] = "lua/chronicle/server/web/app.js",
       ["chronicle.server.web.index_html"] = "lua/chronicle/server/web/index.html",
+      ["chronicle.server.web.style_css"] = "lua/chronicle/server/web/style.css",
       -- end: make rockspec web
     },
   },

@@ -8,7 +8,7 @@ packages=(
   lua5.4 liblua5.4-dev
   liblmdb-dev lmdb-utils libmsgpack-dev libxxhash-dev
   lua-busted lua-cjson lua-argparse lua-filesystem lua-readline lua-term lua-luv tmux
-  lua-http lua-cqueues curl
+  lua-http lua-cqueues curl chromium chromium-driver wrk
   luarocks
   valgrind clang libclang-rt-14-dev
 )

@@ -93,6 +93,13 @@ function M.escape_segment(s)
   return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
 end
 
+-- A JSON array of `items` (json.encode writes an empty table as {}).
+local function json_list(items)
+  local out = {}
+  for i, v in ipairs(items) do out[i] = json.encode(v) end
+  return "[" .. table.concat(out, ",") .. "]"
+end
+
 -- `{"events":[...],"links":{...}}` from a list of encoded events.
 local function events_page(encoded, links)
   return '{"events":[' .. table.concat(encoded, ",") .. '],"links":' .. json.encode(links) .. "}"
@@ -263,18 +270,14 @@ function M.projections(srv)
     reactors[#reactors + 1] = row
   end
   table.sort(reactors, function(a, b) return a.name < b.name end)
-  local handlers, letters = {}, {}
-  for _, letter in ipairs(srv.store:dead_letters() or {}) do
-    local name = letter.handler or letter.name or "?"
-    letters[name] = (letters[name] or 0) + 1
-  end
-  for name in pairs(srv.store:registrations().handlers) do
-    local checkpoint = srv.store:kv_get("checkpoints", "h:" .. name) or 0
-    handlers[#handlers + 1] = { name = name, checkpoint = checkpoint, lag = head - checkpoint,
-                                dead_letters = letters[name] or 0 }
+  local handlers = {}
+  for name, row in pairs(srv.store:handler_status()) do
+    row.name = name
+    handlers[#handlers + 1] = row
   end
   table.sort(handlers, function(a, b) return a.name < b.name end)
-  return 200, json.encode({ head = head, projections = out, reactors = reactors, handlers = handlers })
+  return 200, ('{"head":%d,"projections":%s,"reactors":%s,"handlers":%s}'):format(head, json_list(out),
+    json_list(reactors), json_list(handlers))
 end
 
 local function view_of(srv, name)
@@ -330,6 +333,14 @@ function M.retry_dead_letters(srv, req)
   end
   local succeeded, failing = srv.store:retry_dead_letters(name)
   return 200, json.encode({ handler = name, succeeded = succeeded, still_failing = failing })
+end
+
+--- GET /aggregates: the names of the aggregates the server loaded (serve --scripts)
+function M.aggregates(srv)
+  local names = {}
+  for name in pairs(srv.repositories or {}) do names[#names + 1] = name end
+  table.sort(names)
+  return 200, '{"aggregates":' .. json_list(names) .. "}"
 end
 
 --- GET /aggregates/{name}/{id}?version=&position=: state at any point (serve --scripts)

@@ -67,6 +67,7 @@ local ROUTES = {
   { "GET", "^/views/([^/]+)/(.+)$", "view_row", api.view_row, params = { "name", "key" } },
   { "GET", "^/dead%-letters$", "dead_letters", api.dead_letters },
   { "POST", "^/dead%-letters/([^/]+)/retry$", "retry", api.retry_dead_letters, params = { "handler" }, writes = true },
+  { "GET", "^/aggregates$", "aggregates", api.aggregates },
   { "GET", "^/aggregates/([^/]+)/(.+)$", "aggregate", api.aggregate_state, params = { "name", "id" } },
   { "GET", "^/$", "console", static.index },
   { "GET", "^/console/([%w_%-]+%.%a+)$", "console", static.file, params = { "file" } },
