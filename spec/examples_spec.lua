@@ -44,7 +44,7 @@ describe("the bank example", function()
     assert.matches("would leave 110; it was rolled back, so she still has 120.", out, nil, true)
 
     local store = helpers.open(nil, dir)
-    local accounts = store:repository(example_aggregate("bank", "account"))
+    local accounts = store:repository(example_aggregate("bank", "rules/account"))
 
     -- the printed balance history is the start of the stream's history
     local printed = {}

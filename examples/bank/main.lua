@@ -3,8 +3,8 @@
 -- Usage: lua5.4 examples/bank/main.lua [store-dir]   (default: data/bank)
 local chronicle = require "chronicle"
 package.path = "./examples/?.lua;" .. package.path
-local Account = require "bank.account"
-local Transfer = require "bank.transfer"
+local Account = require "bank.rules.account"
+local Transfer = require "bank.rules.transfer"
 local saga = require "bank.saga"
 
 local dir = arg[1] or "data/bank"
