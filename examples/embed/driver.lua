@@ -270,7 +270,7 @@ function M.handle(line, n)
   if not ok then
     return answer(nil, { code = "bad_request", message = ("line %d is not JSON: %s"):format(n, tostring(req)) })
   end
-  if type(req) ~= "table" then
+  if type(req) ~= "table" or req[1] ~= nil then   -- a number, a string, an array
     return answer(nil, { code = "bad_request", message = ("line %d: a JSON object expected"):format(n) })
   end
   req = from_json(req)
