@@ -44,11 +44,14 @@ local function host()
   exe = build_dir .. "/chronicle-host"
   local sanitize = ASAN and "-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" or ""
   local log = build_dir .. "/cc.log"
-  local ok = os.execute(("cd %s && cc -O1 -g %s %s -I/usr/include/lua5.4 examples/embed/host.c -o %s -llua5.4 > %s 2>&1")
+  local ok = os.execute(("cd %s && timeout 120 cc -O1 -g %s %s -I/usr/include/lua5.4 examples/embed/host.c -o %s -llua5.4 > %s 2>&1")
     :format(q(helpers.root), makefile_warn(), sanitize, q(exe), q(log)))
   local out = slurp(log)
   assert(ok == true, "examples/embed/host.c does not build:\n" .. out)
   assert(out == "", "examples/embed/host.c builds with output:\n" .. out)
+  if ASAN then   -- the sanitizer half of make check must really check the host
+    assert(helpers.capture("ldd " .. q(exe)):find("libasan", 1, true), "the host was not linked with ASan")
+  end
   return exe
 end
 
@@ -63,6 +66,12 @@ local function command(args)
   return table.concat(parts, " ")
 end
 
+-- ASan, LSan, UBSan and valgrind report on stderr, their lines starting "==PID==" (or naming
+-- "runtime error"); the exit status tells too, but not on a path that fails anyway.
+local function assert_clean(err)
+  assert(not err:find("==%d+==") and not err:find("runtime error:", 1, true), "a memory checker reported:\n" .. err)
+end
+
 -- Runs the host on `input` (text); returns exit status, the decoded answers, stdout, stderr.
 local function run(args, input)
   local dir = helpers.tmpdir()
@@ -71,6 +80,7 @@ local function run(args, input)
     q(dir .. "/in"), q(dir .. "/out"), q(dir .. "/err")))
   local status = ok and 0 or (how == "exit" and code or 128 + code)
   local out, err = slurp(dir .. "/out"), slurp(dir .. "/err")
+  assert_clean(err)
   local answers = {}
   for i, line in ipairs(lines_of(out)) do
     local dok, a = pcall(cjson.decode, line)
@@ -277,6 +287,7 @@ end
 -- The host's exit status, once it has exited.
 local function exit_status(h)
   wait_until("the host to exit", function() return slurp(h.rcfile):match("%d+") ~= nil end, h)
+  assert_clean(slurp(h.err))
   return tonumber(slurp(h.rcfile):match("%d+"))
 end
 

@@ -315,7 +315,9 @@ int main(int argc, char **argv) {
   if (o.store == NULL || o.rules == NULL || optind != argc) { usage(stderr); return 2; }
 
   /* Block SIGINT/SIGTERM (see serve), handle them with a flag, and let a
-   * closed stdout be a write error instead of a silent death by SIGPIPE. */
+   * closed stdout be a write error instead of a silent death by SIGPIPE.
+   * Programs that Lua code starts (io.popen, os.execute) inherit the blocked
+   * mask: a rule that starts one cannot count on SIGTERM reaching it. */
   sigset_t stops, waitmask;
   sigemptyset(&stops);
   sigaddset(&stops, SIGINT);
