@@ -165,6 +165,16 @@ describe("the embedding host", function()
     assert.equals("faulted", store:projection_status().owners.status)
     assert.equals(8, store:head())
     assert.is_true(store:verify().ok)
+    store:close()
+
+    -- started again on that store: it says what it found, faults included, and goes on
+    status, a, out, err = run({ "--store", store_dir, "--rules", "examples/bank/rules",
+      "--sandboxed", "examples/embed/sandboxed" }, jsonl { exec(1, "bob", "deposit", { amount = 1 }) })
+    assert.equals(0, status, "exit status; stderr:\n" .. err)
+    assert.matches("store " .. store_dir .. " at position 8;", err, 1, true)
+    assert.matches("\n  faulted: projection owners: [^\n]*owners.lua:%d+", err)
+    assert.same({ true, 21 }, { a[1].ok, a[1].state.balance }, out)
+    assert.is_nil(a[1].faults)             -- an old fault is not news
   end)
 
   it("goes on past hostile rules, malformed lines, a broken script and a line too long", function()

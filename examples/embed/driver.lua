@@ -255,12 +255,12 @@ function M.start(config)
     sandboxed = chronicle.load_scripts(store, config.sandboxed, { sandbox = true, limits = config.limits })
   end
   runner = chronicle.runner(store)
-  catch_up()
+  local faults = catch_up()   -- the events already in the store, and faults from before
   local log = { ("store %s at position %d; rules from %s%s"):format(config.store, store:head(), config.rules,
     sandboxed and (" and, sandboxed, from " .. config.sandboxed) or "") }
   for _, e in ipairs(script_errors()) do log[#log + 1] = "rule not loaded: " .. e.message end
-  for _, f in pairs(new_faults()) do log[#log + 1] = "faulted: " .. f.kind .. " " .. f.name end
-  return table.concat(log, "\n")
+  for _, f in ipairs(faults) do log[#log + 1] = ("faulted: %s %s: %s"):format(f.kind, f.name, f.error) end
+  return table.concat(log, "\n  ")
 end
 
 --- Answers one input line (`n` counts lines from 1).
