@@ -119,6 +119,23 @@ demo: deps
 	@if [ -f examples/bank/main.lua ]; then $(RUN_ENV) $(LUA) examples/bank/main.lua; \
 	else echo "demo: examples/bank/main.lua is not there yet"; fi
 
+# The embedding example: a C host that embeds Lua and runs chronicle's rules (examples/embed).
+EMBED_HOST = $(BUILD)/embed/chronicle-host
+.PHONY: demo-embed
+
+$(EMBED_HOST): examples/embed/host.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -I$(LUA_INC) $< -o $@ -llua$(LUA_VERSION)
+
+# The host finds chronicle through --lua-path/--lua-cpath (it ignores LUA_PATH): the tree's build.
+demo-embed: deps
+	@$(MAKE) --no-print-directory build $(EMBED_HOST)
+	@rm -rf data/embed
+	$(EMBED_HOST) --store data/embed --rules examples/bank/rules --sandboxed examples/embed/sandboxed \
+	    --driver examples/embed/driver.lua \
+	    --lua-path '$(ROOT)/lua/?.lua;$(ROOT)/lua/?/init.lua' --lua-cpath '$(ROOT)/$(BUILD)/?.so' \
+	    < examples/embed/session.jsonl
+
 # The long reliability runs (the default suite runs short versions of each).
 crash: deps
 	@$(MAKE) --no-print-directory build

@@ -4,7 +4,8 @@
 --
 -- lua5.4 scripts/run_specs.lua [--cpath PATTERN] [--wrap 'CMD ...'] [--timeout SECONDS] [FILE...]
 --   --cpath    where busted looks first for chronicle.core (e.g. build-asan/?.so)
---   --wrap     a command every busted run goes through (valgrind ...)
+--   --wrap     a command every busted run goes through (valgrind ...); specs see it in
+--              CHRONICLE_TEST_WRAP, to run the programs they start through it too
 --   --timeout  seconds one spec file may take before it is killed and counted as failed
 local cjson = require "cjson"
 
@@ -68,6 +69,7 @@ for _, file in ipairs(files) do
   say("== " .. file)
   local cmd = {}
   cmd[#cmd + 1] = "CHRONICLE_TEST_RESULTS=" .. shell_quote(results_path)
+  if wrap then cmd[#cmd + 1] = "CHRONICLE_TEST_WRAP=" .. shell_quote(wrap) end
   cmd[#cmd + 1] = ("timeout -k 10 %d"):format(timeout)
   if wrap then cmd[#cmd + 1] = wrap end
   cmd[#cmd + 1] = LUA .. " " .. shell_quote(BUSTED)

@@ -7,7 +7,7 @@ local chronicle = require "chronicle"
 local examples = (arg and arg[0] or ""):match("^(.-)/?bank/main%.lua$") or "examples"
 package.path = (examples == "" and "." or examples) .. "/?.lua;" .. package.path
 local Account = require "bank.rules.account"
-local Transfer = require "bank.transfer"
+local Transfer = require "bank.rules.transfer"
 local saga = require "bank.saga"
 
 local dir = arg[1] or "data/bank"
