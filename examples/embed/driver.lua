@@ -171,8 +171,8 @@ end
 
 function ops.view(req)
   if type(req.name) ~= "string" then return bad_request("'name' must be a string") end
-  local view = store:view(req.name)
-  local status = view:status()
+  local view = store:view(req.name)          -- nil, not_found when the store has no such projection
+  local status = view and view:status()
   if type(status) ~= "table" then
     return nil, { code = "not_found", message = "no view named '" .. req.name .. "'" }
   end
