@@ -10,6 +10,8 @@
 --                            against in-process appends of 100-event batches
 --   serve_commits_per_append the server's commits / appends at 64 clients
 --                            (from /metrics; lower means more grouping)
+--   serve_sse_p50/p99        delivery latency of an append to 100 SSE subscribers
+--                            (µs), against one process reading with store:wait
 --
 -- BENCH_SERVE_SECONDS (default 5) is each wrk run's length; BENCH_DURABLE_COMMITS
 -- the in-process baseline's appends. Needs wrk (Debian package wrk).
@@ -53,9 +55,11 @@ local f = assert(io.open(token_file, "w"))
 f:write(token)
 f:close()
 
--- Starts the server on a fresh store; returns its port and pid.
+-- Starts the server on a fresh store (its directory left in last_dir); returns its port and pid.
+local last_dir
 local function start_server(name)
   local dir, log = B.fresh_dir(name), B.tmp .. "/" .. name .. ".log"
+  last_dir = dir
   local pid = sh(("timeout 600 lua5.4 %s/bin/chronicle serve %s --listen 127.0.0.1:0 --token-file %s > %s 2>&1 & echo $!")
     :format(root, dir, token_file, log)):match("%d+")
   for _ = 1, 200 do
@@ -95,6 +99,82 @@ for _, clients in ipairs({ 1, 8, 64 }) do
   end
   os.execute("kill " .. pid)
   B.result("serve_append_c" .. clients, rps, base_single, "appends/s", clients == 64 and 5 or nil)
+end
+
+-- SSE delivery: 100 subscribers in another process; this process appends
+-- pings stamped with their send time, 10 to 30 ms apart. Baseline: one
+-- process reading through store:wait (the quickest a reader on this host can
+-- learn of an append), the same pings, in the same run.
+local SUBSCRIBERS, PINGS = B.env("BENCH_SSE_SUBSCRIBERS", 100), B.env("BENCH_SSE_PINGS", 100)
+local function percentile(list, p)
+  table.sort(list)
+  return list[math.max(1, math.ceil(#list * p))]
+end
+local function ping_loop(s)
+  for _ = 1, PINGS do
+    os.execute(("sleep %.3f"):format(0.01 + math.random() * 0.02))
+    assert(s:append("ping-1", { { type = "Ping", data = { sent = chronicle.now() } } }))
+  end
+end
+do
+  local port_sse, pid_sse = start_server("serve-sse")
+  local dir = last_dir
+  local out = B.tmp .. "/sse.out"
+  sh(("timeout 300 lua5.4 %s/bench/sse_subscribers.lua %s 1 %d %d > %s 2>&1 &"):format(root, port_sse, SUBSCRIBERS, PINGS, out))
+  for _ = 1, 600 do
+    local f2 = io.open(out)
+    local text = f2 and f2:read("a") or ""
+    if f2 then f2:close() end
+    if text:find("ready") then break end
+    os.execute("sleep 0.05")
+  end
+  local s = assert(chronicle.open(dir))
+  ping_loop(s)
+  s:close()
+  local lat = {}
+  for _ = 1, 200 do
+    lat = {}
+    for line in io.lines(out) do if line:match("^%d+$") then lat[#lat + 1] = tonumber(line) end end
+    if #lat >= SUBSCRIBERS * PINGS then break end
+    os.execute("sleep 0.05")
+  end
+  os.execute("kill " .. pid_sse)
+  -- baseline: a child process waiting with store:wait
+  local bdir = B.fresh_dir("serve-sse-base")
+  local bs = assert(chronicle.open(bdir))
+  assert(bs:append("ping-0", { { type = "Start" } }))
+  local bout = B.tmp .. "/sse-base.out"
+  local child = ([[local c = require "chronicle"; local s = assert(c.open(%q)); local head, n = s:head(), 0
+    io.stdout:write("ready\n"); io.stdout:flush()
+    while n < %d do local h = s:wait(head, 10); if not h then break end
+      for ev in s:read_all({ from = head + 1 }) do io.stdout:write((c.now() - ev.data.sent) // 1000, "\n"); n = n + 1 end
+      io.stdout:flush(); head = h end]]):format(bdir, PINGS)
+  local cf = assert(io.open(B.tmp .. "/sse-base.lua", "w"))
+  cf:write(child)
+  cf:close()
+  sh(("timeout 120 lua5.4 %s/sse-base.lua > %s 2>&1 &"):format(B.tmp, bout))
+  for _ = 1, 200 do
+    local f3 = io.open(bout)
+    local text = f3 and f3:read("a") or ""
+    if f3 then f3:close() end
+    if text:find("ready") then break end
+    os.execute("sleep 0.05")
+  end
+  ping_loop(bs)
+  bs:close()
+  os.execute("sleep 0.5")
+  local base, other = {}, {}
+  for line in io.lines(bout) do
+    if line:match("^%d+$") then base[#base + 1] = tonumber(line) elseif line ~= "ready" then other[#other + 1] = line end
+  end
+  if #other > 0 then B.note("serve: the store:wait reader said: %s", table.concat(other, " / ")) end
+  B.note("serve: SSE: %d deliveries to %d subscribers (of %d), baseline %d", #lat, SUBSCRIBERS, SUBSCRIBERS * PINGS, #base)
+  if #lat > 0 and #base > 0 then
+    local p50, p99 = percentile(lat, 0.5), percentile(lat, 0.99)
+    local b50, b99 = percentile(base, 0.5), percentile(base, 0.99)
+    print(string.format("result name=serve_sse_p50 subject=%d baseline=%d unit=us ratio=%.3f target=- status=-", p50, b50, b50 / p50))
+    print(string.format("result name=serve_sse_p99 subject=%d baseline=%d unit=us ratio=%.3f target=- status=-", p99, b99, b99 / p99))
+  end
 end
 
 local base_batch = in_process(100, math.max(100, COMMITS // 4))
