@@ -17,6 +17,7 @@
 local helpers = require "helpers"
 local pc = require "support.powercut"
 local events = require "support.powercut_events"
+local core = require "chronicle.core"
 
 local STATES = tonumber(os.getenv("CHRONICLE_POWERCUT_STATES") or "") or 30
 local APPENDS = tonumber(os.getenv("CHRONICLE_POWERCUT_APPENDS") or "") or 16
@@ -87,7 +88,7 @@ local function sweep(dir, rec, count)
   pc.each_state(rec.log, rec.base, SEED, count, BASE, function(plan, bytes)
     local cut = plan.cut
     local what = pc.describe(rec.log, plan)
-    local signature = what:gsub("^state %d+ of seed %d+: %S+ ", "")
+    local signature = core.hash(bytes)   -- XXH3-64 of the whole file
     if not seen[signature] then seen[signature] = true; st.distinct = st.distinct + 1 end
     st.states = st.states + 1
     st.kinds[plan.kind] = (st.kinds[plan.kind] or 0) + 1
@@ -149,6 +150,61 @@ describe("power cuts", function()
     end
     return recordings[durability]
   end
+
+  it("the model: what is durable, pending, in flight and required at a cut, and what a state holds", function()
+    local function W(off, ch, n, dsync) return { kind = "W", off = off, data = ch:rep(n), dsync = dsync or false } end
+    local log = pc.log({
+      W(0, "a", 1024),            -- 1
+      { kind = "S", how = "fdatasync" },  -- 2
+      W(0, "m", 100, true),       -- 3  an O_DSYNC meta write: durable on return
+      { kind = "A", j = 1 },      -- 4
+      W(1024, "b", 8192),         -- 5
+      W(512, "c", 10),            -- 6
+      { kind = "S", how = "fdatasync" },  -- 7
+      W(200, "n", 50),            -- 8  a meta write without O_DSYNC ("nometasync")
+      { kind = "A", j = 2 },      -- 9
+      W(9216, "d", 4096),         -- 10
+    })
+    local function facts(c)
+      local cut = pc.cut(log, c, 0)
+      return { last_sync = cut.last_sync, pending = cut.pending, required = cut.required, acked = cut.acked, max = cut.max }
+    end
+    assert.are.same({ last_sync = 0, pending = { 1 }, required = 0, acked = 0, max = 1 }, facts(0))
+    assert.are.same({ last_sync = 2, pending = { 5 }, required = 1, acked = 1, max = 2 }, facts(4))
+    assert.are.same({ last_sync = 2, pending = { 5, 6 }, required = 1, acked = 1, max = 2 }, facts(6))
+    assert.are.same({ last_sync = 7, pending = { 8, 10 }, required = 1, acked = 2, max = 3 }, facts(9))
+    assert.are.same({ last_sync = 7, pending = { 8, 10 }, required = 1, acked = 2, max = 3 }, facts(10))
+
+    local durable = pc.image("")
+    pc.apply(durable, 0, ("a"):rep(1024))
+    local function state(c, keep, zeros)
+      local plan = { cut = pc.cut(log, c, 0), keep = keep, zeros = zeros }
+      return pc.bytes(pc.build(log, durable, plan))
+    end
+    local m_a = ("m"):rep(100) .. ("a"):rep(412)
+    -- op 6 kept, op 5 lost: the file keeps its length
+    assert.are.equal(m_a .. ("c"):rep(10) .. ("a"):rep(502), state(6, { [5] = "none", [6] = "all" }))
+    -- the same where a lost write past the end leaves zeros
+    assert.are.equal(m_a .. ("c"):rep(10) .. ("a"):rep(502) .. ("\0"):rep(8192),
+                     state(6, { [5] = "none", [6] = "all" }, true))
+    -- op 5 torn at 512 bytes after two sectors; then in 4096-byte pieces, the middle one kept
+    assert.are.equal(m_a .. ("a"):rep(512) .. ("b"):rep(1024),
+                     state(6, { [5] = { g = 512, kept = { true, true } }, [6] = "none" }))
+    assert.are.equal(m_a .. ("a"):rep(512) .. ("\0"):rep(3072) .. ("b"):rep(4096),
+                     state(6, { [5] = { g = 4096, kept = { false, true, false } }, [6] = "none" }))
+    -- both kept: log order, the later write wins where they overlap
+    local all = m_a .. ("c"):rep(10) .. ("a"):rep(502) .. ("b"):rep(8192)
+    assert.are.equal(all, state(6, { [5] = "all", [6] = "all" }))
+    assert.are.equal(#all + 4096, #pc.replay("", log))
+    -- the plans a seed gives are the same every time, and differ between seeds
+    assert.are.same(pc.plan(log, 7, 3, 0), pc.plan(log, 7, 3, 0))
+    local differ = false
+    for n = 1, 20 do
+      if pc.describe(log, pc.plan(log, 7, n, 0)):gsub("^state %d+ of seed %d+", "")
+         ~= pc.describe(log, pc.plan(log, 8, n, 0)):gsub("^state %d+ of seed %d+", "") then differ = true end
+    end
+    assert.is_true(differ)
+  end)
 
   it("the recorder sees every write: replaying the log on the initial file gives the final file", function()
     for _, durability in ipairs({ "full", "nometasync" }) do
@@ -278,7 +334,7 @@ describe("power cuts", function()
 
   it("\"nosync\" promises nothing across a power cut: states lose acknowledged appends", function()
     local rec = recording("nosync")
-    local st = { states = 0, ok = 0, lost = 0, damaged = 0 }
+    local st = { states = 0, ok = 0, lost = 0, damaged = 0, crashed = 0 }
     local count = math.max(10, STATES // 3)
     pc.each_state(rec.log, rec.base, SEED, count, BASE, function(plan, bytes)
       local d = state_dir(dir, bytes)
@@ -288,11 +344,13 @@ describe("power cuts", function()
       if ok then st.ok = st.ok + 1
       elseif not r.crashed and r.stdout:match("^problem acknowledged append %d+ %(synced before the cut%) is missing") then
         st.lost = st.lost + 1
+      elseif r.crashed then st.crashed = st.crashed + 1
       else st.damaged = st.damaged + 1 end
       remove_state(d)
     end, ONLY)
     print(("\npowercut: nosync: %d states: %d kept every acknowledged append, %d lost some, %d damaged "
-           .. "(open, verify or a crash)"):format(st.states, st.ok, st.lost, st.damaged))
+           .. "(refused at open, or verify or a read found it), %d crashed the checker (LMDB abort or "
+           .. "signal)"):format(st.states, st.ok, st.lost, st.damaged, st.crashed))
     -- the cut at the end with no unsynced write kept is the file from before the workload
     local last = pc.cut(rec.log, #rec.log.ops, BASE)
     local img = pc.image(rec.base)

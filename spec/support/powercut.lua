@@ -84,13 +84,20 @@ function M.parse(path)
       error("bad log line: " .. line)
     end
   end
-  -- for each op: the last sync of data.mdb at or before it
+  local log = M.log(ops)
+  log.lock_calls = lock_calls
+  return log
+end
+
+--- A log from a list of ops (as M.parse makes them): notes for each op the last sync of
+-- data.mdb at or before it.
+function M.log(ops)
   local last = 0
   for i, op in ipairs(ops) do
     if op.kind == "S" then last = i end
     op.last_sync = last
   end
-  return { ops = ops, lock_calls = lock_calls }
+  return { ops = ops, lock_calls = 0 }
 end
 
 --- Counts of a parsed log: { ops, writes, dsync_writes, syncs, acks, bytes }.
@@ -315,7 +322,8 @@ function M.build(log, durable, plan)
 end
 
 --- Plans for states 1..count, and the durable images they stand on, in an order that builds
--- each durable image once: calls fn(plan, image_bytes) for every state, in order of last sync.
+-- each durable image once: calls fn(plan, image_bytes, image) for every state, in order of last
+-- sync. With `only`, just state number `only`.
 function M.each_state(log, base_bytes, seed, count, base_appends, fn, only)
   local plans = {}
   for n = 1, count do
@@ -332,7 +340,8 @@ function M.each_state(log, base_bytes, seed, count, base_appends, fn, only)
       if op.kind == "W" then M.apply(durable, op.off, op.data) end
     end
     upto = plan.cut.last_sync
-    fn(plan, M.bytes(M.build(log, durable, plan)))
+    local img = M.build(log, durable, plan)
+    fn(plan, M.bytes(img), img)
   end
 end
 
