@@ -280,7 +280,23 @@ describe("power cuts", function()
       if ops[i].kind == "W" then targets[#targets + 1] = i end
     end
     assert.is_true(#targets >= 2, "the last commit made fewer than two writes")
-    local caught, missed = 0, {}
+    -- A page LMDB rewrote may come out the same as the stale copy under it where it matters:
+    -- a branch page copied back onto the page number it had two commits before, pointing to
+    -- the same children. Losing such a write damages nothing; those are counted, not checked.
+    local function same_where_read(good, bad, off, len)
+      for p = off, off + len - 1, 4096 do
+        local g, b = good:sub(p + 1, p + 4096), bad:sub(p + 1, p + 4096)
+        local flags = string.unpack("<I2", g, 11)
+        if flags & 0x03 ~= 0 then   -- branch or leaf: header, pointers, and the nodes from `upper`
+          local lower, upper = string.unpack("<I2I2", g, 13)
+          if g:sub(1, lower) ~= b:sub(1, lower) or g:sub(upper + 1) ~= b:sub(upper + 1) then return false end
+        elseif g ~= b then
+          return false
+        end
+      end
+      return true
+    end
+    local caught, harmless, missed = 0, 0, {}
     for _, i in ipairs(targets) do
       for _, how in ipairs({ "dropped", "torn" }) do
         if how == "dropped" or #ops[i].data > 512 then
@@ -292,17 +308,24 @@ describe("power cuts", function()
               elseif how == "torn" then pc.apply(img, op.off, op.data:sub(1, 512)) end
             end
           end
-          local d = state_dir(dir, pc.bytes(img))
-          local r, ok = check(d, BASE + APPENDS, BASE + APPENDS)
-          if ok then missed[#missed + 1] = ("op %d (W %d+%d) %s"):format(i, ops[i].off, #ops[i].data, how)
-          else caught = caught + 1 end
-          remove_state(d)
+          local bad = pc.bytes(img)
+          if ops[i].off % 4096 == 0 and same_where_read(rec.final, bad, ops[i].off, #ops[i].data) then
+            harmless = harmless + 1
+          else
+            local d = state_dir(dir, bad)
+            local r, ok = check(d, BASE + APPENDS, BASE + APPENDS)
+            if ok then missed[#missed + 1] = ("op %d (W %d+%d) %s"):format(i, ops[i].off, #ops[i].data, how)
+            else caught = caught + 1 end
+            remove_state(d)
+          end
         end
       end
     end
     print(("\npowercut: checker self-test: %d broken states (a synced write of the last commit dropped "
-           .. "or torn), %d caught"):format(caught + #missed, caught))
+           .. "or torn): %d caught, %d missed, %d harmless (the stale page reads the same)"):format(
+           caught + #missed + harmless, caught, #missed, harmless))
     assert.are.same({}, missed)
+    assert.is_true(caught >= 3, "fewer than three broken states were checked")
   end)
 
   for _, durability in ipairs({ "full", "nometasync" }) do

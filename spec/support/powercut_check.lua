@@ -3,16 +3,19 @@
 --   lua5.4 powercut_check.lua DIR REQUIRED MAX
 -- Appends 1..REQUIRED must be there (they were acknowledged and synced before the cut); appends
 -- up to MAX may be (MAX is the append in progress at the cut); nothing else. Checks, in order:
+--   LMDB's pages are sound (support/powercut_lmdb.lua: trees, page counts, free list);
 --   the store opens; verify() is ok;
 --   every event is one of appends 1..MAX (by its id), at the position, stream, stream version,
 --     type and data that append gave it, with no event twice;
 --   the appends present are 1..P with every event of each (never part of an append), and
 --     REQUIRED <= P <= MAX; head() is the number of events;
---   the store takes one more append, and after close and reopen verify() is still ok with it.
+--   the store takes one more append, and after close and reopen verify() is still ok with it
+--     and LMDB's pages are still sound.
 -- Prints "ok appends=P events=E" and exits 0, or "problem ..." lines and exits 1.
 package.path = (arg[0]:match("^(.*/)support/[^/]+$") or "./") .. "?.lua;" .. package.path
 local chronicle = require "chronicle"
 local events = require "support.powercut_events"
+local lmdb = require "support.powercut_lmdb"
 
 local dir, required, max = arg[1], tonumber(arg[2]), tonumber(arg[3])
 local problems = {}
@@ -42,6 +45,15 @@ local function same(a, b)
   for k in pairs(b) do if a[k] == nil then return false end end
   return true
 end
+
+-- LMDB's own structure first (a damaged free list shows nowhere else)
+local function lmdb_check(when)
+  local f = io.open(dir .. "/data.mdb", "rb")
+  local bytes = f and f:read("a") or ""
+  if f then f:close() end
+  for _, p in ipairs((lmdb.check(bytes))) do problem("LMDB structure %s: %s", when, p) end
+end
+lmdb_check("at the cut")
 
 local store, err = chronicle.open(dir)
 if not store then
@@ -104,4 +116,6 @@ if not v or not v.ok then problem("verify after one more append: %s", v and tabl
 if store:head() ~= count + 1 then problem("head() after one more append is %d, expected %d", store:head(), count + 1) end
 if #problems > 0 then finish(store) end
 store:close()
+lmdb_check("after one more append")
+if #problems > 0 then finish() end
 print(("ok appends=%d events=%d"):format(present, count))
