@@ -37,6 +37,15 @@ local function meta(s, off)
   return { free = free, main = main, last_pg = last_pg, txnid = txnid, psize = free.pad }
 end
 
+--- The meta page LMDB would pick (the valid one with the higher txnid): { free, main (MDB_db
+-- records: root, depth, entries, ...), last_pg, txnid, psize }, or nil.
+function M.meta(s)
+  local m0 = meta(s, 0)
+  local m1 = m0 and m0.psize >= 512 and meta(s, m0.psize) or nil
+  if m1 and (not m0 or m1.txnid > m0.txnid) then return m1 end
+  return m0
+end
+
 --- Checks the bytes of a data.mdb. Returns a list of problems (empty when sound) and a summary
 -- { txnid, last_pg, used, free } (nil when no meta page is usable).
 function M.check(s)
@@ -44,10 +53,7 @@ function M.check(s)
   local function problem(fmt, ...)
     if #problems < 20 then problems[#problems + 1] = fmt:format(...) end
   end
-  local m0 = meta(s, 0)
-  local m1 = m0 and m0.psize >= 512 and meta(s, m0.psize) or nil
-  local m = m0
-  if m1 and (not m0 or m1.txnid > m0.txnid) then m = m1 end
+  local m = M.meta(s)
   if not m then return { "no valid meta page" }, nil end
   local psize = m.psize
   local used, free = {}, {}
