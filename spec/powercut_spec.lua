@@ -9,7 +9,7 @@
 -- synced before the cut is there exactly once, nothing is there in part or changed, and the
 -- store takes another append.
 --
--- CHRONICLE_POWERCUT_STATES  states drawn per durability mode (default 30; `make crash`: 1000);
+-- CHRONICLE_POWERCUT_STATES  states drawn per durability mode (default 30; `make crash`: 1200);
 --                            a state whose file is the same as one already checked is skipped
 -- CHRONICLE_POWERCUT_APPENDS appends in the recorded workload (default 16; `make crash`: 60)
 -- CHRONICLE_POWERCUT_SEED    the seed the states are drawn from (default: the time; printed)
