@@ -5,9 +5,9 @@
 -- power cut could leave (everything up to the last completed sync, plus any subset of the later
 -- writes, torn at sector boundaries; the model is described there and in docs/RELIABILITY.md),
 -- and each state is opened and checked in a fresh process under `timeout`
--- (spec/support/powercut_check.lua): it opens, verify() is clean, every append acknowledged and
--- synced before the cut is there exactly once, nothing is there in part or changed, and the
--- store takes another append.
+-- (spec/support/powercut_check.lua): LMDB's pages are sound (trees, counts, free list), it
+-- opens, verify() is clean, every append acknowledged and synced before the cut is there
+-- exactly once, nothing is there in part or changed, and the store takes another append.
 --
 -- CHRONICLE_POWERCUT_STATES  states drawn per durability mode (default 30; `make crash`: 1200);
 --                            a state whose file is the same as one already checked is skipped

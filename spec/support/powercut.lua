@@ -363,7 +363,6 @@ do
     wrapper_preload, real_lua = head:match('LD_PRELOAD="([^"]*)"%s+"([^"]+)"')
   end
 end
-M.sanitized = wrapper_preload ~= nil
 
 --- Runs `lua5.4 spec/support/SCRIPT args...` under `timeout SECONDS`, with environment `env`
 -- and, when given, the library `preload`. Returns { code, signal, crashed, timed_out, stdout,
