@@ -140,8 +140,9 @@ demo-embed: deps
 crash: deps
 	@$(MAKE) --no-print-directory build
 	@CHRONICLE_CRASH_KILLS=200 CHRONICLE_CRASH_ROUNDS=50 CHRONICLE_CONCURRENT_APPENDS=1000 \
+	    CHRONICLE_POWERCUT_STATES=1200 CHRONICLE_POWERCUT_APPENDS=60 \
 	    $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 \
-	    spec/crash_spec.lua spec/projection_crash_spec.lua spec/concurrency_spec.lua
+	    spec/crash_spec.lua spec/projection_crash_spec.lua spec/concurrency_spec.lua spec/powercut_spec.lua
 
 # libFuzzer targets for the value decoder and the event record (fuzz/run.sh).
 fuzz: deps
