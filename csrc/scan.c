@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 #include "cerror.h"
 #include "codec.h"
+#include "event_table.h"
 #include "kv.h"
 #include "logdb.h"
 #include "store.h"
@@ -23,15 +24,6 @@
 #define SCAN_MAX_TYPES 64
 
 enum { SCAN_STREAM, SCAN_ALL, SCAN_CATEGORY, SCAN_STREAMS, SCAN_KV };
-
-/* Field names of event tables, kept as upvalues of every scan function so
- * building an event does not look names up in Lua's string cache. */
-enum { K_POSITION = 1, K_STREAM, K_VERSION, K_TYPE, K_TIME, K_ID, K_SCHEMA, K_META, K_DATA, K_COUNT = K_DATA };
-static const char *const scan_keys[] = {
-  "position", "stream", "version", "type", "time", "id", "schema", "meta", "data"
-};
-#define FIELD(key) (1u << ((key) - 1))
-#define ALL_FIELDS ((1u << K_COUNT) - 1)
 
 typedef struct scan_item {
   size_t off, len;
@@ -75,7 +67,7 @@ typedef struct scanner {
   int from_last;           /* SCAN_KV backward with no bound: start at the end of the database */
   scan_kv_range *kv;       /* SCAN_KV only */
   scan_types *types;       /* NULL: every type */
-  unsigned fields;         /* the event fields to build, a bit per scan_keys entry */
+  unsigned fields;         /* the event fields to build (event_table.h) */
   buf records;             /* the current batch's bytes */
   buf items;               /* scan_item[] */
   size_t at, count;        /* next item to hand out, items in the batch */
@@ -209,7 +201,7 @@ static scanner *scan_new(lua_State *L, int mode) {
   buf_init(&sc->items);
   sc->mode = mode;
   sc->remaining = -1;
-  sc->fields = ALL_FIELDS;
+  sc->fields = EVENT_ALL_FIELDS;
   luaL_setmetatable(L, SCANNER_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
@@ -223,38 +215,11 @@ static const char *const read_all_options[] = { "from", "to", "count", "backward
 static const char *const fold_options[] = { "stream", "from", "to", "count", "backward", "category", "types",
                                             "until_position", "until_time", "fields", NULL };
 
-/* The `fields` option: the event fields a reader wants built (every one when absent). */
-static void scan_set_fields(lua_State *L, scanner *sc, int opts, const char *fn) {
-  lua_getfield(L, opts, "fields");
-  if (!lua_isnil(L, -1)) {
-    if (!lua_istable(L, -1)) luaL_error(L, "%s: option 'fields' must be a list of event field names", fn);
-    unsigned fields = 0;
-    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-    for (lua_Integer i = 1; i <= n; i++) {
-      lua_rawgeti(L, -1, i);
-      const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
-      int key = 0;
-      for (int k = 0; k < K_COUNT; k++)
-        if (strcmp(name, scan_keys[k]) == 0) key = k + 1;
-      if (key == 0)
-        luaL_error(L, "%s: fields[%I] must be one of position, stream, version, type, time, id, schema, meta, data",
-                   fn, i);
-      fields |= FIELD(key);
-      lua_pop(L, 1);
-    }
-    if (fields == 0) luaL_error(L, "%s: option 'fields' must name at least one field", fn);
-    sc->fields = fields;
-  }
-  lua_pop(L, 1);
-}
-
-/* Fills a scanner from the options table at `opts` (0: none), for a stream
- * (name at name_idx) or for the whole log. */
 static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, const char *fn) {
   if (opts) luaL_checktype(L, opts, LUA_TTABLE);
   int backward = 0;
   if (opts) {
-    scan_set_fields(L, sc, opts, fn);
+    sc->fields = event_fields_option(L, opts, fn);
     lua_getfield(L, opts, "backward");
     backward = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -593,99 +558,6 @@ static void scan_push_error(lua_State *L, scanner *sc) {
   }
 }
 
-static void scan_push_keys(lua_State *L) {
-  for (int i = 0; i < K_COUNT; i++) lua_pushstring(L, scan_keys[i]);
-}
-
-/* Pushes s[0..n) as a Lua string, reusing the one in stack slot `slot` when
- * it holds the same bytes (consecutive events mostly share stream and type). */
-static void scan_push_cached(lua_State *L, int slot, const unsigned char *s, size_t n) {
-  size_t clen;
-  const char *c = slot ? lua_tolstring(L, slot, &clen) : NULL;
-  if (c && clen == n && memcmp(c, s, n) == 0) {
-    lua_pushvalue(L, slot);
-    return;
-  }
-  lua_pushlstring(L, (const char *)s, n);
-  if (slot) {
-    lua_pushvalue(L, -1);
-    lua_replace(L, slot);
-  }
-}
-
-static void scan_push_value(lua_State *L, const unsigned char *p, size_t len, uint64_t pos, const char *field) {
-  const char *why;
-  if (!codec_decode(L, p, len, &why)) {
-    cerr_new(L, "corrupt", "event at position %I: %s does not decode: %s", (lua_Integer)pos, field, why);
-    lua_pushinteger(L, (lua_Integer)pos);
-    lua_setfield(L, -2, "position");
-    lua_error(L);
-  }
-}
-
-#define SCAN_KEY(L, key) lua_pushvalue(L, lua_upvalueindex(key))
-
-/* Pushes the event table for a record already copied out of LMDB (and
- * checksummed then), with the `fields` it asks for. `cache` is 0 or the first
- * of two stack slots caching the last stream and type strings. Must run in a
- * function whose upvalues are the scan_keys. */
-static void scan_push_event(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache,
-                            unsigned fields) {
-  record_view v;
-  const char *why;
-  if (record_layout(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
-  if (v.meta_len == 1 && v.meta[0] == 0xc0) fields &= ~FIELD(K_META);   /* nil meta: leave the field out */
-  int n = __builtin_popcount(fields);
-  lua_createtable(L, 0, n == 9 ? 9 : n);       /* 8 fields fit a hash part of 8, 9 need 16 */
-  if (fields & FIELD(K_POSITION)) {
-    SCAN_KEY(L, K_POSITION);
-    lua_pushinteger(L, (lua_Integer)pos);
-    lua_rawset(L, -3);
-  }
-  if (fields & FIELD(K_STREAM)) {
-    SCAN_KEY(L, K_STREAM);
-    scan_push_cached(L, cache, v.stream, v.stream_len);
-    lua_rawset(L, -3);
-  }
-  if (fields & FIELD(K_VERSION)) {
-    SCAN_KEY(L, K_VERSION);
-    lua_pushinteger(L, (lua_Integer)v.version);
-    lua_rawset(L, -3);
-  }
-  if (fields & FIELD(K_TYPE)) {
-    SCAN_KEY(L, K_TYPE);
-    scan_push_cached(L, cache ? cache + 1 : 0, v.type, v.type_len);
-    lua_rawset(L, -3);
-  }
-  if (fields & FIELD(K_TIME)) {
-    SCAN_KEY(L, K_TIME);
-    lua_pushinteger(L, v.time);
-    lua_rawset(L, -3);
-  }
-  if (fields & FIELD(K_ID)) {
-    char id[UUID_TEXT_LEN];
-    uuid_format(v.id, id);
-    SCAN_KEY(L, K_ID);
-    lua_pushlstring(L, id, UUID_TEXT_LEN);
-    lua_rawset(L, -3);
-  }
-  if (fields & FIELD(K_SCHEMA)) {
-    SCAN_KEY(L, K_SCHEMA);
-    lua_pushinteger(L, (lua_Integer)v.schema);
-    lua_rawset(L, -3);
-  }
-  if (fields & FIELD(K_META)) {
-    SCAN_KEY(L, K_META);
-    scan_push_value(L, v.meta, v.meta_len, pos, "meta");
-    lua_rawset(L, -3);
-  }
-  if (fields & FIELD(K_DATA)) {
-    SCAN_KEY(L, K_DATA);
-    scan_push_value(L, v.data, v.data_len, pos, "data");
-    lua_rawset(L, -3);
-  }
-}
-
 static void scan_push_stream_item(lua_State *L, const unsigned char *p) {
   size_t len = get_u16be(p);
   stream_meta sm;
@@ -723,15 +595,15 @@ static int scan_iter(lua_State *L) {
   const unsigned char *p = sc->records.data + it->off;
   if (sc->mode == SCAN_KV) return scan_push_kv_item(L, sc, it);
   if (sc->mode == SCAN_STREAMS) scan_push_stream_item(L, p);
-  else scan_push_event(L, p, it->len, it->position, 0, sc->fields);
+  else event_push(L, p, it->len, it->position, 0, sc->fields);
   return 1;
 }
 
 /* Returns the four values of a generic for: step, scanner, nil, scanner (to close). */
 static int scan_return_iterator(lua_State *L, int sc_idx) {
   sc_idx = lua_absindex(L, sc_idx);
-  for (int i = 1; i <= K_COUNT; i++) lua_pushvalue(L, lua_upvalueindex(i));
-  lua_pushcclosure(L, scan_iter, K_COUNT);
+  for (int i = 1; i <= EVENT_KEYS; i++) lua_pushvalue(L, lua_upvalueindex(i));
+  lua_pushcclosure(L, scan_iter, EVENT_KEYS);
   lua_pushvalue(L, sc_idx);
   lua_pushnil(L);
   lua_pushvalue(L, sc_idx);
@@ -890,7 +762,7 @@ static int scan_fold(lua_State *L) {
     scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
     lua_pushvalue(L, 4);
     lua_pushvalue(L, 3);
-    scan_push_event(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields);
+    event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields);
     lua_call(L, 2, 1);
     if (lua_isnil(L, -1)) lua_pop(L, 1);
     else lua_replace(L, 3);
@@ -953,8 +825,8 @@ static const luaL_Reg scan_methods[] = {
 };
 
 void scan_register(lua_State *L) {
-  scan_push_keys(L);
-  luaL_setfuncs(L, scan_methods, K_COUNT);
+  event_push_keys(L);
+  luaL_setfuncs(L, scan_methods, EVENT_KEYS);
   if (luaL_newmetatable(L, SCANNER_MT)) {
     lua_pushcfunction(L, scan_gc);
     lua_setfield(L, -2, "__gc");

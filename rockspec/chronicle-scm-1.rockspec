@@ -45,6 +45,7 @@ build = {
         "csrc/codec.c",
         "csrc/core.c",
         "csrc/envreg.c",
+        "csrc/event_table.c",
         "csrc/kv.c",
         "csrc/record.c",
         "csrc/sandbox.c",

@@ -1,0 +1,35 @@
+/* Event tables for Lua, built from stored records: the one place every backend makes them,
+ * so that an event read from any store has the same fields, and the `fields` option of
+ * read, read_all and fold means the same everywhere. */
+#ifndef CHRONICLE_EVENT_TABLE_H
+#define CHRONICLE_EVENT_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <lua.h>
+
+/* The field names, in this order, are the first EVENT_KEYS upvalues of every C function
+ * that calls event_push (push them with event_push_keys before luaL_setfuncs), so that
+ * building an event does not look names up in Lua's string table. */
+enum {
+  EVENT_POSITION = 1, EVENT_STREAM, EVENT_VERSION, EVENT_TYPE, EVENT_TIME, EVENT_ID, EVENT_SCHEMA,
+  EVENT_META, EVENT_DATA, EVENT_KEYS = EVENT_DATA
+};
+#define EVENT_FIELD(key) (1u << ((key) - 1))
+#define EVENT_ALL_FIELDS ((1u << EVENT_KEYS) - 1)
+
+/* Pushes the EVENT_KEYS field names. */
+void event_push_keys(lua_State *L);
+
+/* The `fields` option of the options table at `opts`: a mask of EVENT_FIELD bits,
+ * EVENT_ALL_FIELDS when absent. Raises a Lua error naming `fn` for a bad list. */
+unsigned event_fields_option(lua_State *L, int opts, const char *fn);
+
+/* Pushes the event table for record rec[0..len) at global position `pos` (already
+ * checksummed), holding the fields in `fields`; meta is left out when the record has none.
+ * `cache` is 0 or the first of two stack slots caching the last stream and type strings
+ * (consecutive events mostly share them). Raises a Lua error (code "corrupt") when a
+ * value does not decode. */
+void event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields);
+
+#endif
