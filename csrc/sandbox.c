@@ -259,6 +259,7 @@ static void sbox_begin(sbox *sb, lua_State *L, int with_view) {
 
 static void sbox_end(sbox *sb) {
   sb->last_instructions = sb->instructions - (sb->left > 0 ? sb->left : 0);
+  sb->last_copied = sb->limit - sb->out.room;
   sb->busy = 0;
   sb->running = 0;
   sb->co = NULL;
@@ -590,6 +591,13 @@ static int sbox_call(lua_State *L) { return sbox_do_call(L, 0); }
 /* sb:call_field(name, value [, view]) -> result | nil, err: definition[name] instead of a handler */
 static int sbox_call_field(lua_State *L) { return sbox_do_call(L, 1); }
 
+/* sb:copied() -> bytes the last load or call copied out to the host (counted as codec_cap counts) */
+static int sbox_copied(lua_State *L) {
+  sbox *sb = sbox_check(L, 1);
+  lua_pushinteger(L, (lua_Integer)sb->last_copied);
+  return 1;
+}
+
 /* sb:stats() -> {memory=, memory_limit=, instructions=, calls=} */
 static int sbox_stats(lua_State *L) {
   sbox *sb = sbox_check(L, 1);
@@ -610,6 +618,7 @@ static const luaL_Reg sbox_methods[] = {
   { "call", sbox_call },
   { "call_field", sbox_call_field },
   { "stats", sbox_stats },
+  { "copied", sbox_copied },
   { "close", sbox_close },
   { NULL, NULL }
 };

@@ -38,6 +38,7 @@ typedef struct sbox {
   lua_Integer update_counter;
   lua_Integer calls;
   lua_Integer last_instructions;
+  size_t last_copied;             /* bytes (as codec_cap counts them) the last load or call copied out */
   buf buf;                        /* encoded values on their way across */
   codec_cap out;                  /* what this load or call may still copy out to the host */
   char out_message[160];          /* the error when it copies more */

@@ -82,7 +82,14 @@ Buffered.__index = Buffered
 --- A view over `space` whose writes stay in memory until `ops()`.
 -- `cache` (optional) keeps rows across batches for a runner that owns the space.
 function M.buffered(store, space, cache)
-  return setmetatable({ store = store, space_name = space, pending = {}, cache = cache or M.cache() }, Buffered)
+  return setmetatable({ store = store, space_name = space, pending = {}, cache = cache or M.cache(), bytes = 0 },
+    Buffered)
+end
+
+--- Counts `n` bytes against this buffered view: what a sandboxed handler
+-- copied into it (`bytes`, which a projection's batch stops at).
+function Buffered:charge(n)
+  self.bytes = self.bytes + n
 end
 
 --- An empty row cache: `rows` by key and their count `n`.

@@ -6,13 +6,14 @@
 --   ROWS <n> <bytes>             view mode: rows the host's view received, and their bytes
 --   ALIVE                        the host still runs a normal call on the same sandbox
 --   PEAK <kB>                    the host process's peak resident memory
--- usage: lua5.4 sandbox_hostile.lua MODE BODY_FILE [DIR]
+-- usage: lua5.4 sandbox_hostile.lua MODE BODY_FILE [DIR [EVENTS]]
 --   call        BODY is handler h(ev) of a reactor script, called once
 --   view        BODY is handler h(view, ev), called once with a host view in a plain table
 --   load        BODY is the whole script
 --   projection  BODY is the Deposited handler (view, ev) of a sandboxed projection script in DIR
 --   reactor     BODY is the Deposited handler (ev) of a sandboxed reactor script in DIR
 local mode, body_file, dir = arg[1], arg[2], arg[3]
+local events = tonumber(arg[4]) or 2        -- store modes: Deposited events of 5 and 7, then 1s
 local f = assert(io.open(body_file, "rb"))
 local body = f:read("a")
 f:close()
@@ -99,11 +100,12 @@ write("good.lua", [[
 return { kind = "projection", name = "good", handlers = {
   Deposited = function(view, ev) view:put("total", (view:get("total") or 0) + ev.data.amount) end,
 } }]])
-local store = assert(chronicle.open(dir .. "/store"))
-for _, amount in ipairs({ 5, 7 }) do
-  assert(store:append("account-1", { { type = "Deposited", data = { amount = amount } } }))
+local store = assert(chronicle.open(dir .. "/store", { durability = "nosync" }))   -- syncs are not the point
+for i = 1, events do
+  assert(store:append("account-1", { { type = "Deposited", data = { amount = i == 1 and 5 or i == 2 and 7 or 1 } } }))
 end
-local scripts = chronicle.load_scripts(store, dir .. "/scripts", { sandbox = true })
+-- A deadline far enough away that a loaded machine never turns a pass into a timeout.
+local scripts = chronicle.load_scripts(store, dir .. "/scripts", { sandbox = true, limits = { time_ms = 10000 } })
 for path, e in pairs(scripts.errors) do line("LOADERROR", path, e) end
 local runner = chronicle.runner(store)
 local ok, err = pcall(runner.run_once, runner)
@@ -111,6 +113,7 @@ if not ok then line("RUNNER", err) end
 local status = mode == "projection" and store:projection_status() or store:reactor_status()
 local h = status.hostile or {}
 line("FAULT", h.status, h.fault and h.fault.error)
+if mode == "projection" and h.status == "live" then line("ROWS", store:view("hostile"):count()) end
 local good = store:projection_status().good or {}
 line("GOOD", good.status, store:view("good"):get("total"))
 store:close()
