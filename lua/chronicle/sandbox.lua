@@ -63,7 +63,9 @@ local minimum = { memory = core.SANDBOX.min_memory, instructions = 1, time_ms = 
 -- `sb:call_field(name, value [, view])` does the same for `definition[name]`
 -- (such as a projection's `init`). `sb:stats()` returns `memory` (bytes held
 -- now), `memory_limit`, `instructions` (used by the last call, to the nearest
--- thousand) and `calls`.
+-- thousand) and `calls`. `sb:copied()` returns the bytes the last load or
+-- call copied out to the host, as the cap above counts them (a sandboxed
+-- projection charges them to its batch: `projection.BATCH_BYTES`).
 function M.new(opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then
