@@ -6,7 +6,9 @@
 --   ROWS <n> <bytes>             view mode: rows the host's view received, and their bytes
 --   ALIVE                        the host still runs a normal call on the same sandbox
 --   PEAK <kB>                    the host process's peak resident memory
--- usage: lua5.4 sandbox_hostile.lua MODE BODY_FILE [DIR [EVENTS]]
+-- usage: lua5.4 sandbox_hostile.lua MODE BODY_FILE [DIR [EVENTS [TIME_MS]]]
+-- TIME_MS (default 15000) is the deadline per call: far enough that a slow run (ASan, a loaded
+-- machine) stops for the same reason as a fast one, unless the case is about the deadline.
 --   call        BODY is handler h(ev) of a reactor script, called once
 --   view        BODY is handler h(view, ev), called once with a host view in a plain table
 --   load        BODY is the whole script
@@ -14,6 +16,7 @@
 --   reactor     BODY is the Deposited handler (ev) of a sandboxed reactor script in DIR
 local mode, body_file, dir = arg[1], arg[2], arg[3]
 local events = tonumber(arg[4]) or 2        -- store modes: Deposited events of 5 and 7, then 1s
+local time_ms = math.tointeger(tonumber(arg[5])) or 15000
 local f = assert(io.open(body_file, "rb"))
 local body = f:read("a")
 f:close()
@@ -39,7 +42,7 @@ end
 
 if mode == "call" or mode == "view" or mode == "load" then
   local sandbox = require "chronicle.sandbox"
-  local sb = sandbox.new({ name = "hostile.lua" })
+  local sb = sandbox.new({ name = "hostile.lua", time_ms = time_ms })
   local source
   if mode == "load" then
     source = body
@@ -104,8 +107,7 @@ local store = assert(chronicle.open(dir .. "/store", { durability = "nosync" }))
 for i = 1, events do
   assert(store:append("account-1", { { type = "Deposited", data = { amount = i == 1 and 5 or i == 2 and 7 or 1 } } }))
 end
--- A deadline far enough away that a loaded machine never turns a pass into a timeout.
-local scripts = chronicle.load_scripts(store, dir .. "/scripts", { sandbox = true, limits = { time_ms = 10000 } })
+local scripts = chronicle.load_scripts(store, dir .. "/scripts", { sandbox = true, limits = { time_ms = time_ms } })
 for path, e in pairs(scripts.errors) do line("LOADERROR", path, e) end
 local runner = chronicle.runner(store)
 local ok, err = pcall(runner.run_once, runner)
