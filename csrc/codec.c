@@ -40,6 +40,7 @@ typedef struct codec_enc {
   long long root_index;    /* < 0: none */
   const char *root_field;  /* NULL: none */
   int depth;
+  codec_cap *cap;          /* NULL: no cap */
   const void *tables[CODEC_MAX_DEPTH];   /* tables being encoded: a repeat is a cycle */
   codec_key path[CODEC_MAX_DEPTH];       /* the key taken at each depth */
 } codec_enc;
@@ -99,6 +100,18 @@ static void codec_fail(codec_enc *e, const char *what) {
 
 static void codec_nomem(codec_enc *e) { codec_fail(e, "out of memory"); }
 
+/* Takes `n` bytes of cost from the cap, or stops the encoding. */
+static inline void codec_cost(codec_enc *e, size_t n) {
+  codec_cap *cap = e->cap;
+  if (cap == NULL) return;
+  if (n > cap->room) {
+    cap->room = 0;
+    cap->over = 1;
+    codec_fail(e, cap->message);
+  }
+  cap->room -= n;
+}
+
 /* True when s[0..len) is valid UTF-8 (then it is stored as str, else as bin). */
 static int codec_utf8_valid(const unsigned char *s, size_t len) {
   size_t i = 0;
@@ -150,10 +163,12 @@ static void codec_encode_key(codec_enc *e, int idx) {
   switch (k->type) {
     case LUA_TSTRING:
       k->s = lua_tolstring(L, idx, &k->len);
+      if (e->cap) codec_cost(e, CODEC_COST_ENTRY + CODEC_COST_VALUE + CODEC_COST_STRING + k->len);
       codec_encode_bytes(e, k->s, k->len);
       return;
     case LUA_TBOOLEAN:
       k->i = lua_toboolean(L, idx);
+      if (e->cap) codec_cost(e, CODEC_COST_ENTRY);
       codec_encode_value(e, idx);
       return;
     case LUA_TNUMBER:
@@ -161,6 +176,7 @@ static void codec_encode_key(codec_enc *e, int idx) {
       if (k->is_int) k->i = lua_tointeger(L, idx);
       else k->d = lua_tonumber(L, idx);
       if (!k->is_int && isinf(k->d)) codec_fail(e, "cannot store an infinite key");
+      if (e->cap) codec_cost(e, CODEC_COST_ENTRY);
       codec_encode_value(e, idx);
       return;
     default: {
@@ -262,7 +278,11 @@ static void codec_encode_table(codec_enc *e, int idx) {
 static void codec_encode_value(codec_enc *e, int idx) {
   lua_State *L = e->L;
   int rc = 0;
-  switch (lua_type(L, idx)) {
+  int type = lua_type(L, idx);
+  if (e->cap)
+    codec_cost(e, CODEC_COST_VALUE + (type == LUA_TTABLE ? CODEC_COST_TABLE
+                                      : type == LUA_TSTRING ? CODEC_COST_STRING + lua_rawlen(L, idx) : 0));
+  switch (type) {
     case LUA_TNIL: rc = codec_pack_nil(e->out); break;
     case LUA_TBOOLEAN: rc = lua_toboolean(L, idx) ? codec_pack_true(e->out) : codec_pack_false(e->out); break;
     case LUA_TNUMBER:
@@ -297,6 +317,19 @@ void codec_encode_at(lua_State *L, int idx, buf *out, const char *root, long lon
   e.root_index = index;
   e.root_field = field;
   e.depth = 0;
+  e.cap = NULL;
+  codec_encode_value(&e, lua_absindex(L, idx));
+}
+
+void codec_encode_capped(lua_State *L, int idx, buf *out, const char *root, codec_cap *cap) {
+  codec_enc e;
+  e.L = L;
+  e.out = out;
+  e.root = root;
+  e.root_index = -1;
+  e.root_field = NULL;
+  e.depth = 0;
+  e.cap = cap;
   codec_encode_value(&e, lua_absindex(L, idx));
 }
 

@@ -21,6 +21,26 @@ void codec_encode(lua_State *L, int idx, buf *out, const char *root);
  * (index < 0 and field NULL leave those parts out). */
 void codec_encode_at(lua_State *L, int idx, buf *out, const char *root, long long index, const char *field);
 
+/* A cap on what encoded values will take once decoded into a Lua state: each
+ * value counts CODEC_COST_VALUE bytes, each table CODEC_COST_TABLE more, each
+ * map entry CODEC_COST_ENTRY more, each string its length and
+ * CODEC_COST_STRING more (about what Lua allocates for them). A table
+ * referenced twice counts twice, as it is copied twice. */
+#define CODEC_COST_VALUE 16
+#define CODEC_COST_TABLE 64
+#define CODEC_COST_ENTRY 32
+#define CODEC_COST_STRING 32
+typedef struct codec_cap {
+  size_t room;               /* bytes left; each encoding takes its cost from it */
+  int over;                  /* set when an encoding stopped at the cap */
+  const char *message;       /* the error text (after the value's path) when it does */
+} codec_cap;
+
+/* codec_encode, counting the value's cost against cap: raises "<path>:
+ * <cap->message>" (and sets cap->over) before the cost passes cap->room, so
+ * `out` never grows much past it, whatever the value shares. */
+void codec_encode_capped(lua_State *L, int idx, buf *out, const char *root, codec_cap *cap);
+
 /* Pushes the value encoded in p[0..len). Returns 1, or 0 with nothing pushed
  * and *why set when the bytes are malformed, truncated, too deep or have
  * trailing garbage. Never reads outside p[0..len) and allocates nothing that

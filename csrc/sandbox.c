@@ -156,7 +156,7 @@ static int sbox_p_prepare_load(lua_State *S) {
 static int sbox_p_encode(lua_State *S) {
   sbox_job *job = lua_touserdata(S, 1);
   job->sb->buf.len = 0;
-  codec_encode(S, 2, &job->sb->buf, "result");
+  codec_encode_capped(S, 2, &job->sb->buf, "result", &job->sb->out);
   return 0;
 }
 
@@ -234,7 +234,7 @@ static int sbox_p_define(lua_State *S) {
   }
   lua_rawset(S, 4);
   sb->buf.len = 0;
-  codec_encode(S, 4, &sb->buf, "definition");
+  codec_encode_capped(S, 4, &sb->buf, "definition", &sb->out);
   lua_pushvalue(S, 2);
   lua_rawsetp(S, LUA_REGISTRYINDEX, &sbox_definition_key);
   return 0;
@@ -252,10 +252,14 @@ static void sbox_begin(sbox *sb, lua_State *L, int with_view) {
   sb->calls++;
   sb->detail[0] = '\0';
   sb->where[0] = '\0';
+  sb->out.room = sb->limit;
+  sb->out.over = 0;
+  sb->out.message = sb->out_message;
 }
 
 static void sbox_end(sbox *sb) {
   sb->last_instructions = sb->instructions - (sb->left > 0 ? sb->left : 0);
+  sb->last_copied = sb->limit - sb->out.room;
   sb->busy = 0;
   sb->running = 0;
   sb->co = NULL;
@@ -266,7 +270,7 @@ static void sbox_end(sbox *sb) {
 
 /* The outcome of a protected function in S that failed with status st. */
 static int sbox_protected_failure(sbox *sb, int st, const char *what) {
-  if (st == LUA_ERRMEM || sb->oom) {
+  if (st == LUA_ERRMEM || (sb->oom && !sb->out.over)) {
     snprintf(sb->detail, sizeof sb->detail, "memory budget of %zu bytes exceeded (%s)", sb->limit, what);
     lua_settop(sb->S, 0);
     return SBOX_E_MEMORY;
@@ -275,7 +279,19 @@ static int sbox_protected_failure(sbox *sb, int st, const char *what) {
   sbox_value_text(sb->S, -1, text, sizeof text);
   snprintf(sb->detail, sizeof sb->detail, "%.60s: %s", what, text);
   lua_settop(sb->S, 0);
-  return SBOX_E_SCRIPT;
+  return sb->out.over ? SBOX_E_MEMORY : SBOX_E_SCRIPT;
+}
+
+/* Whether the error text that ended a script is a memory error it did not
+ * recover from: Lua's own, one of the library's refusals, or the cap on what
+ * a call copies out, raised again. A script that recovered from a memory
+ * error with pcall and then failed otherwise failed with its own error. */
+static int sbox_memory_error(sbox *sb, lua_State *co, int st) {
+  if (st == LUA_ERRMEM) return 1;
+  if (lua_type(co, -1) != LUA_TSTRING) return 0;
+  const char *text = lua_tostring(co, -1);   /* a string already: nothing allocated */
+  if (sb->oom && strstr(text, "not enough memory")) return 1;
+  return sb->out.over && strstr(text, sb->out_message) != NULL;
 }
 
 /* The outcome of a resume that stopped, failed or finished over budget. */
@@ -284,7 +300,6 @@ static int sbox_run_failure(sbox *sb, lua_State *co, int st) {
     int n = sb->stop == SBOX_DEADLINE
       ? snprintf(sb->detail, sizeof sb->detail, "deadline of %lld ms exceeded", (long long)sb->time_ms)
       : snprintf(sb->detail, sizeof sb->detail, "instruction budget of %lld exceeded", (long long)sb->instructions);
-    (void)co;
     if (sb->where[0]) snprintf(sb->detail + n, sizeof sb->detail - (size_t)n, " at %s", sb->where);
     return sb->stop == SBOX_DEADLINE ? SBOX_E_DEADLINE : SBOX_E_BUDGET;
   }
@@ -292,12 +307,18 @@ static int sbox_run_failure(sbox *sb, lua_State *co, int st) {
     snprintf(sb->detail, sizeof sb->detail, "the script yielded");
     return SBOX_E_SCRIPT;
   }
-  if (st == LUA_ERRMEM || sb->oom) {
+  int memory = sbox_memory_error(sb, co, st);
+  sbox_error_detail(sb, co);        /* the error value that ended the script */
+  if (!memory) return SBOX_E_SCRIPT;
+  if (sb->out.over && strstr(sb->detail, sb->out_message)) return SBOX_E_MEMORY;   /* says it all */
+  char text[sizeof sb->detail];
+  memcpy(text, sb->detail, sizeof text);
+  if (strcmp(text, "not enough memory") == 0)
     snprintf(sb->detail, sizeof sb->detail, "memory budget of %zu bytes exceeded", sb->limit);
-    return SBOX_E_MEMORY;
-  }
-  sbox_error_detail(sb, co);
-  return SBOX_E_SCRIPT;
+  else
+    snprintf(sb->detail, sizeof sb->detail, "memory budget of %zu bytes exceeded: %.*s", sb->limit,
+             SANDBOX_MAX_MESSAGE, text);
+  return SBOX_E_MEMORY;
 }
 
 /* A call: the handler's first result ends up encoded in buf. No host error
@@ -443,6 +464,9 @@ static int sbox_new(lua_State *L) {
   sb->limit = (size_t)memory;
   sb->instructions = instructions;
   sb->time_ms = time_ms;
+  snprintf(sb->out_message, sizeof sb->out_message,
+           "too large: one load or call may copy at most %zu bytes of values out of the sandbox (its memory budget)",
+           sb->limit);
   if (nlen > SANDBOX_MAX_NAME) {
     memcpy(sb->name, name, SANDBOX_MAX_NAME);
     memcpy(sb->name + SANDBOX_MAX_NAME, "...", 4);
@@ -567,6 +591,13 @@ static int sbox_call(lua_State *L) { return sbox_do_call(L, 0); }
 /* sb:call_field(name, value [, view]) -> result | nil, err: definition[name] instead of a handler */
 static int sbox_call_field(lua_State *L) { return sbox_do_call(L, 1); }
 
+/* sb:copied() -> bytes the last load or call copied out to the host (counted as codec_cap counts) */
+static int sbox_copied(lua_State *L) {
+  sbox *sb = sbox_check(L, 1);
+  lua_pushinteger(L, (lua_Integer)sb->last_copied);
+  return 1;
+}
+
 /* sb:stats() -> {memory=, memory_limit=, instructions=, calls=} */
 static int sbox_stats(lua_State *L) {
   sbox *sb = sbox_check(L, 1);
@@ -587,6 +618,7 @@ static const luaL_Reg sbox_methods[] = {
   { "call", sbox_call },
   { "call_field", sbox_call_field },
   { "stats", sbox_stats },
+  { "copied", sbox_copied },
   { "close", sbox_close },
   { NULL, NULL }
 };

@@ -19,6 +19,9 @@
 #define SANDBOX_BYTES_PER_STEP 64    /* library functions pay one instruction per this many input bytes */
 #define SANDBOX_MAX_MESSAGE 1024     /* bytes of a script's error message copied out */
 #define SANDBOX_MAX_NAME 200         /* bytes of the script name kept */
+/* What one load or call may copy out to the host (its result, view keys and
+ * values, view:update results, a definition's description), counted as what
+ * the copies take in the host (codec.h, codec_cap), is its memory budget. */
 
 /* Adds core.sandbox_new and core.SANDBOX (the limits above) to the table on
  * top, and registers the sandbox metatable. */

@@ -15,6 +15,7 @@
 
 #define BUDGET_TICK 1000                /* instructions between two runs of the count hook */
 #define BUDGET_CLOCK_EVERY (64 << 10)   /* bytes allocated in a call between two looks at the clock */
+#define BUDGET_STOPPED_GROWTH 4096      /* largest growth allowed once a call has been stopped (its error message) */
 
 static uint64_t budget_now(void) {
   struct timespec ts;
@@ -48,7 +49,9 @@ void *budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   }
   if (nsize > old) {
     size_t grow = nsize - old;
-    if (grow > sb->limit - sb->used) {
+    /* Past the budget, or a big block once the call has been stopped (C code
+     * such as string.pack's padding loop ends at its next growth, not at the end). */
+    if (grow > sb->limit - sb->used || (sb->stop && sb->running && grow > BUDGET_STOPPED_GROWTH)) {
       sb->oom = 1;
       return NULL;
     }
@@ -100,20 +103,23 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   luaL_error(L, "%s", budget_stop_text(sb->stop));
 }
 
-/* Charges `n` instructions for work done in C; raises once the call is over budget. */
+/* Charges `n` instructions for work done in C; raises once the call is over budget.
+ * A charge that does not fit in what is left is refused whole, before the work. */
 void budget_charge(lua_State *L, lua_Integer n) {
   sbox *sb = sbox_of(L);
   if (!sb->running) return;
+  if (n < 0) n = LUA_MAXINTEGER;        /* an overflowed charge is refused, never credited */
   if (!sb->stop) {
     if (n >= sb->left) {
       sb->left = 0;
       budget_halt(sb, L, SBOX_BUDGET);
     } else {
       sb->left -= n;
-      sb->charged_since_clock += n;
-      if (sb->charged_since_clock >= BUDGET_TICK) {
+      if (n >= BUDGET_TICK - sb->charged_since_clock) {   /* (never summed: no overflow) */
         sb->charged_since_clock = 0;
         if (budget_now() >= sb->deadline) budget_halt(sb, L, SBOX_DEADLINE);
+      } else {
+        sb->charged_since_clock += n;
       }
     }
   }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <lua.h>
 #include "buf.h"
+#include "codec.h"
 #include "sandbox.h"
 
 enum { SBOX_RUNNING = 0, SBOX_BUDGET, SBOX_DEADLINE };   /* sbox.stop */
@@ -37,7 +38,10 @@ typedef struct sbox {
   lua_Integer update_counter;
   lua_Integer calls;
   lua_Integer last_instructions;
+  size_t last_copied;             /* bytes (as codec_cap counts them) the last load or call copied out */
   buf buf;                        /* encoded values on their way across */
+  codec_cap out;                  /* what this load or call may still copy out to the host */
+  char out_message[160];          /* the error when it copies more */
   char where[96];                  /* chunk:line where the call was stopped */
   char detail[SANDBOX_MAX_MESSAGE + 96];   /* why the last load or call failed */
 } sbox;

@@ -81,7 +81,8 @@ static int view_p_update_fn(lua_State *co) {
   if (!codec_decode(co, sb->buf.data, sb->buf.len, &why)) return luaL_error(co, "view:update: %s", why);
   lua_call(co, 1, 1);
   sb->buf.len = 0;
-  codec_encode(co, -1, &sb->buf, "view:update new value");
+  codec_encode_capped(co, -1, &sb->buf, "view:update new value", &sb->out);
+  budget_charge(co, 1 + (lua_Integer)(sb->buf.len / SANDBOX_BYTES_PER_STEP));
   return 0;
 }
 
@@ -133,9 +134,11 @@ static int view_method(lua_State *co) {
   char root[32];
   snprintf(root, sizeof root, "view:%s key", mname);
   sb->buf.len = 0;
-  codec_encode(co, 2, &sb->buf, root);
+  codec_encode_capped(co, 2, &sb->buf, root, &sb->out);
   view_hostcall hc = { sb, method, sb->buf.len, 0 };
-  if (method == VIEW_PUT) codec_encode(co, 3, &sb->buf, "view:put value");
+  if (method == VIEW_PUT) codec_encode_capped(co, 3, &sb->buf, "view:put value", &sb->out);
+  /* The host will hold a copy: the script pays for its bytes, before the host sees it. */
+  budget_charge(co, (lua_Integer)(sb->buf.len / SANDBOX_BYTES_PER_STEP));
   luaL_checkstack(co, 4, "view");
   lua_Integer saved_update = sb->update_serial;
   if (method == VIEW_UPDATE) hc.update_serial = ++sb->update_counter;

@@ -340,6 +340,38 @@ describe("a projection-style script", function()
   end)
 end)
 
+describe("what crosses to the host", function()
+  it("sb:copied() is what the last call copied out, counted per copy", function()
+    local sb = with_handler([[
+      if ev.n == 1 then return ("x"):rep(1000) end
+      if ev.n == 2 then local row = ("y"):rep(1000) return { row, row, row } end
+      return nil]])
+    assert.equals(("x"):rep(1000), sb:call("h", { n = 1 }))
+    local one = sb:copied()
+    assert.is_true(one >= 1000 and one < 1100, "a 1000-byte string counted " .. one)
+    assert.same({ ("y"):rep(1000), ("y"):rep(1000), ("y"):rep(1000) }, sb:call("h", { n = 2 }))
+    assert.is_true(sb:copied() >= 3000, "a string referenced three times is copied three times")
+    assert.is_nil(sb:call("h", { n = 3 }))
+    assert.is_true(sb:copied() < 100)
+    local view = memory_view()
+    local vsb = loaded([[return { handlers = { h = function(view, ev) view:put("k", ("z"):rep(5000)) end } }]])
+    vsb:call("h", {}, view)
+    assert.is_true(vsb:copied() >= 5000, "a view row counts too")
+    sb:close()
+    vsb:close()
+  end)
+
+  it("refuses a result over the memory budget, counted in the host, and then works again", function()
+    -- One table referenced 60,000 times: 1 MB in the script, 60,000 tables in the host.
+    local sb = with_handler([[local e, t = {}, {} for i = 1, 60000 do t[i] = e end return t]], { memory = 4 << 20 })
+    local err = fails(sb, "memory_exceeded")
+    assert.matches("copying the result out: result%[%d+%]: too large", err.message)
+    assert.matches("at most 4194304 bytes", err.message)
+    still_works(sb)
+    sb:close()
+  end)
+end)
+
 describe("a reactor-style script", function()
   local source = [[
     return {

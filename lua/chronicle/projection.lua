@@ -121,6 +121,14 @@ end
 -- grow up to 16 times that (unless its definition sets `batch_size`).
 M.BATCH_SIZE = 1000
 
+--- A batch also ends (and commits) after the event whose handlers brought what
+-- sandboxed handlers copied into its view (`view:charge`) to this many bytes,
+-- and the row cache is dropped once that much has been committed through it:
+-- the host holds a bounded amount of a sandboxed projection's rows.
+M.BATCH_BYTES = 32 * 1024 * 1024
+
+local FULL = setmetatable({}, { __tostring = function() return "batch full" end })
+
 local function checkpoint_key(name, gen) return "p:" .. name .. "#" .. gen end
 
 local function copy(t)
@@ -249,7 +257,7 @@ function M.run_batch(store, p, state)
   -- While far behind, default batches grow (up to 16x), so a rebuild commits
   -- (and, with durability "full", syncs) less often; live updates stay small.
   local batch = p.grow and state.batch or p.batch_size
-  local current
+  local current, done
   local ok, n, count, last_position = pcall(function()
     if checkpoint == nil and p.init then p.init(v) end
     return store:fold({ from = from, to = head, count = batch, category = p.from.category, types = p.types },
@@ -260,10 +268,17 @@ function M.run_batch(store, p, state)
           current = ev
           v.current = ev
           h(v, upcast.current(ev))
+          if v.bytes >= M.BATCH_BYTES then
+            done = ev.position
+            error(FULL, 0)
+          end
         end
         return seen + 1
       end)
   end)
+  if not ok and n == FULL then          -- commit up to `done`, go on in the next batch
+    ok, n, count, last_position = true, 0, batch, done
+  end
   if not ok then
     state.cache = view.cache()          -- rows may have been changed in place
     fault(store, p, meta, current, n)
@@ -290,6 +305,8 @@ function M.run_batch(store, p, state)
     return "faulted"
   end
   v:committed(state.max_cache or 100000)
+  state.cache_bytes = (state.cache_bytes or 0) + v.bytes
+  if state.cache_bytes >= M.BATCH_BYTES then state.cache, state.cache_bytes = view.cache(), 0 end
   state.checkpoint = new_checkpoint
   return "progress"
 end

@@ -12,7 +12,15 @@
 -- instruction budget; other library functions pay for the bytes or elements
 -- they touch (`LIMITS.bytes_per_step`); patterns are at most
 -- `LIMITS.max_pattern` bytes; `string.rep` fails with a memory error when its
--- result would not fit in the memory left.
+-- result would not fit in the memory left. Every charge saturates, and one
+-- larger than the instructions left is refused before the work starts.
+--
+-- What one load or call copies out to the host (its result, view keys and
+-- values, `view:update` results, the definition's description) may take at
+-- most the memory budget in the host, counted per copy (a table referenced
+-- twice counts twice); past it the load or call fails with "memory_exceeded"
+-- and "<path>: too large: ...". `view:put` and `view:update` also pay one
+-- instruction per `LIMITS.bytes_per_step` bytes of what they copy.
 -- @module chronicle.sandbox
 local core = require "chronicle.core"
 
@@ -37,7 +45,9 @@ local minimum = { memory = core.SANDBOX.min_memory, instructions = 1, time_ms = 
 -- the definition's string, number and boolean fields, its `from`, and
 -- `handlers`, the sorted names of its handlers. Or `nil, err` with `err.code`
 -- "syntax_error", "script_error", "bad_definition", "budget_exceeded",
--- "timeout" or "memory_exceeded" and a message naming the chunk and line.
+-- "timeout" or "memory_exceeded" and a message naming the chunk and line. The
+-- code says what ended the script: a script that recovers from a memory error
+-- with `pcall` and then raises its own error gets "script_error" and its message.
 --
 -- `sb:call(handler, event [, view])` copies `event` in and calls
 -- `definition.handlers[handler](proxy, event)` when a `view` is given,
@@ -53,7 +63,9 @@ local minimum = { memory = core.SANDBOX.min_memory, instructions = 1, time_ms = 
 -- `sb:call_field(name, value [, view])` does the same for `definition[name]`
 -- (such as a projection's `init`). `sb:stats()` returns `memory` (bytes held
 -- now), `memory_limit`, `instructions` (used by the last call, to the nearest
--- thousand) and `calls`.
+-- thousand) and `calls`. `sb:copied()` returns the bytes the last load or
+-- call copied out to the host, as the cap above counts them (a sandboxed
+-- projection charges them to its batch: `projection.BATCH_BYTES`).
 function M.new(opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then

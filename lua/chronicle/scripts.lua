@@ -91,6 +91,7 @@ local function load_sandboxed(path, source, limits)
   if def.kind == "projection" then
     def.init = function(view)
       local _, ierr = sb:call_field("init", nil, view)
+      if view.charge then view:charge(sb:copied()) end
       if ierr and ierr.code ~= "no_handler" then error(ierr.message, 0) end
     end
   end
@@ -99,6 +100,7 @@ local function load_sandboxed(path, source, limits)
     if def.kind == "projection" then
       def.handlers[name] = function(view, ev)
         local _, cerr = sb:call(name, ev, view)
+        if view.charge then view:charge(sb:copied()) end   -- the batch ends early past BATCH_BYTES
         if cerr then error(cerr.message, 0) end
       end
     else

@@ -89,7 +89,13 @@ Buffered.__index = Buffered
 -- `cache` (optional) keeps rows across batches for a runner that owns the space.
 function M.buffered(store, space, cache)
   return setmetatable({ store = store, space_name = space, pending = {}, writers = {},
-                        cache = cache or M.cache() }, Buffered)
+                        cache = cache or M.cache(), bytes = 0 }, Buffered)
+end
+
+--- Counts `n` bytes against this buffered view: what a sandboxed handler
+-- copied into it (`bytes`, which a projection's batch stops at).
+function Buffered:charge(n)
+  self.bytes = self.bytes + n
 end
 
 --- An empty row cache: `rows` by key and their count `n`.
