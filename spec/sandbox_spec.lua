@@ -596,9 +596,9 @@ describe("escape attempts", function()
 
   describe("pattern functions", function()
     it("stop a pathological match", function()
+      -- (it is the instruction budget that stops it, not time: the spec file's timeout guards a hang)
       local sb = with_handler([[ return string.rep("a", 30000):find(("a*"):rep(20) .. "b") ]])
-      local took = ms(function() fails(sb, "budget_exceeded") end)
-      assert.is_true(took < 30000, "stopped after " .. took .. " ms")
+      fails(sb, "budget_exceeded")
       still_works(sb)
     end)
 
