@@ -413,8 +413,8 @@ static void append_reset(store *s) {
   s->scratch_kv.len = 0;
 }
 
-static store *append_check_store(lua_State *L) {
-  store *s = store_check(L, 1);
+static store *append_check_store(lua_State *L, const char *fn) {
+  store *s = store_check_write(L, 1, fn);
   append_reset(s);
   return s;
 }
@@ -525,7 +525,7 @@ static int append_readonly(lua_State *L) {
 
 /* store:append(stream, events [, expected]) -> {version, position} | nil, err */
 static int append_one(lua_State *L) {
-  store *s = append_check_store(L);
+  store *s = append_check_store(L, "append");
   lua_settop(L, 4);
   append_encode_stream(L, s, "append", 2, 3, 4);
   if (s->readonly) return append_readonly(L);
@@ -564,7 +564,7 @@ static size_t append_encode_list(lua_State *L, store *s, int idx, const char *fn
 
 /* store:append_many({ {stream=, events=, expected=}, ... }) -> results | nil, err */
 static int append_many(lua_State *L) {
-  store *s = append_check_store(L);
+  store *s = append_check_store(L, "append_many");
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   size_t n = append_encode_list(L, s, 2, "append_many", 0);
@@ -577,7 +577,7 @@ static int append_many(lua_State *L) {
  * ops in the order checks, clears, deletes, puts. */
 static int append_write(lua_State *L) {
   static const char *const op_fields[] = { "appends", "checks", "clears", "deletes", "puts", "dry_run", NULL };
-  store *s = append_check_store(L);
+  store *s = append_check_store(L, "write");
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   lua_pushnil(L);

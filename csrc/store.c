@@ -19,6 +19,14 @@ store *store_check(lua_State *L, int idx) {
   return s;
 }
 
+store *store_check_write(lua_State *L, int idx, const char *fn) {
+  store *s = store_check(L, idx);
+  if (s->busy)
+    luaL_error(L, "%s: cannot write to the store while its %s runs (a progress callback may only read)", fn,
+               s->busy);
+  return s;
+}
+
 int store_read_begin(store *s, MDB_txn **txn) { return envreg_read_begin(s->e, &s->spare_read, txn); }
 
 void store_read_end(store *s, MDB_txn *txn) { envreg_read_end(s->e, &s->spare_read, txn); }
@@ -46,7 +54,15 @@ static void store_release(store *s) {
 
 static int store_close(lua_State *L) {
   store *s = luaL_checkudata(L, 1, STORE_MT);
+  if (s->busy)
+    return luaL_error(L, "close: cannot close the store while its %s runs (from its progress callback)", s->busy);
   store_release(s);
+  return 0;
+}
+
+/* A store is never collected while one of its calls runs: no busy check. */
+static int store_gc(lua_State *L) {
+  store_release(luaL_checkudata(L, 1, STORE_MT));
   return 0;
 }
 
@@ -144,12 +160,12 @@ static int store_head(lua_State *L) {
   return 1;
 }
 
-void store_report_progress(lua_State *L, int fn, long long done, long long total) {
-  if (!fn) return;
+int store_report_progress(lua_State *L, int fn, long long done, long long total) {
+  if (!fn) return 0;
   lua_pushvalue(L, fn);
   lua_pushinteger(L, done);
   lua_pushinteger(L, total);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+  return lua_pcall(L, 2, 0, 0) == LUA_OK ? 0 : -1;
 }
 
 void store_push_stream_meta(lua_State *L, const void *name, size_t len, const stream_meta *m) {
@@ -283,7 +299,7 @@ static const luaL_Reg store_methods[] = {
 };
 
 static const luaL_Reg store_metamethods[] = {
-  { "__gc", store_close },
+  { "__gc", store_gc },
   { "__close", store_close },
   { "__tostring", store_tostring },
   { "__index", NULL },

@@ -21,6 +21,8 @@ typedef struct store {
   buf scratch_kv;          /* write(): pending key-value operations */
   int watch_fd;            /* wait(): an inotify handle on data.mdb, opened on first use (-1: none) */
   MDB_txn *spare_read;     /* a reset read transaction, renewed by the next read (NULL: none) */
+  const char *busy;        /* "verify" or "backup" while one runs (its progress callback may
+                            * read, but not write or close: NULL otherwise) */
 } store;
 
 /* A short read transaction on the store, and its end (store_read_end): the
@@ -31,12 +33,17 @@ void store_read_end(store *s, MDB_txn *txn);
 
 /* The open store at idx; raises if closed or carried across fork(). */
 store *store_check(lua_State *L, int idx);
+/* store_check for a call that writes (`fn` names it): also raises while a
+ * verify or backup of this handle runs, i.e. from its progress callback. */
+store *store_check_write(lua_State *L, int idx, const char *fn);
 /* The newest global position (0 when empty), under a short read transaction. */
 int store_read_head(store *s, uint64_t *head);
 /* Calls the progress function at stack index fn (0: none) with (done, total),
- * protected: its error is dropped, so a caller holding a transaction, a
- * thread or a pipe never longjmps past them. The caller reserves 3 stack slots. */
-void store_report_progress(lua_State *L, int fn, long long done, long long total);
+ * protected, so a caller holding a transaction, a thread or a pipe never
+ * longjmps past them. Returns 0, or -1 with the function's error left on top
+ * of the stack: the caller releases what it holds and raises it (lua_error).
+ * The caller reserves 3 stack slots. */
+int store_report_progress(lua_State *L, int fn, long long done, long long total);
 /* Pushes the table stream_info and streams() return. */
 void store_push_stream_meta(lua_State *L, const void *name, size_t len, const stream_meta *m);
 

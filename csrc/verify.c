@@ -23,6 +23,8 @@ typedef struct verify_state {
   uint64_t total;          /* the head when the check began */
 } verify_state;
 
+#define VERIFY_STOPPED (-1)  /* not an LMDB code: the progress callback raised */
+
 static void verify_problem(verify_state *v, const char *fmt, ...) {
   v->nproblems++;
   if (v->nproblems > v->max_problems) return;
@@ -106,7 +108,11 @@ static int verify_log(verify_state *v) {
                      (unsigned long long)pos);
     expect = pos + 1;
     v->events++;
-    if ((v->events & 4095) == 0) store_report_progress(v->L, v->progress, (long long)v->events, (long long)v->total);
+    if ((v->events & 4095) == 0 &&
+        store_report_progress(v->L, v->progress, (long long)v->events, (long long)v->total)) {
+      rc = VERIFY_STOPPED;
+      break;
+    }
     if ((rc = verify_record(v, pos, &d))) break;
   }
   mdb_cursor_close(c);
@@ -209,12 +215,18 @@ static int verify_store(lua_State *L) {
   int rc = store_read_begin(s, &v.txn);
   if (rc) return cerr_mdb_result(L, rc, "verify");
   if (progress) log_head(v.txn, s->e, &v.total);
+  /* The progress callback may read; writing (which may need to grow the map
+   * this transaction pins) and closing raise inside it. */
+  const char *outer = s->busy;
+  s->busy = "verify";
   rc = verify_log(&v);
+  s->busy = outer;
   if (!rc) rc = verify_streams(&v);
   if (!rc) rc = verify_counts(&v);
   store_read_end(s, v.txn);
   if (rc) {
     buf_free(&v.problems);
+    if (rc == VERIFY_STOPPED) return lua_error(L);     /* the callback's own error */
     return cerr_mdb_result(L, rc, "verify");
   }
   /* No transaction is open now: a Lua error here can only leak v.problems, so copy it first. */

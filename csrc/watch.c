@@ -95,7 +95,9 @@ static void *backup_thread(void *arg) {
 
 /* store:backup(dest [, {progress = fn(bytes_done, bytes_total)}]) -> true | nil, err:
  * a consistent, compacted copy taken under one read transaction while
- * others may keep writing. `progress` must not use the store. */
+ * others may keep writing. `progress` may read the store; writing to it or
+ * closing it raises, and an error `progress` raises stops the backup (the
+ * copy is removed) and is raised to the caller. */
 static int watch_backup(lua_State *L) {
   store *s = store_check(L, 1);
   const char *dest = luaL_checkstring(L, 2);
@@ -142,7 +144,9 @@ static int watch_backup(lua_State *L) {
   char chunk[1 << 16];
   long long done = 0;
   double last = 0;
-  int werr = 0;
+  int werr = 0, stopped = 0;     /* stopped: the callback raised, its error is on top of the stack */
+  const char *outer = s->busy;
+  s->busy = "backup";
   for (;;) {
     ssize_t n = read(pipefd[0], chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
@@ -154,24 +158,29 @@ static int watch_backup(lua_State *L) {
       if (w < 0 && errno != EINTR) werr = errno;
       if (w > 0) off += w;
     }
-    if (werr) continue;
+    if (werr || stopped) continue;
     done += n;
     double t = watch_clock();
     if (t - last >= 0.1) {
       last = t;
-      store_report_progress(L, fn, done, total);
+      stopped = store_report_progress(L, fn, done, total) != 0;
     }
   }
   pthread_join(thread, NULL);
   close(pipefd[0]);
-  if (!werr && fsync(out) != 0) werr = errno;
+  if (!werr && !stopped && fsync(out) != 0) werr = errno;
   close(out);
   int rc = werr ? werr : job.rc;
+  if (!stopped && !rc) stopped = store_report_progress(L, fn, done, done) != 0;
+  s->busy = outer;
+  if (stopped) {
+    unlink(file);
+    return lua_error(L);          /* the callback's own error */
+  }
   if (rc) {
     unlink(file);
     return cerr_mdb_result(L, rc, "backup");
   }
-  store_report_progress(L, fn, done, done);
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -47,4 +47,63 @@ describe("the public API under hostile use", function()
       assert.matches("ok", out)
     end)
   end)
+
+  describe("progress callbacks of verify and backup", function()
+    local fill = [[
+      local s = assert(chronicle.open(arg[1], { durability = "nosync" }))
+      for i = 1, 30 do
+        local events = {}
+        for j = 1, 1000 do events[j] = { type = "T", data = { i = i, j = j, pad = ("x"):rep(100) } } end
+        assert(s:append("s-" .. i, events))
+      end
+    ]]
+    for _, op in ipairs({ "verify", "backup" }) do
+      local call = op == "verify" and "s:verify{ progress = cb }" or "s:backup(arg[1] .. '-copy', { progress = cb })"
+      it(op .. ": closing the store from the callback raises a clear error, no crash", function()
+        local rc, out = child(fill .. [[
+          local cb = function() s:close() end
+          local ok, err = pcall(function() return ]] .. call .. [[ end)
+          assert(not ok, "closing from the callback must raise")
+          print("ERR " .. tostring(err))
+          assert(s:is_open() and s:head() == 30000 and s:verify().ok)
+          print("ok")
+        ]], 60)
+        assert.are.equal(0, rc, out)
+        assert.matches("ERR [^\n]*cannot close the store while its " .. op .. " runs", out)
+        assert.matches("ok\nrc=0$", out)
+      end)
+
+      it(op .. ": writing from the callback raises; reading is allowed", function()
+        local rc, out = child(fill .. [[
+          local reads = 0
+          local cb = function() reads = reads + 1; assert(s:head() == 30000); s:append("x-1", { { type = "X" } }) end
+          local ok, err = pcall(function() return ]] .. call .. [[ end)
+          assert(not ok, "writing from the callback must raise")
+          print("ERR " .. tostring(err))
+          assert(reads == 1 and s:head() == 30000, "nothing was written")
+          assert(s:append("x-1", { { type = "X" } }), "the store takes writes again afterwards")
+          print("ok")
+        ]], 60)
+        assert.are.equal(0, rc, out)
+        assert.matches("ERR [^\n]*append: cannot write to the store while its " .. op .. " runs", out)
+        assert.matches("ok\nrc=0$", out)
+      end)
+
+      it(op .. ": the callback's own error reaches the caller", function()
+        local rc, out = child(fill .. [[
+          local cb = function() error({ mine = true }) end
+          local ok, err = pcall(function() return ]] .. call .. [[ end)
+          assert(not ok and type(err) == "table" and err.mine, "the callback's error value is raised as is")
+          if arg[1] then
+            local f = io.open(arg[1] .. "-copy/data.mdb")
+            assert(f == nil, "a stopped backup leaves no copy")
+          end
+          assert(s:is_open() and s:verify().ok)
+          print("ok")
+        ]], 60)
+        assert.are.equal(0, rc, out)
+        assert.matches("ok\nrc=0$", out)
+      end)
+    end
+  end)
 end)

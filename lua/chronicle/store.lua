@@ -93,7 +93,8 @@ function Store:stats() return handle(self):stats() end
 
 --- Checks every record's checksum and that the indexes agree with the log.
 -- `opts`: `max_problems` (default 100), `progress(events_done, events_total)`
--- (called now and then inside the check's read transaction: it must not use the store).
+-- (called now and then inside the check's read transaction: it may read the store; writing to
+-- it or closing it raises, and an error it raises stops the check and is raised by `verify`).
 function Store:verify(opts) return handle(self):verify(opts) end
 
 --- Blocks until the log holds an event after position `after` (another
@@ -103,7 +104,9 @@ function Store:wait(after, timeout) return handle(self):wait(after, timeout) end
 
 --- Writes a consistent, compacted copy of the store into directory `dest`
 -- (LMDB's copy, under one read transaction: other processes may keep writing).
--- `opts.progress(bytes_done, bytes_total)` is called now and then; it must not use the store.
+-- `opts.progress(bytes_done, bytes_total)` is called now and then; it may read the store;
+-- writing to it or closing it raises, and an error it raises stops the backup (no copy is
+-- left) and is raised by `backup`.
 function Store:backup(dest, opts) return handle(self):backup(dest, opts) end
 
 --- Closes the store; later calls raise. Closing twice is harmless.
