@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <lauxlib.h>
 #include "cerror.h"
+#include "options.h"
 #include "logdb.h"
 #include "store.h"
 #include "uuid.h"
@@ -25,6 +26,13 @@ store *store_check_write(lua_State *L, int idx, const char *fn) {
     luaL_error(L, "%s: cannot write to the store while its %s runs (a progress callback may only read)", fn,
                s->busy);
   return s;
+}
+
+const char *store_check_path(lua_State *L, int idx) {
+  size_t len;
+  const char *path = luaL_checklstring(L, idx, &len);
+  luaL_argcheck(L, strlen(path) == len, idx, "path must not contain a NUL byte");
+  return path;
 }
 
 int store_read_begin(store *s, MDB_txn **txn) { return envreg_read_begin(s->e, &s->spare_read, txn); }
@@ -90,9 +98,13 @@ static lua_Integer store_opt_integer(lua_State *L, const char *name, lua_Integer
 
 /* core.open(dir, opts) -> store | nil, err */
 static int store_open(lua_State *L) {
-  const char *dir = luaL_checkstring(L, 1);
+  const char *dir = store_check_path(L, 1);
+  static const opt_spec options[] = {
+    { "durability", OPT_STRING }, { "readonly", OPT_BOOLEAN }, { "map_size", OPT_INTEGER },
+    { "max_event_size", OPT_INTEGER }, { NULL, 0 }
+  };
   if (lua_isnoneornil(L, 2)) { lua_settop(L, 1); lua_newtable(L); }
-  luaL_checktype(L, 2, LUA_TTABLE);
+  opt_check(L, 2, "open", options);
   envopts opts = { 0, 0 };
   lua_getfield(L, 2, "durability");
   int dur = 0;

@@ -36,6 +36,8 @@ store *store_check(lua_State *L, int idx);
 /* store_check for a call that writes (`fn` names it): also raises while a
  * verify or backup of this handle runs, i.e. from its progress callback. */
 store *store_check_write(lua_State *L, int idx, const char *fn);
+/* The file system path at idx: a string without NUL bytes (which the OS would cut it at). */
+const char *store_check_path(lua_State *L, int idx);
 /* The newest global position (0 when empty), under a short read transaction. */
 int store_read_head(store *s, uint64_t *head);
 /* Calls the progress function at stack index fn (0: none) with (done, total),

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <lauxlib.h>
 #include "cerror.h"
+#include "options.h"
 #include "codec.h"
 #include "logdb.h"
 #include "store.h"
@@ -186,9 +187,9 @@ static int verify_store(lua_State *L) {
   store *s = store_check(L, 1);
   lua_Integer max = 100;
   int progress = 0;
+  static const opt_spec options[] = { { "max_problems", OPT_INTEGER }, { "progress", OPT_FUNCTION }, { NULL, 0 } };
   lua_settop(L, 2);
-  if (!lua_isnil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
+  if (opt_check(L, 2, "verify", options)) {
     lua_getfield(L, 2, "progress");
     if (!lua_isnil(L, -1)) {
       if (!lua_isfunction(L, -1)) luaL_error(L, "verify: option 'progress' must be a function");

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <lauxlib.h>
 #include "cerror.h"
+#include "options.h"
 #include "logdb.h"
 #include "store.h"
 
@@ -29,7 +30,10 @@ static int watch_wait(lua_State *L) {
   store *s = store_check(L, 1);
   lua_Integer after = luaL_checkinteger(L, 2);
   luaL_argcheck(L, after >= 0, 2, "position must be >= 0");
+  /* No timeout waits for ever; a negative or NaN one is a mistake, not "for ever". */
   double timeout = luaL_optnumber(L, 3, -1);
+  if (!lua_isnoneornil(L, 3))
+    luaL_argcheck(L, timeout >= 0, 3, "timeout must be a number of seconds >= 0 (nil: no timeout)");
   double deadline = timeout < 0 ? -1 : watch_clock() + timeout;
 
   /* One inotify handle per store, kept open: closing one can block in the
@@ -100,10 +104,10 @@ static void *backup_thread(void *arg) {
  * copy is removed) and is raised to the caller. */
 static int watch_backup(lua_State *L) {
   store *s = store_check(L, 1);
-  const char *dest = luaL_checkstring(L, 2);
+  const char *dest = store_check_path(L, 2);
+  static const opt_spec options[] = { { "progress", OPT_FUNCTION }, { NULL, 0 } };
   int fn = 0;
-  if (!lua_isnoneornil(L, 3)) {
-    luaL_checktype(L, 3, LUA_TTABLE);
+  if (opt_check(L, 3, "backup", options)) {
     lua_getfield(L, 3, "progress");
     if (!lua_isnil(L, -1)) {
       luaL_argexpected(L, lua_isfunction(L, -1), 3, "progress function");

@@ -9,7 +9,8 @@
 -- rejection returns nil, err and the handler decides what follows) and
 -- `ctx:append(stream, events [, expected])`, or return a list of events
 -- that each name their `stream`. Outputs carry the event's correlation id,
--- and its id as their causation id.
+-- and its id as their causation id; a handler may not set those two meta
+-- keys itself (the reactor faults with an error saying so).
 -- @module chronicle.reactor
 local core = require "chronicle.core"
 local view = require "chronicle.view"
@@ -52,8 +53,20 @@ end
 local Context = {}
 Context.__index = Context
 
+-- The reactor sets an output's correlation and causation ids from its input event.
+local function refuse_own_ids(meta, where)
+  if type(meta) ~= "table" then return end
+  for _, k in ipairs({ "correlation_id", "causation_id" }) do
+    if meta[k] ~= nil then
+      error(("%s: meta.%s is set by the reactor from the event it reacts to; a handler may not set it")
+        :format(where, k), 3)
+    end
+  end
+end
+
 function Context:execute(repo, id, command, args, opts)
   opts = opts or {}
+  refuse_own_ids(opts.meta, "ctx:execute")
   opts.meta = opts.meta or {}
   for k, v in pairs(self.meta) do if opts.meta[k] == nil then opts.meta[k] = v end end
   return self.uow:execute(repo, id, command, args, opts)
@@ -69,6 +82,7 @@ function Context:append(stream, events, expected)
   if type(events) ~= "table" then error("ctx:append: a list of events expected", 2) end
   local out = {}
   for i, e in ipairs(events) do
+    refuse_own_ids(type(e) == "table" and e.meta, "ctx:append: events[" .. i .. "]")
     local meta = {}
     for k, v in pairs(self.meta) do meta[k] = v end
     if type(e.meta) == "table" then for k, v in pairs(e.meta) do meta[k] = v end end

@@ -1,8 +1,12 @@
 --- The Store: the Lua face of one open store. Storage calls go straight to
 -- the C handle; the aggregate, projection and handler layers add methods here.
 -- @classmod Store
+local options = require "chronicle.options"
+
 local Store = {}
 Store.__index = Store
+
+local append_options = { expected = "string|integer" }
 
 --- Wraps a `chronicle.core` handle (use `chronicle.open`).
 function Store.new(handle, path, opts)
@@ -25,9 +29,7 @@ end
 function Store:append(stream, events, opts)
   local expected = opts
   if type(opts) == "table" then
-    for k in pairs(opts) do
-      if k ~= "expected" then error("append: unknown option '" .. tostring(k) .. "' (allowed: expected)", 2) end
-    end
+    options.check("append", opts, append_options, 2)
     expected = opts.expected
   end
   return handle(self):append(stream, events, expected)
