@@ -106,4 +106,175 @@ describe("the public API under hostile use", function()
       end)
     end
   end)
+
+  describe("waits that could never end", function()
+    it("refuse a negative or NaN timeout instead of blocking for ever", function()
+      local rc, out = child([[
+        local s = assert(chronicle.open(arg[1], { durability = "nosync" }))
+        for _, t in ipairs({ -1, 0/0, -math.huge }) do
+          local ok, err = pcall(s.wait, s, s:head(), t)
+          assert(not ok, "wait(head, " .. tostring(t) .. ") returned")
+          assert(tostring(err):find("timeout must be a number of seconds >= 0", 1, true), tostring(err))
+        end
+        assert(s:wait(s:head(), 0) == false, "a zero timeout still polls once")
+        print("ok")
+      ]], 10)
+      assert.are.equal(0, rc, out)
+      assert.matches("ok\nrc=0$", out)
+    end)
+
+    it("runner:run refuses a misspelt option instead of running for ever", function()
+      local rc, out = child([[
+        local s = assert(chronicle.open(arg[1], { durability = "nosync" }))
+        local ok, err = pcall(function() return chronicle.runner(s):run { until_idel = true } end)
+        assert(not ok, "run{ until_idel = true } was accepted")
+        print("ERR " .. tostring(err))
+      ]], 10)
+      assert.are.equal(0, rc, out)
+      assert.matches("ERR [^\n]*runner:run: unknown option 'until_idel' %(allowed: max_seconds, until_idle%)", out)
+    end)
+  end)
+
+  describe("paths containing NUL bytes", function()
+    it("are refused by open, the core's open and backup, and nothing is created at the cut path", function()
+      local dir = helpers.tmpdir()
+      local bad = dir .. "/d\0/../x"
+      assert.matches("NUL", helpers.raises(chronicle.open, bad), 1, true)
+      assert.matches("NUL", helpers.raises(require("chronicle.core").open, bad), 1, true)
+      assert.is_false(helpers.exists(dir .. "/d"), "open created the cut path")
+      local store = helpers.open({ durability = "nosync" })
+      helpers.fill(store, "a-1", 3)
+      assert.matches("NUL", helpers.raises(store.backup, store, dir .. "/copy\0/../elsewhere"), 1, true)
+      assert.is_false(helpers.exists(dir .. "/copy"), "backup wrote to the cut path")
+      assert.matches("NUL", helpers.raises(chronicle.load_scripts, store, dir .. "/rules\0x"), 1, true)
+    end)
+  end)
+
+  describe("stream names starting with '-'", function()
+    it("are refused at append, naming the rule; a name with a later '-' keeps its category", function()
+      local store = helpers.open({ durability = "nosync" })
+      for _, name in ipairs({ "-", "--", "-x", "-order-1" }) do
+        local msg = helpers.raises(store.append, store, name, { { type = "T" } })
+        assert.matches("starts with '-'", msg, 1, true)
+        assert.matches("category", msg, 1, true)
+        assert.matches("must not be empty", msg, 1, true)
+        msg = helpers.raises(store.append_many, store, { { stream = name, events = { { type = "T" } } } })
+        assert.matches("starts with '-'", msg, 1, true)
+        msg = helpers.raises(store.write, store, { appends = { { stream = name, events = { { type = "T" } } } } })
+        assert.matches("starts with '-'", msg, 1, true)
+      end
+      assert.are.equal(0, store:head())
+      assert(store:append("a-", { { type = "T" } }))
+      assert.are.equal("a", store:stream_info("a-").category)
+      assert.are.equal(1, #helpers.collect(store:read_all({ category = "a" })))
+    end)
+  end)
+
+  describe("option values have types", function()
+    it("write{ dry_run = 'yes' } is refused, and nothing is written", function()
+      local store = helpers.open({ durability = "nosync" })
+      local msg = helpers.raises(store.write, store,
+        { dry_run = "yes", appends = { { stream = "a-1", events = { { type = "T" } } } } })
+      assert.matches("write: option 'dry_run' must be a boolean, got string", msg, 1, true)
+      assert.are.equal(0, store:head())
+    end)
+
+    it("the core's options tables are checked by name and type", function()
+      local store = helpers.open({ durability = "nosync" })
+      helpers.fill(store, "a-1", 2)
+      local cases = {
+        { "read: option 'backward' must be a boolean, got string", store.read, store, "a-1", { backward = "yes" } },
+        { "read_all: option 'count' must be an integer, got number 1.5", store.read_all, store, { count = 1.5 } },
+        { "read_all: option 'types' must be a string or a table, got number", store.read_all, store, { types = 7 } },
+        { "kv_scan: option 'backward' must be a boolean, got number", store.kv_scan, store, "rows", { backward = 1 } },
+        { "verify: unknown option 'progres' (allowed: max_problems, progress)", store.verify, store, { progres = print } },
+        { "verify: option 'progress' must be a function, got string", store.verify, store, { progress = "print" } },
+        { "backup: unknown option 'progres' (allowed: progress)", store.backup, store, helpers.tmpdir() .. "/b", { progres = print } },
+        { "open: option 'readonly' must be a boolean, got string", require("chronicle.core").open, helpers.tmpdir(), { readonly = "yes" } },
+        { "fold: option 'stream' must be a string, got number", store.fold, store, { stream = 7 }, 0, print },
+      }
+      for _, case in ipairs(cases) do
+        local msg = helpers.raises(table.unpack(case, 2))
+        assert.matches(case[1], msg, 1, true)
+      end
+    end)
+
+    it("the Lua layer's options tables are checked by name and type", function()
+      local store = helpers.open({ durability = "nosync" })
+      local Account = chronicle.aggregate { name = "account", initial = function() return {} end,
+        apply = { Opened = function(s) return s end }, commands = { open = function() return { { type = "Opened" } } end } }
+      local cases = {
+        { "open: option 'readonly' must be a boolean, got string", chronicle.open, helpers.tmpdir(), { readonly = "yes" } },
+        { "append: unknown option 'expect' (allowed: expected)", store.append, store, "a-1", { { type = "T" } }, { expect = 0 } },
+        { "runner: option 'wait' must be a number >= 0, got string", chronicle.runner, store, { wait = "1" } },
+        { "runner:run: option 'until_idle' must be a boolean, got string", function() chronicle.runner(store):run { until_idle = "yes" } end },
+        { "execute: option 'dry_run' must be a boolean, got string", function() store:repository(Account):execute("1", "open", {}, { dry_run = "yes" }) end },
+        { "repository: option 'cache' must be a boolean, got number", store.repository, store, Account, { cache = 0 } },
+        { "unit_of_work: unknown option 'retry' (allowed: dry_run, retries)", store.unit_of_work, store, function() return true end, { retry = 1 } },
+        { "on: option 'category' must be a string, got number", store.on, store, "T", function() end, { category = 1 } },
+        { "load_scripts: option 'sandbox' must be a boolean, got string", chronicle.load_scripts, store, helpers.tmpdir(), { sandbox = "yes" } },
+      }
+      for _, case in ipairs(cases) do
+        local msg = helpers.raises(table.unpack(case, 2))
+        assert.matches(case[1], msg, 1, true)
+      end
+      assert.are.equal(0, store:head())
+    end)
+
+    it("chronicle.options.check: the one checker, its messages and its types", function()
+      local options = require "chronicle.options"
+      local schema = { b = "boolean", n = options.integer_at_least(1), s = "string|table", any = "any" }
+      assert.are.same({}, options.check("f", nil, schema))
+      local opts = { b = false, n = 2^3, s = {}, any = print }
+      assert.are.equal(opts, options.check("f", opts, schema))
+      assert.matches("^[^:]*:%d+: f: unknown option 'x' %(allowed: any, b, n, s%)$",
+        helpers.raises(options.check, "f", { x = 1 }, schema))
+      assert.matches("f: option 'b' must be a boolean, got string", helpers.raises(options.check, "f", { b = "yes" }, schema), 1, true)
+      assert.matches("f: option 'n' must be an integer >= 1, got number 0", helpers.raises(options.check, "f", { n = 0 }, schema), 1, true)
+      assert.matches("f: option 's' must be a string or a table, got number", helpers.raises(options.check, "f", { s = 1 }, schema), 1, true)
+      assert.matches("f: options must be a table, got string", helpers.raises(options.check, "f", "x", schema), 1, true)
+      assert.matches("unknown option '1'", helpers.raises(options.check, "f", { 5 }, schema), 1, true)
+      -- The error names the caller of the function that checks (level 2).
+      local function api(o) options.check("api", o, schema) end
+      local line = debug.getinfo(1, "l").currentline + 1
+      local ok, err = pcall(function() api({ zz = 1 }) end)
+      assert.is_false(ok)
+      assert.matches(":" .. line .. ": api: unknown option 'zz'", err, 1, true)
+    end)
+  end)
+
+  describe("a reactor's outputs", function()
+    it("carry the reactor's correlation and causation ids: a handler setting them faults the reactor", function()
+      local store = helpers.open({ durability = "nosync" })
+      local reactor = require "chronicle.reactor"
+      for _, key in ipairs({ "correlation_id", "causation_id" }) do
+        local returned = store:reactor { name = "ret_" .. key, handlers = {
+          Placed = function() return { { stream = "out-1", type = "Out", meta = { [key] = "forged" } } } end } }
+        local appended = store:reactor { name = "app_" .. key, handlers = {
+          Placed = function(_, ctx) ctx:append("out-2", { { type = "Out", meta = { [key] = "forged" } } }) end } }
+        store:append("order-" .. key, { { type = "Placed" } })
+        assert.are.equal("faulted", reactor.run_batch(store, returned))
+        assert.are.equal("faulted", reactor.run_batch(store, appended))
+        local status = store:reactor_status()
+        assert.matches("meta." .. key .. " is set by the reactor", status["ret_" .. key].fault.error, 1, true)
+        assert.matches("meta." .. key .. " is set by the reactor", status["app_" .. key].fault.error, 1, true)
+        store:reset_reactor("ret_" .. key)
+        store:reset_reactor("app_" .. key)
+        store:registrations().reactors["ret_" .. key] = nil
+        store:registrations().reactors["app_" .. key] = nil
+      end
+      for ev in store:read_all() do assert.are_not.equal("Out", ev.type) end
+      -- Other meta keys pass, and the ids are the reactor's.
+      local ok_r = store:reactor { name = "fine", handlers = {
+        Placed = function() return { { stream = "out-3", type = "Out", meta = { note = "n" } } } end } }
+      local placed = assert(store:append("order-9", { { type = "Placed", meta = { correlation_id = "req-1" } } }))
+      assert.are.equal("progress", reactor.run_batch(store, ok_r))
+      local out = helpers.collect(store:read("out-3"))
+      assert.are.equal(3, #out)
+      local last = out[#out]
+      assert.are.equal("n", last.meta.note)
+      assert.are.equal("req-1", last.meta.correlation_id)
+      assert.are.equal(helpers.collect(store:read_all({ from = placed.position, count = 1 }))[1].id, last.meta.causation_id)
+    end)
+  end)
 end)
