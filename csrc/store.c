@@ -14,6 +14,9 @@
 store *store_check(lua_State *L, int idx) {
   store *s = luaL_checkudata(L, idx, STORE_MT);
   if (s->e == NULL) luaL_error(L, "attempt to use a closed store");
+  if (s->e->broken)
+    luaL_error(L, "the store at %s lost its memory map when it could not be resized (%s): close it and open it "
+               "again", s->e->path, mdb_strerror(s->e->broken));
   if (s->e->pid != getpid())
     luaL_error(L, "store was opened by process %d and cannot be used after fork(); open it again",
                (int)s->e->pid);
@@ -143,6 +146,7 @@ static int store_open(lua_State *L) {
     case ENVREG_NEWER_FORMAT: return cerr_result(L, "unsupported_format", "%s", why);
     case ENVREG_NOT_FOUND: return cerr_result(L, "not_found", "%s", why);
     case ENVREG_READONLY_SHARED: return cerr_result(L, "readonly", "%s", why);
+    case ENVREG_BROKEN: return cerr_result(L, "out_of_memory", "%s", why);
     case EAGAIN: return cerr_result(L, "locked", "cannot open %s: locked by another process", dir);
     default: {
       char what[600];

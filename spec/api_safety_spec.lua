@@ -5,14 +5,15 @@
 local helpers = require "helpers"
 local chronicle = require "chronicle"
 
--- Runs `body` (Lua source; arg[1] is a fresh store directory) in a child
--- lua5.4 under `timeout`; returns its exit code and output (stdout and stderr).
-local function child(body, seconds, prefix)
+-- Runs `body` (Lua source; arg[1] is a fresh store directory, then `...`) in
+-- a child lua5.4 under `timeout`, after the shell commands `prefix` (such as
+-- a ulimit); returns its exit code and output (stdout and stderr).
+local function child(body, seconds, prefix, ...)
   local dir = helpers.tmpdir()
   local script = dir .. "/child.lua"
   helpers.write_file(script, "local chronicle = require 'chronicle'\n" .. body)
   local cmd = (prefix or "") .. "timeout -s KILL " .. (seconds or 60) .. " " ..
-              helpers.lua_command(script, dir .. "/store") .. " 2>&1; echo \"rc=$?\""
+              helpers.lua_command(script, dir .. "/store", ...) .. " 2>&1; echo \"rc=$?\""
   local out = helpers.capture(cmd)
   local rc = tonumber(out:match("rc=(%d+)$"))
   return rc, out
@@ -275,6 +276,82 @@ describe("the public API under hostile use", function()
       assert.are.equal("n", last.meta.note)
       assert.are.equal("req-1", last.meta.correlation_id)
       assert.are.equal(helpers.collect(store:read_all({ from = placed.position, count = 1 }))[1].id, last.meta.causation_id)
+    end)
+  end)
+
+  describe("a map that cannot grow for lack of address space", function()
+    -- ulimit -v limits address space: an ASan build reserves terabytes of it and cannot run so.
+    local asan = os.getenv("ASAN_OPTIONS") ~= nil
+    local function fill(dir, map_size, rows)
+      local store = assert(chronicle.open(dir, { durability = "nosync", map_size = map_size }))
+      local big = ("x"):rep(1 << 20)
+      for j = 1, rows // 10 do
+        local puts = {}
+        for i = 1, 10 do puts[i] = { "rows", ("k%d-%d"):format(j, i), big } end
+        assert(store:write { puts = puts })
+      end
+      store:close()
+    end
+
+    it("leaves the store usable when a write needed it: out_of_memory, and the map as it was", function()
+      if asan then pending("ulimit -v cannot apply to an ASan build") return end
+      local dir = helpers.tmpdir() .. "/store"
+      fill(dir, 128 << 20, 110)                  -- a full map: the next write must grow it
+      local rc, out = child([[
+        local s = assert(chronicle.open(arg[2], { durability = "nosync" }))
+        local big = ("y"):rep(1 << 20)
+        local puts = {}
+        for i = 1, 20 do puts[i] = { "rows", "b" .. i, big } end
+        local res, err = s:write { puts = puts }
+        assert(not res and err.code == "out_of_memory", "the write needed more address space: " .. tostring(err))
+        assert(s:head() == 0 and s:head() == 0, "the store still answers")
+        assert(s:kv_count("rows") == 110, "nothing of the failed write was kept")
+        assert(s:verify().ok)
+        local ok, msg = pcall(s.append, s, "a-1", { { type = "T" } })
+        assert(ok, "the store is not closed: a write returns its error: " .. tostring(msg))
+        print("ok")
+      ]], 60, "ulimit -S -v 200000; ", dir)
+      assert.are.equal(0, rc, out)
+      assert.matches("ok\nrc=0$", out)
+    end)
+
+    it("refuses every later use with a clear error when another process grew the map beyond reach", function()
+      if asan then pending("ulimit -v cannot apply to an ASan build") return end
+      local dir = helpers.tmpdir()
+      local grow = dir .. "/grow.lua"
+      helpers.write_file(grow, [[
+        local chronicle = require "chronicle"
+        local s = assert(chronicle.open(arg[1], { durability = "nosync", map_size = 2 << 30 }))
+        local big = ("x"):rep(1 << 20)
+        local puts = {}
+        for i = 1, 80 do puts[i] = { "rows", "k" .. i, big } end
+        assert(s:write { puts = puts })
+        s:close()
+      ]])
+      -- The grower lifts the child's soft limit for itself.
+      local grower = "ulimit -S -v unlimited; " .. helpers.lua_command(grow, dir .. "/shared")
+      local rc, out = child([[
+        local s = assert(chronicle.open(arg[2], { durability = "nosync" }))
+        assert(s:append("b-1", { { type = "B" } }))
+        assert(os.execute(arg[3]), "the grower failed")
+        local head, err = s:head()          -- its map must grow to 2 GiB: no room
+        assert(head == nil and err.code == "out_of_memory", "head: " .. tostring(head) .. " " .. tostring(err))
+        for _ = 1, 3 do
+          local ok, msg = pcall(s.head, s)
+          assert(not ok, "a store without its map answered")
+          assert(tostring(msg):find("lost its memory map", 1, true), tostring(msg))
+        end
+        local ok, msg = pcall(s.append, s, "b-1", { { type = "B" } })
+        assert(not ok and tostring(msg):find("close it and open it again", 1, true), tostring(msg))
+        local s2, err2 = chronicle.open(arg[2])
+        assert(s2 == nil and err2.code == "out_of_memory", "a second handle shares the lost map: " .. tostring(err2))
+        s:close()
+        local s3 = assert(chronicle.open(arg[2], { durability = "nosync" }))
+        assert(s3:head() == 1 and s3:kv_count("rows") == 80 and s3:verify().ok, "reopened, all is there")
+        print("ok")
+      ]], 60, "ulimit -S -v 500000; ", dir .. "/shared", grower)
+      assert.are.equal(0, rc, out)
+      assert.matches("ok\nrc=0$", out)
     end)
   end)
 end)
