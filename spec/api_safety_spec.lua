@@ -148,6 +148,8 @@ describe("the public API under hostile use", function()
       assert.matches("NUL", helpers.raises(store.backup, store, dir .. "/copy\0/../elsewhere"), 1, true)
       assert.is_false(helpers.exists(dir .. "/copy"), "backup wrote to the cut path")
       assert.matches("NUL", helpers.raises(chronicle.load_scripts, store, dir .. "/rules\0x"), 1, true)
+      helpers.write_file(dir .. "/p.lua", "return { name = 'p', handlers = { T = function() end } }")
+      assert.matches("NUL", helpers.raises(store.projection, store, dir .. "/p.lua\0.txt"), 1, true)
     end)
   end)
 

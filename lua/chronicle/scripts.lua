@@ -211,6 +211,7 @@ end
 
 --- Loads one projection script file (store:projection("path.lua")).
 function M.load_file(store, path)
+  if path:find("\0", 1, true) then error("projection: the file name must not contain a NUL byte", 3) end
   local source, err = read_file(path)
   if not source then return nil, core.error("not_found", "cannot read " .. path .. ": " .. tostring(err)) end
   local def, lerr = load_trusted(path, source)
