@@ -45,7 +45,44 @@ describe("the public API under hostile use", function()
         print("ok")
       ]], 20)
       assert.are.equal(0, rc, out)
-      assert.matches("ok", out)
+      assert.matches("ok\nrc=0$", out)
+    end)
+
+    it("keeps the comparison's rules for large maps: keys of every kind, any order, integers are not floats", function()
+      local store = helpers.open({ durability = "nosync" })
+      local function build(reverse, patch)
+        local keys = {}
+        for i = -10, 10 do keys[#keys + 1] = i end
+        for i = 1, 10 do keys[#keys + 1] = i + 0.5 end
+        for i = 1, 10 do keys[#keys + 1] = "s" .. i end
+        keys[#keys + 1] = true
+        keys[#keys + 1] = false
+        keys[#keys + 1] = math.maxinteger
+        keys[#keys + 1] = math.mininteger
+        local t = {}
+        for j = reverse and #keys or 1, reverse and 1 or #keys, reverse and -1 or 1 do
+          local k = keys[j]
+          t[k] = type(k) == "number" and { n = k, deep = { x = k, y = { k } } } or tostring(k)
+        end
+        if patch then patch(t) end
+        return t
+      end
+      local id = helpers.uuid(99)
+      local first = assert(store:append("mixed-1", { { type = "T", id = id, data = build(false) } }))
+      local again = assert(store:append("mixed-1", { { type = "T", id = id, data = build(true) } }))
+      assert.are.equal(first.position, again.position)
+      local changes = {
+        function(t) t[3] = { n = 3.0, deep = { x = 3, y = { 3 } } } end,   -- a float value for an integer
+        function(t) t[2.5], t[2.25] = nil, t[2.5] end,                     -- a key changed
+        function(t) t[true] = nil end,                                     -- one key fewer
+        function(t) t.s1, t.s11 = nil, "s1" end,
+        function(t) t[-10].deep.y[1] = -11 end,                            -- deep inside
+      }
+      for i, change in ipairs(changes) do
+        local _, err = store:append("mixed-1", { { type = "T", id = id, data = build(true, change) } })
+        assert.are.equal("duplicate_id", err and err.code, "change " .. i .. " was taken for the same event")
+      end
+      assert.are.equal(1, store:head())
     end)
   end)
 
