@@ -308,19 +308,37 @@ static int envreg_begin_once(envref *e, unsigned flags, MDB_txn **spare, MDB_txn
   return mdb_txn_begin(e->env, NULL, MDB_RDONLY, txn);
 }
 
+/* Map locks this thread holds: while it holds one (a verify's transaction,
+ * a backup's copy) it must not wait for the exclusive lock, which would
+ * wait for itself. */
+static _Thread_local int envreg_held;
+
 static int envreg_begin(envref *e, unsigned flags, MDB_txn **spare, MDB_txn **txn) {
   for (int tries = 0;; tries++) {
     pthread_rwlock_rdlock(&e->map_lock);
     int rc = envreg_begin_once(e, flags, spare, txn);
-    if (rc == 0) return 0;
+    if (rc == 0) {
+      envreg_held++;
+      return 0;
+    }
     pthread_rwlock_unlock(&e->map_lock);
-    if (rc != MDB_MAP_RESIZED || tries > 8) return rc;
+    if (rc != MDB_MAP_RESIZED || tries > 8 || envreg_held > 0) return rc;
     /* Another process grew the map: adopt its size, with nothing of ours active. */
     pthread_rwlock_wrlock(&e->map_lock);
     rc = e->broken ? e->broken : envreg_set_mapsize(e, 0);
     pthread_rwlock_unlock(&e->map_lock);
     if (rc) return rc;
   }
+}
+
+void envreg_pin(envref *e) {
+  pthread_rwlock_rdlock(&e->map_lock);
+  envreg_held++;
+}
+
+void envreg_unpin(envref *e) {
+  envreg_held--;
+  pthread_rwlock_unlock(&e->map_lock);
 }
 
 int envreg_txn_begin(envref *e, unsigned flags, MDB_txn **txn) { return envreg_begin(e, flags, NULL, txn); }
@@ -334,6 +352,7 @@ void envreg_read_end(envref *e, MDB_txn **spare, MDB_txn *txn) {
   } else {
     mdb_txn_abort(txn);
   }
+  envreg_held--;
   pthread_rwlock_unlock(&e->map_lock);
 }
 
@@ -341,11 +360,13 @@ int envreg_txn_finish(envref *e, MDB_txn *txn, int commit) {
   int rc = 0;
   if (commit) rc = mdb_txn_commit(txn);   /* frees txn whatever it returns */
   else mdb_txn_abort(txn);
+  envreg_held--;
   pthread_rwlock_unlock(&e->map_lock);
   return rc;
 }
 
 int envreg_grow(envref *e) {
+  if (envreg_held > 0) return MDB_MAP_FULL;     /* this thread holds the map: it cannot wait for itself */
   pthread_rwlock_wrlock(&e->map_lock);
   MDB_envinfo info;
   int rc = e->broken ? e->broken : mdb_env_info(e->env, &info);

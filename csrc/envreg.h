@@ -68,6 +68,10 @@ int envreg_read_begin(envref *e, MDB_txn **spare, MDB_txn **txn);
 /* Ends a read transaction: reset and kept in *spare when that is empty,
  * else aborted; then releases the map lock. */
 void envreg_read_end(envref *e, MDB_txn **spare, MDB_txn *txn);
+/* Holds the map as a transaction does (shared lock), for LMDB work outside
+ * a transaction of ours such as a backup's copy, until envreg_unpin. */
+void envreg_pin(envref *e);
+void envreg_unpin(envref *e);
 /* Grows the map after MDB_MAP_FULL; call with no transaction of ours active.
  * When the address space has no room for the larger map it returns ENOMEM
  * and leaves the map as it was (usable). */

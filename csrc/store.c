@@ -23,11 +23,36 @@ store *store_check(lua_State *L, int idx) {
   return s;
 }
 
+/* The environments this thread is verifying or backing up, innermost last:
+ * a write to one of them through any handle would wait for (or grow) a map
+ * that this thread's own verify or backup holds. */
+#define STORE_BUSY_MAX 16
+static _Thread_local const envref *store_busy_env[STORE_BUSY_MAX];
+static _Thread_local const char *store_busy_what[STORE_BUSY_MAX];
+static _Thread_local int store_busy_depth;
+
+void store_busy_begin(store *s, const char *what, store_busy *b) {
+  b->outer = s->busy;
+  s->busy = what;
+  b->depth = 0;
+  if (store_busy_depth >= STORE_BUSY_MAX) return;      /* nested that deep: the handle's own mark only */
+  store_busy_env[store_busy_depth] = s->e;
+  store_busy_what[store_busy_depth] = what;
+  b->depth = ++store_busy_depth;
+}
+
+void store_busy_end(store *s, const store_busy *b) {
+  s->busy = b->outer;
+  if (b->depth) store_busy_depth = b->depth - 1;
+}
+
 store *store_check_write(lua_State *L, int idx, const char *fn) {
   store *s = store_check(L, idx);
-  if (s->busy)
-    luaL_error(L, "%s: cannot write to the store while its %s runs (a progress callback may only read)", fn,
-               s->busy);
+  const char *busy = s->busy;
+  for (int i = store_busy_depth - 1; i >= 0 && !busy; i--)
+    if (store_busy_env[i] == s->e) busy = store_busy_what[i];
+  if (busy)
+    luaL_error(L, "%s: cannot write to the store while its %s runs (a progress callback may only read)", fn, busy);
   return s;
 }
 

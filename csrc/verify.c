@@ -218,10 +218,10 @@ static int verify_store(lua_State *L) {
   if (progress) log_head(v.txn, s->e, &v.total);
   /* The progress callback may read; writing (which may need to grow the map
    * this transaction pins) and closing raise inside it. */
-  const char *outer = s->busy;
-  s->busy = "verify";
+  store_busy busy;
+  store_busy_begin(s, "verify", &busy);
   rc = verify_log(&v);
-  s->busy = outer;
+  store_busy_end(s, &busy);
   if (!rc) rc = verify_streams(&v);
   if (!rc) rc = verify_counts(&v);
   store_read_end(s, v.txn);

@@ -138,7 +138,10 @@ static int watch_backup(lua_State *L) {
   }
   backup_job job = { s->e->env, pipefd[1], 0 };
   pthread_t thread;
+  /* The copy's read transaction is LMDB's own: no resize while it runs. */
+  envreg_pin(s->e);
   if (pthread_create(&thread, NULL, backup_thread, &job) != 0) {
+    envreg_unpin(s->e);
     close(pipefd[0]);
     close(pipefd[1]);
     close(out);
@@ -149,15 +152,15 @@ static int watch_backup(lua_State *L) {
   long long done = 0;
   double last = 0;
   int werr = 0, stopped = 0;     /* stopped: the callback raised, its error is on top of the stack */
-  const char *outer = s->busy;
-  s->busy = "backup";
+  store_busy busy;
+  store_busy_begin(s, "backup", &busy);
   for (;;) {
     ssize_t n = read(pipefd[0], chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     /* After a failed write keep draining the pipe: closing it early would
      * kill the process with SIGPIPE in the copy thread. */
-    for (ssize_t off = 0; off < n && !werr;) {
+    for (ssize_t off = 0; off < n && !werr && !stopped;) {
       ssize_t w = write(out, chunk + off, (size_t)(n - off));
       if (w < 0 && errno != EINTR) werr = errno;
       if (w > 0) off += w;
@@ -171,12 +174,13 @@ static int watch_backup(lua_State *L) {
     }
   }
   pthread_join(thread, NULL);
+  envreg_unpin(s->e);
   close(pipefd[0]);
   if (!werr && !stopped && fsync(out) != 0) werr = errno;
   close(out);
   int rc = werr ? werr : job.rc;
   if (!stopped && !rc) stopped = store_report_progress(L, fn, done, done) != 0;
-  s->busy = outer;
+  store_busy_end(s, &busy);
   if (stopped) {
     unlink(file);
     return lua_error(L);          /* the callback's own error */

@@ -127,6 +127,22 @@ describe("the public API under hostile use", function()
         assert.matches("ok\nrc=0$", out)
       end)
 
+      it(op .. ": writing from the callback through another handle of the store raises too", function()
+        local rc, out = child(fill .. [[
+          local other = assert(chronicle.open(arg[1], { durability = "nosync" }))
+          local cb = function() other:write { puts = { { "rows", "k", 1 } } } end
+          local ok, err = pcall(function() return ]] .. call .. [[ end)
+          assert(not ok, "writing from the callback must raise")
+          print("ERR " .. tostring(err))
+          assert(other:kv_get("rows", "k") == nil)
+          assert(other:write { puts = { { "rows", "k", 1 } } }, "and works again afterwards")
+          print("ok")
+        ]], 60)
+        assert.are.equal(0, rc, out)
+        assert.matches("ERR [^\n]*write: cannot write to the store while its " .. op .. " runs", out)
+        assert.matches("ok\nrc=0$", out)
+      end)
+
       it(op .. ": the callback's own error reaches the caller", function()
         local rc, out = child(fill .. [[
           local cb = function() error({ mine = true }) end
