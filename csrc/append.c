@@ -6,6 +6,7 @@
 #include <time.h>
 #include <lauxlib.h>
 #include "cerror.h"
+#include "options.h"
 #include "codec.h"
 #include "kv.h"
 #include "logdb.h"
@@ -204,6 +205,10 @@ static void append_encode_stream(lua_State *L, store *s, const char *where, int 
   const char *name = lua_type(L, name_idx) == LUA_TSTRING ? lua_tolstring(L, name_idx, &len) : NULL;
   if (name == NULL || len == 0 || len > RECORD_MAX_STREAM)
     luaL_error(L, "%s: stream must be a string of 1 to %d bytes", where, RECORD_MAX_STREAM);
+  /* The category is the name up to its first '-': it must not be empty. */
+  if (name[0] == '-')
+    luaL_error(L, "%s: stream name '%s' starts with '-' (a stream's category is its name up to the first '-', "
+               "and must not be empty)", where, name);
   append_check_expected(L, expected_idx, where, &ps);
   if (!lua_istable(L, events_idx))
     luaL_error(L, "%s: events must be a list of event tables, got %s", where, luaL_typename(L, events_idx));
@@ -513,8 +518,8 @@ static void append_reset(store *s) {
   s->scratch_kv.len = 0;
 }
 
-static store *append_check_store(lua_State *L) {
-  store *s = store_check(L, 1);
+static store *append_check_store(lua_State *L, const char *fn) {
+  store *s = store_check_write(L, 1, fn);
   append_reset(s);
   return s;
 }
@@ -655,7 +660,7 @@ static int append_readonly(lua_State *L) {
 
 /* store:append(stream, events [, expected]) -> {version, position} | nil, err */
 static int append_one(lua_State *L) {
-  store *s = append_check_store(L);
+  store *s = append_check_store(L, "append");
   lua_settop(L, 4);
   append_encode_stream(L, s, "append", 2, 3, 4);
   if (s->readonly) return append_readonly(L);
@@ -694,7 +699,7 @@ static size_t append_encode_list(lua_State *L, store *s, int idx, const char *fn
 
 /* store:append_many({ {stream=, events=, expected=}, ... }) -> results | nil, err */
 static int append_many(lua_State *L) {
-  store *s = append_check_store(L);
+  store *s = append_check_store(L, "append_many");
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   size_t n = append_encode_list(L, s, 2, "append_many", 0);
@@ -706,19 +711,14 @@ static int append_many(lua_State *L) {
  * Everything in one transaction: appends as append_many, then the key-value
  * ops in the order checks, clears, deletes, puts. */
 static int append_write(lua_State *L) {
-  static const char *const op_fields[] = { "appends", "checks", "clears", "deletes", "puts", "dry_run", NULL };
-  store *s = append_check_store(L);
+  static const opt_spec op_fields[] = {
+    { "appends", OPT_TABLE }, { "checks", OPT_TABLE }, { "clears", OPT_TABLE }, { "deletes", OPT_TABLE },
+    { "puts", OPT_TABLE }, { "dry_run", OPT_BOOLEAN }, { NULL, 0 }
+  };
+  store *s = append_check_store(L, "write");
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  lua_pushnil(L);
-  while (lua_next(L, 2)) {
-    lua_pop(L, 1);
-    int known = 0;
-    for (int f = 0; op_fields[f] && lua_type(L, -1) == LUA_TSTRING; f++)
-      if (strcmp(lua_tostring(L, -1), op_fields[f]) == 0) known = 1;
-    if (!known) luaL_error(L, "write: unknown field %s (allowed: appends, checks, clears, deletes, puts, dry_run)",
-                           lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
-  }
+  opt_check(L, 2, "write", op_fields);
   size_t n = 0;
   lua_getfield(L, 2, "appends");
   if (!lua_isnil(L, 3)) {

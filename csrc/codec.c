@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <lauxlib.h>
 #include "codec.h"
@@ -545,6 +546,131 @@ static int codec_skip_at(const unsigned char **p, const unsigned char *end) {
   return 0;
 }
 
+/* Small maps are compared by looking each key up in the other map; larger
+ * ones by sorting both maps' entries by key once, so that comparing two maps
+ * of n keys costs n log n whatever their order. */
+#define CODEC_EQUAL_SCAN_MAX 8
+
+typedef struct codec_entry {
+  codec_item key;
+  const unsigned char *val;
+} codec_entry;
+
+/* Keys of one kind class sort together; integers and floats are different keys. */
+static int codec_key_class(int kind) {
+  switch (kind) {
+    case ITEM_NIL: return 0;
+    case ITEM_BOOL: return 1;
+    case ITEM_INT: case ITEM_UINT: return 2;
+    case ITEM_FLOAT: return 3;
+    default: return 4;           /* ITEM_BYTES: str and bin alike */
+  }
+}
+
+/* A total order on scalar keys in which keys codec_equal_at finds equal compare 0. */
+static int codec_key_cmp(const void *pa, const void *pb) {
+  const codec_item *x = &((const codec_entry *)pa)->key, *y = &((const codec_entry *)pb)->key;
+  int cx = codec_key_class(x->kind), cy = codec_key_class(y->kind);
+  if (cx != cy) return cx < cy ? -1 : 1;
+  switch (cx) {
+    case 0: return 0;
+    case 1: return (x->i > y->i) - (x->i < y->i);
+    case 2:
+      if (x->kind != y->kind) return x->kind == ITEM_UINT ? 1 : -1;   /* a UINT is above every INT */
+      if (x->kind == ITEM_UINT) return (x->u > y->u) - (x->u < y->u);
+      return (x->i > y->i) - (x->i < y->i);
+    case 3: {
+      int xn = x->f != x->f, yn = y->f != y->f;          /* NaNs last, equal to each other */
+      if (xn || yn) return xn - yn;
+      return (x->f > y->f) - (x->f < y->f);
+    }
+    default: {
+      size_t n = x->n < y->n ? (size_t)x->n : (size_t)y->n;
+      int c = n ? memcmp(x->bytes, y->bytes, n) : 0;
+      if (c) return c;
+      return (x->n > y->n) - (x->n < y->n);
+    }
+  }
+}
+
+/* Reads the n entries of the map at *p into out (scalar keys only); returns
+ * 0, 1 when a key is a container (the caller falls back), or -1 if malformed. */
+static int codec_map_entries(const unsigned char **p, const unsigned char *end, uint64_t n, codec_entry *out) {
+  const char *why;
+  for (uint64_t i = 0; i < n; i++) {
+    if (codec_read_item(p, end, &out[i].key, &why)) return -1;
+    if (out[i].key.kind == ITEM_ARRAY || out[i].key.kind == ITEM_MAP) return 1;
+    out[i].val = *p;
+    if (codec_skip_at(p, end)) return -1;
+  }
+  return 0;
+}
+
+/* Looks every key of map a up in map b (n entries each, headers read). */
+static int codec_equal_maps_scan(const unsigned char **a, const unsigned char *aend, const unsigned char **b,
+                                 const unsigned char *bend, uint64_t n, int depth) {
+  const unsigned char *bmap = *b;
+  for (uint64_t i = 0; i < n; i++) {
+    const unsigned char *akey = *a;
+    if (codec_skip_at(a, aend)) return 0;
+    const unsigned char *aval = *a;
+    if (codec_skip_at(a, aend)) return 0;
+    /* Find the same key among the other map's entries. */
+    const unsigned char *q = bmap;
+    int found = 0;
+    for (uint64_t j = 0; j < n; j++) {
+      const unsigned char *k1 = akey, *k2 = q, *bval = q, *next;
+      int same_key = codec_equal_at(&k1, aend, &k2, bend, depth + 1);
+      if (codec_skip_at(&bval, bend)) return 0;
+      next = bval;
+      if (codec_skip_at(&next, bend)) return 0;
+      if (same_key) {
+        const unsigned char *v1 = aval;
+        if (!codec_equal_at(&v1, aend, &bval, bend, depth + 1)) return 0;
+        found = 1;
+        break;
+      }
+      q = next;
+    }
+    if (!found) return 0;
+  }
+  *b = bmap;
+  for (uint64_t j = 0; j < 2 * n; j++)
+    if (codec_skip_at(b, bend)) return 0;
+  return 1;
+}
+
+static int codec_equal_maps(const unsigned char **a, const unsigned char *aend, const unsigned char **b,
+                            const unsigned char *bend, uint64_t n, int depth) {
+  /* Every entry takes two bytes at least: a count beyond that is malformed. */
+  if (n > (uint64_t)(aend - *a) / 2 || n > (uint64_t)(bend - *b) / 2) return 0;
+  if (n <= CODEC_EQUAL_SCAN_MAX) return codec_equal_maps_scan(a, aend, b, bend, n, depth);
+  codec_entry *ea = malloc((size_t)n * 2 * sizeof *ea);
+  if (ea == NULL) return codec_equal_maps_scan(a, aend, b, bend, n, depth);
+  codec_entry *eb = ea + n;
+  const unsigned char *a0 = *a, *b0 = *b;
+  int ra = codec_map_entries(a, aend, n, ea);
+  int rb = ra == 0 ? codec_map_entries(b, bend, n, eb) : 0;
+  int same = 0;
+  if (ra < 0 || rb < 0) {
+    same = 0;
+  } else if (ra > 0 || rb > 0) {             /* a container as a key: not made by this codec */
+    *a = a0;
+    *b = b0;
+    same = codec_equal_maps_scan(a, aend, b, bend, n, depth);
+  } else {
+    qsort(ea, (size_t)n, sizeof *ea, codec_key_cmp);
+    qsort(eb, (size_t)n, sizeof *eb, codec_key_cmp);
+    same = 1;
+    for (uint64_t i = 0; i < n && same; i++) {
+      const unsigned char *va = ea[i].val, *vb = eb[i].val;
+      same = codec_key_cmp(&ea[i], &eb[i]) == 0 && codec_equal_at(&va, aend, &vb, bend, depth + 1);
+    }
+  }
+  free(ea);
+  return same;
+}
+
 static int codec_equal_at(const unsigned char **a, const unsigned char *aend, const unsigned char **b,
                           const unsigned char *bend, int depth) {
   codec_item x, y;
@@ -562,38 +688,9 @@ static int codec_equal_at(const unsigned char **a, const unsigned char *aend, co
       for (uint64_t i = 0; i < x.n; i++)
         if (!codec_equal_at(a, aend, b, bend, depth + 1)) return 0;
       return 1;
-    default: {
+    default:
       if (x.n != y.n) return 0;
-      const unsigned char *bmap = *b;
-      for (uint64_t i = 0; i < x.n; i++) {
-        const unsigned char *akey = *a;
-        if (codec_skip_at(a, aend)) return 0;
-        const unsigned char *aval = *a;
-        if (codec_skip_at(a, aend)) return 0;
-        /* Find the same key among the other map's entries. */
-        const unsigned char *q = bmap;
-        int found = 0;
-        for (uint64_t j = 0; j < y.n; j++) {
-          const unsigned char *k1 = akey, *k2 = q, *bval = q, *next;
-          int same_key = codec_equal_at(&k1, aend, &k2, bend, depth + 1);
-          if (codec_skip_at(&bval, bend)) return 0;
-          next = bval;
-          if (codec_skip_at(&next, bend)) return 0;
-          if (same_key) {
-            const unsigned char *v1 = aval;
-            if (!codec_equal_at(&v1, aend, &bval, bend, depth + 1)) return 0;
-            found = 1;
-            break;
-          }
-          q = next;
-        }
-        if (!found) return 0;
-      }
-      *b = bmap;
-      for (uint64_t j = 0; j < 2 * y.n; j++)
-        if (codec_skip_at(b, bend)) return 0;
-      return 1;
-    }
+      return codec_equal_maps(a, aend, b, bend, x.n, depth);
   }
 }
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -217,6 +218,10 @@ int envreg_open(const char *dir, const envopts *opts, envref **out, char why[256
     if (e->readonly && !opts->readonly) {
       snprintf(why, 256, "%s is already open read-only in this process", dir);
       rc = ENVREG_READONLY_SHARED;
+    } else if (e->broken) {
+      snprintf(why, 256, "a handle of %s in this process lost its memory map (%s): close it first", dir,
+               mdb_strerror(e->broken));
+      rc = ENVREG_BROKEN;
     } else {
       e->refs++;
       *out = e;
@@ -261,6 +266,19 @@ void envreg_release(envref *e) {
   free(e);
 }
 
+/* mdb_env_set_mapsize with the map lock held exclusively. A failure after
+ * LMDB unmapped the old map (its mmap of the new size failed) leaves the
+ * environment without a map: it is marked broken, so that no transaction
+ * ever begins on it again (which would crash). */
+static int envreg_set_mapsize(envref *e, size_t size) {
+  int rc = mdb_env_set_mapsize(e->env, size);
+  /* Its only other failure, EINVAL for an active transaction, cannot happen
+   * under the exclusive lock; nothing may look at the environment now
+   * (even mdb_env_info reads the meta pages through the map). */
+  if (rc) e->broken = rc;
+  return rc;
+}
+
 /* Durability is an environment flag that LMDB copies into a write
  * transaction when it begins (0.9.24 ignores it as a mdb_txn_begin flag), so
  * it is set just before each write transaction begins, under a lock that
@@ -277,6 +295,7 @@ static int envreg_write_begin(envref *e, unsigned flags, MDB_txn **txn) {
 
 /* One attempt: a write transaction, a renewed *spare, or a new read transaction. */
 static int envreg_begin_once(envref *e, unsigned flags, MDB_txn **spare, MDB_txn **txn) {
+  if (e->broken) return e->broken;
   if (!(flags & MDB_RDONLY)) return envreg_write_begin(e, flags, txn);
   if (spare && *spare) {
     int rc = mdb_txn_renew(*spare);     /* on failure the handle stays reset, renewable */
@@ -289,19 +308,37 @@ static int envreg_begin_once(envref *e, unsigned flags, MDB_txn **spare, MDB_txn
   return mdb_txn_begin(e->env, NULL, MDB_RDONLY, txn);
 }
 
+/* Map locks this thread holds: while it holds one (a verify's transaction,
+ * a backup's copy) it must not wait for the exclusive lock, which would
+ * wait for itself. */
+static _Thread_local int envreg_held;
+
 static int envreg_begin(envref *e, unsigned flags, MDB_txn **spare, MDB_txn **txn) {
   for (int tries = 0;; tries++) {
     pthread_rwlock_rdlock(&e->map_lock);
     int rc = envreg_begin_once(e, flags, spare, txn);
-    if (rc == 0) return 0;
+    if (rc == 0) {
+      envreg_held++;
+      return 0;
+    }
     pthread_rwlock_unlock(&e->map_lock);
-    if (rc != MDB_MAP_RESIZED || tries > 8) return rc;
+    if (rc != MDB_MAP_RESIZED || tries > 8 || envreg_held > 0) return rc;
     /* Another process grew the map: adopt its size, with nothing of ours active. */
     pthread_rwlock_wrlock(&e->map_lock);
-    rc = mdb_env_set_mapsize(e->env, 0);
+    rc = e->broken ? e->broken : envreg_set_mapsize(e, 0);
     pthread_rwlock_unlock(&e->map_lock);
     if (rc) return rc;
   }
+}
+
+void envreg_pin(envref *e) {
+  pthread_rwlock_rdlock(&e->map_lock);
+  envreg_held++;
+}
+
+void envreg_unpin(envref *e) {
+  envreg_held--;
+  pthread_rwlock_unlock(&e->map_lock);
 }
 
 int envreg_txn_begin(envref *e, unsigned flags, MDB_txn **txn) { return envreg_begin(e, flags, NULL, txn); }
@@ -315,6 +352,7 @@ void envreg_read_end(envref *e, MDB_txn **spare, MDB_txn *txn) {
   } else {
     mdb_txn_abort(txn);
   }
+  envreg_held--;
   pthread_rwlock_unlock(&e->map_lock);
 }
 
@@ -322,18 +360,29 @@ int envreg_txn_finish(envref *e, MDB_txn *txn, int commit) {
   int rc = 0;
   if (commit) rc = mdb_txn_commit(txn);   /* frees txn whatever it returns */
   else mdb_txn_abort(txn);
+  envreg_held--;
   pthread_rwlock_unlock(&e->map_lock);
   return rc;
 }
 
 int envreg_grow(envref *e) {
+  if (envreg_held > 0) return MDB_MAP_FULL;     /* this thread holds the map: it cannot wait for itself */
   pthread_rwlock_wrlock(&e->map_lock);
   MDB_envinfo info;
-  int rc = mdb_env_info(e->env, &info);
+  int rc = e->broken ? e->broken : mdb_env_info(e->env, &info);
   if (!rc) {
     size_t cur = info.me_mapsize;
     size_t step = cur < ENVREG_MAX_GROW_STEP ? cur : ENVREG_MAX_GROW_STEP;
-    rc = mdb_env_set_mapsize(e->env, cur + step);
+    /* LMDB unmaps the old map before it maps the new one, and a failure
+     * there leaves it with no map at all: try the larger mapping first. */
+    int fd;
+    rc = mdb_env_get_fd(e->env, &fd);
+    if (!rc) {
+      void *p = mmap(NULL, cur + step, PROT_READ, MAP_SHARED, fd, 0);
+      if (p == MAP_FAILED) rc = errno ? errno : ENOMEM;
+      else munmap(p, cur + step);
+    }
+    if (!rc) rc = envreg_set_mapsize(e, cur + step);
   }
   pthread_rwlock_unlock(&e->map_lock);
   return rc;

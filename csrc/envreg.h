@@ -29,6 +29,10 @@ typedef struct envref {
    * the map is resized: LMDB allows a resize only with no transaction active. */
   pthread_rwlock_t map_lock;
   pthread_mutex_t write_lock;   /* durability flags + write begin, see envreg_txn_begin */
+  /* Nonzero (the error) once a resize failed after LMDB had unmapped the map:
+   * the environment has no map left, and every use fails with this code
+   * instead of touching it (set under map_lock held exclusively). */
+  int broken;
   struct envref *next;
   char path[];
 } envref;
@@ -45,6 +49,7 @@ int envreg_open(const char *dir, const envopts *opts, envref **out, char why[256
 #define ENVREG_NEWER_FORMAT (-2)
 #define ENVREG_NOT_FOUND (-3)
 #define ENVREG_READONLY_SHARED (-4)
+#define ENVREG_BROKEN (-5)      /* shared with a handle whose map could not be resized */
 
 /* Drops one reference; the last closes the environment (unless after fork). */
 void envreg_release(envref *e);
@@ -63,7 +68,13 @@ int envreg_read_begin(envref *e, MDB_txn **spare, MDB_txn **txn);
 /* Ends a read transaction: reset and kept in *spare when that is empty,
  * else aborted; then releases the map lock. */
 void envreg_read_end(envref *e, MDB_txn **spare, MDB_txn *txn);
-/* Grows the map after MDB_MAP_FULL; call with no transaction of ours active. */
+/* Holds the map as a transaction does (shared lock), for LMDB work outside
+ * a transaction of ours such as a backup's copy, until envreg_unpin. */
+void envreg_pin(envref *e);
+void envreg_unpin(envref *e);
+/* Grows the map after MDB_MAP_FULL; call with no transaction of ours active.
+ * When the address space has no room for the larger map it returns ENOMEM
+ * and leaves the map as it was (usable). */
 int envreg_grow(envref *e);
 
 #endif

@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 #include "buf.h"
 #include "cerror.h"
+#include "options.h"
 #include "codec.h"
 #include "sandbox.h"
 #include "sandbox_budget.h"
@@ -437,11 +438,15 @@ static lua_Integer sbox_opt_integer(lua_State *L, const char *key, lua_Integer d
 
 /* core.sandbox_new{memory=, instructions=, time_ms=, name=} -> sandbox */
 static int sbox_new(lua_State *L) {
+  static const opt_spec options[] = {
+    { "memory", OPT_INTEGER }, { "instructions", OPT_INTEGER }, { "time_ms", OPT_INTEGER }, { "name", OPT_STRING },
+    { NULL, 0 }
+  };
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
     lua_newtable(L);
   }
-  luaL_checktype(L, 1, LUA_TTABLE);
+  opt_check(L, 1, "sandbox_new", options);
   lua_Integer memory = sbox_opt_integer(L, "memory", SANDBOX_DEFAULT_MEMORY, SANDBOX_MIN_MEMORY);
   lua_Integer instructions = sbox_opt_integer(L, "instructions", SANDBOX_DEFAULT_INSTRUCTIONS, 1);
   lua_Integer time_ms = sbox_opt_integer(L, "time_ms", SANDBOX_DEFAULT_TIME_MS, 1);

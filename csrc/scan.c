@@ -14,6 +14,7 @@
 #include "event_table.h"
 #include "kv.h"
 #include "logdb.h"
+#include "options.h"
 #include "store.h"
 #include "uuid.h"
 
@@ -127,35 +128,9 @@ static lua_Integer scan_opt_int(lua_State *L, int opts, const char *fn, const ch
   return v;
 }
 
-static void scan_check_options(lua_State *L, int opts, const char *fn, const char *const *allowed) {
-  if (opts == 0) return;
-  lua_pushnil(L);
-  while (lua_next(L, opts)) {
-    lua_pop(L, 1);
-    int ok = 0;
-    if (lua_type(L, -1) == LUA_TSTRING)
-      for (int i = 0; allowed[i]; i++)
-        if (strcmp(allowed[i], lua_tostring(L, -1)) == 0) ok = 1;
-    if (!ok) {
-      luaL_Buffer b;
-      luaL_buffinit(L, &b);
-      for (int i = 0; allowed[i]; i++) {
-        if (i) luaL_addstring(&b, ", ");
-        luaL_addstring(&b, allowed[i]);
-      }
-      luaL_pushresult(&b);
-      luaL_error(L, "%s: unknown option %s (allowed: %s)", fn,
-                 lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2), lua_tostring(L, -1));
-    }
-  }
-}
-
-/* The options table at idx, checked against `allowed`: its index, or 0 when absent. */
-static int scan_options(lua_State *L, int idx, const char *fn, const char *const *allowed) {
-  if (lua_isnoneornil(L, idx)) return 0;
-  luaL_checktype(L, idx, LUA_TTABLE);
-  scan_check_options(L, idx, fn, allowed);
-  return idx;
+/* The options table at idx, checked: its index, or 0 when absent. */
+static int scan_options(lua_State *L, int idx, const char *fn, const opt_spec *allowed) {
+  return opt_check(L, idx, fn, allowed);
 }
 
 static void scan_set_name(lua_State *L, scanner *sc, int idx, const char *fn, const char *what) {
@@ -208,12 +183,19 @@ static scanner *scan_new(lua_State *L, int mode) {
   return sc;
 }
 
-static const char *const read_options[] = { "from", "to", "count", "backward", "until_position", "until_time",
-                                            "fields", NULL };
-static const char *const read_all_options[] = { "from", "to", "count", "backward", "category", "types",
-                                                "until_time", "fields", NULL };
-static const char *const fold_options[] = { "stream", "from", "to", "count", "backward", "category", "types",
-                                            "until_position", "until_time", "fields", NULL };
+static const opt_spec read_options[] = {
+  { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
+  { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+};
+static const opt_spec read_all_options[] = {
+  { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
+  { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+};
+static const opt_spec fold_options[] = {
+  { "stream", OPT_STRING }, { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER },
+  { "backward", OPT_BOOLEAN }, { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE },
+  { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+};
 
 static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, const char *fn) {
   if (opts) luaL_checktype(L, opts, LUA_TTABLE);
@@ -632,7 +614,9 @@ static int scan_read_all(lua_State *L) {
 
 /* store:streams([{prefix, after, count}]) -> iterator of stream_info tables, by name */
 static int scan_streams(lua_State *L) {
-  static const char *const allowed[] = { "prefix", "after", "count", NULL };
+  static const opt_spec allowed[] = {
+    { "prefix", OPT_STRING }, { "after", OPT_STRING }, { "count", OPT_INTEGER }, { NULL, 0 }
+  };
   store_check(L, 1);
   int opts = scan_options(L, 2, "streams", allowed);
   scanner *sc = scan_new(L, SCAN_STREAMS);
@@ -670,7 +654,11 @@ static size_t scan_prefix_successor(const unsigned char *p, size_t n, unsigned c
 
 /* store:kv_scan(space [, {prefix, from, to, count, backward}]) -> iterator of key, value in key order */
 static int scan_kv(lua_State *L) {
-  static const char *const allowed[] = { "prefix", "from", "to", "count", "backward", NULL };
+  /* Keys are checked by kv_check_key. */
+  static const opt_spec allowed[] = {
+    { "prefix", OPT_ANY }, { "from", OPT_ANY }, { "to", OPT_ANY }, { "count", OPT_INTEGER },
+    { "backward", OPT_BOOLEAN }, { NULL, 0 }
+  };
   store_check(L, 1);
   size_t slen;
   const char *space = kv_check_space(L, 2, "kv_scan", &slen);
@@ -740,7 +728,7 @@ static int scan_fold(lua_State *L) {
     scan_configure(L, sc, 0, 2, "fold");
   } else {
     luaL_argexpected(L, lua_istable(L, 2), 2, "stream name or query table");
-    scan_check_options(L, 2, "fold", fold_options);
+    opt_check(L, 2, "fold", fold_options);
     lua_getfield(L, 2, "stream");
     int has_stream = !lua_isnil(L, -1);
     sc = scan_new(L, has_stream ? SCAN_STREAM : SCAN_ALL);

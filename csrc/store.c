@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <lauxlib.h>
 #include "cerror.h"
+#include "options.h"
 #include "logdb.h"
 #include "store.h"
 #include "uuid.h"
@@ -13,10 +14,53 @@
 store *store_check(lua_State *L, int idx) {
   store *s = luaL_checkudata(L, idx, STORE_MT);
   if (s->e == NULL) luaL_error(L, "attempt to use a closed store");
+  if (s->e->broken)
+    luaL_error(L, "the store at %s lost its memory map when it could not be resized (%s): close it and open it "
+               "again", s->e->path, mdb_strerror(s->e->broken));
   if (s->e->pid != getpid())
     luaL_error(L, "store was opened by process %d and cannot be used after fork(); open it again",
                (int)s->e->pid);
   return s;
+}
+
+/* The environments this thread is verifying or backing up, innermost last:
+ * a write to one of them through any handle would wait for (or grow) a map
+ * that this thread's own verify or backup holds. */
+#define STORE_BUSY_MAX 16
+static _Thread_local const envref *store_busy_env[STORE_BUSY_MAX];
+static _Thread_local const char *store_busy_what[STORE_BUSY_MAX];
+static _Thread_local int store_busy_depth;
+
+void store_busy_begin(store *s, const char *what, store_busy *b) {
+  b->outer = s->busy;
+  s->busy = what;
+  b->depth = 0;
+  if (store_busy_depth >= STORE_BUSY_MAX) return;      /* nested that deep: the handle's own mark only */
+  store_busy_env[store_busy_depth] = s->e;
+  store_busy_what[store_busy_depth] = what;
+  b->depth = ++store_busy_depth;
+}
+
+void store_busy_end(store *s, const store_busy *b) {
+  s->busy = b->outer;
+  if (b->depth) store_busy_depth = b->depth - 1;
+}
+
+store *store_check_write(lua_State *L, int idx, const char *fn) {
+  store *s = store_check(L, idx);
+  const char *busy = s->busy;
+  for (int i = store_busy_depth - 1; i >= 0 && !busy; i--)
+    if (store_busy_env[i] == s->e) busy = store_busy_what[i];
+  if (busy)
+    luaL_error(L, "%s: cannot write to the store while its %s runs (a progress callback may only read)", fn, busy);
+  return s;
+}
+
+const char *store_check_path(lua_State *L, int idx) {
+  size_t len;
+  const char *path = luaL_checklstring(L, idx, &len);
+  luaL_argcheck(L, strlen(path) == len, idx, "path must not contain a NUL byte");
+  return path;
 }
 
 int store_read_begin(store *s, MDB_txn **txn) { return envreg_read_begin(s->e, &s->spare_read, txn); }
@@ -46,7 +90,15 @@ static void store_release(store *s) {
 
 static int store_close(lua_State *L) {
   store *s = luaL_checkudata(L, 1, STORE_MT);
+  if (s->busy)
+    return luaL_error(L, "close: cannot close the store while its %s runs (from its progress callback)", s->busy);
   store_release(s);
+  return 0;
+}
+
+/* A store is never collected while one of its calls runs: no busy check. */
+static int store_gc(lua_State *L) {
+  store_release(luaL_checkudata(L, 1, STORE_MT));
   return 0;
 }
 
@@ -74,9 +126,13 @@ static lua_Integer store_opt_integer(lua_State *L, const char *name, lua_Integer
 
 /* core.open(dir, opts) -> store | nil, err */
 static int store_open(lua_State *L) {
-  const char *dir = luaL_checkstring(L, 1);
+  const char *dir = store_check_path(L, 1);
+  static const opt_spec options[] = {
+    { "durability", OPT_STRING }, { "readonly", OPT_BOOLEAN }, { "map_size", OPT_INTEGER },
+    { "max_event_size", OPT_INTEGER }, { NULL, 0 }
+  };
   if (lua_isnoneornil(L, 2)) { lua_settop(L, 1); lua_newtable(L); }
-  luaL_checktype(L, 2, LUA_TTABLE);
+  opt_check(L, 2, "open", options);
   envopts opts = { 0, 0 };
   lua_getfield(L, 2, "durability");
   int dur = 0;
@@ -115,6 +171,7 @@ static int store_open(lua_State *L) {
     case ENVREG_NEWER_FORMAT: return cerr_result(L, "unsupported_format", "%s", why);
     case ENVREG_NOT_FOUND: return cerr_result(L, "not_found", "%s", why);
     case ENVREG_READONLY_SHARED: return cerr_result(L, "readonly", "%s", why);
+    case ENVREG_BROKEN: return cerr_result(L, "out_of_memory", "%s", why);
     case EAGAIN: return cerr_result(L, "locked", "cannot open %s: locked by another process", dir);
     default: {
       char what[600];
@@ -144,12 +201,12 @@ static int store_head(lua_State *L) {
   return 1;
 }
 
-void store_report_progress(lua_State *L, int fn, long long done, long long total) {
-  if (!fn) return;
+int store_report_progress(lua_State *L, int fn, long long done, long long total) {
+  if (!fn) return 0;
   lua_pushvalue(L, fn);
   lua_pushinteger(L, done);
   lua_pushinteger(L, total);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+  return lua_pcall(L, 2, 0, 0) == LUA_OK ? 0 : -1;
 }
 
 void store_push_stream_meta(lua_State *L, const void *name, size_t len, const stream_meta *m) {
@@ -283,7 +340,7 @@ static const luaL_Reg store_methods[] = {
 };
 
 static const luaL_Reg store_metamethods[] = {
-  { "__gc", store_close },
+  { "__gc", store_gc },
   { "__close", store_close },
   { "__tostring", store_tostring },
   { "__index", NULL },

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <lauxlib.h>
 #include "cerror.h"
+#include "options.h"
 #include "codec.h"
 #include "logdb.h"
 #include "store.h"
@@ -22,6 +23,8 @@ typedef struct verify_state {
   int progress;            /* its stack index, or 0 */
   uint64_t total;          /* the head when the check began */
 } verify_state;
+
+#define VERIFY_STOPPED (-1)  /* not an LMDB code: the progress callback raised */
 
 static void verify_problem(verify_state *v, const char *fmt, ...) {
   v->nproblems++;
@@ -106,7 +109,11 @@ static int verify_log(verify_state *v) {
                      (unsigned long long)pos);
     expect = pos + 1;
     v->events++;
-    if ((v->events & 4095) == 0) store_report_progress(v->L, v->progress, (long long)v->events, (long long)v->total);
+    if ((v->events & 4095) == 0 &&
+        store_report_progress(v->L, v->progress, (long long)v->events, (long long)v->total)) {
+      rc = VERIFY_STOPPED;
+      break;
+    }
     if ((rc = verify_record(v, pos, &d))) break;
   }
   mdb_cursor_close(c);
@@ -180,9 +187,9 @@ static int verify_store(lua_State *L) {
   store *s = store_check(L, 1);
   lua_Integer max = 100;
   int progress = 0;
+  static const opt_spec options[] = { { "max_problems", OPT_INTEGER }, { "progress", OPT_FUNCTION }, { NULL, 0 } };
   lua_settop(L, 2);
-  if (!lua_isnil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
+  if (opt_check(L, 2, "verify", options)) {
     lua_getfield(L, 2, "progress");
     if (!lua_isnil(L, -1)) {
       if (!lua_isfunction(L, -1)) luaL_error(L, "verify: option 'progress' must be a function");
@@ -209,12 +216,18 @@ static int verify_store(lua_State *L) {
   int rc = store_read_begin(s, &v.txn);
   if (rc) return cerr_mdb_result(L, rc, "verify");
   if (progress) log_head(v.txn, s->e, &v.total);
+  /* The progress callback may read; writing (which may need to grow the map
+   * this transaction pins) and closing raise inside it. */
+  store_busy busy;
+  store_busy_begin(s, "verify", &busy);
   rc = verify_log(&v);
+  store_busy_end(s, &busy);
   if (!rc) rc = verify_streams(&v);
   if (!rc) rc = verify_counts(&v);
   store_read_end(s, v.txn);
   if (rc) {
     buf_free(&v.problems);
+    if (rc == VERIFY_STOPPED) return lua_error(L);     /* the callback's own error */
     return cerr_mdb_result(L, rc, "verify");
   }
   /* No transaction is open now: a Lua error here can only leak v.problems, so copy it first. */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <lauxlib.h>
 #include "cerror.h"
+#include "options.h"
 #include "logdb.h"
 #include "store.h"
 
@@ -29,7 +30,10 @@ static int watch_wait(lua_State *L) {
   store *s = store_check(L, 1);
   lua_Integer after = luaL_checkinteger(L, 2);
   luaL_argcheck(L, after >= 0, 2, "position must be >= 0");
+  /* No timeout waits for ever; a negative or NaN one is a mistake, not "for ever". */
   double timeout = luaL_optnumber(L, 3, -1);
+  if (!lua_isnoneornil(L, 3))
+    luaL_argcheck(L, timeout >= 0, 3, "timeout must be a number of seconds >= 0 (nil: no timeout)");
   double deadline = timeout < 0 ? -1 : watch_clock() + timeout;
 
   /* One inotify handle per store, kept open: closing one can block in the
@@ -95,13 +99,15 @@ static void *backup_thread(void *arg) {
 
 /* store:backup(dest [, {progress = fn(bytes_done, bytes_total)}]) -> true | nil, err:
  * a consistent, compacted copy taken under one read transaction while
- * others may keep writing. `progress` must not use the store. */
+ * others may keep writing. `progress` may read the store; writing to it or
+ * closing it raises, and an error `progress` raises stops the backup (the
+ * copy is removed) and is raised to the caller. */
 static int watch_backup(lua_State *L) {
   store *s = store_check(L, 1);
-  const char *dest = luaL_checkstring(L, 2);
+  const char *dest = store_check_path(L, 2);
+  static const opt_spec options[] = { { "progress", OPT_FUNCTION }, { NULL, 0 } };
   int fn = 0;
-  if (!lua_isnoneornil(L, 3)) {
-    luaL_checktype(L, 3, LUA_TTABLE);
+  if (opt_check(L, 3, "backup", options)) {
     lua_getfield(L, 3, "progress");
     if (!lua_isnil(L, -1)) {
       luaL_argexpected(L, lua_isfunction(L, -1), 3, "progress function");
@@ -132,7 +138,10 @@ static int watch_backup(lua_State *L) {
   }
   backup_job job = { s->e->env, pipefd[1], 0 };
   pthread_t thread;
+  /* The copy's read transaction is LMDB's own: no resize while it runs. */
+  envreg_pin(s->e);
   if (pthread_create(&thread, NULL, backup_thread, &job) != 0) {
+    envreg_unpin(s->e);
     close(pipefd[0]);
     close(pipefd[1]);
     close(out);
@@ -142,36 +151,44 @@ static int watch_backup(lua_State *L) {
   char chunk[1 << 16];
   long long done = 0;
   double last = 0;
-  int werr = 0;
+  int werr = 0, stopped = 0;     /* stopped: the callback raised, its error is on top of the stack */
+  store_busy busy;
+  store_busy_begin(s, "backup", &busy);
   for (;;) {
     ssize_t n = read(pipefd[0], chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     /* After a failed write keep draining the pipe: closing it early would
      * kill the process with SIGPIPE in the copy thread. */
-    for (ssize_t off = 0; off < n && !werr;) {
+    for (ssize_t off = 0; off < n && !werr && !stopped;) {
       ssize_t w = write(out, chunk + off, (size_t)(n - off));
       if (w < 0 && errno != EINTR) werr = errno;
       if (w > 0) off += w;
     }
-    if (werr) continue;
+    if (werr || stopped) continue;
     done += n;
     double t = watch_clock();
     if (t - last >= 0.1) {
       last = t;
-      store_report_progress(L, fn, done, total);
+      stopped = store_report_progress(L, fn, done, total) != 0;
     }
   }
   pthread_join(thread, NULL);
+  envreg_unpin(s->e);
   close(pipefd[0]);
-  if (!werr && fsync(out) != 0) werr = errno;
+  if (!werr && !stopped && fsync(out) != 0) werr = errno;
   close(out);
   int rc = werr ? werr : job.rc;
+  if (!stopped && !rc) stopped = store_report_progress(L, fn, done, done) != 0;
+  store_busy_end(s, &busy);
+  if (stopped) {
+    unlink(file);
+    return lua_error(L);          /* the callback's own error */
+  }
   if (rc) {
     unlink(file);
     return cerr_mdb_result(L, rc, "backup");
   }
-  store_report_progress(L, fn, done, done);
   lua_pushboolean(L, 1);
   return 1;
 }

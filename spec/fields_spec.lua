@@ -73,7 +73,7 @@ describe("the fields option", function()
 
   it("refuses what is not a list of field names", function()
     assert.has_error(function() store:read("order-1", { fields = "type" }) end,
-      "read: option 'fields' must be a list of event field names")
+      "read: option 'fields' must be a table, got string")
     assert.has_error(function() store:read_all({ fields = { "type", "colour" } }) end,
       "read_all: fields[2] must be one of position, stream, version, type, time, id, schema, meta, data")
     assert.has_error(function() store:fold({ fields = {} }, 0, function() end) end,

@@ -82,7 +82,7 @@ describe("sandbox.new", function()
 
   it("checks its options", function()
     assert.has_error(function() sandbox.new({ memroy = 1 }) end,
-      "sandbox.new: unknown option 'memroy' (allowed: memory, instructions, time_ms, name)")
+      "sandbox.new: unknown option 'memroy' (allowed: instructions, memory, name, time_ms)")
     assert.has_error(function() sandbox.new({ memory = 1024 }) end)
     assert.has_error(function() sandbox.new({ instructions = 1.5 }) end)
     assert.has_error(function() sandbox.new({ time_ms = 0 }) end)

@@ -14,7 +14,12 @@ local M = {}
 --- The key-value space of dead letters, keyed `handler:position`.
 M.DEAD_LETTERS = "dead_letters"
 
-local option_names = { name = true, retries = true, batch_size = true, category = true }
+local options = require "chronicle.options"
+
+local on_options = {
+  name = "string", retries = options.integer_at_least(0), batch_size = options.integer_at_least(1),
+  category = "string",
+}
 
 --- Checks `store:on(types, fn, opts)` arguments and returns a handler.
 function M.define(types, fn, opts, level)
@@ -25,10 +30,7 @@ function M.define(types, fn, opts, level)
     if type(t) ~= "string" or t == "" then error(("on: types[%d] must be a non-empty string"):format(i), level) end
   end
   if type(fn) ~= "function" then error("on: handler must be a function", level) end
-  opts = opts or {}
-  for k in pairs(opts) do
-    if not option_names[k] then error("on: unknown option '" .. tostring(k) .. "' (allowed: name, retries, batch_size, category)", level) end
-  end
+  opts = options.check("on", opts, on_options, level)
   local sorted = {}
   for i, t in ipairs(types) do sorted[i] = t end
   table.sort(sorted)

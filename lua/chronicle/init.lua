@@ -5,6 +5,7 @@
 local core = require "chronicle.core"
 local Store = require "chronicle.store"
 local aggregate = require "chronicle.aggregate"
+local options = require "chronicle.options"
 local upcast = require "chronicle.upcast"
 
 local M = {}
@@ -31,7 +32,8 @@ M.error = core.error
 M.is_error = core.is_error
 
 local open_options = {
-  durability = "string", readonly = "boolean", map_size = "number", max_event_size = "number",
+  durability = options.one_of("full", "nometasync", "nosync"), readonly = "boolean",
+  map_size = "integer", max_event_size = "integer",
 }
 
 --- Opens (creating when missing) the store in directory `dir`.
@@ -45,18 +47,11 @@ function M.open(dir, opts)
   if type(dir) ~= "string" or dir == "" then
     error("bad argument #1 to 'open' (directory name expected, got " .. type(dir) .. ")", 2)
   end
+  if dir:find("\0", 1, true) then error("bad argument #1 to 'open' (path must not contain a NUL byte)", 2) end
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #2 to 'open' (table of options expected, got " .. type(opts) .. ")", 2)
   end
-  for k, v in pairs(opts or {}) do
-    local want = open_options[k]
-    if not want then
-      error("open: unknown option '" .. tostring(k) .. "' (allowed: durability, readonly, map_size, max_event_size)", 2)
-    end
-    if type(v) ~= want then
-      error("open: option '" .. k .. "' must be a " .. want .. ", got " .. type(v), 2)
-    end
-  end
+  options.check("open", opts, open_options, 2)
   local handle, err = core.open(dir, opts)
   if not handle then return nil, err end
   return Store.new(handle, dir, opts or {})

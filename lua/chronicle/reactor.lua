@@ -9,7 +9,8 @@
 -- rejection returns nil, err and the handler decides what follows) and
 -- `ctx:append(stream, events [, expected])`, or return a list of events
 -- that each name their `stream`. Outputs carry the event's correlation id,
--- and its id as their causation id.
+-- and its id as their causation id; a handler may not set those two meta
+-- keys itself (the reactor faults with an error saying so).
 --
 -- Bounds (definition fields, with defaults): `max_outputs` events per input
 -- event (100), `max_depth` reactions in a chain (10: an output of an output
@@ -85,6 +86,17 @@ end
 local Context = {}
 Context.__index = Context
 
+-- The reactor sets an output's correlation and causation ids from its input event.
+local function refuse_own_ids(meta, where)
+  if type(meta) ~= "table" then return end
+  for _, k in ipairs({ "correlation_id", "causation_id" }) do
+    if meta[k] ~= nil then
+      error(("%s: meta.%s is set by the reactor from the event it reacts to; a handler may not set it")
+        :format(where, k), 3)
+    end
+  end
+end
+
 -- A repository for `repo`: a repository, or the name of an aggregate that
 -- scripts loaded into this store define.
 local function resolve(ctx, repo, fn)
@@ -117,6 +129,7 @@ end
 function Context:execute(repo, id, command, args, opts)
   repo = resolve(self, repo, "execute")
   opts = opts or {}
+  refuse_own_ids(opts.meta, "ctx:execute")
   opts.meta = opts.meta or {}
   for k, v in pairs(self.meta) do if opts.meta[k] == nil then opts.meta[k] = v end end
   local state, events = self.uow:execute(repo, id, command, args, opts)
@@ -155,6 +168,7 @@ function Context:append(stream, events, expected)
     if type(e.type) ~= "string" or #e.type == 0 or #e.type > MAX_TYPE then
       error(("ctx:append: events[%d].type must be a string of 1 to %d bytes"):format(i, MAX_TYPE), 2)
     end
+    refuse_own_ids(type(e) == "table" and e.meta, "ctx:append: events[" .. i .. "]")
     local meta = {}
     for k, v in pairs(self.meta) do meta[k] = v end
     if type(e.meta) == "table" then for k, v in pairs(e.meta) do meta[k] = v end end

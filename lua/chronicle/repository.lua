@@ -5,6 +5,7 @@
 local core = require "chronicle.core"
 local upcast = require "chronicle.upcast"
 local aggregate_mod = require "chronicle.aggregate"
+local options = require "chronicle.options"
 
 local M = {}
 local Repository = {}
@@ -25,19 +26,13 @@ M.CACHE_SIZE = 10000
 --   successful execute left, `execute` starts from that state instead of
 --   replaying the stream; `result.state` is that kept state, so treat it as
 --   read-only, and commands must not change the state they are given)
+local repository_options = { retries = options.integer_at_least(0), cache = "boolean" }
+
 function M.new(store, aggregate, opts)
   if not aggregate_mod.is_aggregate(aggregate) then
     error("repository: expected an aggregate made by chronicle.aggregate{...}", 3)
   end
-  opts = opts or {}
-  for k in pairs(opts) do
-    if k ~= "retries" and k ~= "cache" then
-      error("repository: unknown option '" .. tostring(k) .. "' (allowed: retries, cache)", 3)
-    end
-  end
-  if opts.retries ~= nil and (math.type(opts.retries) ~= "integer" or opts.retries < 0) then
-    error("repository: option 'retries' must be an integer >= 0", 3)
-  end
+  opts = options.check("repository", opts, repository_options, 3)
   return setmetatable({
     store = store, aggregate = aggregate, retries = opts.retries or aggregate.retries,
     cache = opts.cache ~= false and {} or nil, cached = 0,
@@ -159,7 +154,9 @@ function Repository:snapshot(id)
   return self.store:kv_get(M.SNAPSHOTS, self.aggregate:stream(id))
 end
 
-local execute_options = { meta = true, retries = true, dry_run = true, command_id = true }
+local execute_options = {
+  meta = "table", retries = options.integer_at_least(0), dry_run = "boolean", command_id = "string",
+}
 
 -- Runs a command handler; returns events (a list, maybe empty) or nil, rejection.
 function M.decide(repo, id, command, args, state, version, opts)
@@ -285,14 +282,7 @@ end
 -- @treturn[2] nil
 -- @treturn[2] table error: `rejected` (with `reason`), `conflict` after the retries, or a store failure
 function Repository:execute(id, command, args, opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("execute: opts must be a table", 2) end
-  for k in pairs(opts) do
-    if not execute_options[k] then
-      error("execute: unknown option '" .. tostring(k) .. "' (allowed: meta, retries, dry_run, command_id)", 2)
-    end
-  end
-  if opts.meta ~= nil and type(opts.meta) ~= "table" then error("execute: option 'meta' must be a table", 2) end
+  opts = options.check("execute", opts, execute_options, 2)
   if id == nil then error("execute: aggregate id expected", 2) end
   local retries = opts.retries or self.retries
   local stream = self.aggregate:stream(id)

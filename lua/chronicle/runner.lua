@@ -12,6 +12,7 @@ local handler = require "chronicle.handler"
 local reactor = require "chronicle.reactor"
 local view = require "chronicle.view"
 local fault_util = require "chronicle.fault"
+local options = require "chronicle.options"
 
 local M = {}
 local Runner = {}
@@ -19,11 +20,11 @@ Runner.__index = Runner
 
 --- A runner over everything registered on `store` (now and later).
 -- @tparam[opt] table opts `wait` (seconds per sleep, default 1)
+local new_options = { wait = options.number_at_least(0) }
+local run_options = { until_idle = "boolean", max_seconds = options.number_at_least(0) }
+
 function M.new(store, opts)
-  opts = opts or {}
-  for k in pairs(opts) do
-    if k ~= "wait" then error("runner: unknown option '" .. tostring(k) .. "' (allowed: wait)", 3) end
-  end
+  opts = options.check("runner", opts, new_options, 3)
   return setmetatable({ store = store, wait = opts.wait or 1, stopped = false, errors = {} }, Runner)
 end
 
@@ -129,7 +130,7 @@ end
 -- nothing is left to do, or `opts.max_seconds` pass.
 -- @return "idle" | "timeout" | "stopped", and the report (see `Runner:report`)
 function Runner:run(opts)
-  opts = opts or {}
+  opts = options.check("runner:run", opts, run_options, 2)
   local store = self.store
   local deadline = opts.max_seconds and os.time() + opts.max_seconds
   self.stopped = false

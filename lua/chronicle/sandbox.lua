@@ -31,8 +31,11 @@ local M = {}
 -- `max_message` (bytes of an error message kept).
 M.LIMITS = core.SANDBOX
 
-local options = { memory = "integer", instructions = "integer", time_ms = "integer", name = "string" }
-local minimum = { memory = core.SANDBOX.min_memory, instructions = 1, time_ms = 1 }
+local options = require "chronicle.options"
+local new_options = {
+  memory = options.integer_at_least(core.SANDBOX.min_memory), instructions = options.integer_at_least(1),
+  time_ms = options.integer_at_least(1), name = "string",
+}
 
 --- Makes a sandbox.
 -- @tparam[opt] table opts `memory` (bytes, default 16 MiB), `instructions`
@@ -71,19 +74,7 @@ function M.new(opts)
   if type(opts) ~= "table" then
     error("bad argument #1 to 'new' (table of options expected, got " .. type(opts) .. ")", 2)
   end
-  for k, v in pairs(opts) do
-    local want = options[k]
-    if not want then
-      error("sandbox.new: unknown option '" .. tostring(k) .. "' (allowed: memory, instructions, time_ms, name)", 2)
-    end
-    if want == "integer" then
-      if math.type(v) ~= "integer" or v < minimum[k] then
-        error(("sandbox.new: option '%s' must be an integer >= %d, got %s"):format(k, minimum[k], tostring(v)), 2)
-      end
-    elseif type(v) ~= want then
-      error("sandbox.new: option '" .. k .. "' must be a " .. want .. ", got " .. type(v), 2)
-    end
-  end
+  options.check("sandbox.new", opts, new_options, 2)
   return core.sandbox_new(opts)
 end
 

@@ -10,6 +10,7 @@
 local core = require "chronicle.core"
 local aggregate = require "chronicle.aggregate"
 local names = require "chronicle.names"
+local options = require "chronicle.options"
 
 local M = {}
 local Scripts = {}
@@ -293,14 +294,12 @@ end
 -- @tparam[opt] table opts `sandbox` (run projections and reactors isolated),
 --   `limits` (sandbox budgets: memory, instructions, time_ms)
 -- @return the Scripts object (see `errors`, `aggregates`, `reload()`)
+local load_options = { sandbox = "boolean", limits = "table" }
+
 function M.load(store, dir, opts)
   if type(dir) ~= "string" then error("load_scripts: folder name expected", 2) end
-  opts = opts or {}
-  for k in pairs(opts) do
-    if k ~= "sandbox" and k ~= "limits" then
-      error("load_scripts: unknown option '" .. tostring(k) .. "' (allowed: sandbox, limits)", 2)
-    end
-  end
+  if dir:find("\0", 1, true) then error("load_scripts: the folder name must not contain a NUL byte", 2) end
+  opts = options.check("load_scripts", opts, load_options, 2)
   local self = setmetatable({ store = store, dir = dir:gsub("/+$", ""), sandbox = opts.sandbox == true,
                               limits = opts.limits, files = {}, owners = {}, aggregates = {}, errors = {} },
                         Scripts)
@@ -310,6 +309,7 @@ end
 
 --- Loads one projection script file (store:projection("path.lua")).
 function M.load_file(store, path)
+  if path:find("\0", 1, true) then error("projection: the file name must not contain a NUL byte", 3) end
   local source, err = read_file(path)
   if not source then return nil, core.error("not_found", "cannot read " .. path .. ": " .. tostring(err)) end
   local def, lerr = load_trusted(path, source)

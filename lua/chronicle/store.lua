@@ -1,8 +1,12 @@
 --- The Store: the Lua face of one open store. Storage calls go straight to
 -- the C handle; the aggregate, projection and handler layers add methods here.
 -- @classmod Store
+local options = require "chronicle.options"
+
 local Store = {}
 Store.__index = Store
+
+local append_options = { expected = "string|integer" }
 
 --- Wraps a `chronicle.core` handle (use `chronicle.open`).
 function Store.new(handle, path, opts)
@@ -25,9 +29,7 @@ end
 function Store:append(stream, events, opts)
   local expected = opts
   if type(opts) == "table" then
-    for k in pairs(opts) do
-      if k ~= "expected" then error("append: unknown option '" .. tostring(k) .. "' (allowed: expected)", 2) end
-    end
+    options.check("append", opts, append_options, 2)
     expected = opts.expected
   end
   return handle(self):append(stream, events, expected)
@@ -106,7 +108,8 @@ function Store:stats() return handle(self):stats() end
 
 --- Checks every record's checksum and that the indexes agree with the log.
 -- `opts`: `max_problems` (default 100), `progress(events_done, events_total)`
--- (called now and then inside the check's read transaction: it must not use the store).
+-- (called now and then inside the check's read transaction: it may read the store; writing to
+-- it or closing it raises, and an error it raises stops the check and is raised by `verify`).
 function Store:verify(opts) return handle(self):verify(opts) end
 
 --- Blocks until the log holds an event after position `after` (another
@@ -116,7 +119,9 @@ function Store:wait(after, timeout) return handle(self):wait(after, timeout) end
 
 --- Writes a consistent, compacted copy of the store into directory `dest`
 -- (LMDB's copy, under one read transaction: other processes may keep writing).
--- `opts.progress(bytes_done, bytes_total)` is called now and then; it must not use the store.
+-- `opts.progress(bytes_done, bytes_total)` is called now and then; it may read the store;
+-- writing to it or closing it raises, and an error it raises stops the backup (no copy is
+-- left) and is raised by `backup`.
 function Store:backup(dest, opts) return handle(self):backup(dest, opts) end
 
 --- Closes the store; later calls raise. Closing twice is harmless.

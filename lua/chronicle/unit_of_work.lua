@@ -7,6 +7,9 @@
 --   end)
 -- @classmod UnitOfWork
 local repository = require "chronicle.repository"
+local options = require "chronicle.options"
+
+local execute_options = { meta = "table", command_id = "string" }
 
 local M = {}
 local UnitOfWork = {}
@@ -52,7 +55,7 @@ function UnitOfWork:execute(repo, id, command, args, opts)
   if getmetatable(repo) ~= repository.Repository then
     error("unit_of_work: execute(repo, id, command, args): repo must be a repository", 2)
   end
-  opts = opts or {}
+  opts = options.check("uow:execute", opts, execute_options, 2)
   local e = self:entry(repo, id)
   local events, rejection = repository.decide(repo, id, command, args, e.state, e.version, opts)
   if events == nil then
@@ -111,14 +114,11 @@ end
 -- @treturn[1] table `{streams = {[stream] = {state=, version=, events=}}, position=}`
 -- @treturn[2] nil
 -- @treturn[2] table error (`rejected`, `conflict`, ...)
+local run_options = { retries = options.integer_at_least(0), dry_run = "boolean" }
+
 function M.run(store, fn, opts)
   if type(fn) ~= "function" then error("unit_of_work: function expected", 3) end
-  opts = opts or {}
-  for k in pairs(opts) do
-    if k ~= "retries" and k ~= "dry_run" then
-      error("unit_of_work: unknown option '" .. tostring(k) .. "' (allowed: retries, dry_run)", 3)
-    end
-  end
+  opts = options.check("unit_of_work", opts, run_options, 3)
   local retries = opts.retries or 3
   local last_err
   for _ = 0, retries do

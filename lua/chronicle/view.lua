@@ -3,6 +3,8 @@
 -- view handed to projection handlers, whose writes are collected and
 -- committed with the projection's checkpoint in one transaction.
 -- @module chronicle.view
+local options = require "chronicle.options"
+
 local M = {}
 
 --- The key-value space holding projection metadata, keyed by projection name.
@@ -149,6 +151,11 @@ function Buffered:update(key, fn)
   return new
 end
 
+local buffered_pairs_options = {
+  prefix = "string", from = "string|integer", to = "string|integer", count = options.integer_at_least(0),
+  backward = "boolean",
+}
+
 local function in_range(k, opts)
   if opts.prefix and k:sub(1, #opts.prefix) ~= opts.prefix then return false end
   if opts.from and k < opts.from then return false end
@@ -159,7 +166,7 @@ end
 --- Iterates `key, row` in key order, the rows written in this batch
 -- included: `{prefix=, from=, to=, count=, backward=}`.
 function Buffered:pairs(opts)
-  opts = opts or {}
+  opts = options.check("view:pairs", opts, buffered_pairs_options, 2)
   local rows = {}
   for k, v in self.store:kv_scan(self.space_name, { prefix = opts.prefix, from = opts.from, to = opts.to }) do
     rows[k] = v

@@ -1,0 +1,72 @@
+/* Options tables: see options.h. */
+#include <string.h>
+#include <lauxlib.h>
+#include "options.h"
+
+static int opt_fits(lua_State *L, int idx, unsigned types) {
+  switch (lua_type(L, idx)) {
+    case LUA_TBOOLEAN: return (types & OPT_BOOLEAN) != 0;
+    case LUA_TNUMBER: {
+      int exact;
+      lua_tointegerx(L, idx, &exact);
+      return (types & OPT_NUMBER) || ((types & OPT_INTEGER) && exact);
+    }
+    case LUA_TSTRING: return (types & OPT_STRING) != 0;
+    case LUA_TTABLE: return (types & OPT_TABLE) != 0;
+    case LUA_TFUNCTION: return (types & OPT_FUNCTION) != 0;
+    default: return types == OPT_ANY;
+  }
+}
+
+/* Pushes "a boolean or a string" for a set of types. */
+static void opt_push_types(lua_State *L, unsigned types) {
+  static const struct { unsigned bit; const char *name; } names[] = {
+    { OPT_BOOLEAN, "a boolean" }, { OPT_NUMBER, "a number" }, { OPT_INTEGER, "an integer" },
+    { OPT_STRING, "a string" }, { OPT_TABLE, "a table" }, { OPT_FUNCTION, "a function" },
+  };
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  int n = 0;
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    if (!(types & names[i].bit)) continue;
+    if (names[i].bit == OPT_INTEGER && (types & OPT_NUMBER)) continue;
+    if (n++) luaL_addstring(&b, " or ");
+    luaL_addstring(&b, names[i].name);
+  }
+  luaL_pushresult(&b);
+}
+
+int opt_check(lua_State *L, int idx, const char *fn, const opt_spec *specs) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx)) luaL_error(L, "%s: options must be a table, got %s", fn, luaL_typename(L, idx));
+  luaL_checkstack(L, 6, fn);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    const opt_spec *spec = NULL;
+    if (lua_type(L, -2) == LUA_TSTRING)
+      for (const opt_spec *s = specs; s->name && !spec; s++)
+        if (strcmp(s->name, lua_tostring(L, -2)) == 0) spec = s;
+    if (spec == NULL) {
+      lua_pop(L, 1);                                   /* the value: the key is on top */
+      const char *key = luaL_tolstring(L, -1, NULL);
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (const opt_spec *s = specs; s->name; s++) {
+        if (s != specs) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, s->name);
+      }
+      luaL_pushresult(&b);
+      luaL_error(L, "%s: unknown option '%s' (allowed: %s)", fn, key, lua_tostring(L, -1));
+    }
+    if (!opt_fits(L, -1, spec->types)) {
+      int is_number = lua_type(L, -1) == LUA_TNUMBER;
+      const char *got = is_number ? luaL_tolstring(L, -1, NULL) : luaL_typename(L, -1);
+      opt_push_types(L, spec->types);
+      luaL_error(L, "%s: option '%s' must be %s, got %s%s", fn, spec->name, lua_tostring(L, -1),
+                 is_number ? "number " : "", got);
+    }
+    lua_pop(L, 1);
+  }
+  return idx;
+}

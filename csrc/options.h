@@ -1,0 +1,28 @@
+/* The one checker of the core's options tables (the Lua side has
+ * chronicle.options): unknown names and values of the wrong type raise. */
+#ifndef CHRONICLE_OPTIONS_H
+#define CHRONICLE_OPTIONS_H
+
+#include <lua.h>
+
+/* The types an option may have: one or several, or'ed. */
+#define OPT_BOOLEAN  1u
+#define OPT_INTEGER  2u      /* a number with an exact integer value (2^30 too), as luaL_checkinteger */
+#define OPT_NUMBER   4u      /* any number (implies OPT_INTEGER) */
+#define OPT_STRING   8u
+#define OPT_TABLE    16u
+#define OPT_FUNCTION 32u
+#define OPT_ANY      63u     /* any type: the caller checks the value itself */
+
+typedef struct opt_spec {
+  const char *name;          /* NULL ends a list */
+  unsigned types;
+} opt_spec;
+
+/* Checks the options table at idx against specs (listed in the order the
+ * error names them). Returns idx made absolute, or 0 when it is none or nil.
+ * Raises "fn: options must be a table, got T", "fn: unknown option 'x'
+ * (allowed: a, b)" or "fn: option 'x' must be a boolean, got string". */
+int opt_check(lua_State *L, int idx, const char *fn, const opt_spec *specs);
+
+#endif
