@@ -1,6 +1,6 @@
 --- chronicle: an embedded event-sourcing engine for Lua 5.4.
 -- The public module: opening stores, the expected-version constants and the
--- Store methods. The storage work happens in `chronicle.core` (C, LMDB).
+-- Store methods. The storage work happens in a backend (chronicle.backends).
 -- @module chronicle
 local core = require "chronicle.core"
 local Store = require "chronicle.store"
@@ -30,36 +30,45 @@ M.error = core.error
 --- True when `v` is an error value built by chronicle.
 M.is_error = core.is_error
 
-local open_options = {
-  durability = "string", readonly = "boolean", map_size = "number", max_event_size = "number",
-}
+local backends = require "chronicle.backends"
 
---- Opens (creating when missing) the store in directory `dir`.
--- @tparam string dir the store's directory
+--- Opens (creating when missing) the store at `target`: a directory (the LMDB
+-- backend) or a `postgresql://user@host:port/db?schema=NAME` URL (the
+-- PostgreSQL backend); chronicle.backends picks the backend.
+-- @tparam string target the store's directory or URL
 -- @tparam[opt] table opts `durability` ("full" | "nometasync" | "nosync"),
---   `readonly`, `map_size` (initial bytes), `max_event_size` (bytes)
+--   `readonly`, `map_size` (initial bytes, LMDB only), `max_event_size` (bytes)
 -- @treturn[1] Store the store
 -- @treturn[2] nil
--- @treturn[2] table error with `code` ("not_a_store", "unsupported_format", "locked", ...)
-function M.open(dir, opts)
-  if type(dir) ~= "string" or dir == "" then
-    error("bad argument #1 to 'open' (directory name expected, got " .. type(dir) .. ")", 2)
+-- @treturn[2] table error with `code` ("not_a_store", "unsupported_format", "locked", "unavailable", ...)
+function M.open(target, opts)
+  if type(target) ~= "string" or target == "" then
+    error("bad argument #1 to 'open' (directory name or URL expected, got " .. type(target) .. ")", 2)
   end
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #2 to 'open' (table of options expected, got " .. type(opts) .. ")", 2)
   end
+  local backend = backends.for_target(target)
+  if not backend then
+    return nil, core.error("unsupported", "no storage backend opens '" .. target ..
+                           "' (a directory, or a postgresql:// URL)", { target = target })
+  end
+  local open_options = backend.options
   for k, v in pairs(opts or {}) do
     local want = open_options[k]
     if not want then
-      error("open: unknown option '" .. tostring(k) .. "' (allowed: durability, readonly, map_size, max_event_size)", 2)
+      local names = {}
+      for name in pairs(open_options) do names[#names + 1] = name end
+      table.sort(names)
+      error("open: unknown option '" .. tostring(k) .. "' (allowed: " .. table.concat(names, ", ") .. ")", 2)
     end
     if type(v) ~= want then
       error("open: option '" .. k .. "' must be a " .. want .. ", got " .. type(v), 2)
     end
   end
-  local handle, err = core.open(dir, opts)
+  local handle, err = backends.module(backend).open(target, opts)
   if not handle then return nil, err end
-  return Store.new(handle, dir, opts or {})
+  return Store.new(handle, target, opts or {})
 end
 
 --- Defines an aggregate: `{ name, initial, apply, commands, snapshot_every,
