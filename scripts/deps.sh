@@ -10,6 +10,7 @@ packages=(
   lua-busted lua-cjson lua-argparse lua-filesystem lua-readline lua-term lua-luv tmux
   luarocks
   valgrind clang libclang-rt-14-dev
+  postgresql libpq-dev
 )
 
 missing=()
