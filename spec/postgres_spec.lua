@@ -1,0 +1,294 @@
+-- The PostgreSQL backend's own behaviour, against the real server `make test` starts
+-- (scripts/pg_cluster.sh; CHRONICLE_PG_URL and CHRONICLE_PG_DIR). The backend contract itself
+-- (append, read, fold, the write and read sides) runs on PostgreSQL as a second pass of the
+-- contract specs with CHRONICLE_SPEC_BACKEND=postgres (see the Makefile's PG_SPECS).
+local helpers = require "helpers"
+local chronicle = require "chronicle"
+
+local url = helpers.pg_url()
+local pgdir = os.getenv("CHRONICLE_PG_DIR")
+
+local function port_of(u) return tonumber(u:match("://[^/]*:(%d+)/")) end
+
+-- Runs several shell commands at once (each bounded by `timeout`), waits for all.
+local function run_parallel(cmds)
+  local parts = {}
+  for i, c in ipairs(cmds) do parts[i] = "(" .. c .. ") &" end
+  return os.execute("sh -c " .. helpers.quote(table.concat(parts, " ") .. " wait"))
+end
+
+local function read_file(path)
+  local f = io.open(path, "r")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+describe("chronicle.open on a postgresql:// URL", function()
+  after_each(helpers.cleanup)
+
+  it("creates the schema and its tables on first open, with the format version", function()
+    local target, schema = helpers.pg_target()
+    local store = helpers.track(assert(chronicle.open(target)))
+    assert.equal("1", helpers.psql("SELECT value FROM " .. schema .. ".meta WHERE key = 'format'"))
+    local tables = helpers.psql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = '" ..
+                                schema .. "'")
+    assert.equal("events,kv,meta,streams", tables)
+    assert.equal(0, store:head())
+    local stats = store:stats()
+    assert.equal("postgres", stats.backend)
+    assert.equal(schema, stats.schema)
+    assert.matches("^%x+%-%x+%-7%x+%-%x+%-%x+$", stats.store_id)
+  end)
+
+  it("accepts postgres:// as well, and the schema defaults to 'chronicle'", function()
+    local short = url:gsub("^postgresql://", "postgres://")
+    helpers.psql("DROP SCHEMA IF EXISTS chronicle CASCADE")
+    local store = assert(chronicle.open(short))
+    assert(store:append("s-1", { { type = "T" } }))
+    store:close()
+    assert.equal("1", helpers.psql("SELECT count(*) FROM chronicle.events"))
+    helpers.psql("DROP SCHEMA chronicle CASCADE")
+  end)
+
+  it("keeps each schema an independent store, and reopening finds the events", function()
+    local a = helpers.pg_target()
+    local b = helpers.pg_target()
+    local sa = assert(chronicle.open(a))
+    local sb = helpers.track(assert(chronicle.open(b)))
+    helpers.fill(sa, "x-1", 3)
+    assert.equal(3, sa:head())
+    assert.equal(0, sb:head())
+    sa:close()
+    local again = helpers.track(assert(chronicle.open(a)))
+    assert.equal(3, again:head())
+    assert.same({ 1, 2, 3 }, helpers.pluck(helpers.collect(again:read("x-1")), "position"))
+  end)
+
+  it("refuses a schema whose format is newer with unsupported_format, and writes nothing", function()
+    local target, schema = helpers.pg_target()
+    assert(chronicle.open(target)):close()
+    helpers.psql("UPDATE " .. schema .. ".meta SET value = 99 WHERE key = 'format'")
+    local store, err = chronicle.open(target)
+    assert.is_nil(store)
+    assert.equal("unsupported_format", err.code)
+    assert.matches("format 99", err.message)
+    assert.equal("0", helpers.psql("SELECT value FROM " .. schema .. ".meta WHERE key = 'head'"))
+  end)
+
+  it("refuses a schema that holds other tables with not_a_store", function()
+    local target, schema = helpers.pg_target()
+    helpers.psql("CREATE SCHEMA " .. schema .. "; CREATE TABLE " .. schema .. ".other (x int)")
+    local store, err = chronicle.open(target, { readonly = true })
+    assert.is_nil(store)
+    assert.equal("not_a_store", err.code)
+  end)
+
+  it("opens read-only without creating anything: not_found for a missing schema, readonly for appends", function()
+    local target, schema = helpers.pg_target()
+    local store, err = chronicle.open(target, { readonly = true })
+    assert.is_nil(store)
+    assert.equal("not_found", err.code)
+    assert.equal("0", helpers.psql("SELECT count(*) FROM pg_namespace WHERE nspname = '" .. schema .. "'"))
+    local w = assert(chronicle.open(target))
+    helpers.fill(w, "r-1", 2)
+    local r = helpers.track(assert(chronicle.open(target, { readonly = true })))
+    assert.equal(2, r:head())
+    local res, rerr = r:append("r-1", { { type = "T" } })
+    assert.is_nil(res)
+    assert.equal("readonly", rerr.code)
+    w:close()
+  end)
+
+  it("gives clear errors for a bad URL, a bad schema name, a refused connection and a missing database", function()
+    local s, err = chronicle.open("postgresql://127.0.0.1:notaport/x")
+    assert.is_nil(s)
+    assert.equal("invalid_url", err.code)
+
+    s, err = chronicle.open(url .. "?schema=Bad-Name")
+    assert.is_nil(s)
+    assert.equal("invalid_url", err.code)
+    assert.matches("schema", err.message)
+
+    -- A port nobody listens on: the server's own port plus one is free unless by bad luck.
+    local dead = url:gsub(":(%d+)/", function(p) return ":" .. tostring(tonumber(p) == 65535 and 1 or tonumber(p) + 1) .. "/" end)
+    s, err = chronicle.open(dead .. "?connect_timeout=5")
+    assert.is_nil(s)
+    assert.equal("unavailable", err.code)
+    assert.matches("cannot open postgresql://", err.message)
+
+    s, err = chronicle.open((url:gsub("/[^/?]*$", "/no_such_database_here")))
+    assert.is_nil(s)
+    assert.equal("not_found", err.code)
+    assert.matches("no_such_database_here", err.message)
+
+    s, err = chronicle.open("mysql://localhost/x")
+    assert.is_nil(s)
+    assert.equal("unsupported", err.code)
+  end)
+
+  it("gives auth_failed for a wrong password, and never shows the password", function()
+    assert(pgdir, "CHRONICLE_PG_DIR is not set (make test sets it)")
+    helpers.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'chronicle_pw') THEN " ..
+                 "CREATE ROLE chronicle_pw LOGIN PASSWORD 'right-one'; END IF; END $$")
+    local hba = pgdir .. "/data/pg_hba.conf"
+    local text = read_file(hba)
+    if not text:find("chronicle_pw", 1, true) then
+      helpers.write_file(hba, "host all chronicle_pw 127.0.0.1/32 scram-sha-256\n" .. text)
+      helpers.psql("SELECT pg_reload_conf()")
+    end
+    local wrong = url:gsub("://[^@/]*@", "://chronicle_pw:wrong-secret@")
+    local s, err = chronicle.open(wrong)
+    assert.is_nil(s)
+    assert.equal("auth_failed", err.code)
+    assert.is_nil(err.message:find("wrong-secret", 1, true))
+    local right = url:gsub("://[^@/]*@", "://chronicle_pw:right-one@")
+    helpers.psql("GRANT CREATE ON DATABASE postgres TO chronicle_pw")
+    local target, schema = helpers.pg_target()
+    target = target:gsub("://[^@/]*@", "://chronicle_pw:right-one@")
+    local store = helpers.track(assert(chronicle.open(target)))
+    assert.is_nil(tostring(store):find("right-one", 1, true))
+    assert.is_nil(store:stats().path:find("right-one", 1, true))
+    assert(right)
+    assert(schema)
+  end)
+
+  it("lets several processes create the same new schema at once", function()
+    local target = helpers.pg_target()
+    local dir = helpers.tmpdir()
+    local script = dir .. "/open.lua"
+    helpers.write_file(script, [[
+      local chronicle = require "chronicle"
+      local store = assert(chronicle.open(arg[1]))
+      assert(store:append("p-" .. arg[2], { { type = "Opened" } }))
+      print("ok")
+    ]])
+    local cmds = {}
+    for i = 1, 4 do
+      cmds[i] = "timeout 60 " .. helpers.lua_command(script, target, tostring(i)) .. " > " .. dir .. "/out" .. i .. " 2>&1"
+    end
+    run_parallel(cmds)
+    for i = 1, 4 do assert.equal("ok\n", read_file(dir .. "/out" .. i)) end
+    local store = helpers.track(assert(chronicle.open(target)))
+    assert.equal(4, store:head())
+  end)
+end)
+
+describe("a PostgreSQL store", function()
+  after_each(helpers.cleanup)
+
+  it("round-trips values exactly: integers vs floats, binary strings, empty tables", function()
+    local store = helpers.open(nil, (helpers.pg_target()))
+    local data = { i = 3, f = 3.0, big = math.maxinteger, neg = -0.0, bin = "\0\255\1", list = { 1, 2.5, "x" },
+                   empty = {}, nested = { a = { b = { c = true } } } }
+    assert(store:append("v-1", { { type = "T", data = data, meta = { m = 1 } } }))
+    local ev = helpers.collect(store:read("v-1"))[1]
+    assert(helpers.identical(data, ev.data))
+    assert.same({ m = 1 }, ev.meta)
+    assert.is_true(store:verify().ok)
+  end)
+
+  it("rolls a dry run back: nothing of it is stored", function()
+    local store = helpers.open(nil, (helpers.pg_target()))
+    local res = assert(store:write { appends = { { stream = "d-1", events = { { type = "T" } } } },
+                                     puts = { { "sp", "k", 1 } }, dry_run = true })
+    assert.is_true(res.dry_run)
+    assert.equal(1, res.position)
+    assert.equal(0, store:head())
+    assert.is_nil(store:kv_get("sp", "k"))
+  end)
+
+  it("gives unavailable when the server restarts, writes nothing half, and reconnects on the next call", function()
+    assert(pgdir, "CHRONICLE_PG_DIR is not set (make test sets it)")
+    local store = helpers.open(nil, (helpers.pg_target()))
+    helpers.fill(store, "u-1", 2)
+    assert(os.execute("bash " .. helpers.quote(helpers.root .. "/scripts/pg_cluster.sh") .. " restart " ..
+                      helpers.quote(pgdir) .. " > /dev/null"))
+    local events = { { type = "T", id = helpers.uuid(1) }, { type = "T", id = helpers.uuid(2) } }
+    local res, err = store:append("u-1", events, 1)
+    assert.is_nil(res)
+    assert.equal("unavailable", err.code)
+    -- The retry with the same ids is exactly-once.
+    res = assert(store:append("u-1", events, 1))
+    assert.equal(3, res.version)
+    res = assert(store:append("u-1", events, 1))
+    assert.equal(3, res.version)
+    assert.equal(4, store:head())
+    assert.is_true(store:verify().ok)
+  end)
+
+  it("wakes store:wait in one process on an append from another (LISTEN/NOTIFY)", function()
+    local target = helpers.pg_target()
+    local store = helpers.open(nil, target)
+    helpers.fill(store, "w-1", 1)
+    local dir = helpers.tmpdir()
+    local script = dir .. "/append.lua"
+    helpers.write_file(script, [[
+      local chronicle = require "chronicle"
+      local store = assert(chronicle.open(arg[1]))
+      os.execute("sleep 0.3")
+      assert(store:append("w-2", { { type = "Later" } }))
+    ]])
+    local child = io.popen("timeout 60 " .. helpers.lua_command(script, target) .. " 2>&1", "r")
+    local head = store:wait(1, 30)
+    local out = child:read("a")
+    child:close()
+    assert.equal("", out)
+    assert.equal(2, head)
+    assert.is_false(store:wait(2, 0.05))
+  end)
+
+  it("keeps positions gap-free and in commit order under concurrent writer processes", function()
+    local target = helpers.pg_target()
+    local store = helpers.open(nil, target)
+    local dir = helpers.tmpdir()
+    local writer, reader = dir .. "/writer.lua", dir .. "/reader.lua"
+    helpers.write_file(writer, [[
+      local chronicle = require "chronicle"
+      local store = assert(chronicle.open(arg[1]))
+      for i = 1, tonumber(arg[3]) do
+        assert(store:append(arg[2], { { type = "W", data = { i = i } } }, i == 1 and chronicle.NO_STREAM or i - 2))
+      end
+      print("done")
+    ]])
+    -- A reader that has seen position p must never later find an event at or below p.
+    helpers.write_file(reader, [[
+      local chronicle = require "chronicle"
+      local store = assert(chronicle.open(arg[1]))
+      local total, seen = tonumber(arg[2]), 0
+      local deadline = os.time() + 50
+      while seen < total and os.time() < deadline do
+        for ev in store:read_all { from = seen + 1 } do
+          if ev.position ~= seen + 1 then print("jump from " .. seen .. " to " .. ev.position); os.exit(1) end
+          seen = ev.position
+        end
+        store:wait(seen, 0.2)
+      end
+      print("seen " .. seen)
+    ]])
+    local writers, per = 4, 60
+    local cmds = {}
+    for i = 1, writers do
+      cmds[i] = "timeout 60 " .. helpers.lua_command(writer, target, "g-" .. i, tostring(per)) .. " > " ..
+                dir .. "/w" .. i .. " 2>&1"
+    end
+    cmds[#cmds + 1] = "timeout 60 " .. helpers.lua_command(reader, target, tostring(writers * per)) .. " > " ..
+                      dir .. "/r 2>&1"
+    run_parallel(cmds)
+    for i = 1, writers do assert.equal("done\n", read_file(dir .. "/w" .. i)) end
+    assert.equal("seen " .. writers * per .. "\n", read_file(dir .. "/r"))
+    local positions = helpers.pluck(helpers.collect(store:read_all()), "position")
+    assert.equal(writers * per, #positions)
+    for i, p in ipairs(positions) do assert.equal(i, p) end
+    for i = 1, writers do assert.equal(per - 1, store:stream_version("g-" .. i)) end
+  end)
+
+  it("has no backup of its own: unsupported, pointing to pg_dump", function()
+    local store = helpers.open(nil, (helpers.pg_target()))
+    local ok, err = store:backup(helpers.tmpdir() .. "/b")
+    assert.is_nil(ok)
+    assert.equal("unsupported", err.code)
+    assert.matches("pg_dump", err.message)
+  end)
+end)
