@@ -284,6 +284,22 @@ describe("a PostgreSQL store", function()
     for i = 1, writers do assert.equal(per - 1, store:stream_version("g-" .. i)) end
   end)
 
+  it("is what the CLI's subcommands open when given the URL instead of a directory", function()
+    local target = helpers.pg_target()
+    local store = helpers.open(nil, target)
+    assert(store:append("c-1", { { type = "Said", data = { n = 7 } } }))
+    local cli = helpers.root .. "/bin/chronicle"
+    local function run(args)
+      return helpers.capture("timeout 60 " .. helpers.lua_command(cli, table.unpack(args)) .. " 2>&1")
+    end
+    assert.matches("events%s+1", run { "stats", target })
+    assert.matches("c%-1@0%s+Said", run { "tail", target })
+    assert.matches("^ok: 1 events", run { "verify", target })
+    assert.matches('"type":"Said"', run { "export", target })
+    local missing = helpers.pg_target()
+    assert.matches("does not exist", run { "tail", missing })
+  end)
+
   it("has no backup of its own: unsupported, pointing to pg_dump", function()
     local store = helpers.open(nil, (helpers.pg_target()))
     local ok, err = store:backup(helpers.tmpdir() .. "/b")

@@ -102,7 +102,8 @@ function Store:verify(opts) return handle(self):verify(opts) end
 function Store:wait(after, timeout) return handle(self):wait(after, timeout) end
 
 --- Writes a consistent, compacted copy of the store into directory `dest`
--- (LMDB's copy, under one read transaction: other processes may keep writing).
+-- (on LMDB a compacted copy under one read transaction, while other processes may keep
+-- writing; a PostgreSQL store returns nil, err(unsupported): use pg_dump).
 -- `opts.progress(bytes_done, bytes_total)` is called now and then; it must not use the store.
 function Store:backup(dest, opts) return handle(self):backup(dest, opts) end
 
