@@ -284,6 +284,57 @@ describe("a PostgreSQL store", function()
     for i = 1, writers do assert.equal(per - 1, store:stream_version("g-" .. i)) end
   end)
 
+  describe("replaying appends by id", function()
+    local function ev(n, data) return { type = "T", id = helpers.uuid(n), data = data or { n = n } } end
+
+    it("succeeds with the original result only at the place `expected` names", function()
+      local store = helpers.open(nil, (helpers.pg_target()))
+      local first = assert(store:append("r-1", { ev(1), ev(2) }, chronicle.NO_STREAM))
+      local later = assert(store:append("r-1", { ev(3) }, 1))
+      -- The first batch again: NO_STREAM and ANY name its place (it starts at version 0), EXISTS does not.
+      assert.same(first, assert(store:append("r-1", { ev(1), ev(2) }, chronicle.NO_STREAM)))
+      assert.same(first, assert(store:append("r-1", { ev(1), ev(2) })))
+      local res, err = store:append("r-1", { ev(1), ev(2) }, chronicle.EXISTS)
+      assert.is_nil(res)
+      assert.equal("conflict", err.code)
+      assert.equal(2, err.actual)
+      -- The second: EXISTS and version 1 name its place; NO_STREAM and version 0 do not.
+      assert.same(later, assert(store:append("r-1", { ev(3) }, chronicle.EXISTS)))
+      assert.same(later, assert(store:append("r-1", { ev(3) }, 1)))
+      for _, expected in ipairs({ chronicle.NO_STREAM, 0, 2 }) do
+        res, err = store:append("r-1", { ev(3) }, expected)
+        assert.is_nil(res)
+        assert.equal("conflict", err.code)
+        assert.equal(expected, err.expected)
+      end
+      assert.equal(3, store:head())
+    end)
+
+    it("refuses a partial replay with duplicate_id naming the first stored id and its position", function()
+      local store = helpers.open(nil, (helpers.pg_target()))
+      assert(store:append("p-1", { ev(1), ev(2) }))
+      local res, err = store:append("p-1", { ev(5), ev(2), ev(1) })
+      assert.is_nil(res)
+      assert.equal("duplicate_id", err.code)
+      assert.equal(helpers.uuid(2), err.id)
+      assert.equal(2, err.position)
+      assert.equal(2, store:head())
+    end)
+
+    it("refuses the same ids with other data or meta with duplicate_id", function()
+      local store = helpers.open(nil, (helpers.pg_target()))
+      assert(store:append("d-1", { ev(1) }))
+      local res, err = store:append("d-1", { ev(1, { n = 2 }) })
+      assert.is_nil(res)
+      assert.equal("duplicate_id", err.code)
+      local other = ev(1)
+      other.meta = { by = "someone" }
+      res, err = store:append("d-1", { other })
+      assert.is_nil(res)
+      assert.equal("duplicate_id", err.code)
+    end)
+  end)
+
   it("is what the CLI's subcommands open when given the URL instead of a directory", function()
     local target = helpers.pg_target()
     local store = helpers.open(nil, target)
