@@ -6,6 +6,9 @@
 #   scripts/pg_cluster.sh restart DIR      stops (-m immediate unless MODE=fast) and starts it again
 #   scripts/pg_cluster.sh stop-server DIR  stops the server only (MODE=immediate|fast)
 #   scripts/pg_cluster.sh start-server DIR starts it again on the same port
+#   scripts/pg_cluster.sh standby DIR      a streaming hot standby of it (pg_basebackup) in DIR/standby,
+#                                          on another free port; its URL is in DIR/standby/url
+#   scripts/pg_cluster.sh stop-standby DIR stops the standby and deletes DIR/standby
 # As root the server runs as the `postgres` user (runuser), which owns DIR.
 set -euo pipefail
 
@@ -14,6 +17,15 @@ PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail 
 
 as_owner() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() {
+  local port
+  for attempt in 1 2 3 4 5 6 7 8; do
+    port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return 0; fi
+  done
+  return 1
 }
 
 start_server() {
@@ -57,8 +69,30 @@ case "${1:-}" in
   stop)
     dir=${2:?usage: pg_cluster.sh stop DIR}
     case "$dir" in /tmp/chronicle-pg.*) ;; *) echo "pg_cluster: not a cluster directory: $dir" >&2; exit 1;; esac
+    [ -d "$dir/standby" ] && stop_server "$dir/standby" fast
     stop_server "$dir" "${MODE:-fast}"
     rm -rf "$dir"
+    ;;
+  standby)
+    dir=${2:?usage: pg_cluster.sh standby DIR}
+    sb="$dir/standby"
+    stop_server "$sb" fast
+    rm -rf "$sb"
+    as_owner mkdir -m 700 "$sb"
+    port=$(free_port)
+    if ! as_owner "$PG_BIN/pg_basebackup" -h "$dir" -p "$(cat "$dir/port")" -U postgres -D "$sb/data" -R -X stream -c fast \
+        >"$dir/basebackup.log" 2>&1; then
+      cat "$dir/basebackup.log" >&2; exit 1
+    fi
+    echo "$port" | as_owner tee "$sb/port" >/dev/null
+    start_server "$sb" || { cat "$sb/server.log" >&2; exit 1; }
+    echo "postgresql://postgres@127.0.0.1:$port/postgres" | as_owner tee "$sb/url" >/dev/null
+    echo "$sb"
+    ;;
+  stop-standby)
+    dir=${2:?usage: pg_cluster.sh stop-standby DIR}
+    stop_server "$dir/standby" fast
+    rm -rf "$dir/standby"
     ;;
   stop-server) stop_server "${2:?DIR}" "${MODE:-immediate}" ;;
   start-server) start_server "${2:?DIR}" ;;
@@ -66,5 +100,5 @@ case "${1:-}" in
     stop_server "${2:?DIR}" "${MODE:-immediate}"
     start_server "$2"
     ;;
-  *) echo "usage: pg_cluster.sh start | stop DIR | restart DIR | stop-server DIR | start-server DIR" >&2; exit 2 ;;
+  *) echo "usage: pg_cluster.sh start | stop DIR | restart DIR | stop-server DIR | start-server DIR | standby DIR | stop-standby DIR" >&2; exit 2 ;;
 esac

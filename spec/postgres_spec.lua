@@ -359,3 +359,55 @@ describe("a PostgreSQL store", function()
     assert.matches("pg_dump", err.message)
   end)
 end)
+
+describe("a PostgreSQL store on a hot standby", function()
+  local standby_url
+  local cluster = helpers.quote(helpers.root .. "/scripts/pg_cluster.sh")
+
+  setup(function()
+    assert(pgdir, "CHRONICLE_PG_DIR is not set (make test sets it)")
+    local out = helpers.capture("timeout 120 bash " .. cluster .. " standby " .. helpers.quote(pgdir) .. " 2>&1")
+    assert(out:match("/standby$"), "the standby did not start: " .. out)
+    standby_url = read_file(pgdir .. "/standby/url"):gsub("%s+$", "")
+  end)
+
+  teardown(function()
+    if pgdir then os.execute("timeout 120 bash " .. cluster .. " stop-standby " .. helpers.quote(pgdir)) end
+  end)
+
+  after_each(helpers.cleanup)
+
+  it("serves reads, key-value reads and wait with readonly = true while the primary takes appends", function()
+    local target, schema = helpers.pg_target()
+    local primary = helpers.open(nil, target)
+    helpers.fill(primary, "s-1", 3)
+    assert(primary:write { puts = { { "views", "k", { n = 1 } } } })
+    local on_standby = standby_url .. "?schema=" .. schema
+    -- The schema reaches the standby by replay: retry opening until it is there.
+    local replica, err
+    for _ = 1, 300 do
+      replica, err = chronicle.open(on_standby, { readonly = true })
+      if replica then break end
+      assert.equal("not_found", err.code)
+      os.execute("sleep 0.05")
+    end
+    assert(replica, "the standby never showed the schema: " .. tostring(err))
+    helpers.track(replica)
+    assert(replica:wait(2, 30), "the standby never replayed the first events")
+    assert.equal(3, replica:wait(2, 30))
+    assert.same({ 0, 1, 2 }, helpers.pluck(helpers.collect(replica:read("s-1")), "version"))
+    assert.same({ n = 1 }, replica:kv_get("views", "k"))
+    -- Appends on the primary appear on the standby, and wake its wait.
+    helpers.fill(primary, "s-2", 2)
+    assert.equal(5, replica:wait(3, 30))
+    assert.equal(1, replica:stream_version("s-2"))
+    assert.is_true(replica:verify().ok)
+    local res, aerr = replica:append("s-3", { { type = "T" } })
+    assert.is_nil(res)
+    assert.equal("readonly", aerr.code)
+    -- Opened for writing, the standby refuses: the server is read-only.
+    local w, werr = chronicle.open(on_standby)
+    assert.is_nil(w)
+    assert.equal("readonly", werr.code)
+  end)
+end)

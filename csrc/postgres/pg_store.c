@@ -508,9 +508,10 @@ static int pgs_open(lua_State *L) {
       cerr_new(L, "unsupported_format", "cannot open %s: %s", s->target, s->err);
       break;
     default:
-      lua_pop(L, 1);
-      pgs_push_error(L, s, st, "open");
-      lua_remove(L, -2);
+      lua_pop(L, 1);                 /* pgs_push_error pushes its own nil */
+      pgs_push_error(L, s, st, strcmp(s->sqlstate, "25006") == 0
+                                   ? "open (the server is read-only, a hot standby? open with readonly = true)"
+                                   : "open");
   }
   pgs_release(s);
   return 2;
