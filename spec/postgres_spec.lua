@@ -335,6 +335,22 @@ describe("a PostgreSQL store", function()
     end)
   end)
 
+  it("reports a statement the server refuses inside a write as an error, writes nothing, and stays usable", function()
+    local target, schema = helpers.pg_target()
+    local store = helpers.open(nil, target)
+    helpers.psql("ALTER TABLE " .. schema .. ".kv ADD CONSTRAINT short_keys CHECK (length(key) < 5)")
+    local res, err = store:write { appends = { { stream = "e-1", events = { { type = "T" } } } },
+                                   puts = { { "sp", "ok", 1 }, { "sp", "too-long", 2 } } }
+    assert.is_nil(res)
+    assert.equal("storage", err.code)
+    assert.equal("23514", err.sqlstate)
+    assert.equal(0, store:head())
+    assert.is_nil(store:kv_get("sp", "ok"))
+    res = assert(store:write { appends = { { stream = "e-1", events = { { type = "T" } } } }, puts = { { "sp", "ok", 1 } } })
+    assert.equal(1, res.position)
+    assert.equal(1, store:kv_get("sp", "ok"))
+  end)
+
   it("is what the CLI's subcommands open when given the URL instead of a directory", function()
     local target = helpers.pg_target()
     local store = helpers.open(nil, target)

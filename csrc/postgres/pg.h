@@ -55,6 +55,8 @@ typedef struct pgs {
   int readonly;
   int nosync;          /* durability = "nosync": synchronous_commit off */
   int listening;       /* LISTEN done on this connection */
+  int piped;           /* in libpq pipeline mode, with `pending` statements sent */
+  int pending;
   size_t max_event_size;
   char schema[PGS_MAX_SCHEMA + 1];
   char channel[PGS_MAX_SCHEMA + 16];
@@ -83,6 +85,11 @@ int pgs_param_text(pgs *s, const char *text);
 /* Runs sql with the parameters added; binary results. *res is set (and must
  * be cleared) only on PGS_OK. */
 int pgs_exec(pgs *s, const char *sql, PGresult **res);
+/* Sends sql with the parameters added without waiting for its result (libpq's
+ * pipeline mode): for statements whose results only matter if they fail.
+ * pgs_exec and pgs_pipe_end wait for everything sent and return the first failure. */
+int pgs_send(pgs *s, const char *sql);
+int pgs_pipe_end(pgs *s);
 /* A statement with no parameters and no rows wanted (text protocol). */
 int pgs_command(pgs *s, const char *sql);
 /* Fails the status for a result (records sqlstate and message). */

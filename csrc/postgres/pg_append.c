@@ -516,9 +516,7 @@ static int append_insert_events(pgs *s, pending_stream *ps, const stream_row *m,
     free(offs);
     if (!st && buf_append(sql, "", 1)) st = PGS_NOMEM;
     if (st) return st;
-    PGresult *r;
-    if ((st = pgs_exec(s, (const char *)sql->data, &r))) return st;
-    PQclear(r);
+    if ((st = pgs_send(s, (const char *)sql->data))) return st;
   }
   return PGS_OK;
 }
@@ -531,12 +529,9 @@ static int append_put_stream(pgs *s, const pending_stream *ps, const stream_row 
   pgs_param_int(s, m->last_position);
   pgs_param_int(s, m->created);
   pgs_param_int(s, m->updated);
-  PGresult *r;
-  int st = pgs_exec(s, "INSERT INTO streams VALUES ($1::bytea, $2::int8, $3::int8, $4::int8, $5::int8, $6::int8)"
-                       " ON CONFLICT (name) DO UPDATE SET count = EXCLUDED.count,"
-                       " last_position = EXCLUDED.last_position, updated = EXCLUDED.updated", &r);
-  if (!st) PQclear(r);
-  return st;
+  return pgs_send(s, "INSERT INTO streams VALUES ($1::bytea, $2::int8, $3::int8, $4::int8, $5::int8, $6::int8)"
+                    " ON CONFLICT (name) DO UPDATE SET count = EXCLUDED.count,"
+                    " last_position = EXCLUDED.last_position, updated = EXCLUDED.updated");
 }
 
 static int kv_apply_ops(pgs *s, append_failure *f) {
@@ -555,36 +550,37 @@ static int kv_apply_ops(pgs *s, append_failure *f) {
     pgs_param_bytes(s, bytes + pk->space_off, pk->space_len);
     if (pk->op != KV_CLEAR) pgs_param_bytes(s, bytes + pk->key_off, pk->key_len);
     if (pk->op == KV_PUT) pgs_param_bytes(s, bytes + pk->val_off, pk->val_len);
+    if (pk->op != KV_CHECK) {          /* only a failure matters: pipelined */
+      int st = pgs_send(s, sql[pk->op]);
+      if (st) return st;
+      continue;
+    }
     PGresult *r;
     int st = pgs_exec(s, sql[pk->op], &r);
     if (st) return st;
-    if (pk->op == KV_CHECK) {
-      int found = PQntuples(r) == 1;
-      int ok = pk->absent ? !found
-                          : found && (size_t)PQgetlength(r, 0, 0) == pk->val_len &&
-                            memcmp(PQgetvalue(r, 0, 0), bytes + pk->val_off, pk->val_len) == 0;
-      PQclear(r);
-      if (!ok) { f->kv_op = i; return PGS_CHECK_FAILED; }
-    } else {
-      PQclear(r);
-    }
+    int found = PQntuples(r) == 1;
+    int ok = pk->absent ? !found
+                        : found && (size_t)PQgetlength(r, 0, 0) == pk->val_len &&
+                          memcmp(PQgetvalue(r, 0, 0), bytes + pk->val_off, pk->val_len) == 0;
+    PQclear(r);
+    if (!ok) { f->kv_op = i; return PGS_CHECK_FAILED; }
   }
   return PGS_OK;
 }
 
 /* Everything between BEGIN and COMMIT. */
 static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs) {
-  PGresult *r;
-  pgs_params_reset(s);
-  /* The lock that orders every write: held until commit. */
-  int st = pgs_exec(s, "SELECT value FROM meta WHERE key = 'head' FOR UPDATE", &r);
-  if (st) return st;
+  /* The transaction, and the lock that orders every write (held until it
+   * ends), in one round trip; the head comes back as text. */
+  PGresult *r = PQexec(s->conn, "BEGIN; SELECT value FROM meta WHERE key = 'head' FOR UPDATE");
+  int st = pgs_result_status(s, r);
+  if (st) { PQclear(r); return st; }
   if (PQntuples(r) != 1) {
     PQclear(r);
     snprintf(s->err, sizeof s->err, "the meta table has no head row");
     return PGS_CORRUPT;
   }
-  int64_t head = pgs_get_int(r, 0, 0), start_head = head;
+  int64_t head = strtoll(PQgetvalue(r, 0, 0), NULL, 10), start_head = head;
   PQclear(r);
   int64_t now = append_now();
   for (size_t i = 0; i < nstreams; i++) {
@@ -622,10 +618,9 @@ static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs) 
     pgs_params_reset(s);
     pgs_param_int(s, head);
     pgs_param_text(s, s->channel);
-    st = pgs_exec(s, "WITH moved AS (UPDATE meta SET value = $1::int8 WHERE key = 'head' RETURNING value)"
-                     " SELECT pg_notify($2::text, (SELECT value FROM moved)::text)", &r);
+    st = pgs_send(s, "WITH moved AS (UPDATE meta SET value = $1::int8 WHERE key = 'head' RETURNING value)"
+                     " SELECT pg_notify($2::text, (SELECT value FROM moved)::text)");
     if (st) return st;
-    PQclear(r);
   }
   return PGS_OK;
 }
@@ -636,10 +631,17 @@ static int append_commit(pgs *s, size_t nstreams, append_failure *f, int dry_run
   int st = PGS_OK;
   for (int attempt = 0; attempt < MAX_RETRIES; attempt++) {
     if ((st = pgs_ready(s))) break;
-    if ((st = pgs_command(s, "BEGIN"))) break;
     st = append_in_txn(s, nstreams, f, &recs);
-    if (st == PGS_OK && !dry_run) st = pgs_command(s, "COMMIT");
-    else pgs_command(s, "ROLLBACK");
+    if (st == PGS_OK) {
+      pgs_params_reset(s);
+      st = pgs_send(s, dry_run ? "ROLLBACK" : "COMMIT");
+      int end = pgs_pipe_end(s);
+      if (!st) st = end;
+    } else {
+      pgs_pipe_end(s);
+    }
+    if (st && PQstatus(s->conn) == CONNECTION_OK && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+      pgs_command(s, "ROLLBACK");
     if (st == PGS_UNAVAILABLE) break;
     if (!(st == PGS_SQL && (strcmp(s->sqlstate, "40001") == 0 || strcmp(s->sqlstate, "40P01") == 0))) break;
     if (PQtransactionStatus(s->conn) != PQTRANS_IDLE) pgs_command(s, "ROLLBACK");

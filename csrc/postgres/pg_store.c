@@ -104,13 +104,69 @@ int pgs_result_status(pgs *s, PGresult *r) {
   return PGS_SQL;
 }
 
-int pgs_exec(pgs *s, const char *sql, PGresult **res) {
+static void pgs_params_fix(pgs *s) {
   pgparams *p = &s->p;
   for (int i = 0; i < p->n; i++)
     if (p->lengths[i] == -8) {
       p->values[i] = (const char *)s->p.ints.data + ((uintptr_t)p->values[i] - 1);
       p->lengths[i] = 8;
     }
+}
+
+int pgs_send(pgs *s, const char *sql) {
+  pgs_params_fix(s);
+  if (!s->piped) {
+    if (!PQenterPipelineMode(s->conn)) { pgs_note_conn_error(s, "postgres"); return PGS_UNAVAILABLE; }
+    s->piped = 1;
+    s->pending = 0;
+  }
+  pgparams *p = &s->p;
+  if (!PQsendQueryParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1)) {
+    pgs_note_conn_error(s, "postgres");
+    s->sqlstate[0] = '\0';
+    return PQstatus(s->conn) == CONNECTION_BAD ? PGS_UNAVAILABLE : PGS_SQL;
+  }
+  s->pending++;
+  return PGS_OK;
+}
+
+int pgs_pipe_end(pgs *s) {
+  if (!s->piped) return PGS_OK;
+  int st = PGS_OK;
+  if (!PQpipelineSync(s->conn)) {
+    pgs_note_conn_error(s, "postgres");
+    st = PGS_UNAVAILABLE;
+  } else {
+    /* Each statement's results end with a NULL; the sync's result ends it all. */
+    for (int nulls = 0;;) {
+      PGresult *r = PQgetResult(s->conn);
+      if (r == NULL) {
+        if (PQstatus(s->conn) == CONNECTION_BAD || ++nulls > s->pending + 1) {
+          pgs_note_conn_error(s, "postgres");
+          if (!st) st = PGS_UNAVAILABLE;
+          break;
+        }
+        continue;
+      }
+      ExecStatusType es = PQresultStatus(r);
+      if (es == PGRES_PIPELINE_SYNC) { PQclear(r); break; }
+      if (es != PGRES_PIPELINE_ABORTED && st == PGS_OK) st = pgs_result_status(s, r);
+      PQclear(r);
+    }
+  }
+  if (PQstatus(s->conn) != CONNECTION_BAD) PQexitPipelineMode(s->conn);
+  s->piped = 0;
+  s->pending = 0;
+  return st;
+}
+
+int pgs_exec(pgs *s, const char *sql, PGresult **res) {
+  if (s->piped) {
+    int st = pgs_pipe_end(s);
+    if (st) return st;
+  }
+  pgs_params_fix(s);
+  pgparams *p = &s->p;
   PGresult *r = PQexecParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1);
   int st = pgs_result_status(s, r);
   if (st) { PQclear(r); return st; }
@@ -119,6 +175,10 @@ int pgs_exec(pgs *s, const char *sql, PGresult **res) {
 }
 
 int pgs_command(pgs *s, const char *sql) {
+  if (s->piped) {
+    int st = pgs_pipe_end(s);
+    if (st) return st;
+  }
   PGresult *r = PQexec(s->conn, sql);
   int st = pgs_result_status(s, r);
   PQclear(r);
@@ -145,10 +205,12 @@ static int pgs_session(pgs *s) {
            s->nosync ? "; SET synchronous_commit TO off" : "");
   PQfreemem(q);
   s->listening = 0;
+  s->piped = 0;
   return pgs_command(s, sql);
 }
 
 int pgs_ready(pgs *s) {
+  if (s->piped) pgs_pipe_end(s);
   if (PQstatus(s->conn) != CONNECTION_OK) {
     PQreset(s->conn);
     if (PQstatus(s->conn) != CONNECTION_OK) {
