@@ -321,6 +321,23 @@ describe("a PostgreSQL store", function()
       assert.equal(2, store:head())
     end)
 
+    it("holds for appends of more ids than one lookup statement takes", function()
+      local store = helpers.open(nil, (helpers.pg_target()))
+      local events = {}
+      for i = 1, 2500 do events[i] = ev(i) end
+      local first = assert(store:append("big-1", events, chronicle.NO_STREAM))
+      assert.same(first, assert(store:append("big-1", events, chronicle.NO_STREAM)))
+      local more = {}
+      for i = 1, 1500 do more[i] = ev(10000 + i) end
+      more[1300] = ev(2400)                     -- one stored id, in the second lookup
+      local res, err = store:append("big-1", more)
+      assert.is_nil(res)
+      assert.equal("duplicate_id", err.code)
+      assert.equal(helpers.uuid(2400), err.id)
+      assert.equal(2400, err.position)
+      assert.equal(2500, store:head())
+    end)
+
     it("refuses the same ids with other data or meta with duplicate_id", function()
       local store = helpers.open(nil, (helpers.pg_target()))
       assert(store:append("d-1", { ev(1) }))

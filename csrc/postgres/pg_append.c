@@ -380,91 +380,118 @@ static int append_twice(pgs *s, const pending_stream *ps, append_failure *f, int
   return dup;
 }
 
-/* Looks up the stream's given ids. Returns PGS_OK with *known = how many are
- * stored; on a full replay that matches, fills ps's results and sets *replayed. */
-static int append_check_ids(pgs *s, pending_stream *ps, const stream_row *m, append_failure *f,
-                            int *replayed) {
-  *replayed = 0;
+#define ID_CHUNK 1000           /* ids per lookup statement */
+
+/* What the id lookups found, over all chunks, in event order. */
+typedef struct replay_scan {
+  size_t stored;             /* events whose id is stored */
+  int partial_found;         /* the first stored event (for a partial replay) */
+  unsigned char partial_id[16];
+  int64_t partial_position;
+  int mismatch;              /* a stored event differs from the one given (or is damaged) */
+  const char *mismatch_code;
+  unsigned char mismatch_id[16];
+  int64_t mismatch_position;
+  uint64_t first_version;
+} replay_scan;
+
+/* Looks up the ids of events [from, to) of the stream (all given) in one statement. */
+static int append_check_chunk(pgs *s, pending_stream *ps, size_t from, size_t to, replay_scan *rs) {
   const unsigned char *bytes = s->scratch_bytes.data;
   buf *sql = &s->sql;
   sql->len = 0;
   const char *head = "SELECT id, position, record FROM events WHERE id IN (";
   if (buf_append(sql, head, strlen(head))) return PGS_NOMEM;
   pgs_params_reset(s);
-  size_t given = 0;
-  for (size_t j = 0; j < ps->n_events; j++) {
-    pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
-    if (!pe->has_id) continue;
+  for (size_t j = from; j < to; j++) {
     char ph[24];
-    int n = snprintf(ph, sizeof ph, "%s$%zu", given ? "," : "", given + 1);
-    if (buf_append(sql, ph, (size_t)n) || pgs_param_bytes(s, pe->id, 16)) return PGS_NOMEM;
-    given++;
+    int n = snprintf(ph, sizeof ph, "%s$%zu::bytea", j > from ? "," : "", j - from + 1);
+    if (buf_append(sql, ph, (size_t)n) || pgs_param_bytes(s, PENDING_EVENTS(s)[ps->first_event + j].id, 16))
+      return PGS_NOMEM;
   }
-  if (given == 0) return PGS_OK;
   if (buf_append(sql, ")", 2)) return PGS_NOMEM;
   PGresult *r;
   int st = pgs_exec(s, (const char *)sql->data, &r);
   if (st) return st;
   int rows = PQntuples(r);
-  if (rows == 0) { PQclear(r); return PGS_OK; }
-  /* Some ids are stored. Walk the events in order: each must be stored,
-   * the same event, at consecutive versions of this stream. */
-  int all = rows == (int)ps->n_events && given == ps->n_events;
-  uint64_t first_version = 0;
-  int same = 1;
-  st = PGS_OK;
-  for (size_t j = 0; j < ps->n_events; j++) {
+  for (size_t j = from; j < to && rows > 0; j++) {
     pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
     int row = -1;
-    for (int k = 0; pe->has_id && k < rows; k++)
+    for (int k = 0; k < rows; k++)
       if (PQgetlength(r, k, 0) == 16 && memcmp(PQgetvalue(r, k, 0), pe->id, 16) == 0) { row = k; break; }
-    if (!all) {
-      /* A partial replay: name the first stored id and where it is. */
-      if (row < 0) continue;
-      f->code = "duplicate_id";
-      memcpy(f->id, pe->id, 16);
-      f->position = pgs_get_int(r, row, 1);
-      st = PGS_REFUSED;
-      break;
-    }
+    if (row < 0) continue;
     int64_t pos = pgs_get_int(r, row, 1);
+    if (!rs->partial_found) {
+      rs->partial_found = 1;
+      memcpy(rs->partial_id, pe->id, 16);
+      rs->partial_position = pos;
+    }
+    rs->stored++;
+    if (rs->mismatch) continue;
     record_view v;
     const char *why;
-    if (record_parse((const unsigned char *)PQgetvalue(r, row, 2), (size_t)PQgetlength(r, row, 2), &v, &why)) {
-      f->code = "corrupt";
-      memcpy(f->id, pe->id, 16);
-      f->position = pos;
-      st = PGS_REFUSED;
-      break;
-    }
-    if (j == 0) first_version = v.version;
-    if (v.stream_len != ps->name_len || memcmp(v.stream, bytes + ps->name_off, v.stream_len) ||
+    int damaged = record_parse((const unsigned char *)PQgetvalue(r, row, 2), (size_t)PQgetlength(r, row, 2), &v, &why);
+    if (!damaged && j == 0) rs->first_version = v.version;
+    if (damaged || v.stream_len != ps->name_len || memcmp(v.stream, bytes + ps->name_off, v.stream_len) ||
         v.type_len != pe->type_len || memcmp(v.type, bytes + pe->type_off, v.type_len) ||
         !codec_equal(v.data, v.data_len, bytes + pe->data_off, pe->data_len) ||
         !codec_equal(v.meta, v.meta_len, bytes + pe->meta_off, pe->meta_len) ||
-        v.version != first_version + j) {
-      f->code = "duplicate_id";
-      memcpy(f->id, pe->id, 16);
-      f->position = pos;
-      same = 0;
-      st = PGS_REFUSED;
-      break;
+        v.version != rs->first_version + j) {
+      rs->mismatch = 1;
+      rs->mismatch_code = damaged ? "corrupt" : "duplicate_id";
+      memcpy(rs->mismatch_id, pe->id, 16);
+      rs->mismatch_position = pos;
+      continue;
     }
     ps->version = v.version;
     ps->position = (uint64_t)pos;
     ps->time = v.time;
   }
   PQclear(r);
-  if (st) return st;
-  if (all && same) {
-    if (!append_replay_place_ok(ps, first_version)) {
-      f->code = "conflict";
-      f->exists = m->exists;
-      f->actual_count = m->exists ? m->count : 0;
-      return PGS_REFUSED;
-    }
-    *replayed = 1;
+  return PGS_OK;
+}
+
+/* Looks up the stream's given ids. Returns PGS_OK when none is stored, or
+ * when every event is a replay of the stored one at the place `expected`
+ * names (then *replayed is set and ps holds the original result);
+ * PGS_REFUSED with f filled otherwise. */
+static int append_check_ids(pgs *s, pending_stream *ps, const stream_row *m, append_failure *f,
+                            int *replayed) {
+  *replayed = 0;
+  size_t given = 0;
+  for (size_t j = 0; j < ps->n_events; j++) given += PENDING_EVENTS(s)[ps->first_event + j].has_id != 0;
+  if (given == 0) return PGS_OK;
+  replay_scan rs;
+  memset(&rs, 0, sizeof rs);
+  /* Chunks of consecutive events that all carry ids (the others cannot be stored). */
+  for (size_t j = 0; j < ps->n_events;) {
+    if (!PENDING_EVENTS(s)[ps->first_event + j].has_id) { j++; continue; }
+    size_t end = j;
+    while (end < ps->n_events && end - j < ID_CHUNK && PENDING_EVENTS(s)[ps->first_event + end].has_id) end++;
+    int st = append_check_chunk(s, ps, j, end, &rs);
+    if (st) return st;
+    j = end;
   }
+  if (rs.stored == 0) return PGS_OK;
+  if (rs.stored < ps->n_events) {        /* a partial replay */
+    f->code = "duplicate_id";
+    memcpy(f->id, rs.partial_id, 16);
+    f->position = rs.partial_position;
+    return PGS_REFUSED;
+  }
+  if (rs.mismatch) {
+    f->code = rs.mismatch_code;
+    memcpy(f->id, rs.mismatch_id, 16);
+    f->position = rs.mismatch_position;
+    return PGS_REFUSED;
+  }
+  if (!append_replay_place_ok(ps, rs.first_version)) {
+    f->code = "conflict";
+    f->exists = m->exists;
+    f->actual_count = m->exists ? m->count : 0;
+    return PGS_REFUSED;
+  }
+  *replayed = 1;
   return PGS_OK;
 }
 
