@@ -91,6 +91,7 @@ build = {
     ["chronicle.cli.arguments"] = "lua/chronicle/cli/arguments.lua",
     ["chronicle.cli.browse"] = "lua/chronicle/cli/browse.lua",
     ["chronicle.cli.context"] = "lua/chronicle/cli/context.lua",
+    ["chronicle.cli.copy"] = "lua/chronicle/cli/copy.lua",
     ["chronicle.cli.integrity"] = "lua/chronicle/cli/integrity.lua",
     ["chronicle.cli.json"] = "lua/chronicle/cli/json.lua",
     ["chronicle.cli.main"] = "lua/chronicle/cli/main.lua",

@@ -384,6 +384,39 @@ describe("a PostgreSQL store", function()
     assert.matches("does not exist", run { "tail", missing })
   end)
 
+  it("is copied from and to a directory by `chronicle copy`, resumably, with ids, times, positions and spaces", function()
+    local cli = helpers.root .. "/bin/chronicle"
+    local function copy(a, b)
+      return helpers.capture("timeout 120 " .. helpers.lua_command(cli, "copy", a, b) .. " 2>&1")
+    end
+    local dir = helpers.tmpdir() .. "/src"
+    local src = helpers.open(nil, dir)
+    for i = 1, 25 do
+      assert(src:append("acct-" .. i % 3, { { type = "D", data = { n = i, f = i / 2, e = {} }, meta = { i = i } } }))
+    end
+    assert(src:write { puts = { { "views#1", "a", { 1, 2.0 } }, { "checkpoints", "p:x", 25 } } })
+    local target = helpers.pg_target()
+    assert.matches("25 events %(25 new%), 2 keys in 2 spaces; verified", copy(dir, target))
+    -- More events in SRC: running it again copies only those.
+    helpers.fill(src, "acct-9", 5)
+    assert.matches("30 events %(5 new%), 2 keys in 2 spaces; verified", copy(dir, target))
+    local pg = helpers.track(assert(chronicle.open(target)))
+    local a, b = helpers.collect(src:read_all()), helpers.collect(pg:read_all())
+    assert(helpers.identical(a, b))
+    assert(helpers.identical({ 1, 2.0 }, pg:kv_get("views#1", "a")))
+    -- And back into a new directory.
+    local back = helpers.tmpdir() .. "/back"
+    assert.matches("30 events %(30 new%)", copy(target, back))
+    local again = helpers.track(assert(chronicle.open(back)))
+    assert(helpers.identical(a, helpers.collect(again:read_all())))
+    -- A DST that is not a copy of SRC is refused.
+    local otherdir = helpers.tmpdir() .. "/other"
+    local other = helpers.open(nil, otherdir)
+    helpers.fill(other, "x-1", 3)
+    other:close()
+    assert.matches("not a copy of SRC", copy(dir, otherdir))
+  end)
+
   it("has no backup of its own: unsupported, pointing to pg_dump", function()
     local store = helpers.open(nil, (helpers.pg_target()))
     local ok, err = store:backup(helpers.tmpdir() .. "/b")

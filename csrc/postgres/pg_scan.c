@@ -741,7 +741,39 @@ static int kv_count(lua_State *L) {
   return 1;
 }
 
+/* store:kv_spaces() -> a list of the spaces holding keys (one index probe per space). */
+static int kv_spaces(lua_State *L) {
+  pgs *s = pgs_check(L, 1);
+  kvread *kr = lua_newuserdatauv(L, sizeof *kr, 0);
+  buf_init(&kr->value);
+  luaL_setmetatable(L, KVREAD_MT);
+  int st = pgs_ready(s);
+  if (!st) {
+    pgs_params_reset(s);
+    PGresult *r;
+    st = pgs_exec(s, "WITH RECURSIVE t(s) AS ((SELECT space FROM kv ORDER BY space LIMIT 1) UNION ALL"
+                     " SELECT (SELECT space FROM kv WHERE space > t.s ORDER BY space LIMIT 1) FROM t"
+                     " WHERE t.s IS NOT NULL) SELECT s FROM t WHERE s IS NOT NULL", &r);
+    if (!st) {
+      for (int k = 0; k < PQntuples(r) && !st; k++) {
+        unsigned char len = (unsigned char)(PQgetlength(r, k, 0) > 255 ? 255 : PQgetlength(r, k, 0));
+        if (buf_append(&kr->value, &len, 1) || buf_append(&kr->value, PQgetvalue(r, k, 0), len)) st = PGS_NOMEM;
+      }
+      PQclear(r);
+    }
+  }
+  if (st) return pgs_push_error(L, s, st, "kv_spaces");
+  lua_createtable(L, 8, 0);
+  lua_Integer i = 0;
+  for (size_t at = 0; at < kr->value.len; at += 1 + kr->value.data[at]) {
+    lua_pushlstring(L, (const char *)kr->value.data + at + 1, kr->value.data[at]);
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
 static const luaL_Reg scan_methods[] = {
+  { "kv_spaces", kv_spaces },
   { "read", scan_read },
   { "read_all", scan_read_all },
   { "streams", scan_streams },

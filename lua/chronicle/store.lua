@@ -59,6 +59,9 @@ function Store:kv_get(space, key) return handle(self):kv_get(space, key) end
 --- Iterates `key, value` of a space in key order: `{prefix=, from=, to=, count=, backward=}`.
 function Store:kv_scan(space, opts) return handle(self):kv_scan(space, opts) end
 
+--- The names of the key-value spaces that hold keys (order unspecified).
+function Store:kv_spaces() return handle(self):kv_spaces() end
+
 --- The number of keys in a space (under `prefix` when given).
 function Store:kv_count(space, prefix) return handle(self):kv_count(space, prefix) end
 

@@ -69,6 +69,8 @@ local function same(a, b)
   return true
 end
 
+M.same = same
+
 -- What makes two events the same for a repeated import: everything but their place.
 local function same_event(stored, stream, ev)
   return stored.stream == stream and stored.type == ev.type and (ev.time == nil or stored.time == ev.time)
