@@ -218,6 +218,73 @@ describe("a PostgreSQL store", function()
     assert.is_true(store:verify().ok)
   end)
 
+  it("keeps every acknowledged event exactly once when the server is stopped -m immediate during appends", function()
+    assert(pgdir, "CHRONICLE_PG_DIR is not set (make test sets it)")
+    local target = helpers.pg_target()
+    local store = helpers.open(nil, target)
+    local dir = helpers.tmpdir()
+    local writer = dir .. "/writer.lua"
+    -- Appends N events with ids, retrying each after `unavailable` (the exactly-once recipe), and
+    -- prints the id of every append the store acknowledged.
+    helpers.write_file(writer, [[
+      local chronicle = require "chronicle"
+      local target, n, started = arg[1], tonumber(arg[2]), arg[3]
+      local store
+      for _ = 1, 600 do
+        store = chronicle.open(target)
+        if store then break end
+        os.execute("sleep 0.05")
+      end
+      assert(store, "cannot open")
+      io.open(started, "w"):close()
+      local retries = 0
+      for i = 1, n do
+        local id = string.format("%08x-0000-7000-8000-%012x", 7, i)
+        local events = { { type = "Paid", id = id, data = { i = i } } }
+        local deadline = os.time() + 60
+        while true do
+          local res, err = store:append("pay-" .. (i % 5), events)
+          if res then break end
+          assert(err.code == "unavailable", tostring(err))
+          retries = retries + 1
+          assert(os.time() < deadline, "the server did not come back")
+          os.execute("sleep 0.05")
+        end
+        io.stdout:write(id, "\n")
+        io.stdout:flush()
+      end
+      io.stderr:write("retries ", retries, "\n")
+    ]])
+    local started = dir .. "/started"
+    local n = 150
+    local child = "timeout 120 " .. helpers.lua_command(writer, target, tostring(n), started) ..
+                  " > " .. dir .. "/acked 2> " .. dir .. "/err"
+    local cluster = "bash " .. helpers.quote(helpers.root .. "/scripts/pg_cluster.sh")
+    -- The writer runs in the background; once it has started, the server is killed and restarted.
+    local script = child .. " & pid=$!; " ..
+      "for i in $(seq 600); do [ -e " .. helpers.quote(started) .. " ] && break; sleep 0.05; done; sleep 0.3; " ..
+      "MODE=immediate " .. cluster .. " restart " .. helpers.quote(pgdir) .. " > /dev/null; wait $pid"
+    local ok = os.execute("sh -c " .. helpers.quote(script))
+    local acked = {}
+    for id in read_file(dir .. "/acked"):gmatch("[^\n]+") do acked[#acked + 1] = id end
+    assert.is_true(ok == true, "the writer failed: " .. read_file(dir .. "/err"))
+    assert.equal(n, #acked)
+    -- This process's connection died with the server too: its first call says so, the next reconnects.
+    local head, herr = store:head()
+    if head == nil then assert.equal("unavailable", herr.code) end
+    assert.equal(n, store:head())
+    local seen = {}
+    local events = helpers.collect(store:read_all())
+    for i, ev in ipairs(events) do
+      assert.equal(i, ev.position)
+      assert.is_nil(seen[ev.id], "stored twice: " .. ev.id)
+      seen[ev.id] = true
+    end
+    for _, id in ipairs(acked) do assert.is_true(seen[id], "acknowledged but missing: " .. id) end
+    assert.equal(n, #events)
+    assert.is_true(store:verify().ok)
+  end)
+
   it("wakes store:wait in one process on an append from another (LISTEN/NOTIFY)", function()
     local target = helpers.pg_target()
     local store = helpers.open(nil, target)
