@@ -189,6 +189,19 @@ describe("a PostgreSQL store", function()
     assert.is_true(store:verify().ok)
   end)
 
+  it("reads large events in batches of about a mebibyte, every one of them, both ways", function()
+    local store = helpers.open(nil, (helpers.pg_target()))
+    local big = string.rep("x", 300 * 1024)
+    for i = 1, 12 do assert(store:append("big-1", { { type = "Big", data = { i = i, blob = big } } })) end
+    local fwd = helpers.collect(store:read_all())
+    assert.same({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 }, helpers.pluck(fwd, "position"))
+    assert.equal(big, fwd[12].data.blob)
+    local back = helpers.collect(store:read("big-1", { backward = true }))
+    assert.same({ 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0 }, helpers.pluck(back, "version"))
+    local _, n = store:fold({ category = "big" }, 0, function(acc) return acc + 1 end)
+    assert.equal(12, n)
+  end)
+
   it("rolls a dry run back: nothing of it is stored", function()
     local store = helpers.open(nil, (helpers.pg_target()))
     local res = assert(store:write { appends = { { stream = "d-1", events = { { type = "T" } } } },

@@ -90,6 +90,11 @@ int pgs_exec(pgs *s, const char *sql, PGresult **res);
  * pgs_exec and pgs_pipe_end wait for everything sent and return the first failure. */
 int pgs_send(pgs *s, const char *sql);
 int pgs_pipe_end(pgs *s);
+/* Sends sql with the parameters added in single-row mode; then pgs_next_row
+ * returns each row as its own result (to clear), and NULL at the end or on a
+ * failure (*st set). Every row must be read before the next statement. */
+int pgs_send_rows(pgs *s, const char *sql);
+PGresult *pgs_next_row(pgs *s, int *st);
 /* A statement with no parameters and no rows wanted (text protocol). */
 int pgs_command(pgs *s, const char *sql);
 /* Fails the status for a result (records sqlstate and message). */

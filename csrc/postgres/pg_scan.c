@@ -14,7 +14,9 @@
 #include "pg.h"
 
 #define PGSCAN_MT "chronicle.postgres.scanner"
-#define SCAN_BATCH 256
+#define SCAN_BATCH 256           /* rows of a scan's first batch */
+#define SCAN_BATCH_MAX 4096      /* ... growing while batches stay small */
+#define SCAN_BATCH_BYTES (1u << 20)
 #define SCAN_MAX_TYPES 64
 
 void pgs_push_stream_info(lua_State *L, const char *name, size_t len, int64_t count, int64_t first,
@@ -54,6 +56,7 @@ typedef struct scanner {
   char (*types)[RECORD_MAX_TYPE];          /* malloc'd when a types filter is given */
   buf records, items, sql;
   size_t at, count;
+  int limit;                                /* rows per statement: grows while batches stay under 1 MiB */
   int err_status;                           /* PGS_* met after the batch's good records */
   int64_t err_position;
   char err[600];
@@ -279,25 +282,31 @@ static int scan_fill_events(scanner *sc, pgs *s) {
   st |= scan_sql(sc, " ORDER BY ");
   st |= scan_sql(sc, col);
   st |= scan_sql(sc, sc->backward ? " DESC" : "");
-  int limit = SCAN_BATCH;
+  if (sc->limit == 0) sc->limit = SCAN_BATCH;
+  int limit = sc->limit;
   if (sc->remaining > 0 && sc->remaining < limit && (sql_types || !sc->types)) limit = (int)sc->remaining;
   st |= scan_sqlf(sc, " LIMIT %d", limit);
   if (st || buf_append(&sc->sql, "", 1)) return PGS_NOMEM;
+  /* Rows arrive one at a time (single-row mode): copying stops at SCAN_BATCH_BYTES, so a
+   * batch of large events holds about that much; the rows after it are read again next time. */
+  if ((st = pgs_send_rows(s, (const char *)sc->sql.data))) return st;
+  int rows = 0, stop = 0, end = 0;
   PGresult *r;
-  if ((st = pgs_exec(s, (const char *)sc->sql.data, &r))) return st;
-  int rows = PQntuples(r), end = rows < limit;
-  for (int k = 0; k < rows; k++) {
-    uint64_t pos = (uint64_t)pgs_get_int(r, k, 0);
-    const unsigned char *rec = (const unsigned char *)PQgetvalue(r, k, 1);
-    size_t len = (size_t)PQgetlength(r, k, 1);
+  while ((r = pgs_next_row(s, &st)) != NULL) {
+    rows++;
+    if (stop) { PQclear(r); continue; }
+    uint64_t pos = (uint64_t)pgs_get_int(r, 0, 0);
+    const unsigned char *rec = (const unsigned char *)PQgetvalue(r, 0, 1);
+    size_t len = (size_t)PQgetlength(r, 0, 1);
     record_view v;
     const char *why;
     if (record_parse(rec, len, &v, &why) != 0) {
       sc->err_status = PGS_CORRUPT;
       sc->err_position = (int64_t)pos;
       snprintf(sc->err, sizeof sc->err, "event at position %llu is damaged: %s", (unsigned long long)pos, why);
-      sc->done = 1;
-      break;
+      sc->done = stop = 1;
+      PQclear(r);
+      continue;
     }
     uint64_t at = sc->mode == SCAN_STREAM ? v.version : pos;
     /* Where the next batch starts (the statement already kept to the bound). */
@@ -307,23 +316,31 @@ static int scan_fill_events(scanner *sc, pgs *s) {
     } else {
       sc->next = at + 1;
     }
+    int wanted = 1;
     if ((sc->has_until_position && pos > sc->until_position) || (sc->has_until_time && v.time > sc->until_time)) {
-      if (sc->backward) continue;
-      sc->done = 1;
-      break;
+      wanted = 0;
+      if (!sc->backward) sc->done = stop = 1;
     }
-    if (!scan_type_wanted(sc, &v)) continue;
-    scan_item it = { sc->records.len, len, pos };
-    if (buf_append(&sc->records, rec, len) || buf_append(&sc->items, &it, sizeof it)) {
-      sc->err_status = PGS_NOMEM;
-      sc->done = 1;
-      break;
+    if (wanted && scan_type_wanted(sc, &v)) {
+      scan_item it = { sc->records.len, len, pos };
+      if (buf_append(&sc->records, rec, len) || buf_append(&sc->items, &it, sizeof it)) {
+        sc->err_status = PGS_NOMEM;
+        sc->done = stop = 1;
+      } else {
+        sc->count++;
+        if (sc->remaining > 0 && --sc->remaining == 0) sc->done = stop = 1;
+        else if (sc->records.len >= SCAN_BATCH_BYTES) stop = 1;
+      }
     }
-    sc->count++;
-    if (sc->remaining > 0 && --sc->remaining == 0) { sc->done = 1; break; }
+    if (end) stop = 1;
+    PQclear(r);
   }
-  if (end) sc->done = 1;
-  PQclear(r);
+  if (st) return st;
+  if (end || (!stop && rows < limit)) sc->done = 1;
+  /* The next statement fetches more rows while this batch's bytes were well under the cap,
+   * fewer when over it. */
+  if (sc->records.len < SCAN_BATCH_BYTES / 4 && sc->limit < SCAN_BATCH_MAX) sc->limit *= 2;
+  else if (sc->records.len > SCAN_BATCH_BYTES && sc->limit > 1) sc->limit /= 2;
   return PGS_OK;
 }
 

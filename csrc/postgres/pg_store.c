@@ -174,6 +174,37 @@ int pgs_exec(pgs *s, const char *sql, PGresult **res) {
   return PGS_OK;
 }
 
+int pgs_send_rows(pgs *s, const char *sql) {
+  if (s->piped) {
+    int st = pgs_pipe_end(s);
+    if (st) return st;
+  }
+  pgs_params_fix(s);
+  pgparams *p = &s->p;
+  if (!PQsendQueryParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1)) {
+    pgs_note_conn_error(s, "postgres");
+    s->sqlstate[0] = '\0';
+    return PQstatus(s->conn) == CONNECTION_BAD ? PGS_UNAVAILABLE : PGS_SQL;
+  }
+  PQsetSingleRowMode(s->conn);
+  return PGS_OK;
+}
+
+PGresult *pgs_next_row(pgs *s, int *st) {
+  PGresult *r;
+  while ((r = PQgetResult(s->conn)) != NULL) {
+    ExecStatusType es = PQresultStatus(r);
+    if (es == PGRES_SINGLE_TUPLE) return r;
+    if (es != PGRES_TUPLES_OK && *st == PGS_OK) *st = pgs_result_status(s, r);
+    PQclear(r);
+  }
+  if (*st == PGS_OK && PQstatus(s->conn) == CONNECTION_BAD) {
+    pgs_note_conn_error(s, "postgres");
+    *st = PGS_UNAVAILABLE;
+  }
+  return NULL;
+}
+
 int pgs_command(pgs *s, const char *sql) {
   if (s->piped) {
     int st = pgs_pipe_end(s);
