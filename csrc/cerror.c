@@ -3,7 +3,9 @@
 #include <stdarg.h>
 #include <string.h>
 #include <lauxlib.h>
+#ifndef CERR_NO_LMDB      /* the PostgreSQL module builds this file without LMDB */
 #include <lmdb.h>
+#endif
 #include "cerror.h"
 
 #define CERR_MT "chronicle.error"
@@ -35,6 +37,7 @@ int cerr_result(lua_State *L, const char *code, const char *fmt, ...) {
   return 2;
 }
 
+#ifndef CERR_NO_LMDB
 const char *cerr_code_of(int rc) {
   switch (rc) {
     case MDB_MAP_FULL: return "map_full";
@@ -62,6 +65,8 @@ int cerr_mdb_result(lua_State *L, int rc, const char *what) {
   cerr_push_mdb(L, rc, what);
   return 2;
 }
+
+#endif
 
 static int cerr_tostring(lua_State *L) {
   lua_getfield(L, 1, "code");

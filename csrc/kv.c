@@ -233,9 +233,57 @@ static int kv_count(lua_State *L) {
   return 1;
 }
 
+/* store:kv_spaces() -> a list of the key-value spaces holding keys (order unspecified).
+ * One seek per space: after a space's first key it seeks past every key of the space. */
+static int kv_spaces(lua_State *L) {
+  store *s = store_check(L, 1);
+  buf names;                   /* u8 length | name, for each space */
+  buf_init(&names);
+  kvread *r = lua_newuserdatauv(L, sizeof *r, 0);   /* owns `names` if a push below raises */
+  memset(r, 0, sizeof *r);
+  luaL_setmetatable(L, KVREAD_MT);
+  MDB_txn *txn;
+  int rc = store_read_begin(s, &txn);
+  if (rc) return cerr_mdb_result(L, rc, "kv_spaces");
+  MDB_cursor *c;
+  rc = mdb_cursor_open(txn, s->e->dbi[DB_KV], &c);
+  if (!rc) {
+    MDB_val k, d;
+    unsigned char next[1 + KV_MAX_SPACE + 1];
+    for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;) {
+      const unsigned char *key = k.mv_data;
+      size_t slen = key[0];
+      if (k.mv_size < 1 + slen || buf_append(&names, key, 1 + slen)) { rc = k.mv_size < 1 + slen ? MDB_CORRUPTED : ENOMEM; break; }
+      /* Past every key of the space: its last byte that is not 0xff, plus one (or the next
+       * length when the name is all 0xff). */
+      memcpy(next, key, 1 + slen);
+      size_t n = 1 + slen;
+      while (n > 1 && next[n - 1] == 0xff) n--;
+      if (n == 1) { next[0]++; n = 1; if (next[0] == 0) break; }
+      else next[n - 1]++;
+      MDB_val nk = { n, next };
+      k = nk;
+      rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+    }
+    mdb_cursor_close(c);
+    if (rc == MDB_NOTFOUND) rc = 0;
+  }
+  store_read_end(s, txn);
+  r->value = names;            /* freed by the userdata's __gc */
+  if (rc) return cerr_mdb_result(L, rc, "kv_spaces");
+  lua_createtable(L, 8, 0);
+  lua_Integer i = 0;
+  for (size_t at = 0; at < names.len; at += 1 + names.data[at]) {
+    lua_pushlstring(L, (const char *)names.data + at + 1, names.data[at]);
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
 static const luaL_Reg kv_methods[] = {
   { "kv_get", kv_get },
   { "kv_count", kv_count },
+  { "kv_spaces", kv_spaces },
   { NULL, NULL }
 };
 

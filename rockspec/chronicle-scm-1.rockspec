@@ -31,6 +31,7 @@ external_dependencies = {
   LMDB = { header = "lmdb.h", library = "lmdb" },
   MSGPACK = { header = "msgpack.h" },   -- headers only: csrc/codec.c instantiates its packer template
   XXHASH = { header = "xxhash.h", library = "xxhash" },
+  PQ = { header = "postgresql/libpq-fe.h", library = "pq" },   -- chronicle.postgres (Debian: libpq-dev)
 }
 
 build = {
@@ -66,12 +67,35 @@ build = {
       incdirs = { "csrc", "$(LMDB_INCDIR)", "$(MSGPACK_INCDIR)", "$(XXHASH_INCDIR)" },
       libdirs = { "$(LMDB_LIBDIR)", "$(XXHASH_LIBDIR)" },
     },
+    ["chronicle.postgres"] = {
+      sources = {
+        -- begin: make rockspec pgsources
+        "csrc/postgres/pg_admin.c",
+        "csrc/postgres/pg_append.c",
+        "csrc/postgres/pg_scan.c",
+        "csrc/postgres/pg_store.c",
+        "csrc/buf.c",
+        "csrc/cerror.c",
+        "csrc/codec.c",
+        "csrc/event_table.c",
+        "csrc/options.c",
+        "csrc/record.c",
+        "csrc/uuid.c",
+        -- end: make rockspec pgsources
+      },
+      defines = { "_GNU_SOURCE", "CERR_NO_LMDB" },
+      libraries = { "pq", "xxhash", "pthread" },
+      incdirs = { "csrc", "$(PQ_INCDIR)/postgresql", "$(MSGPACK_INCDIR)", "$(XXHASH_INCDIR)" },
+      libdirs = { "$(PQ_LIBDIR)", "$(XXHASH_LIBDIR)" },
+    },
     -- begin: make rockspec modules
     ["chronicle"] = "lua/chronicle/init.lua",
     ["chronicle.aggregate"] = "lua/chronicle/aggregate.lua",
+    ["chronicle.backends"] = "lua/chronicle/backends.lua",
     ["chronicle.cli.arguments"] = "lua/chronicle/cli/arguments.lua",
     ["chronicle.cli.browse"] = "lua/chronicle/cli/browse.lua",
     ["chronicle.cli.context"] = "lua/chronicle/cli/context.lua",
+    ["chronicle.cli.copy"] = "lua/chronicle/cli/copy.lua",
     ["chronicle.cli.deadletters"] = "lua/chronicle/cli/deadletters.lua",
     ["chronicle.cli.integrity"] = "lua/chronicle/cli/integrity.lua",
     ["chronicle.cli.json"] = "lua/chronicle/cli/json.lua",

@@ -11,6 +11,7 @@ packages=(
   lua-http lua-cqueues curl chromium chromium-driver wrk
   luarocks
   valgrind clang libclang-rt-14-dev
+  postgresql libpq-dev
 )
 
 missing=()

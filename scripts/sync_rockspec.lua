@@ -1,6 +1,7 @@
 -- `make rockspec`: rewrites the generated parts of rockspec/chronicle-scm-1.rockspec from the
--- tree (every csrc/*.c as a source of chronicle.core, every lua/chronicle/*.lua as a module,
--- every file of the web console as an installed file),
+-- tree (every csrc/*.c as a source of chronicle.core, csrc/postgres/*.c and the shared sources
+-- it compiles in for chronicle.postgres, every lua/chronicle/*.lua as a module, every file of
+-- the web console as an installed file),
 -- between the "-- begin: make rockspec" and "-- end: make rockspec" lines.
 local ROCKSPEC = arg[1] or "rockspec/chronicle-scm-1.rockspec"
 
@@ -16,10 +17,17 @@ local function module_name(file)
   return (file:gsub("^lua/", ""):gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", "."))
 end
 
-local sources = {}
+-- The PostgreSQL module's own folder, and the shared sources it compiles in (as the Makefile's PG_SRC).
+local PG_DIR = "csrc/postgres/"
+local PG_SHARED = { "csrc/buf.c", "csrc/cerror.c", "csrc/codec.c", "csrc/event_table.c", "csrc/options.c",
+                    "csrc/record.c", "csrc/uuid.c" }
+
+local sources, pgsources = {}, {}
 for _, f in ipairs(files("find csrc -name '*.c' -not -path '*/.*' | LC_ALL=C sort")) do
-  sources[#sources + 1] = ('        "%s",'):format(f)
+  if f:sub(1, #PG_DIR) == PG_DIR then pgsources[#pgsources + 1] = ('        "%s",'):format(f)
+  else sources[#sources + 1] = ('        "%s",'):format(f) end
 end
+for _, f in ipairs(PG_SHARED) do pgsources[#pgsources + 1] = ('        "%s",'):format(f) end
 
 local modules = {}
 for _, f in ipairs(files("find lua/chronicle -name '*.lua' -not -path '*/.*' | LC_ALL=C sort")) do
@@ -40,7 +48,7 @@ local f = assert(io.open(ROCKSPEC, "r"))
 local text = f:read("a")
 f:close()
 
-local blocks = { sources = sources, modules = modules, web = web }
+local blocks = { sources = sources, pgsources = pgsources, modules = modules, web = web }
 local count = 0
 text = text:gsub("(\n[ \t]*%-%- begin: make rockspec (%a+)\n).-([ \t]*%-%- end: make rockspec %a+\n)",
   function(head, which, tail)
@@ -48,9 +56,10 @@ text = text:gsub("(\n[ \t]*%-%- begin: make rockspec (%a+)\n).-([ \t]*%-%- end: 
     count = count + 1
     return head .. table.concat(lines, "\n") .. (#lines > 0 and "\n" or "") .. tail
   end)
-assert(count == 3, ROCKSPEC .. ": expected the three generated blocks (sources, modules, web), found " .. count)
+assert(count == 4, ROCKSPEC .. ": expected the four generated blocks (sources, pgsources, modules, web), found " .. count)
 
 f = assert(io.open(ROCKSPEC, "w"))
 f:write(text)
 f:close()
-print(("%s: %d C sources, %d Lua modules, %d web files"):format(ROCKSPEC, #sources, #modules, #web))
+print(("%s: %d C sources, %d for chronicle.postgres, %d Lua modules, %d web files"):format(ROCKSPEC, #sources,
+  #pgsources, #modules, #web))

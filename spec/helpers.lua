@@ -60,9 +60,51 @@ function helpers.track(store)
   return store
 end
 
---- Opens a store (in a new temporary directory unless `dir` is given); fails the test if it cannot.
--- @return store, dir
+--- The backend `helpers.open` gives: "lmdb" (default) or "postgres"
+-- (CHRONICLE_SPEC_BACKEND=postgres, with CHRONICLE_PG_URL naming a server).
+helpers.backend = os.getenv("CHRONICLE_SPEC_BACKEND") or "lmdb"
+
+local schemas = {}
+local schema_seq = 0
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+
+--- The PostgreSQL server the specs use (`make test` starts one and sets CHRONICLE_PG_URL).
+function helpers.pg_url()
+  local url = os.getenv("CHRONICLE_PG_URL")
+  if not url or url == "" then
+    error("CHRONICLE_PG_URL is not set: run PostgreSQL specs through `make test SPECS=...`, " ..
+          "which starts a throwaway cluster (scripts/pg_cluster.sh)", 2)
+  end
+  return url
+end
+
+--- A URL for a fresh store on the spec server: a new schema, dropped by `helpers.cleanup`.
+function helpers.pg_target(name)
+  schema_seq = schema_seq + 1
+  local schema = name or string.format("spec_%d_%06d_%d", os.time() % 100000, math.random(0, 999999), schema_seq)
+  schemas[#schemas + 1] = schema
+  local url = helpers.pg_url()
+  return url .. (url:find("?", 1, true) and "&" or "?") .. "schema=" .. schema, schema
+end
+
+--- Runs one SQL statement on the spec server with psql; returns its output and whether it succeeded.
+function helpers.psql(sql)
+  local p = assert(io.popen("timeout 30 psql -qAtX " .. helpers.quote(helpers.pg_url()) .. " -c " ..
+                            helpers.quote(sql) .. " 2>&1"))
+  local out = p:read("a")
+  local ok = p:close()
+  return (out:gsub("\n$", "")), ok == true
+end
+
+--- Opens a store (in a new temporary directory unless `dir` is given; on a fresh
+-- PostgreSQL schema instead when helpers.backend is "postgres"); fails the test if it cannot.
+-- @return store, dir (the directory or URL, to open the same store again)
 function helpers.open(opts, dir)
+  if not dir and helpers.backend == "postgres" then
+    opts = opts and helpers.shallow_copy(opts)
+    if opts then opts.map_size = nil end
+    dir = helpers.pg_target()
+  end
   dir = dir or (helpers.tmpdir() .. "/store")
   local store, err = chronicle.open(dir, opts)
   assert(store, "chronicle.open failed: " .. tostring(err))
@@ -79,6 +121,21 @@ function helpers.cleanup()
     os.execute("rm -rf " .. helpers.quote(dirs[i]))
     dirs[i] = nil
   end
+  if #schemas > 0 then
+    local drops = {}
+    for i = #schemas, 1, -1 do
+      drops[#drops + 1] = "DROP SCHEMA IF EXISTS " .. schemas[i] .. " CASCADE;"
+      schemas[i] = nil
+    end
+    helpers.psql(table.concat(drops, " "))
+  end
+end
+
+--- A copy of a table's first level.
+function helpers.shallow_copy(t)
+  local out = {}
+  for k, v in pairs(t) do out[k] = v end
+  return out
 end
 
 --- Collects what a generic-for iterator yields into a list (closing it properly).

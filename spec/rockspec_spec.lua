@@ -90,10 +90,25 @@ describe("the rockspec", function()
     for _, src in ipairs(modules["chronicle.core"].sources) do listed[src] = true end
     local missing = {}
     for _, file in ipairs(files_under("csrc", "*.c")) do
-      if not listed[file] then missing[#missing + 1] = '"' .. file .. '"' end
+      if not listed[file] and not file:find("^csrc/postgres/") then missing[#missing + 1] = '"' .. file .. '"' end
     end
     assert(#missing == 0, ROCKSPEC .. " does not compile these C files (run `make rockspec`, or add " ..
            "to build.modules[\"chronicle.core\"].sources):\n  " .. table.concat(missing, ",\n  "))
+  end)
+
+  it("builds chronicle.postgres from every csrc/postgres/*.c file, and chronicle.core from none", function()
+    assert.is_table(modules["chronicle.postgres"], "no chronicle.postgres module")
+    local listed = {}
+    for _, src in ipairs(modules["chronicle.postgres"].sources) do listed[src] = true end
+    local missing = {}
+    for _, file in ipairs(files_under("csrc/postgres", "*.c")) do
+      if not listed[file] then missing[#missing + 1] = '"' .. file .. '"' end
+    end
+    assert(#missing == 0, ROCKSPEC .. " does not compile these C files into chronicle.postgres (run `make rockspec`):\n  " ..
+           table.concat(missing, ",\n  "))
+    for _, src in ipairs(modules["chronicle.core"].sources) do
+      assert.is_nil(src:find("^csrc/postgres/"), src .. " is compiled into chronicle.core, which must not need libpq")
+    end
   end)
 
   it("names no file that does not exist", function()
@@ -104,7 +119,9 @@ describe("the rockspec", function()
     end
     for name, m in pairs(modules) do
       if type(m) == "string" then check(m)
-      elseif name == "chronicle.core" then for _, src in ipairs(m.sources) do check(src) end end
+      elseif name == "chronicle.core" or name == "chronicle.postgres" then
+        for _, src in ipairs(m.sources) do check(src) end
+      end
     end
     for _, file in pairs(spec.build.install and spec.build.install.bin or {}) do check(file) end
     for _, file in pairs(spec.build.install and spec.build.install.lua or {}) do check(file) end
@@ -151,6 +168,7 @@ describe("luarocks make with the rockspec", function()
       local chronicle = require "chronicle"
       print("module", package.searchpath("chronicle", package.path))
       print("core", package.searchpath("chronicle.core", package.cpath))
+      print("postgres", package.searchpath("chronicle.postgres", package.cpath), type(require("chronicle.postgres").open))
       local store = assert(chronicle.open(arg[1]))
       local r = assert(store:append("greeting-1", { { type = "Said", data = { text = "hello", n = 42 } } },
                                     { expected = chronicle.NO_STREAM }))
@@ -176,6 +194,7 @@ describe("luarocks make with the rockspec", function()
 
     assert.matches("module\t" .. tree:gsub("%p", "%%%0") .. "/share/lua/5.4/chronicle/init.lua\n", out, 1)
     assert.matches("core\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5.4/chronicle/core.so\n", out, 1)
+    assert.matches("postgres\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5.4/chronicle/postgres.so\tfunction\n", out, 1)
     assert.matches("appended\t0\t1\n", out, 1, true)
     assert.matches("console\t" .. tree:gsub("%p", "%%%0") .. "/share/lua/5.4/chronicle/server/web\n", out, 1)
     local page = io.open(tree .. "/share/lua/5.4/chronicle/server/web/index.html")

@@ -1,6 +1,6 @@
 --- chronicle: an embedded event-sourcing engine for Lua 5.4.
 -- The public module: opening stores, the expected-version constants and the
--- Store methods. The storage work happens in `chronicle.core` (C, LMDB).
+-- Store methods. The storage work happens in a backend (chronicle.backends).
 -- @module chronicle
 local core = require "chronicle.core"
 local Store = require "chronicle.store"
@@ -31,30 +31,34 @@ M.error = core.error
 --- True when `v` is an error value built by chronicle.
 M.is_error = core.is_error
 
-local open_options = {
-  durability = options.one_of("full", "nometasync", "nosync"), readonly = "boolean",
-  map_size = "integer", max_event_size = "integer",
-}
+local backends = require "chronicle.backends"
 
---- Opens (creating when missing) the store in directory `dir`.
--- @tparam string dir the store's directory
+--- Opens (creating when missing) the store at `target`: a directory (the LMDB
+-- backend) or a `postgresql://user@host:port/db?schema=NAME` URL (the
+-- PostgreSQL backend); chronicle.backends picks the backend.
+-- @tparam string target the store's directory or URL
 -- @tparam[opt] table opts `durability` ("full" | "nometasync" | "nosync"),
---   `readonly`, `map_size` (initial bytes), `max_event_size` (bytes)
+--   `readonly`, `map_size` (initial bytes, LMDB only), `max_event_size` (bytes)
 -- @treturn[1] Store the store
 -- @treturn[2] nil
--- @treturn[2] table error with `code` ("not_a_store", "unsupported_format", "locked", ...)
-function M.open(dir, opts)
-  if type(dir) ~= "string" or dir == "" then
-    error("bad argument #1 to 'open' (directory name expected, got " .. type(dir) .. ")", 2)
+-- @treturn[2] table error with `code` ("not_a_store", "unsupported_format", "locked", "unavailable", ...)
+function M.open(target, opts)
+  if type(target) ~= "string" or target == "" then
+    error("bad argument #1 to 'open' (directory name or URL expected, got " .. type(target) .. ")", 2)
   end
-  if dir:find("\0", 1, true) then error("bad argument #1 to 'open' (path must not contain a NUL byte)", 2) end
+  if target:find("\0", 1, true) then error("bad argument #1 to 'open' (path must not contain a NUL byte)", 2) end
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #2 to 'open' (table of options expected, got " .. type(opts) .. ")", 2)
   end
-  options.check("open", opts, open_options, 2)
-  local handle, err = core.open(dir, opts)
+  local backend = backends.for_target(target)
+  if not backend then
+    return nil, core.error("unsupported", "no storage backend opens '" .. target ..
+                           "' (a directory, or a postgresql:// URL)", { target = target })
+  end
+  options.check("open", opts, backend.options, 2)
+  local handle, err = backends.module(backend).open(target, opts)
   if not handle then return nil, err end
-  return Store.new(handle, dir, opts or {})
+  return Store.new(handle, target, opts or {})
 end
 
 --- Defines an aggregate: `{ name, initial, apply, commands, snapshot_every,

@@ -61,6 +61,9 @@ function Store:kv_get(space, key) return handle(self):kv_get(space, key) end
 --- Iterates `key, value` of a space in key order: `{prefix=, from=, to=, count=, backward=}`.
 function Store:kv_scan(space, opts) return handle(self):kv_scan(space, opts) end
 
+--- The names of the key-value spaces that hold keys (order unspecified).
+function Store:kv_spaces() return handle(self):kv_spaces() end
+
 --- The number of keys in a space (under `prefix` when given).
 function Store:kv_count(space, prefix) return handle(self):kv_count(space, prefix) end
 
@@ -118,7 +121,8 @@ function Store:verify(opts) return handle(self):verify(opts) end
 function Store:wait(after, timeout) return handle(self):wait(after, timeout) end
 
 --- Writes a consistent, compacted copy of the store into directory `dest`
--- (LMDB's copy, under one read transaction: other processes may keep writing).
+-- (on LMDB a compacted copy under one read transaction, while other processes may keep
+-- writing; a PostgreSQL store returns nil, err(unsupported): use pg_dump).
 -- `opts.progress(bytes_done, bytes_total)` is called now and then; it may read the store;
 -- writing to it or closing it raises, and an error it raises stops the backup (no copy is
 -- left) and is raised by `backup`.

@@ -30,7 +30,7 @@ function M.parser(version)
   parser:flag("--version", "Print the version and exit.")
     :action(function() io.stdout:write(version, "\n"); os.exit(0) end)
 
-  local function store_dir(cmd) cmd:argument("dir", "The store's directory.") end
+  local function store_dir(cmd) cmd:argument("dir", "The store's directory (or postgresql:// URL).") end
 
   local repl = parser:command("repl", "A Lua REPL with the store open as `store` and helpers bound.")
     :summary("A Lua REPL with the store open as `store` and helpers bound.")
@@ -97,6 +97,16 @@ function M.parser(version)
                  .. "it does not exist.")
   store_dir(import)
   import:argument("file", "The file to read, or - for standard input.")
+
+  local copy = parser:command("copy", "Copy a whole store to another (LMDB and PostgreSQL), then verify it.")
+    :summary("Copy a whole store to another (LMDB and PostgreSQL), then verify it.")
+    :description("Copy every event of SRC (ids, times, positions, metadata, schema versions) and every "
+                 .. "key-value space (views, checkpoints, snapshots, dead letters) into DST, a directory or a "
+                 .. "postgresql:// URL, created when missing. An interrupted copy resumes where it stopped when "
+                 .. "run again; at the end the two stores are compared event by event and key by key. Nothing "
+                 .. "else may write DST while it runs, and SRC should not be written either.")
+  copy:argument("src", "The store to copy: a directory or a URL.")
+  copy:argument("dst", "The store to write: a directory or a URL.")
 
   local backup = parser:command("backup", "A consistent, compacted copy of a store, then verified.")
     :summary("A consistent, compacted copy of a store, then verified.")

@@ -41,7 +41,7 @@ function M.stats(args)
       { "last event", last and time.iso(last.time, 3) or "-" },
       { "file size", output.bytes(s.file_size) },
       { "used", output.bytes(s.used_bytes) },
-      { "map size", output.bytes(s.map_size) },
+      { "map size", s.map_size and output.bytes(s.map_size) or "- (LMDB only)" },
       { "page size", tostring(s.page_size) },
     }, io.stdout, paint)
   end

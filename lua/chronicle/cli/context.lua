@@ -37,8 +37,14 @@ end
 -- @tparam string mode "read" (read-only; the store must exist), "write" (the store must
 --   exist) or "create" (created when missing)
 function M.open(dir, mode)
-  if mode == "write" and not exists(dir .. "/data.mdb") then
-    M.fail("no store at " .. dir)
+  if mode == "write" then
+    if dir:find("^%a[%w+.-]*://") then          -- a URL (PostgreSQL): the store must exist too
+      local probe, perr = chronicle.open(dir, { readonly = true })
+      if not probe then M.fail(perr.code == "not_found" and "no store at " .. dir or M.describe(perr)) end
+      probe:close()
+    elseif not exists(dir .. "/data.mdb") then
+      M.fail("no store at " .. dir)
+    end
   end
   local store, err = chronicle.open(dir, mode == "read" and { readonly = true } or nil)
   if not store then M.fail(M.describe(err)) end

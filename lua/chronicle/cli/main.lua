@@ -19,6 +19,7 @@ local commands = {
   export = { "chronicle.cli.transfer", "export" },
   import = { "chronicle.cli.transfer", "import" },
   backup = { "chronicle.cli.integrity", "backup" },
+  copy = { "chronicle.cli.copy", "copy" },
   verify = { "chronicle.cli.integrity", "verify" },
   project = { "chronicle.cli.projections", "project" },
   rebuild = { "chronicle.cli.projections", "rebuild" },

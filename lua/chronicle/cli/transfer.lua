@@ -64,6 +64,29 @@ local function refused_line(entries, batch, raised)
   return string.format("line %d: %s", batch[1].line, message)
 end
 
+--- Two values are the same when they would export the same: integer vs float, -0.0 vs 0.0
+-- and every key count; NaN equals NaN. (chronicle copy compares what it copied with it.)
+local function same(a, b)
+  if a == b then
+    if math.type(a) == "float" then return math.type(b) == "float" and (a ~= 0 or 1 / a == 1 / b) end
+    return math.type(a) == math.type(b)
+  end
+  local ta = type(a)
+  if ta ~= type(b) then return false end
+  if ta == "number" then return a ~= a and b ~= b and math.type(b) == "float" end
+  if ta ~= "table" then return false end
+  for k, v in pairs(a) do
+    local w = rawget(b, k)
+    if w == nil or not same(v, w) then return false end
+  end
+  for k in pairs(b) do
+    if rawget(a, k) == nil then return false end
+  end
+  return true
+end
+
+M.same = same
+
 -- Appends a batch in one transaction, consecutive events of a stream as one entry.
 -- Returns the counts written and skipped (entries the store found already stored:
 -- idempotent replays, told by the store itself, so another import running at the same

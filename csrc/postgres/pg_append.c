@@ -1,0 +1,856 @@
+/* store:append, append_many and write on PostgreSQL. As on LMDB, everything a
+ * caller can get wrong is checked and encoded first with no transaction open;
+ * then one transaction takes the row lock on meta.head (so appends commit one
+ * after another, in position order, with no gaps: a reader that has seen
+ * position p never later finds an event below p), checks expected versions
+ * and ids, writes every event or none, applies the key-value ops, and sends a
+ * NOTIFY that commits with it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <lauxlib.h>
+#include "../bytes.h"
+#include "../cerror.h"
+#include "../codec.h"
+#include "../record.h"
+#include "../uuid.h"
+#include "pg.h"
+
+enum { EXPECT_ANY, EXPECT_NO_STREAM, EXPECT_EXISTS, EXPECT_VERSION };
+static const char *const expect_names[] = { "any", "no_stream", "exists", NULL };
+
+/* What the caller asked for: append, append_many or write (results and messages differ). */
+typedef enum { CALL_APPEND, CALL_APPEND_MANY, CALL_WRITE } call_kind;
+
+#define INSERT_ROWS 500          /* events per INSERT statement */
+#define MAX_RETRIES 5            /* serialization failures and deadlocks are retried */
+
+typedef struct pending_event {
+  size_t type_off, type_len;
+  size_t meta_off, meta_len;
+  size_t data_off, data_len;
+  unsigned char id[16];
+  int has_id;
+  unsigned schema;
+  int has_time;
+  int64_t time;
+} pending_event;
+
+typedef struct pending_stream {
+  size_t name_off, name_len;
+  int expected;
+  uint64_t expected_version;
+  size_t first_event, n_events;
+  uint64_t version, position;
+  int64_t time;
+} pending_stream;
+
+enum { KV_CHECK, KV_CLEAR, KV_DELETE, KV_PUT };
+
+typedef struct pending_kv {
+  int op;
+  size_t space_off, space_len;
+  size_t key_off, key_len;
+  size_t val_off, val_len;
+  int absent;
+} pending_kv;
+
+typedef struct append_failure {
+  const char *code;            /* "conflict", "duplicate_id" or "corrupt" */
+  size_t stream;
+  int exists;
+  int64_t actual_count;
+  unsigned char id[16];
+  int64_t position;
+  size_t kv_op;
+} append_failure;
+
+#define PENDING_EVENTS(s) ((pending_event *)(s)->scratch_events.data)
+#define PENDING_STREAMS(s) ((pending_stream *)(s)->scratch_streams.data)
+#define PENDING_KV(s) ((pending_kv *)(s)->scratch_kv.data)
+
+static void append_nomem(lua_State *L) { luaL_error(L, "append: out of memory"); }
+
+/* ---------------------------------------------------------------- encoding (no transaction open) */
+
+static void append_check_expected(lua_State *L, int idx, const char *where, pending_stream *ps) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: case LUA_TNONE:
+      ps->expected = EXPECT_ANY;
+      return;
+    case LUA_TSTRING: {
+      const char *name = lua_tostring(L, idx);
+      for (int i = 0; expect_names[i]; i++)
+        if (strcmp(name, expect_names[i]) == 0) { ps->expected = i; return; }
+      break;
+    }
+    case LUA_TNUMBER: {
+      int ok;
+      lua_Integer v = lua_tointegerx(L, idx, &ok);
+      if (ok && v >= 0) {
+        ps->expected = EXPECT_VERSION;
+        ps->expected_version = (uint64_t)v;
+        return;
+      }
+      break;
+    }
+  }
+  luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 (got %s)",
+             where, lua_type(L, idx) == LUA_TNUMBER || lua_type(L, idx) == LUA_TSTRING
+                        ? lua_tostring(L, idx) : luaL_typename(L, idx));
+}
+
+static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
+
+static int append_field_index(lua_State *L, int key) {
+  if (lua_type(L, key) != LUA_TSTRING) return -1;
+  const char *k = lua_tostring(L, key);
+  for (int f = 0; event_fields[f]; f++)
+    if (strcmp(k, event_fields[f]) == 0) return f;
+  return -1;
+}
+
+static void append_encode_event(lua_State *L, pgs *s, const char *where, lua_Integer i,
+                                size_t stream_len, unsigned long long ms) {
+  int ev = lua_gettop(L);
+  if (!lua_istable(L, ev))
+    luaL_error(L, "%s: events[%I] must be a table, got %s", where, i, luaL_typename(L, ev));
+  lua_pushnil(L);
+  while (lua_next(L, ev)) {
+    lua_pop(L, 1);
+    if (append_field_index(L, -1) < 0)
+      luaL_error(L, "%s: events[%I] has an unknown field %s (allowed: type, data, meta, id, schema, time)",
+                 where, i, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+  }
+  pending_event pe;
+  memset(&pe, 0, sizeof pe);
+  buf *bytes = &s->scratch_bytes;
+
+  lua_getfield(L, ev, "type");
+  size_t tlen;
+  const char *type = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &tlen) : NULL;
+  if (type == NULL || tlen == 0 || tlen > RECORD_MAX_TYPE)
+    luaL_error(L, "%s: events[%I].type must be a string of 1 to %d bytes", where, i, RECORD_MAX_TYPE);
+  pe.type_off = bytes->len;
+  pe.type_len = tlen;
+  if (buf_append(bytes, type, tlen)) append_nomem(L);
+  lua_pop(L, 1);
+
+  lua_getfield(L, ev, "id");
+  if (lua_isnil(L, -1)) {
+    if (uuid_v7_at(pe.id, ms) != 0) luaL_error(L, "%s: no randomness available for an event id", where);
+  } else {
+    size_t idlen;
+    const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &idlen) : NULL;
+    if (id == NULL || uuid_parse(id, idlen, pe.id) != 0)
+      luaL_error(L, "%s: events[%I].id must be a UUID string like "
+                    "'0190b6c8-2f1e-7a3b-9c4d-5e6f708192a3'", where, i);
+    pe.has_id = 1;
+  }
+  lua_pop(L, 1);
+
+  lua_getfield(L, ev, "schema");
+  pe.schema = 1;
+  if (!lua_isnil(L, -1)) {
+    int ok;
+    lua_Integer v = lua_tointegerx(L, -1, &ok);
+    if (!ok || lua_type(L, -1) != LUA_TNUMBER || v < 1 || v > 65535)
+      luaL_error(L, "%s: events[%I].schema must be an integer from 1 to 65535", where, i);
+    pe.schema = (unsigned)v;
+  }
+  lua_pop(L, 1);
+
+  lua_getfield(L, ev, "time");
+  if (!lua_isnil(L, -1)) {
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+      luaL_error(L, "%s: events[%I].time must be an integer >= 0 (ns since the epoch)", where, i);
+    pe.time = lua_tointeger(L, -1);
+    pe.has_time = 1;
+  }
+  lua_pop(L, 1);
+
+  lua_getfield(L, ev, "meta");
+  pe.meta_off = bytes->len;
+  codec_encode_at(L, -1, bytes, "events", (long long)i, "meta");
+  pe.meta_len = bytes->len - pe.meta_off;
+  lua_pop(L, 1);
+
+  lua_getfield(L, ev, "data");
+  pe.data_off = bytes->len;
+  codec_encode_at(L, -1, bytes, "events", (long long)i, "data");
+  pe.data_len = bytes->len - pe.data_off;
+  lua_pop(L, 1);
+
+  size_t size = RECORD_HEADER + stream_len + pe.type_len + pe.meta_len + pe.data_len;
+  if (size > s->max_event_size)
+    luaL_error(L, "%s: events[%I] is %I bytes stored, over max_event_size (%I)", where, i,
+               (lua_Integer)size, (lua_Integer)s->max_event_size);
+  if (buf_append(&s->scratch_events, &pe, sizeof pe)) append_nomem(L);
+  lua_settop(L, ev);
+}
+
+static void append_encode_stream(lua_State *L, pgs *s, const char *where, int name_idx,
+                                 int events_idx, int expected_idx) {
+  pending_stream ps;
+  memset(&ps, 0, sizeof ps);
+  size_t len;
+  const char *name = lua_type(L, name_idx) == LUA_TSTRING ? lua_tolstring(L, name_idx, &len) : NULL;
+  if (name == NULL || len == 0 || len > RECORD_MAX_STREAM)
+    luaL_error(L, "%s: stream must be a string of 1 to %d bytes", where, RECORD_MAX_STREAM);
+  append_check_expected(L, expected_idx, where, &ps);
+  if (!lua_istable(L, events_idx))
+    luaL_error(L, "%s: events must be a list of event tables, got %s", where, luaL_typename(L, events_idx));
+  lua_Integer n = (lua_Integer)lua_rawlen(L, events_idx);
+  if (n == 0)
+    luaL_error(L, "%s: events must be a non-empty list of events (wrap a single event in { })", where);
+  ps.name_off = s->scratch_bytes.len;
+  ps.name_len = len;
+  if (buf_append(&s->scratch_bytes, name, len)) append_nomem(L);
+  ps.first_event = s->scratch_events.len / sizeof(pending_event);
+  ps.n_events = (size_t)n;
+  unsigned long long ms = uuid_now_ms();
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, events_idx, i);
+    append_encode_event(L, s, where, i, len, ms);
+    lua_pop(L, 1);
+  }
+  if (buf_append(&s->scratch_streams, &ps, sizeof ps)) append_nomem(L);
+}
+
+static size_t append_encode_list(lua_State *L, pgs *s, int idx, const char *fn, int allow_empty) {
+  static const char *const entry_fields[] = { "stream", "events", "expected", NULL };
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+  if (n == 0 && !allow_empty)
+    luaL_error(L, "%s: expects a non-empty list of {stream=, events=, expected=}", fn);
+  int top = lua_gettop(L);
+  for (lua_Integer i = 1; i <= n; i++) {
+    char where[48];
+    snprintf(where, sizeof where, "%s[%lld]", fn, (long long)i);
+    if (lua_rawgeti(L, idx, i) != LUA_TTABLE) luaL_error(L, "%s: must be a table", where);
+    int entry = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, entry)) {
+      lua_pop(L, 1);
+      int known = 0;
+      for (int f = 0; entry_fields[f] && lua_type(L, -1) == LUA_TSTRING; f++)
+        if (strcmp(lua_tostring(L, -1), entry_fields[f]) == 0) known = 1;
+      if (!known) luaL_error(L, "%s: unknown field %s (allowed: stream, events, expected)", where,
+                             lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    }
+    lua_getfield(L, entry, "stream");
+    lua_getfield(L, entry, "events");
+    lua_getfield(L, entry, "expected");
+    append_encode_stream(L, s, where, entry + 1, entry + 2, entry + 3);
+    lua_settop(L, top);
+  }
+  return (size_t)n;
+}
+
+static const char *kv_check_name(lua_State *L, int idx, const char *where, size_t *len, size_t max,
+                                 const char *what) {
+  const char *p = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, len) : NULL;
+  if (p == NULL || *len == 0 || *len > max)
+    luaL_error(L, "%s: %s must be a string of 1 to %d bytes", where, what, (int)max);
+  return p;
+}
+
+static void kv_encode_list(lua_State *L, pgs *s, int ops_idx, const char *field, int op) {
+  lua_getfield(L, ops_idx, field);
+  if (lua_isnil(L, -1)) { lua_pop(L, 1); return; }
+  if (!lua_istable(L, -1)) luaL_error(L, "write: ops.%s must be a list", field);
+  int list = lua_gettop(L);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, list);
+  for (lua_Integer i = 1; i <= n; i++) {
+    char where[64];
+    snprintf(where, sizeof where, "write: %s[%lld]", field, (long long)i);
+    if (op == KV_CLEAR) {
+      lua_rawgeti(L, list, i);
+    } else {
+      if (lua_rawgeti(L, list, i) != LUA_TTABLE) luaL_error(L, "%s must be a {space, key%s} table", where,
+                                                            op == KV_DELETE ? "" : ", value");
+      lua_rawgeti(L, -1, 1);
+      lua_replace(L, -2);
+    }
+    size_t slen, klen = 0;
+    const char *space = kv_check_name(L, -1, where, &slen, PGS_MAX_SPACE, "space");
+    pending_kv pk;
+    memset(&pk, 0, sizeof pk);
+    pk.op = op;
+    pk.space_off = s->scratch_bytes.len;
+    pk.space_len = slen;
+    if (buf_append(&s->scratch_bytes, space, slen)) append_nomem(L);
+    pk.key_off = s->scratch_bytes.len;
+    if (op != KV_CLEAR) {
+      lua_rawgeti(L, list, i);
+      lua_rawgeti(L, -1, 2);
+      const char *key = kv_check_name(L, -1, where, &klen, PGS_MAX_KEY, "key");
+      pk.key_off = s->scratch_bytes.len;
+      pk.key_len = klen;
+      if (buf_append(&s->scratch_bytes, key, klen)) append_nomem(L);
+    }
+    if (op == KV_CHECK || op == KV_PUT) {
+      lua_rawgeti(L, -2, 3);
+      if (lua_isnil(L, -1) && op == KV_PUT) luaL_error(L, "%s: value is nil (use deletes to remove a key)", where);
+      pk.absent = lua_isnil(L, -1);
+      pk.val_off = s->scratch_bytes.len;
+      if (!pk.absent) codec_encode_at(L, -1, &s->scratch_bytes, field, (long long)i, "value");
+      pk.val_len = s->scratch_bytes.len - pk.val_off;
+      lua_pop(L, 1);
+    }
+    lua_settop(L, list);
+    if (buf_append(&s->scratch_kv, &pk, sizeof pk)) append_nomem(L);
+  }
+  lua_pop(L, 1);
+}
+
+/* ---------------------------------------------------------------- the transaction (no Lua calls) */
+
+static int64_t append_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+typedef struct stream_row {
+  int exists;
+  int64_t count, first_position, last_position, created, updated;
+} stream_row;
+
+static int append_get_stream(pgs *s, const void *name, size_t len, stream_row *m) {
+  pgs_params_reset(s);
+  pgs_param_bytes(s, name, len);
+  PGresult *r;
+  int st = pgs_exec(s, "SELECT count, first_position, last_position, created, updated FROM streams"
+                       " WHERE name = $1", &r);
+  if (st) return st;
+  memset(m, 0, sizeof *m);
+  m->exists = PQntuples(r) == 1;
+  if (m->exists) {
+    m->count = pgs_get_int(r, 0, 0);
+    m->first_position = pgs_get_int(r, 0, 1);
+    m->last_position = pgs_get_int(r, 0, 2);
+    m->created = pgs_get_int(r, 0, 3);
+    m->updated = pgs_get_int(r, 0, 4);
+  }
+  PQclear(r);
+  return PGS_OK;
+}
+
+static int append_expected_ok(const pending_stream *ps, const stream_row *m) {
+  switch (ps->expected) {
+    case EXPECT_NO_STREAM: return !m->exists;
+    case EXPECT_EXISTS: return m->exists;
+    case EXPECT_VERSION: return m->exists && m->count == (int64_t)ps->expected_version + 1;
+    default: return 1;
+  }
+}
+
+/* The place `expected` names for a replay whose first event has version v0. */
+static int append_replay_place_ok(const pending_stream *ps, uint64_t v0) {
+  switch (ps->expected) {
+    case EXPECT_NO_STREAM: return v0 == 0;
+    case EXPECT_EXISTS: return v0 > 0;
+    case EXPECT_VERSION: return v0 == ps->expected_version + 1;
+    default: return 1;
+  }
+}
+
+static int id_cmp(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+/* An id given twice among the stream's events: 1 with f filled. */
+static int append_twice(pgs *s, const pending_stream *ps, append_failure *f, int *st) {
+  size_t n = 0;
+  unsigned char *ids = malloc(16 * ps->n_events);
+  if (!ids) { *st = PGS_NOMEM; return 1; }
+  for (size_t j = 0; j < ps->n_events; j++) {
+    const pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
+    if (pe->has_id) memcpy(ids + 16 * n++, pe->id, 16);
+  }
+  qsort(ids, n, 16, id_cmp);
+  int dup = 0;
+  for (size_t j = 1; j < n && !dup; j++)
+    if (memcmp(ids + 16 * (j - 1), ids + 16 * j, 16) == 0) {
+      dup = 1;
+      f->code = "duplicate_id";
+      memcpy(f->id, ids + 16 * j, 16);
+      f->position = 0;
+    }
+  free(ids);
+  return dup;
+}
+
+#define ID_CHUNK 1000           /* ids per lookup statement */
+
+/* What the id lookups found, over all chunks, in event order. */
+typedef struct replay_scan {
+  size_t stored;             /* events whose id is stored */
+  int partial_found;         /* the first stored event (for a partial replay) */
+  unsigned char partial_id[16];
+  int64_t partial_position;
+  int mismatch;              /* a stored event differs from the one given (or is damaged) */
+  const char *mismatch_code;
+  unsigned char mismatch_id[16];
+  int64_t mismatch_position;
+  uint64_t first_version;
+} replay_scan;
+
+/* Looks up the ids of events [from, to) of the stream (all given) in one statement. */
+static int append_check_chunk(pgs *s, pending_stream *ps, size_t from, size_t to, replay_scan *rs) {
+  const unsigned char *bytes = s->scratch_bytes.data;
+  buf *sql = &s->sql;
+  sql->len = 0;
+  const char *head = "SELECT id, position, record FROM events WHERE id IN (";
+  if (buf_append(sql, head, strlen(head))) return PGS_NOMEM;
+  pgs_params_reset(s);
+  for (size_t j = from; j < to; j++) {
+    char ph[24];
+    int n = snprintf(ph, sizeof ph, "%s$%zu::bytea", j > from ? "," : "", j - from + 1);
+    if (buf_append(sql, ph, (size_t)n) || pgs_param_bytes(s, PENDING_EVENTS(s)[ps->first_event + j].id, 16))
+      return PGS_NOMEM;
+  }
+  if (buf_append(sql, ")", 2)) return PGS_NOMEM;
+  PGresult *r;
+  int st = pgs_exec(s, (const char *)sql->data, &r);
+  if (st) return st;
+  int rows = PQntuples(r);
+  for (size_t j = from; j < to && rows > 0; j++) {
+    pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
+    int row = -1;
+    for (int k = 0; k < rows; k++)
+      if (PQgetlength(r, k, 0) == 16 && memcmp(PQgetvalue(r, k, 0), pe->id, 16) == 0) { row = k; break; }
+    if (row < 0) continue;
+    int64_t pos = pgs_get_int(r, row, 1);
+    if (!rs->partial_found) {
+      rs->partial_found = 1;
+      memcpy(rs->partial_id, pe->id, 16);
+      rs->partial_position = pos;
+    }
+    rs->stored++;
+    if (rs->mismatch) continue;
+    record_view v;
+    const char *why;
+    int damaged = record_parse((const unsigned char *)PQgetvalue(r, row, 2), (size_t)PQgetlength(r, row, 2), &v, &why);
+    if (!damaged && j == 0) rs->first_version = v.version;
+    if (damaged || v.stream_len != ps->name_len || memcmp(v.stream, bytes + ps->name_off, v.stream_len) ||
+        v.type_len != pe->type_len || memcmp(v.type, bytes + pe->type_off, v.type_len) ||
+        !codec_equal(v.data, v.data_len, bytes + pe->data_off, pe->data_len) ||
+        !codec_equal(v.meta, v.meta_len, bytes + pe->meta_off, pe->meta_len) ||
+        v.version != rs->first_version + j) {
+      rs->mismatch = 1;
+      rs->mismatch_code = damaged ? "corrupt" : "duplicate_id";
+      memcpy(rs->mismatch_id, pe->id, 16);
+      rs->mismatch_position = pos;
+      continue;
+    }
+    ps->version = v.version;
+    ps->position = (uint64_t)pos;
+    ps->time = v.time;
+  }
+  PQclear(r);
+  return PGS_OK;
+}
+
+/* Looks up the stream's given ids. Returns PGS_OK when none is stored, or
+ * when every event is a replay of the stored one at the place `expected`
+ * names (then *replayed is set and ps holds the original result);
+ * PGS_REFUSED with f filled otherwise. */
+static int append_check_ids(pgs *s, pending_stream *ps, const stream_row *m, append_failure *f,
+                            int *replayed) {
+  *replayed = 0;
+  size_t given = 0;
+  for (size_t j = 0; j < ps->n_events; j++) given += PENDING_EVENTS(s)[ps->first_event + j].has_id != 0;
+  if (given == 0) return PGS_OK;
+  replay_scan rs;
+  memset(&rs, 0, sizeof rs);
+  /* Chunks of consecutive events that all carry ids (the others cannot be stored). */
+  for (size_t j = 0; j < ps->n_events;) {
+    if (!PENDING_EVENTS(s)[ps->first_event + j].has_id) { j++; continue; }
+    size_t end = j;
+    while (end < ps->n_events && end - j < ID_CHUNK && PENDING_EVENTS(s)[ps->first_event + end].has_id) end++;
+    int st = append_check_chunk(s, ps, j, end, &rs);
+    if (st) return st;
+    j = end;
+  }
+  if (rs.stored == 0) return PGS_OK;
+  if (rs.stored < ps->n_events) {        /* a partial replay */
+    f->code = "duplicate_id";
+    memcpy(f->id, rs.partial_id, 16);
+    f->position = rs.partial_position;
+    return PGS_REFUSED;
+  }
+  if (rs.mismatch) {
+    f->code = rs.mismatch_code;
+    memcpy(f->id, rs.mismatch_id, 16);
+    f->position = rs.mismatch_position;
+    return PGS_REFUSED;
+  }
+  if (!append_replay_place_ok(ps, rs.first_version)) {
+    f->code = "conflict";
+    f->exists = m->exists;
+    f->actual_count = m->exists ? m->count : 0;
+    return PGS_REFUSED;
+  }
+  *replayed = 1;
+  return PGS_OK;
+}
+
+/* Inserts the stream's events at positions head+1.. in chunks. */
+static int append_insert_events(pgs *s, pending_stream *ps, const stream_row *m, int64_t head, int64_t now,
+                                buf *recs) {
+  const unsigned char *bytes = s->scratch_bytes.data;
+  const unsigned char *name = bytes + ps->name_off;
+  size_t cat_len = pgs_category_len(name, ps->name_len);
+  for (size_t start = 0; start < ps->n_events; start += INSERT_ROWS) {
+    size_t end = start + INSERT_ROWS < ps->n_events ? start + INSERT_ROWS : ps->n_events;
+    recs->len = 0;
+    size_t *offs = malloc(sizeof *offs * (end - start));
+    if (!offs) return PGS_NOMEM;
+    for (size_t j = start; j < end; j++) {
+      pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
+      size_t len = RECORD_HEADER + ps->name_len + pe->type_len + pe->meta_len + pe->data_len;
+      offs[j - start] = recs->len;
+      if (buf_reserve(recs, len)) { free(offs); return PGS_NOMEM; }
+      unsigned char *rec = recs->data + recs->len, *p = rec + RECORD_HEADER;
+      memcpy(p, name, ps->name_len); p += ps->name_len;
+      memcpy(p, bytes + pe->type_off, pe->type_len); p += pe->type_len;
+      memcpy(p, bytes + pe->meta_off, pe->meta_len); p += pe->meta_len;
+      memcpy(p, bytes + pe->data_off, pe->data_len);
+      record_view v = { .stream_len = ps->name_len, .type_len = pe->type_len, .meta_len = pe->meta_len,
+                        .id = pe->id, .version = (uint64_t)m->count + j,
+                        .time = pe->has_time ? pe->time : now, .schema = pe->schema };
+      record_seal(rec, len, &v);
+      recs->len += len;
+    }
+    buf *sql = &s->sql;
+    sql->len = 0;
+    const char *ins = "INSERT INTO events (position, stream, version, category, type, id, record) VALUES ";
+    int st = buf_append(sql, ins, strlen(ins)) ? PGS_NOMEM : PGS_OK;
+    pgs_params_reset(s);
+    for (size_t j = start; j < end && !st; j++) {
+      pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
+      size_t b = (j - start) * 7;
+      char row[200];
+      int n = snprintf(row, sizeof row, "%s($%zu::int8,$%zu::bytea,$%zu::int8,$%zu::bytea,$%zu::bytea,$%zu::bytea,$%zu::bytea)",
+                       j > start ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
+      size_t len = RECORD_HEADER + ps->name_len + pe->type_len + pe->meta_len + pe->data_len;
+      if (buf_append(sql, row, (size_t)n) || pgs_param_int(s, head + 1 + (int64_t)j) ||
+          pgs_param_bytes(s, name, ps->name_len) || pgs_param_int(s, m->count + (int64_t)j) ||
+          pgs_param_bytes(s, name, cat_len) || pgs_param_bytes(s, bytes + pe->type_off, pe->type_len) ||
+          pgs_param_bytes(s, pe->id, 16) || pgs_param_bytes(s, recs->data + offs[j - start], len))
+        st = PGS_NOMEM;
+    }
+    free(offs);
+    if (!st && buf_append(sql, "", 1)) st = PGS_NOMEM;
+    if (st) return st;
+    if ((st = pgs_send(s, (const char *)sql->data))) return st;
+  }
+  return PGS_OK;
+}
+
+static int append_put_stream(pgs *s, const pending_stream *ps, const stream_row *m) {
+  pgs_params_reset(s);
+  pgs_param_bytes(s, s->scratch_bytes.data + ps->name_off, ps->name_len);
+  pgs_param_int(s, m->count);
+  pgs_param_int(s, m->first_position);
+  pgs_param_int(s, m->last_position);
+  pgs_param_int(s, m->created);
+  pgs_param_int(s, m->updated);
+  return pgs_send(s, "INSERT INTO streams VALUES ($1::bytea, $2::int8, $3::int8, $4::int8, $5::int8, $6::int8)"
+                    " ON CONFLICT (name) DO UPDATE SET count = EXCLUDED.count,"
+                    " last_position = EXCLUDED.last_position, updated = EXCLUDED.updated");
+}
+
+static int kv_apply_ops(pgs *s, append_failure *f) {
+  size_t n = s->scratch_kv.len / sizeof(pending_kv);
+  const unsigned char *bytes = s->scratch_bytes.data;
+  static const char *const sql[] = {
+    "SELECT value FROM kv WHERE space = $1::bytea AND key = $2::bytea",
+    "DELETE FROM kv WHERE space = $1::bytea",
+    "DELETE FROM kv WHERE space = $1::bytea AND key = $2::bytea",
+    "INSERT INTO kv VALUES ($1::bytea, $2::bytea, $3::bytea)"
+    " ON CONFLICT (space, key) DO UPDATE SET value = EXCLUDED.value",
+  };
+  for (size_t i = 0; i < n; i++) {
+    const pending_kv *pk = &PENDING_KV(s)[i];
+    pgs_params_reset(s);
+    pgs_param_bytes(s, bytes + pk->space_off, pk->space_len);
+    if (pk->op != KV_CLEAR) pgs_param_bytes(s, bytes + pk->key_off, pk->key_len);
+    if (pk->op == KV_PUT) pgs_param_bytes(s, bytes + pk->val_off, pk->val_len);
+    if (pk->op != KV_CHECK) {          /* only a failure matters: pipelined */
+      int st = pgs_send(s, sql[pk->op]);
+      if (st) return st;
+      continue;
+    }
+    PGresult *r;
+    int st = pgs_exec(s, sql[pk->op], &r);
+    if (st) return st;
+    int found = PQntuples(r) == 1;
+    int ok = pk->absent ? !found
+                        : found && (size_t)PQgetlength(r, 0, 0) == pk->val_len &&
+                          memcmp(PQgetvalue(r, 0, 0), bytes + pk->val_off, pk->val_len) == 0;
+    PQclear(r);
+    if (!ok) { f->kv_op = i; return PGS_CHECK_FAILED; }
+  }
+  return PGS_OK;
+}
+
+/* Everything between BEGIN and COMMIT. */
+static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs) {
+  /* The transaction, and the lock that orders every write (held until it
+   * ends), in one round trip; the head comes back as text. */
+  PGresult *r = PQexec(s->conn, "BEGIN; SELECT value FROM meta WHERE key = 'head' FOR UPDATE");
+  int st = pgs_result_status(s, r);
+  if (st) { PQclear(r); return st; }
+  if (PQntuples(r) != 1) {
+    PQclear(r);
+    snprintf(s->err, sizeof s->err, "the meta table has no head row");
+    return PGS_CORRUPT;
+  }
+  int64_t head = strtoll(PQgetvalue(r, 0, 0), NULL, 10), start_head = head;
+  PQclear(r);
+  int64_t now = append_now();
+  for (size_t i = 0; i < nstreams; i++) {
+    pending_stream *ps = &PENDING_STREAMS(s)[i];
+    f->stream = i;
+    stream_row m;
+    if ((st = append_get_stream(s, s->scratch_bytes.data + ps->name_off, ps->name_len, &m))) return st;
+    if (append_twice(s, ps, f, &st)) return st ? st : PGS_REFUSED;
+    int replayed;
+    if ((st = append_check_ids(s, ps, &m, f, &replayed))) return st;
+    if (replayed) continue;
+    if (!append_expected_ok(ps, &m)) {
+      f->code = "conflict";
+      f->exists = m.exists;
+      f->actual_count = m.exists ? m.count : 0;
+      return PGS_REFUSED;
+    }
+    if (!m.exists) {
+      m.first_position = head + 1;
+      m.created = now;
+      m.count = 0;
+    }
+    if ((st = append_insert_events(s, ps, &m, head, now, recs))) return st;
+    head += (int64_t)ps->n_events;
+    m.count += (int64_t)ps->n_events;
+    m.last_position = head;
+    m.updated = now;
+    if ((st = append_put_stream(s, ps, &m))) return st;
+    ps->version = (uint64_t)m.count - 1;
+    ps->position = (uint64_t)head;
+    ps->time = now;
+  }
+  if ((st = kv_apply_ops(s, f))) return st;
+  if (head != start_head) {
+    pgs_params_reset(s);
+    pgs_param_int(s, head);
+    pgs_param_text(s, s->channel);
+    st = pgs_send(s, "WITH moved AS (UPDATE meta SET value = $1::int8 WHERE key = 'head' RETURNING value)"
+                     " SELECT pg_notify($2::text, (SELECT value FROM moved)::text)");
+    if (st) return st;
+  }
+  return PGS_OK;
+}
+
+static int append_commit(pgs *s, size_t nstreams, append_failure *f, int dry_run) {
+  buf recs;
+  buf_init(&recs);
+  int st = PGS_OK;
+  for (int attempt = 0; attempt < MAX_RETRIES; attempt++) {
+    if ((st = pgs_ready(s))) break;
+    st = append_in_txn(s, nstreams, f, &recs);
+    if (st == PGS_OK) {
+      pgs_params_reset(s);
+      st = pgs_send(s, dry_run ? "ROLLBACK" : "COMMIT");
+      int end = pgs_pipe_end(s);
+      if (!st) st = end;
+    } else {
+      pgs_pipe_end(s);
+    }
+    if (st && PQstatus(s->conn) == CONNECTION_OK && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+      pgs_command(s, "ROLLBACK");
+    if (st == PGS_UNAVAILABLE) break;
+    if (!(st == PGS_SQL && (strcmp(s->sqlstate, "40001") == 0 || strcmp(s->sqlstate, "40P01") == 0))) break;
+    if (PQtransactionStatus(s->conn) != PQTRANS_IDLE) pgs_command(s, "ROLLBACK");
+  }
+  if (st != PGS_OK && st != PGS_UNAVAILABLE && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+    pgs_command(s, "ROLLBACK");
+  buf_free(&recs);
+  return st;
+}
+
+/* ---------------------------------------------------------------- results */
+
+static void append_push_conflict(lua_State *L, pgs *s, const append_failure *f, call_kind kind) {
+  pending_stream *ps = &PENDING_STREAMS(s)[f->stream];
+  char name[RECORD_MAX_STREAM + 1];
+  memcpy(name, s->scratch_bytes.data + ps->name_off, ps->name_len);
+  name[ps->name_len] = '\0';
+  lua_pushnil(L);
+  if (strcmp(f->code, "conflict") == 0) {
+    char want[48], got[48];
+    if (ps->expected == EXPECT_VERSION)
+      snprintf(want, sizeof want, "version %llu", (unsigned long long)ps->expected_version);
+    else
+      snprintf(want, sizeof want, "%s", ps->expected == EXPECT_NO_STREAM ? "no stream" : "an existing stream");
+    if (f->exists) snprintf(got, sizeof got, "is at version %lld", (long long)(f->actual_count - 1));
+    else snprintf(got, sizeof got, "does not exist");
+    int err = cerr_new(L, "conflict", "stream '%s' %s, expected %s", name, got, want);
+    if (ps->expected == EXPECT_VERSION) lua_pushinteger(L, (lua_Integer)ps->expected_version);
+    else lua_pushstring(L, expect_names[ps->expected]);
+    lua_setfield(L, err, "expected");
+    if (f->exists) {
+      lua_pushinteger(L, (lua_Integer)f->actual_count - 1);
+      lua_setfield(L, err, "actual");
+    }
+  } else {
+    char id[UUID_TEXT_LEN + 1];
+    uuid_format(f->id, id);
+    id[UUID_TEXT_LEN] = '\0';
+    int err;
+    if (strcmp(f->code, "corrupt") == 0)
+      err = cerr_new(L, "corrupt", "the stored event with id %s (position %I) is damaged", id,
+                     (lua_Integer)f->position);
+    else if (f->position)
+      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different event",
+                     id, (lua_Integer)f->position);
+    else
+      err = cerr_new(L, "duplicate_id", "event id %s is used twice in this append", id);
+    lua_pushstring(L, id);
+    lua_setfield(L, err, "id");
+    if (f->position) {
+      lua_pushinteger(L, (lua_Integer)f->position);
+      lua_setfield(L, err, "position");
+    }
+  }
+  lua_pushlstring(L, name, ps->name_len);
+  lua_setfield(L, -2, "stream");
+  if (kind != CALL_APPEND) {
+    lua_pushinteger(L, (lua_Integer)f->stream + 1);
+    lua_setfield(L, -2, "index");
+  }
+}
+
+static void kv_push_check_failure(lua_State *L, pgs *s, size_t failed) {
+  const pending_kv *pk = &PENDING_KV(s)[failed];
+  const char *b = (const char *)s->scratch_bytes.data;
+  lua_pushnil(L);
+  lua_pushlstring(L, b + pk->space_off, pk->space_len);
+  lua_pushlstring(L, b + pk->key_off, pk->key_len);
+  cerr_new(L, "check_failed", "write: the check of key '%s' in space '%s' failed", lua_tostring(L, -1),
+           lua_tostring(L, -2));
+  lua_insert(L, -3);
+  lua_setfield(L, -3, "key");
+  lua_setfield(L, -2, "space");
+}
+
+static int append_finish(lua_State *L, pgs *s, size_t nstreams, call_kind kind, int dry_run) {
+  append_failure f;
+  memset(&f, 0, sizeof f);
+  int st = append_commit(s, nstreams, &f, dry_run);
+  if (st == PGS_REFUSED) { append_push_conflict(L, s, &f, kind); return 2; }
+  if (st == PGS_CHECK_FAILED) { kv_push_check_failure(L, s, f.kv_op); return 2; }
+  if (st) return pgs_push_error(L, s, st, kind == CALL_WRITE ? "write" : kind == CALL_APPEND_MANY ? "append_many" : "append");
+  if (kind == CALL_APPEND) {
+    pending_stream *ps = &PENDING_STREAMS(s)[0];
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)ps->version);
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, (lua_Integer)ps->position);
+    lua_setfield(L, -2, "position");
+    lua_pushinteger(L, ps->time);
+    lua_setfield(L, -2, "time");
+    return 1;
+  }
+  lua_createtable(L, (int)nstreams, 1);
+  uint64_t last = 0;
+  for (size_t i = 0; i < nstreams; i++) {
+    pending_stream *ps = &PENDING_STREAMS(s)[i];
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, ps->time);
+    lua_setfield(L, -2, "time");
+    lua_pushlstring(L, (const char *)s->scratch_bytes.data + ps->name_off, ps->name_len);
+    lua_setfield(L, -2, "stream");
+    lua_pushinteger(L, (lua_Integer)ps->version);
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, (lua_Integer)ps->position);
+    lua_setfield(L, -2, "position");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+    if (ps->position > last) last = ps->position;
+  }
+  lua_pushinteger(L, (lua_Integer)last);
+  lua_setfield(L, -2, "position");
+  if (dry_run) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "dry_run");
+  }
+  return 1;
+}
+
+static pgs *append_check_store(lua_State *L) {
+  pgs *s = pgs_check(L, 1);
+  s->scratch_bytes.len = s->scratch_events.len = s->scratch_streams.len = s->scratch_kv.len = 0;
+  return s;
+}
+
+static int append_readonly(lua_State *L) {
+  return cerr_result(L, "readonly", "the store was opened read-only");
+}
+
+static int append_one(lua_State *L) {
+  pgs *s = append_check_store(L);
+  lua_settop(L, 4);
+  append_encode_stream(L, s, "append", 2, 3, 4);
+  if (s->readonly) return append_readonly(L);
+  return append_finish(L, s, 1, CALL_APPEND, 0);
+}
+
+static int append_many(lua_State *L) {
+  pgs *s = append_check_store(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  size_t n = append_encode_list(L, s, 2, "append_many", 0);
+  if (s->readonly) return append_readonly(L);
+  return append_finish(L, s, n, CALL_APPEND_MANY, 0);
+}
+
+static int append_write(lua_State *L) {
+  static const char *const op_fields[] = { "appends", "checks", "clears", "deletes", "puts", "dry_run", NULL };
+  pgs *s = append_check_store(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {
+    lua_pop(L, 1);
+    int known = 0;
+    for (int f = 0; op_fields[f] && lua_type(L, -1) == LUA_TSTRING; f++)
+      if (strcmp(lua_tostring(L, -1), op_fields[f]) == 0) known = 1;
+    if (!known) luaL_error(L, "write: unknown field %s (allowed: appends, checks, clears, deletes, puts, dry_run)",
+                           lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+  }
+  size_t n = 0;
+  lua_getfield(L, 2, "appends");
+  if (!lua_isnil(L, 3)) {
+    if (!lua_istable(L, 3)) luaL_error(L, "write: appends must be a list");
+    n = append_encode_list(L, s, 3, "write.appends", 1);
+  }
+  lua_settop(L, 2);
+  kv_encode_list(L, s, 2, "checks", KV_CHECK);
+  kv_encode_list(L, s, 2, "clears", KV_CLEAR);
+  kv_encode_list(L, s, 2, "deletes", KV_DELETE);
+  kv_encode_list(L, s, 2, "puts", KV_PUT);
+  lua_getfield(L, 2, "dry_run");
+  int dry_run = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (s->readonly) return append_readonly(L);
+  return append_finish(L, s, n, CALL_WRITE, dry_run);
+}
+
+static const luaL_Reg append_methods[] = {
+  { "append", append_one },
+  { "append_many", append_many },
+  { "write", append_write },
+  { NULL, NULL }
+};
+
+void pgs_append_register(lua_State *L) { luaL_setfuncs(L, append_methods, 0); }
