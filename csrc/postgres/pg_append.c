@@ -44,6 +44,7 @@ typedef struct pending_stream {
   size_t first_event, n_events;
   uint64_t version, position;
   int64_t time;
+  int replayed;                /* every event was already stored: nothing written */
 } pending_stream;
 
 enum { KV_CHECK, KV_CLEAR, KV_DELETE, KV_PUT };
@@ -63,8 +64,15 @@ typedef struct append_failure {
   int64_t actual_count;
   unsigned char id[16];
   int64_t position;
+  int replay;                  /* REPLAY_*: why a replay was refused */
+  uint64_t replay_version;     /* the version a refused replay's first event has */
   size_t kv_op;
 } append_failure;
+
+/* What a refused replay reports (append_failure.replay), as the LMDB backend does. */
+enum { REPLAY_NONE, REPLAY_MIXED, REPLAY_TWICE, REPLAY_STREAM, REPLAY_TYPE, REPLAY_DATA, REPLAY_META,
+       REPLAY_PLACE, REPLAY_ORDER };
+static const char *const replay_what[] = { "", "", "", "stream", "type", "data", "meta", "", "" };
 
 #define PENDING_EVENTS(s) ((pending_event *)(s)->scratch_events.data)
 #define PENDING_STREAMS(s) ((pending_stream *)(s)->scratch_streams.data)
@@ -96,9 +104,11 @@ static void append_check_expected(lua_State *L, int idx, const char *where, pend
       break;
     }
   }
+  if (lua_type(L, idx) == LUA_TSTRING)
+    luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 "
+               "(got string '%s')", where, lua_tostring(L, idx));
   luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 (got %s)",
-             where, lua_type(L, idx) == LUA_TNUMBER || lua_type(L, idx) == LUA_TSTRING
-                        ? lua_tostring(L, idx) : luaL_typename(L, idx));
+             where, lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
 }
 
 static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
@@ -388,15 +398,24 @@ typedef struct replay_scan {
   int partial_found;         /* the first stored event (for a partial replay) */
   unsigned char partial_id[16];
   int64_t partial_position;
-  int mismatch;              /* a stored event differs from the one given (or is damaged) */
-  const char *mismatch_code;
+  int mismatch;              /* REPLAY_*: the first stored event that differs or is twice; -1: damaged */
   unsigned char mismatch_id[16];
   int64_t mismatch_position;
   uint64_t first_version;
+  int out_of_place;          /* the stored events are not consecutive in the given order */
 } replay_scan;
 
+/* Is pending event `index`'s id also the id of one of the pending events [from, upto)? */
+static int append_id_among(pgs *s, size_t from, size_t upto, size_t index) {
+  const pending_event *all = PENDING_EVENTS(s);
+  for (size_t i = from; i < upto; i++)
+    if (all[i].has_id && memcmp(all[i].id, all[index].id, 16) == 0) return 1;
+  return 0;
+}
+
 /* Looks up the ids of events [from, to) of the stream (all given) in one statement. */
-static int append_check_chunk(pgs *s, pending_stream *ps, size_t from, size_t to, replay_scan *rs) {
+static int append_check_chunk(pgs *s, pending_stream *ps, size_t from, size_t to, int64_t start_head,
+                              replay_scan *rs) {
   const unsigned char *bytes = s->scratch_bytes.data;
   buf *sql = &s->sql;
   sql->len = 0;
@@ -431,18 +450,27 @@ static int append_check_chunk(pgs *s, pending_stream *ps, size_t from, size_t to
     record_view v;
     const char *why;
     int damaged = record_parse((const unsigned char *)PQgetvalue(r, row, 2), (size_t)PQgetlength(r, row, 2), &v, &why);
-    if (!damaged && j == 0) rs->first_version = v.version;
-    if (damaged || v.stream_len != ps->name_len || memcmp(v.stream, bytes + ps->name_off, v.stream_len) ||
-        v.type_len != pe->type_len || memcmp(v.type, bytes + pe->type_off, v.type_len) ||
-        !codec_equal(v.data, v.data_len, bytes + pe->data_off, pe->data_len) ||
-        !codec_equal(v.meta, v.meta_len, bytes + pe->meta_off, pe->meta_len) ||
-        v.version != rs->first_version + j) {
-      rs->mismatch = 1;
-      rs->mismatch_code = damaged ? "corrupt" : "duplicate_id";
+    int differs = REPLAY_NONE;
+    if (damaged) differs = -1;
+    else if (v.stream_len != ps->name_len || memcmp(v.stream, bytes + ps->name_off, v.stream_len))
+      differs = REPLAY_STREAM;
+    else if (v.type_len != pe->type_len || memcmp(v.type, bytes + pe->type_off, v.type_len))
+      differs = REPLAY_TYPE;
+    else if (!codec_equal(v.data, v.data_len, bytes + pe->data_off, pe->data_len))
+      differs = REPLAY_DATA;
+    else if (!codec_equal(v.meta, v.meta_len, bytes + pe->meta_off, pe->meta_len))
+      differs = REPLAY_META;
+    /* written by this append, or replayed by an earlier entry of it */
+    else if (pos > start_head || append_id_among(s, 0, ps->first_event, ps->first_event + j))
+      differs = REPLAY_TWICE;
+    if (differs) {
+      rs->mismatch = differs;
       memcpy(rs->mismatch_id, pe->id, 16);
       rs->mismatch_position = pos;
       continue;
     }
+    if (j == 0) rs->first_version = v.version;
+    else if (v.version != rs->first_version + j) rs->out_of_place = 1;
     ps->version = v.version;
     ps->position = (uint64_t)pos;
     ps->time = v.time;
@@ -455,8 +483,33 @@ static int append_check_chunk(pgs *s, pending_stream *ps, size_t from, size_t to
  * when every event is a replay of the stored one at the place `expected`
  * names (then *replayed is set and ps holds the original result);
  * PGS_REFUSED with f filled otherwise. */
-static int append_check_ids(pgs *s, pending_stream *ps, const stream_row *m, append_failure *f,
-                            int *replayed) {
+/* Refuses with duplicate_id for pending event `index`, stored at pos (REPLAY_TWICE, and no
+ * position, when this append wrote it itself or names it twice). */
+static int append_refuse_id(pgs *s, size_t index, int64_t pos, int64_t start_head, int why,
+                            append_failure *f) {
+  f->code = "duplicate_id";
+  memcpy(f->id, PENDING_EVENTS(s)[index].id, 16);
+  if (why == REPLAY_TWICE || pos > start_head || append_id_among(s, 0, index, index)) {
+    f->replay = REPLAY_TWICE;
+    f->position = 0;
+  } else {
+    f->replay = why;
+    f->position = pos;
+  }
+  return PGS_REFUSED;
+}
+
+/* The pending event of stream ps with this id. */
+static size_t append_event_index(pgs *s, const pending_stream *ps, const unsigned char *id) {
+  for (size_t j = 0; j < ps->n_events; j++) {
+    const pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
+    if (pe->has_id && memcmp(pe->id, id, 16) == 0) return ps->first_event + j;
+  }
+  return ps->first_event;
+}
+
+static int append_check_ids(pgs *s, pending_stream *ps, const stream_row *m, int64_t start_head,
+                            append_failure *f, int *replayed) {
   *replayed = 0;
   size_t given = 0;
   for (size_t j = 0; j < ps->n_events; j++) given += PENDING_EVENTS(s)[ps->first_event + j].has_id != 0;
@@ -468,27 +521,29 @@ static int append_check_ids(pgs *s, pending_stream *ps, const stream_row *m, app
     if (!PENDING_EVENTS(s)[ps->first_event + j].has_id) { j++; continue; }
     size_t end = j;
     while (end < ps->n_events && end - j < ID_CHUNK && PENDING_EVENTS(s)[ps->first_event + end].has_id) end++;
-    int st = append_check_chunk(s, ps, j, end, &rs);
+    int st = append_check_chunk(s, ps, j, end, start_head, &rs);
     if (st) return st;
     j = end;
   }
   if (rs.stored == 0) return PGS_OK;
-  if (rs.stored < ps->n_events) {        /* a partial replay */
-    f->code = "duplicate_id";
-    memcpy(f->id, rs.partial_id, 16);
-    f->position = rs.partial_position;
-    return PGS_REFUSED;
-  }
-  if (rs.mismatch) {
-    f->code = rs.mismatch_code;
+  if (rs.stored < ps->n_events)        /* stored events mixed with new ones: no replay */
+    return append_refuse_id(s, append_event_index(s, ps, rs.partial_id), rs.partial_position, start_head,
+                            REPLAY_MIXED, f);
+  if (rs.mismatch < 0) {
+    f->code = "corrupt";
     memcpy(f->id, rs.mismatch_id, 16);
     f->position = rs.mismatch_position;
     return PGS_REFUSED;
   }
-  if (!append_replay_place_ok(ps, rs.first_version)) {
+  if (rs.mismatch)
+    return append_refuse_id(s, append_event_index(s, ps, rs.mismatch_id), rs.mismatch_position, start_head,
+                            rs.mismatch, f);
+  if (rs.out_of_place || !append_replay_place_ok(ps, rs.first_version)) {
     f->code = "conflict";
-    f->exists = m->exists;
+    f->replay = rs.out_of_place ? REPLAY_ORDER : REPLAY_PLACE;
+    f->exists = 1;
     f->actual_count = m->exists ? m->count : 0;
+    f->replay_version = rs.first_version;
     return PGS_REFUSED;
   }
   *replayed = 1;
@@ -617,8 +672,8 @@ static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs) 
     if ((st = append_get_stream(s, s->scratch_bytes.data + ps->name_off, ps->name_len, &m))) return st;
     if (append_twice(s, ps, f, &st)) return st ? st : PGS_REFUSED;
     int replayed;
-    if ((st = append_check_ids(s, ps, &m, f, &replayed))) return st;
-    if (replayed) continue;
+    if ((st = append_check_ids(s, ps, &m, start_head, f, &replayed))) return st;
+    if (replayed) { ps->replayed = 1; continue; }
     if (!append_expected_ok(ps, &m)) {
       f->code = "conflict";
       f->exists = m.exists;
@@ -695,7 +750,20 @@ static void append_push_conflict(lua_State *L, pgs *s, const append_failure *f, 
       snprintf(want, sizeof want, "%s", ps->expected == EXPECT_NO_STREAM ? "no stream" : "an existing stream");
     if (f->exists) snprintf(got, sizeof got, "is at version %lld", (long long)(f->actual_count - 1));
     else snprintf(got, sizeof got, "does not exist");
-    int err = cerr_new(L, "conflict", "stream '%s' %s, expected %s", name, got, want);
+    int err;
+    if (f->replay == REPLAY_ORDER)
+      err = cerr_new(L, "conflict", "stream '%s' %s: the events of this append are stored in it, "
+                     "but not one after the other in this order", name, got);
+    else if (f->replay == REPLAY_PLACE)
+      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s: the events of this append are "
+                     "already stored in it from version %I on", name, got, want,
+                     (lua_Integer)f->replay_version);
+    else
+      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s", name, got, want);
+    if (f->replay == REPLAY_PLACE || f->replay == REPLAY_ORDER) {
+      lua_pushinteger(L, (lua_Integer)f->replay_version);
+      lua_setfield(L, err, "stored_version");
+    }
     if (ps->expected == EXPECT_VERSION) lua_pushinteger(L, (lua_Integer)ps->expected_version);
     else lua_pushstring(L, expect_names[ps->expected]);
     lua_setfield(L, err, "expected");
@@ -711,7 +779,16 @@ static void append_push_conflict(lua_State *L, pgs *s, const append_failure *f, 
     if (strcmp(f->code, "corrupt") == 0)
       err = cerr_new(L, "corrupt", "the stored event with id %s (position %I) is damaged", id,
                      (lua_Integer)f->position);
-    else if (f->position)
+    else if (f->replay == REPLAY_MIXED)
+      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I, and this append "
+                     "mixes it with new events (a replay repeats stored events only)", id,
+                     (lua_Integer)f->position);
+    else if (f->position && f->replay >= REPLAY_STREAM && f->replay <= REPLAY_META) {
+      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different "
+                     "event: its %s differs", id, (lua_Integer)f->position, replay_what[f->replay]);
+      lua_pushstring(L, replay_what[f->replay]);
+      lua_setfield(L, err, "differs");
+    } else if (f->position)
       err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different event",
                      id, (lua_Integer)f->position);
     else
@@ -760,6 +837,10 @@ static int append_finish(lua_State *L, pgs *s, size_t nstreams, call_kind kind, 
     lua_setfield(L, -2, "position");
     lua_pushinteger(L, ps->time);
     lua_setfield(L, -2, "time");
+    if (ps->replayed) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "replayed");
+    }
     return 1;
   }
   lua_createtable(L, (int)nstreams, 1);
@@ -775,6 +856,10 @@ static int append_finish(lua_State *L, pgs *s, size_t nstreams, call_kind kind, 
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, (lua_Integer)ps->position);
     lua_setfield(L, -2, "position");
+    if (ps->replayed) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "replayed");
+    }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
     if (ps->position > last) last = ps->position;
   }
