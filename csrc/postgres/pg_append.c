@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 #include "../bytes.h"
 #include "../cerror.h"
+#include "../options.h"
 #include "../codec.h"
 #include "../record.h"
 #include "../uuid.h"
@@ -208,6 +209,10 @@ static void append_encode_stream(lua_State *L, pgs *s, const char *where, int na
   const char *name = lua_type(L, name_idx) == LUA_TSTRING ? lua_tolstring(L, name_idx, &len) : NULL;
   if (name == NULL || len == 0 || len > RECORD_MAX_STREAM)
     luaL_error(L, "%s: stream must be a string of 1 to %d bytes", where, RECORD_MAX_STREAM);
+  /* The category is the name up to its first '-': it must not be empty. */
+  if (name[0] == '-')
+    luaL_error(L, "%s: stream name '%s' starts with '-' (a stream's category is its name up to the first '-', "
+               "and must not be empty)", where, name);
   append_check_expected(L, expected_idx, where, &ps);
   if (!lua_istable(L, events_idx))
     luaL_error(L, "%s: events must be a list of event tables, got %s", where, luaL_typename(L, events_idx));
@@ -900,19 +905,14 @@ static int append_many(lua_State *L) {
 }
 
 static int append_write(lua_State *L) {
-  static const char *const op_fields[] = { "appends", "checks", "clears", "deletes", "puts", "dry_run", NULL };
+  static const opt_spec op_fields[] = {
+    { "appends", OPT_TABLE }, { "checks", OPT_TABLE }, { "clears", OPT_TABLE }, { "deletes", OPT_TABLE },
+    { "puts", OPT_TABLE }, { "dry_run", OPT_BOOLEAN }, { NULL, 0 }
+  };
   pgs *s = append_check_store(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  lua_pushnil(L);
-  while (lua_next(L, 2)) {
-    lua_pop(L, 1);
-    int known = 0;
-    for (int f = 0; op_fields[f] && lua_type(L, -1) == LUA_TSTRING; f++)
-      if (strcmp(lua_tostring(L, -1), op_fields[f]) == 0) known = 1;
-    if (!known) luaL_error(L, "write: unknown field %s (allowed: appends, checks, clears, deletes, puts, dry_run)",
-                           lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
-  }
+  opt_check(L, 2, "write", op_fields);
   size_t n = 0;
   lua_getfield(L, 2, "appends");
   if (!lua_isnil(L, 3)) {

@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 #include "../bytes.h"
 #include "../cerror.h"
+#include "../options.h"
 #include "../record.h"
 #include "../uuid.h"
 #include "pg.h"
@@ -517,8 +518,12 @@ static const char *pgs_connect_code(const char *msg) {
 /* postgres.open(url, opts) -> handle | nil, err */
 static int pgs_open(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
+  static const opt_spec options[] = {
+    { "durability", OPT_STRING }, { "readonly", OPT_BOOLEAN }, { "map_size", OPT_INTEGER },
+    { "max_event_size", OPT_INTEGER }, { NULL, 0 }
+  };
   if (lua_isnoneornil(L, 2)) { lua_settop(L, 1); lua_newtable(L); }
-  luaL_checktype(L, 2, LUA_TTABLE);
+  opt_check(L, 2, "open", options);
   lua_getfield(L, 2, "readonly");
   int readonly = lua_toboolean(L, -1);
   lua_getfield(L, 2, "durability");
@@ -779,7 +784,10 @@ static int pgs_wait(lua_State *L) {
   pgs *s = pgs_check(L, 1);
   lua_Integer after = luaL_checkinteger(L, 2);
   luaL_argcheck(L, after >= 0, 2, "position must be >= 0");
+  /* No timeout waits for ever; a negative or NaN one is a mistake, not "for ever". */
   double timeout = luaL_optnumber(L, 3, -1);
+  if (!lua_isnoneornil(L, 3))
+    luaL_argcheck(L, timeout >= 0, 3, "timeout must be a number of seconds >= 0 (nil: no timeout)");
   double deadline = timeout < 0 ? -1 : pgs_clock() + timeout;
   int64_t head = 0;
   int st;
