@@ -238,6 +238,8 @@ static int pgs_session(pgs *s) {
   PQfreemem(q);
   s->listening = 0;
   s->piped = 0;
+  s->head_known = 0;                      /* another server, or others wrote meanwhile */
+  if (s->counts) memset(s->counts, 0, sizeof *s->counts * PGS_COUNTS);
   return pgs_command(s, sql);
 }
 
@@ -328,6 +330,8 @@ static void pgs_release(pgs *s) {
   buf_free(&s->scratch_streams);
   buf_free(&s->scratch_kv);
   buf_free(&s->sql);
+  free(s->counts);
+  s->counts = NULL;
   free(s->p.values);
   free(s->p.lengths);
   free(s->p.formats);
@@ -440,7 +444,12 @@ static const char *const pgs_ddl =
   " first_position bigint NOT NULL, last_position bigint NOT NULL, created bigint NOT NULL,"
   " updated bigint NOT NULL);"
   "CREATE TABLE IF NOT EXISTS kv (space bytea NOT NULL, key bytea NOT NULL, value bytea NOT NULL,"
-  " PRIMARY KEY (space, key));";
+  " PRIMARY KEY (space, key));"
+  /* An append sent in one round trip checks what it predicted with this: false aborts the
+   * transaction with SQLSTATE CH001, and the append is sent again the long way. */
+  "CREATE OR REPLACE FUNCTION expect_fresh(ok boolean) RETURNS boolean LANGUAGE plpgsql AS"
+  " $f$BEGIN IF ok IS NOT TRUE THEN RAISE EXCEPTION 'a predicted head or stream count was stale'"
+  " USING ERRCODE = 'CH001'; END IF; RETURN true; END$f$;";
 
 enum { OPEN_OK, OPEN_NOT_FOUND, OPEN_NOT_A_STORE, OPEN_NEWER, OPEN_FAIL };
 
