@@ -33,6 +33,15 @@
 #define PGS_COUNTS 4096                   /* streams whose count a connection remembers */
 #define PGS_COUNT_NAME 64                 /* ... when their name is at most this long */
 
+#define PGS_STMTS 128                     /* statement texts a connection keeps prepared */
+
+/* A statement text this connection ran: prepared once it is seen a second time. */
+typedef struct pgs_stmt {
+  uint64_t hash;                          /* XXH3 of the text; 0: empty */
+  unsigned seen;
+  unsigned prepared;                      /* 0, or the number in its name (unique per session) */
+} pgs_stmt;
+
 typedef struct stream_count {
   uint64_t hash;                          /* 0: empty */
   int64_t count;
@@ -79,6 +88,10 @@ typedef struct pgs {
   int64_t head;
   int predict_skip, predict_backoff;      /* appends left to send the long way after a miss */
   struct stream_count *counts;            /* PGS_COUNTS entries, malloc'd on first use */
+  pgs_stmt stmts[PGS_STMTS];
+  int stmts_unsure;                       /* a flight that prepared failed: DEALLOCATE ALL first */
+  int stmts_sent;                         /* prepares sent since the last flight ended */
+  unsigned stmts_evicted, stmts_named;
   pgparams p;
   char sqlstate[6];
   char err[600];
