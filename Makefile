@@ -1,10 +1,10 @@
 # chronicle: development build. Users install with the rockspec (see README).
 #   make deps     install the Debian packages that are missing (apt-get, as root or via sudo)
 #   make          build build/chronicle/core.so
-#   make test     deps + build + every spec/*_spec.lua, ending with `N passed, N failed, N skipped`
+#   make test     deps + build + every spec/**/*_spec.lua, ending with `N passed, N failed, N skipped`
 #   make check    the suite against an ASan+UBSan build, then under valgrind memcheck
 #   make install  PREFIX=/usr/local; make bench; make demo; make clean
-#   make rockspec list every csrc/*.c and lua/chronicle/*.lua in the rockspec
+#   make rockspec list every csrc/**/*.c and lua/chronicle/**/*.lua in the rockspec
 #   make env      eval "$(make -s env)": use this tree from any folder (LUA_PATH_5_4, LUA_CPATH_5_4, PATH)
 # SPECS=spec/x_spec.lua limits test and check to some spec files.
 LUA_VERSION ?= 5.4
@@ -13,15 +13,17 @@ LUA_INC ?= /usr/include/lua$(LUA_VERSION)
 CC ?= cc
 CFLAGS ?= -O2 -g
 WARN = -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE
-LIBS = -llmdb -lxxhash -lpthread    # msgpack-c is used through its headers only (csrc/codec.c)
-SRC = $(wildcard csrc/*.c)
-HDR = $(wildcard csrc/*.h)
+LIBS = -llmdb -lxxhash -lpthread    # msgpack-c is used through its headers only (csrc/common/codec.c)
+# csrc/common: what both backends compile in (buffers, errors, ids, codec, records, options);
+# csrc/lmdb: the LMDB backend and luaopen_chronicle_core; csrc/sandbox: the script sandbox.
+SRC = $(wildcard csrc/common/*.c csrc/lmdb/*.c csrc/sandbox/*.c)
+HDR = $(wildcard csrc/common/*.h csrc/lmdb/*.h csrc/sandbox/*.h)
+INC = -Icsrc
 BUILD = build
 SO = $(BUILD)/chronicle/core.so
 # chronicle.postgres: the PostgreSQL backend, its own module so core.so needs no libpq.
-PG_SRC = $(wildcard csrc/postgres/*.c) csrc/buf.c csrc/cerror.c csrc/codec.c csrc/event_table.c csrc/options.c \
-	csrc/record.c csrc/uuid.c
-PG_HDR = $(wildcard csrc/postgres/*.h) $(HDR)
+PG_SRC = $(wildcard csrc/postgres/*.c csrc/common/*.c)
+PG_HDR = $(wildcard csrc/postgres/*.h csrc/common/*.h)
 PG_INC = -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 PG_LIBS = -lpq -lxxhash -lpthread
 PG_SO = $(BUILD)/chronicle/postgres.so
@@ -71,21 +73,21 @@ build: $(SO) $(PG_SO)
 
 $(SO): $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared $(INC) -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
 
 $(PG_SO): $(PG_SRC) $(PG_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARN) -DCERR_NO_LMDB -fPIC -shared -I$(LUA_INC) $(PG_INC) $(PG_SRC) -o $@ $(PG_LIBS)
+	$(CC) $(CFLAGS) $(WARN) -DCERR_NO_LMDB -fPIC -shared $(INC) -I$(LUA_INC) $(PG_INC) $(PG_SRC) -o $@ $(PG_LIBS)
 
 asan: $(ASAN_SO) $(ASAN_PG_SO) $(ASAN_GUARD) $(ASAN_LUA)
 
 $(ASAN_PG_SO): $(PG_SRC) $(PG_HDR)
 	@mkdir -p $(dir $@)
-	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) -DCERR_NO_LMDB -fPIC -shared -I$(LUA_INC) $(PG_INC) $(PG_SRC) -o $@ $(PG_LIBS)
+	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) -DCERR_NO_LMDB -fPIC -shared $(INC) -I$(LUA_INC) $(PG_INC) $(PG_SRC) -o $@ $(PG_LIBS)
 
 $(ASAN_SO): $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
-	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) -fPIC -shared -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
+	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) -fPIC -shared $(INC) -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
 
 $(ASAN_GUARD): scripts/asan_preload.c
 	@mkdir -p $(dir $@)
@@ -103,13 +105,13 @@ deps:
 
 # The backend-contract specs that run a second time on PostgreSQL (CHRONICLE_SPEC_BACKEND=postgres
 # makes helpers.open give a fresh schema); with SPECS, only those of them that SPECS names.
-PG_SPECS ?= spec/append_spec.lua spec/read_spec.lua spec/fold_spec.lua spec/codec_spec.lua \
-	spec/bad_input_spec.lua spec/aggregate_spec.lua spec/repository_spec.lua spec/snapshot_spec.lua \
-	spec/unit_of_work_spec.lua spec/upcast_spec.lua spec/time_travel_spec.lua spec/projection_spec.lua \
-	spec/handler_spec.lua spec/reactor_spec.lua spec/runner_spec.lua spec/scripts_spec.lua \
-	spec/sandbox_scripts_spec.lua spec/fields_spec.lua spec/api_safety_spec.lua spec/bad_input_table_spec.lua \
-	spec/concurrency_spec.lua spec/cli_spec.lua spec/multiprocess_spec.lua spec/aggregate_multiprocess_spec.lua \
-	spec/crash_spec.lua spec/projection_crash_spec.lua spec/server/api_spec.lua spec/server/subscribe_spec.lua
+PG_SPECS ?= spec/backend/append_spec.lua spec/backend/read_spec.lua spec/backend/fold_spec.lua spec/backend/codec_spec.lua \
+	spec/backend/bad_input_spec.lua spec/write/aggregate_spec.lua spec/write/repository_spec.lua spec/write/snapshot_spec.lua \
+	spec/write/unit_of_work_spec.lua spec/write/upcast_spec.lua spec/write/time_travel_spec.lua spec/read/projection_spec.lua \
+	spec/read/handler_spec.lua spec/read/reactor_spec.lua spec/read/runner_spec.lua spec/scripts/scripts_spec.lua \
+	spec/scripts/sandbox_scripts_spec.lua spec/backend/fields_spec.lua spec/backend/api_safety_spec.lua spec/backend/bad_input_table_spec.lua \
+	spec/reliability/concurrency_spec.lua spec/cli/cli_spec.lua spec/backend/multiprocess_spec.lua spec/write/aggregate_multiprocess_spec.lua \
+	spec/reliability/crash_spec.lua spec/reliability/projection_crash_spec.lua spec/server/api_spec.lua spec/server/subscribe_spec.lua
 PG_PASS_SPECS = $(if $(SPECS),$(filter $(PG_SPECS),$(SPECS)),$(PG_SPECS))
 PG_VALGRIND_SPECS = $(if $(VALGRIND_SPECS),$(filter $(PG_SPECS),$(VALGRIND_SPECS)),$(PG_SPECS))
 # Starts a throwaway PostgreSQL for the recipe's shell and stops and deletes it on exit, pass or fail.
@@ -183,7 +185,7 @@ crash: deps
 	@CHRONICLE_CRASH_KILLS=200 CHRONICLE_CRASH_ROUNDS=50 CHRONICLE_CONCURRENT_APPENDS=1000 \
 	    CHRONICLE_POWERCUT_STATES=1200 CHRONICLE_POWERCUT_APPENDS=60 \
 	    $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 \
-	    spec/crash_spec.lua spec/projection_crash_spec.lua spec/concurrency_spec.lua spec/powercut_spec.lua
+	    spec/reliability/crash_spec.lua spec/reliability/projection_crash_spec.lua spec/reliability/concurrency_spec.lua spec/reliability/powercut_spec.lua
 
 # libFuzzer targets for the value decoder and the event record (fuzz/run.sh).
 fuzz: deps
@@ -195,7 +197,7 @@ fuzz-long: deps
 # Every N of a longer workload, in every durability mode, with EIO, ENOSPC and a failing disk.
 reliability-long: deps
 	@$(MAKE) --no-print-directory build
-	@CHRONICLE_LONG=1 $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 spec/faults_spec.lua
+	@CHRONICLE_LONG=1 $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 spec/reliability/faults_spec.lua
 
 # eval "$$(make -s env)": this shell's lua5.4 finds chronicle in this tree, and bin/ is on PATH.
 env:

@@ -1,6 +1,6 @@
 -- `make rockspec`: rewrites the generated parts of rockspec/chronicle-scm-1.rockspec from the
--- tree (every csrc/*.c as a source of chronicle.core, csrc/postgres/*.c and the shared sources
--- it compiles in for chronicle.postgres, every lua/chronicle/*.lua as a module, every file of
+-- tree (every csrc/**/*.c but csrc/postgres/ as a source of chronicle.core, csrc/postgres/*.c and
+-- csrc/common/*.c for chronicle.postgres, every lua/chronicle/**/*.lua as a module, every file of
 -- the web console as an installed file),
 -- between the "-- begin: make rockspec" and "-- end: make rockspec" lines.
 local ROCKSPEC = arg[1] or "rockspec/chronicle-scm-1.rockspec"
@@ -19,15 +19,16 @@ end
 
 -- The PostgreSQL module's own folder, and the shared sources it compiles in (as the Makefile's PG_SRC).
 local PG_DIR = "csrc/postgres/"
-local PG_SHARED = { "csrc/buf.c", "csrc/cerror.c", "csrc/codec.c", "csrc/event_table.c", "csrc/options.c",
-                    "csrc/record.c", "csrc/uuid.c" }
+local COMMON_DIR = "csrc/common/"
 
 local sources, pgsources = {}, {}
 for _, f in ipairs(files("find csrc -name '*.c' -not -path '*/.*' | LC_ALL=C sort")) do
   if f:sub(1, #PG_DIR) == PG_DIR then pgsources[#pgsources + 1] = ('        "%s",'):format(f)
   else sources[#sources + 1] = ('        "%s",'):format(f) end
 end
-for _, f in ipairs(PG_SHARED) do pgsources[#pgsources + 1] = ('        "%s",'):format(f) end
+for _, f in ipairs(files("find " .. COMMON_DIR .. " -name '*.c' -not -path '*/.*' | LC_ALL=C sort")) do
+  pgsources[#pgsources + 1] = ('        "%s",'):format(f)
+end
 
 local modules = {}
 for _, f in ipairs(files("find lua/chronicle -name '*.lua' -not -path '*/.*' | LC_ALL=C sort")) do

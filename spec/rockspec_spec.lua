@@ -85,7 +85,7 @@ describe("the rockspec", function()
            table.concat(missing, ",\n  "))
   end)
 
-  it("builds chronicle.core from every csrc/*.c file", function()
+  it("builds chronicle.core from every csrc/**/*.c file outside csrc/postgres/", function()
     local listed = {}
     for _, src in ipairs(modules["chronicle.core"].sources) do listed[src] = true end
     local missing = {}

@@ -10,11 +10,11 @@
 #include <unistd.h>
 #include <lauxlib.h>
 #include <xxhash.h>
-#include "../bytes.h"
-#include "../cerror.h"
-#include "../options.h"
-#include "../record.h"
-#include "../uuid.h"
+#include "common/bytes.h"
+#include "common/cerror.h"
+#include "common/options.h"
+#include "common/record.h"
+#include "common/uuid.h"
 #include "pg.h"
 
 int luaopen_chronicle_postgres(lua_State *L);

@@ -4,9 +4,9 @@
 -- @module chronicle
 local core = require "chronicle.core"
 local Store = require "chronicle.store"
-local aggregate = require "chronicle.aggregate"
+local aggregate = require "chronicle.write.aggregate"
 local options = require "chronicle.options"
-local upcast = require "chronicle.upcast"
+local upcast = require "chronicle.write.upcast"
 
 local M = {}
 
@@ -83,7 +83,7 @@ M.now = core.now
 -- `run_once()`, `run{until_idle=, max_seconds=}`, `report()`, `stop()`; `run_once` and
 -- `run` return the report of what faulted as their second value (see chronicle.runner).
 function M.runner(store, opts)
-  return require("chronicle.runner").new(store, opts)
+  return require("chronicle.read.runner").new(store, opts)
 end
 
 --- Loads every `*.lua` script in folder `dir`: aggregates, projections,
