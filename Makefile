@@ -13,6 +13,8 @@ LUA_INC ?= /usr/include/lua$(LUA_VERSION)
 CC ?= cc
 CFLAGS ?= -O2 -g
 WARN = -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE
+# Each module exports its luaopen_* only (CHRONICLE_EXPORT, csrc/common/export.h).
+VIS = -fvisibility=hidden
 LIBS = -llmdb -lxxhash -lpthread    # msgpack-c is used through its headers only (csrc/common/codec.c)
 # csrc/common: what both backends compile in (buffers, errors, ids, codec, records, options);
 # csrc/lmdb: the LMDB backend and luaopen_chronicle_core; csrc/sandbox: the script sandbox.
@@ -27,6 +29,11 @@ PG_HDR = $(wildcard csrc/postgres/*.h csrc/common/*.h)
 PG_INC = -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 PG_LIBS = -lpq -lxxhash -lpthread
 PG_SO = $(BUILD)/chronicle/postgres.so
+# chronicle.common: uuid, now, hash, error values and name limits without LMDB or libpq.
+COMMON_SRC = $(wildcard csrc/common/*.c)
+COMMON_HDR = $(wildcard csrc/common/*.h)
+COMMON_LIBS = -lxxhash
+COMMON_SO = $(BUILD)/chronicle/common.so
 
 PREFIX ?= /usr/local
 LUA_LIBDIR = $(PREFIX)/lib/lua/$(LUA_VERSION)
@@ -47,6 +54,7 @@ SPEC_TIMEOUT ?= 900
 ASAN_BUILD = build-asan
 ASAN_SO = $(ASAN_BUILD)/chronicle/core.so
 ASAN_PG_SO = $(ASAN_BUILD)/chronicle/postgres.so
+ASAN_COMMON_SO = $(ASAN_BUILD)/chronicle/common.so
 ASAN_CC = gcc
 ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 ASAN_LIB = $(shell $(ASAN_CC) -print-file-name=libasan.so)
@@ -69,25 +77,33 @@ VALGRIND_TIMEOUT ?= 1800
 .PHONY: all build asan test check deps install bench demo clean rockspec env crash fuzz fuzz-long reliability-long
 
 all: build
-build: $(SO) $(PG_SO)
+build: $(SO) $(PG_SO) $(COMMON_SO)
 
 $(SO): $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARN) -fPIC -shared $(INC) -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
+	$(CC) $(CFLAGS) $(WARN) $(VIS) -fPIC -shared $(INC) -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
 
 $(PG_SO): $(PG_SRC) $(PG_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARN) -DCERR_NO_LMDB -fPIC -shared $(INC) -I$(LUA_INC) $(PG_INC) $(PG_SRC) -o $@ $(PG_LIBS)
+	$(CC) $(CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -fPIC -shared $(INC) -I$(LUA_INC) $(PG_INC) $(PG_SRC) -o $@ $(PG_LIBS)
 
-asan: $(ASAN_SO) $(ASAN_PG_SO) $(ASAN_GUARD) $(ASAN_LUA)
+$(COMMON_SO): $(COMMON_SRC) $(COMMON_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -DCHRONICLE_COMMON_MODULE -fPIC -shared $(INC) -I$(LUA_INC) $(COMMON_SRC) -o $@ $(COMMON_LIBS)
+
+asan: $(ASAN_SO) $(ASAN_PG_SO) $(ASAN_COMMON_SO) $(ASAN_GUARD) $(ASAN_LUA)
+
+$(ASAN_COMMON_SO): $(COMMON_SRC) $(COMMON_HDR)
+	@mkdir -p $(dir $@)
+	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -DCHRONICLE_COMMON_MODULE -fPIC -shared $(INC) -I$(LUA_INC) $(COMMON_SRC) -o $@ $(COMMON_LIBS)
 
 $(ASAN_PG_SO): $(PG_SRC) $(PG_HDR)
 	@mkdir -p $(dir $@)
-	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) -DCERR_NO_LMDB -fPIC -shared $(INC) -I$(LUA_INC) $(PG_INC) $(PG_SRC) -o $@ $(PG_LIBS)
+	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -fPIC -shared $(INC) -I$(LUA_INC) $(PG_INC) $(PG_SRC) -o $@ $(PG_LIBS)
 
 $(ASAN_SO): $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
-	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) -fPIC -shared $(INC) -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
+	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) $(VIS) -fPIC -shared $(INC) -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
 
 $(ASAN_GUARD): scripts/asan_preload.c
 	@mkdir -p $(dir $@)
@@ -149,6 +165,7 @@ check: deps
 install: build
 	install -d '$(DESTDIR)$(LUA_LIBDIR)/chronicle' '$(DESTDIR)$(LUA_SHAREDIR)/chronicle'
 	install -m 755 $(SO) '$(DESTDIR)$(LUA_LIBDIR)/chronicle/core.so'
+	install -m 755 $(COMMON_SO) '$(DESTDIR)$(LUA_LIBDIR)/chronicle/common.so'
 	cd lua && find chronicle -name '*.lua' -exec install -D -m 644 {} '$(DESTDIR)$(LUA_SHAREDIR)/{}' \;
 	if [ -f bin/chronicle ]; then install -D -m 755 bin/chronicle '$(DESTDIR)$(PREFIX)/bin/chronicle'; fi
 

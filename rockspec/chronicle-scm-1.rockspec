@@ -44,6 +44,7 @@ build = {
         "csrc/common/cerror.c",
         "csrc/common/codec.c",
         "csrc/common/event_table.c",
+        "csrc/common/lib.c",
         "csrc/common/options.c",
         "csrc/common/record.c",
         "csrc/common/uuid.c",
@@ -78,6 +79,7 @@ build = {
         "csrc/common/cerror.c",
         "csrc/common/codec.c",
         "csrc/common/event_table.c",
+        "csrc/common/lib.c",
         "csrc/common/options.c",
         "csrc/common/record.c",
         "csrc/common/uuid.c",
@@ -87,6 +89,24 @@ build = {
       libraries = { "pq", "xxhash", "pthread" },
       incdirs = { "csrc", "$(PQ_INCDIR)/postgresql", "$(MSGPACK_INCDIR)", "$(XXHASH_INCDIR)" },
       libdirs = { "$(PQ_LIBDIR)", "$(XXHASH_LIBDIR)" },
+    },
+    ["chronicle.common"] = {
+      sources = {
+        -- begin: make rockspec commonsources
+        "csrc/common/buf.c",
+        "csrc/common/cerror.c",
+        "csrc/common/codec.c",
+        "csrc/common/event_table.c",
+        "csrc/common/lib.c",
+        "csrc/common/options.c",
+        "csrc/common/record.c",
+        "csrc/common/uuid.c",
+        -- end: make rockspec commonsources
+      },
+      defines = { "_GNU_SOURCE", "CERR_NO_LMDB", "CHRONICLE_COMMON_MODULE" },
+      libraries = { "xxhash" },
+      incdirs = { "csrc", "$(MSGPACK_INCDIR)", "$(XXHASH_INCDIR)" },
+      libdirs = { "$(XXHASH_LIBDIR)" },
     },
     -- begin: make rockspec modules
     ["chronicle"] = "lua/chronicle/init.lua",

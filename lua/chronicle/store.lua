@@ -220,7 +220,7 @@ function Store:view(name)
   local meta, err = self:kv_get(view.PROJECTIONS, name)
   if err then return nil, err end
   if meta == nil or name:find("^reactor:") then
-    return nil, require("chronicle.core").error("not_found", "no projection '" .. name .. "' in this store", { projection = name })
+    return nil, require("chronicle.common").error("not_found", "no projection '" .. name .. "' in this store", { projection = name })
   end
   return view.reader(self, name)
 end

@@ -4,7 +4,7 @@
 -- its retries goes to a dead-letter list (inspect, then retry) and the
 -- handler moves on, so one bad event or one failing handler blocks nothing.
 -- @module chronicle.read.handler
-local core = require "chronicle.core"
+local common = require "chronicle.common"
 local upcast = require "chronicle.write.upcast"
 local view = require "chronicle.read.view"
 local names = require "chronicle.names"
@@ -41,7 +41,7 @@ function M.define(types, fn, opts, level)
     if bad_name then error("on: option " .. bad_name, level) end
   else
     name = "on:" .. table.concat(sorted, ",")
-    if #name > 100 then name = "on:" .. core.hash(table.concat(sorted, ",")) end
+    if #name > 100 then name = "on:" .. common.hash(table.concat(sorted, ",")) end
   end
   local retries = opts.retries or 3
   if math.type(retries) ~= "integer" or retries < 0 then error("on: option 'retries' must be an integer >= 0", level) end
@@ -81,7 +81,7 @@ function M.run_batch(store, h)
       if not ok then
         letters[#letters + 1] = { M.DEAD_LETTERS, letter_key(h.name, ev.position), {
           handler = h.name, position = ev.position, stream = ev.stream, version = ev.version, type = ev.type,
-          id = ev.id, error = failure, attempts = h.retries + 1, time = core.now(),
+          id = ev.id, error = failure, attempts = h.retries + 1, time = common.now(),
         } }
       end
       return seen + 1
@@ -115,7 +115,7 @@ function M.retry_dead_letters(store, h)
       store:write { deletes = { { M.DEAD_LETTERS, key } } }
       fixed = fixed + 1
     else
-      row.error, row.attempts, row.time = failure, (row.attempts or 0) + h.retries + 1, core.now()
+      row.error, row.attempts, row.time = failure, (row.attempts or 0) + h.retries + 1, common.now()
       store:write { puts = { { M.DEAD_LETTERS, key, row } } }
       failing = failing + 1
     end

@@ -7,7 +7,7 @@
 -- A (re)build fills a new generation of the view's space while readers keep
 -- seeing the previous one, and switches atomically when it has caught up.
 -- @module chronicle.read.projection
-local core = require "chronicle.core"
+local common = require "chronicle.common"
 local upcast = require "chronicle.write.upcast"
 local view = require "chronicle.read.view"
 local names = require "chronicle.names"
@@ -66,7 +66,7 @@ local function code_hash(def)
   local from = def.from or {}
   parts[#parts + 1] = "from=" .. tostring(from.category) .. "|" .. table.concat(from.types or {}, ",")
     .. "|" .. table.concat(from.streams or {}, ",")
-  return core.hash(table.concat(parts, "\0"))
+  return common.hash(table.concat(parts, "\0"))
 end
 
 --- Checks a projection definition.
@@ -186,7 +186,7 @@ local function swap(store, p, meta, checkpoint)
   local new_meta = copy(meta)
   new_meta.generation, new_meta.building, new_meta.status = meta.building, nil, "live"
   new_meta.garbage = old and old > 0 and old or nil
-  new_meta.garbage_after = core.now() + M.GRACE_SECONDS * 1000000000
+  new_meta.garbage_after = common.now() + M.GRACE_SECONDS * 1000000000
   return store:write {
     checks = { { view.CHECKPOINTS, checkpoint_key(p.name, meta.building), checkpoint } },
     puts = { { view.PROJECTIONS, p.name, new_meta } },
@@ -194,7 +194,7 @@ local function swap(store, p, meta, checkpoint)
 end
 
 local function collect_garbage(store, p, meta)
-  if not meta.garbage or (meta.garbage_after or 0) > core.now() then return true end
+  if not meta.garbage or (meta.garbage_after or 0) > common.now() then return true end
   local new_meta = copy(meta)
   new_meta.garbage, new_meta.garbage_after = nil, nil
   return store:write {
@@ -209,7 +209,7 @@ local function fault(store, p, meta, ev, message)
   new_meta.status = "faulted"
   new_meta.fault = {
     position = ev and ev.position, stream = ev and ev.stream, version = ev and ev.version,
-    type = ev and ev.type, id = ev and ev.id, error = fault_util.message(message), time = core.now(),
+    type = ev and ev.type, id = ev and ev.id, error = fault_util.message(message), time = common.now(),
   }
   pcall(store.write, store, { puts = { { view.PROJECTIONS, p.name, new_meta } } })
   return new_meta.fault

@@ -23,7 +23,7 @@
 -- stream, an event without type, one over max_event_size, an id already
 -- stored as another event).
 -- @module chronicle.read.reactor
-local core = require "chronicle.core"
+local common = require "chronicle.common"
 local upcast = require "chronicle.write.upcast"
 local view = require "chronicle.read.view"
 local names = require "chronicle.names"
@@ -149,8 +149,8 @@ function Context:load(repo, id)
   return self.uow:load(resolve(self, repo, "load"), id)
 end
 
-local MAX_NAME = core.MAX_STREAM_NAME
-local MAX_TYPE = core.MAX_TYPE_NAME
+local MAX_NAME = common.MAX_STREAM_NAME
+local MAX_TYPE = common.MAX_TYPE_NAME
 
 --- Appends `events` to `stream` when the batch commits (with `expected`, as
 -- for `store:append`). Each event gets the reaction's correlation and
@@ -184,7 +184,7 @@ local function checkpoint_key(r) return "r:" .. r.name end
 local function fault(store, r, ev, message)
   pcall(store.write, store, { puts = { { view.PROJECTIONS, "reactor:" .. r.name, {
     status = "faulted", fault = { position = ev and ev.position, stream = ev and ev.stream, type = ev and ev.type,
-      id = ev and ev.id, error = fault_util.message(message), time = core.now() } } } } })
+      id = ev and ev.id, error = fault_util.message(message), time = common.now() } } } } })
   r.streak = nil
 end
 

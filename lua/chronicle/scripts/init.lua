@@ -7,7 +7,7 @@
 -- isolated (chronicle.sandbox): scripts then reach nothing but the values
 -- they are given, and act only by returning events.
 -- @module chronicle.scripts
-local core = require "chronicle.core"
+local common = require "chronicle.common"
 local aggregate = require "chronicle.write.aggregate"
 local names = require "chronicle.names"
 local options = require "chronicle.options"
@@ -235,7 +235,7 @@ function Scripts:reload()
   for _, name in ipairs(names_list) do
     local path = self.dir .. "/" .. name
     local source, rerr = read_file(path)
-    local hash = source and core.hash(source)
+    local hash = source and common.hash(source)
     local old = self.files[path]
     if not source then
       failures[path] = error_entry(path, rerr)
@@ -311,10 +311,10 @@ end
 function M.load_file(store, path)
   if path:find("\0", 1, true) then error("projection: the file name must not contain a NUL byte", 3) end
   local source, err = read_file(path)
-  if not source then return nil, core.error("not_found", "cannot read " .. path .. ": " .. tostring(err)) end
+  if not source then return nil, common.error("not_found", "cannot read " .. path .. ": " .. tostring(err)) end
   local def, lerr = load_trusted(path, source)
   if not def then error(lerr, 2) end
-  def.code_hash = def.code_hash or core.hash(source)
+  def.code_hash = def.code_hash or common.hash(source)
   return store:projection(def)
 end
 

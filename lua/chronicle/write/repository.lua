@@ -2,7 +2,7 @@
 -- run commands against them: load, decide, append with the loaded version as
 -- `expected`, apply, and retry on conflict.
 -- @classmod Repository
-local core = require "chronicle.core"
+local common = require "chronicle.common"
 local upcast = require "chronicle.write.upcast"
 local aggregate_mod = require "chronicle.write.aggregate"
 local options = require "chronicle.options"
@@ -177,7 +177,7 @@ function M.decide(repo, id, command, args, state, version, opts)
   end
   if result == nil or result == false then
     if reason ~= nil then
-      return nil, core.error("rejected", ("%s %s: %s rejected: %s"):format(agg.name, tostring(id), command, tostring(reason)),
+      return nil, common.error("rejected", ("%s %s: %s rejected: %s"):format(agg.name, tostring(id), command, tostring(reason)),
         { reason = reason, aggregate = agg.name, id = id, command = command })
     end
     return {}
@@ -196,8 +196,8 @@ function M.prepare(repo, id, command, events, state, version, opts)
   local agg = repo.aggregate
   local registry = repo:upcasters()
   local stream = agg:stream(id)
-  local now = core.now()
-  local command_id = opts.command_id or core.uuid()
+  local now = common.now()
+  local command_id = opts.command_id or common.uuid()
   local base = opts.meta or {}
   local applier = repo:applier()
   local out = {}
@@ -213,7 +213,7 @@ function M.prepare(repo, id, command, events, state, version, opts)
     meta.causation_id = base.causation_id or command_id
     local ev = {
       stream = stream, version = version + i, type = e.type, data = e.data, meta = meta,
-      id = core.uuid(), time = now, schema = registry:current(e.type),
+      id = common.uuid(), time = now, schema = registry:current(e.type),
     }
     out[i] = ev
     local next_state = applier(state, ev)
