@@ -34,6 +34,12 @@ COMMON_SRC = $(wildcard csrc/common/*.c)
 COMMON_HDR = $(wildcard csrc/common/*.h)
 COMMON_LIBS = -lxxhash
 COMMON_SO = $(BUILD)/chronicle/common.so
+# chronicle.crypto: sealing events' personal data with libsodium (Debian libsodium-dev), so that
+# store:forget(subject) can erase it; its own module so the backends need no libsodium.
+CRYPTO_SRC = $(wildcard csrc/crypto/*.c csrc/common/*.c)
+CRYPTO_HDR = $(wildcard csrc/crypto/*.h csrc/common/*.h)
+CRYPTO_LIBS = -lsodium -lxxhash
+CRYPTO_SO = $(BUILD)/chronicle/crypto.so
 
 PREFIX ?= /usr/local
 LUA_LIBDIR = $(PREFIX)/lib/lua/$(LUA_VERSION)
@@ -55,6 +61,7 @@ ASAN_BUILD = build-asan
 ASAN_SO = $(ASAN_BUILD)/chronicle/core.so
 ASAN_PG_SO = $(ASAN_BUILD)/chronicle/postgres.so
 ASAN_COMMON_SO = $(ASAN_BUILD)/chronicle/common.so
+ASAN_CRYPTO_SO = $(ASAN_BUILD)/chronicle/crypto.so
 ASAN_CC = gcc
 ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 ASAN_LIB = $(shell $(ASAN_CC) -print-file-name=libasan.so)
@@ -77,7 +84,7 @@ VALGRIND_TIMEOUT ?= 1800
 .PHONY: all build asan test check deps install bench demo clean rockspec env crash fuzz fuzz-long reliability-long
 
 all: build
-build: $(SO) $(PG_SO) $(COMMON_SO)
+build: $(SO) $(PG_SO) $(COMMON_SO) $(CRYPTO_SO)
 
 $(SO): $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
@@ -91,7 +98,15 @@ $(COMMON_SO): $(COMMON_SRC) $(COMMON_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -DCHRONICLE_COMMON_MODULE -fPIC -shared $(INC) -I$(LUA_INC) $(COMMON_SRC) -o $@ $(COMMON_LIBS)
 
-asan: $(ASAN_SO) $(ASAN_PG_SO) $(ASAN_COMMON_SO) $(ASAN_GUARD) $(ASAN_LUA)
+asan: $(ASAN_SO) $(ASAN_PG_SO) $(ASAN_COMMON_SO) $(ASAN_CRYPTO_SO) $(ASAN_GUARD) $(ASAN_LUA)
+
+$(CRYPTO_SO): $(CRYPTO_SRC) $(CRYPTO_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -fPIC -shared $(INC) -I$(LUA_INC) $(CRYPTO_SRC) -o $@ $(CRYPTO_LIBS)
+
+$(ASAN_CRYPTO_SO): $(CRYPTO_SRC) $(CRYPTO_HDR)
+	@mkdir -p $(dir $@)
+	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -fPIC -shared $(INC) -I$(LUA_INC) $(CRYPTO_SRC) -o $@ $(CRYPTO_LIBS)
 
 $(ASAN_COMMON_SO): $(COMMON_SRC) $(COMMON_HDR)
 	@mkdir -p $(dir $@)
@@ -166,6 +181,7 @@ install: build
 	install -d '$(DESTDIR)$(LUA_LIBDIR)/chronicle' '$(DESTDIR)$(LUA_SHAREDIR)/chronicle'
 	install -m 755 $(SO) '$(DESTDIR)$(LUA_LIBDIR)/chronicle/core.so'
 	install -m 755 $(COMMON_SO) '$(DESTDIR)$(LUA_LIBDIR)/chronicle/common.so'
+	install -m 755 $(CRYPTO_SO) '$(DESTDIR)$(LUA_LIBDIR)/chronicle/crypto.so'
 	cd lua && find chronicle -name '*.lua' -exec install -D -m 644 {} '$(DESTDIR)$(LUA_SHAREDIR)/{}' \;
 	if [ -f bin/chronicle ]; then install -D -m 755 bin/chronicle '$(DESTDIR)$(PREFIX)/bin/chronicle'; fi
 

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   gcc make pkg-config
   lua5.4 liblua5.4-dev
-  liblmdb-dev lmdb-utils libmsgpack-dev libxxhash-dev
+  liblmdb-dev lmdb-utils libmsgpack-dev libxxhash-dev libsodium-dev
   lua-busted lua-cjson lua-argparse lua-filesystem lua-readline lua-term lua-luv tmux
   lua-http lua-cqueues curl chromium chromium-driver wrk
   luarocks
