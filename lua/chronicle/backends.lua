@@ -59,7 +59,7 @@ M.register {
   matches = function(target) return not target:find("^%a[%w+.-]*://") end,
   options = {
     durability = options.one_of("full", "nometasync", "nosync"), readonly = "boolean",
-    map_size = "integer", max_event_size = "integer",
+    map_size = "integer", max_event_size = "integer", key_file = "string",
   },
 }
 
@@ -71,7 +71,7 @@ M.register {
   -- durability maps to synchronous_commit; map_size is LMDB's and ignored here.
   options = {
     durability = options.one_of("full", "nometasync", "nosync"), readonly = "boolean",
-    map_size = "integer", max_event_size = "integer",
+    map_size = "integer", max_event_size = "integer", key_file = "string",
   },
 }
 

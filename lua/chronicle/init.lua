@@ -38,7 +38,9 @@ local backends = require "chronicle.backends"
 -- PostgreSQL backend); chronicle.backends picks the backend.
 -- @tparam string target the store's directory or URL
 -- @tparam[opt] table opts `durability` ("full" | "nometasync" | "nosync"),
---   `readonly`, `map_size` (initial bytes, LMDB only), `max_event_size` (bytes)
+--   `readonly`, `map_size` (initial bytes, LMDB only), `max_event_size` (bytes),
+--   `key_file` (the file of the key that wraps the subject keys of personal data; a missing,
+--   malformed or other store's key file is `bad_key`)
 -- @treturn[1] Store the store
 -- @treturn[2] nil
 -- @treturn[2] table error with `code` ("not_a_store", "unsupported_format", "locked", "unavailable", ...)
@@ -56,9 +58,20 @@ function M.open(target, opts)
                            "' (a directory, or a postgresql:// URL)", { target = target })
   end
   options.check("open", opts, backend.options, 2)
-  local handle, err = backends.module(backend).open(target, opts)
+  local key_file = opts and opts.key_file
+  local backend_opts = opts
+  if key_file ~= nil then
+    backend_opts = {}
+    for k, v in pairs(opts) do if k ~= "key_file" then backend_opts[k] = v end end
+  end
+  local handle, err = backends.module(backend).open(target, backend_opts)
   if not handle then return nil, err end
-  return Store.new(handle, target, opts or {})
+  local store = Store.new(handle, target, opts or {})
+  if key_file ~= nil then
+    local ok, kerr = require("chronicle.personal").use_key_file(store, key_file)
+    if not ok then store:close(); return nil, kerr end
+  end
+  return store
 end
 
 --- Defines an aggregate: `{ name, initial, apply, commands, snapshot_every,

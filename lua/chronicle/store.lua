@@ -2,11 +2,22 @@
 -- the C handle; the aggregate, projection and handler layers add methods here.
 -- @classmod Store
 local options = require "chronicle.options"
+local personal = require "chronicle.personal"
 
 local Store = {}
 Store.__index = Store
 
 local append_options = { expected = "string|integer" }
+
+-- `sealed = true` reads events as stored: personal data still sealed in meta (what
+-- `chronicle copy` copies, with the subject_keys space, so the copy stays erasable).
+-- Returns the options without `sealed`, and whether it was true.
+local function sealed_options(opts, fname)
+  if type(opts.sealed) ~= "boolean" then error(fname .. ": option 'sealed' must be a boolean", 3) end
+  local rest = {}
+  for k, v in pairs(opts) do if k ~= "sealed" then rest[k] = v end end
+  return rest, opts.sealed
+end
 
 --- Wraps a `chronicle.core` handle (use `chronicle.open`).
 function Store.new(handle, path, opts)
@@ -32,6 +43,7 @@ function Store:append(stream, events, opts)
     options.check("append", opts, append_options, 2)
     expected = opts.expected
   end
+  if personal.any(events) then return personal.append(self, handle(self), stream, events, expected) end
   return handle(self):append(stream, events, expected)
 end
 
@@ -41,6 +53,7 @@ end
 -- @treturn[2] nil
 -- @treturn[2] table error, with `index` naming the entry that failed
 function Store:append_many(batch)
+  if personal.any_in(batch) then return personal.append_many(self, handle(self), batch) end
   return handle(self):append_many(batch)
 end
 
@@ -53,7 +66,10 @@ end
 -- @treturn[1] table as for `append_many` (`dry_run = true` when rolled back)
 -- @treturn[2] nil
 -- @treturn[2] table error: `conflict`, `duplicate_id`, `check_failed` (with `space`, `key`), ...
-function Store:write(ops) return handle(self):write(ops) end
+function Store:write(ops)
+  if type(ops) == "table" and personal.any_in(ops.appends) then return personal.write(self, handle(self), ops) end
+  return handle(self):write(ops)
+end
 
 --- The value stored under `key` in key-value space `space`, or nil.
 function Store:kv_get(space, key) return handle(self):kv_get(space, key) end
@@ -69,17 +85,37 @@ function Store:kv_count(space, prefix) return handle(self):kv_count(space, prefi
 
 --- Iterates the events of one stream: `{from=, to=, count=, backward=, until_position=, until_time=}`
 -- (`from`/`to` are stream versions).
-function Store:read(stream, opts) return handle(self):read(stream, opts) end
+function Store:read(stream, opts)
+  local h = handle(self)
+  if type(opts) == "table" and opts.sealed ~= nil then
+    local rest, sealed = sealed_options(opts, "read")
+    if sealed then return h:read(stream, rest) end
+    opts = rest
+  end
+  return personal.iterate(self, h:read(stream, opts))
+end
 
 --- Iterates the whole log: `{from=, to=, count=, backward=, category=, types=}`.
-function Store:read_all(opts) return handle(self):read_all(opts) end
+function Store:read_all(opts)
+  local h = handle(self)
+  if type(opts) == "table" and opts.sealed ~= nil then
+    local rest, sealed = sealed_options(opts, "read_all")
+    if sealed then return h:read_all(rest) end
+    opts = rest
+  end
+  return personal.iterate(self, h:read_all(opts))
+end
 
 --- Folds events into a state with the loop in C.
 -- @param query a stream name, or a table of `read_all` options plus `stream`
 -- @param state the initial state
 -- @tparam function fn `fn(state, event)` returns the new state, or nil to keep it
 -- @return state, count, last_position, last_version (or nil, err)
-function Store:fold(query, state, fn) return handle(self):fold(query, state, fn) end
+function Store:fold(query, state, fn)
+  local h = handle(self)
+  if type(fn) ~= "function" then return h:fold(query, state, fn) end   -- the backend raises
+  return personal.fold(self, h, query, state, fn)
+end
 
 --- The global position of the event with id `id` (a UUID string), or nil when no event has it.
 function Store:position_of(id) return handle(self):position_of(id) end
@@ -139,8 +175,22 @@ function Store:backup(dest, opts) return handle(self):backup(dest, opts) end
 --- Closes the store; later calls raise. Closing twice is harmless.
 function Store:close()
   local h = rawget(self, "_h")
+  personal.close(self)
   if h then h:close() end
 end
+
+--- Erases the personal data of `subject`: destroys its key, so every read from now on
+-- returns its events with `personal = nil` and `erased = true` (types, data, meta, times and
+-- `subject` stay). The key's bytes leave the files at the next compaction (`backup`; see
+-- README "Personal data and erasure").
+-- @treturn[1] table `{subject=, forgotten= (ns), already= (true when forgotten before)}`
+-- @treturn[2] nil
+-- @treturn[2] table error: `not_found` (no event carries that subject's personal data), ...
+function Store:forget(subject) return personal.forget(self, subject) end
+
+--- The subjects whose personal data the store holds: iterator of `subject, {forgotten=}`
+-- (`forgotten`: when it was forgotten, ns; nil while its data can be read). `opts` as `kv_scan`.
+function Store:subjects(opts) return personal.subjects(self, opts) end
 
 function Store:is_open()
   local h = rawget(self, "_h")
