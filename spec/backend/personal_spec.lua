@@ -1,0 +1,334 @@
+-- Personal data and its erasure: events carry `subject` and `personal`; personal is stored
+-- sealed with the subject's key, read back by every read, and gone for good once
+-- store:forget(subject) destroyed the key. On both backends.
+local chronicle = require "chronicle"
+local helpers = require "helpers"
+
+local function slurp(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Every byte of every file under `dir`, concatenated.
+local function all_bytes(dir)
+  local out = {}
+  for path in helpers.capture("find " .. helpers.quote(dir) .. " -type f"):gmatch("[^\n]+") do
+    out[#out + 1] = slurp(path)
+  end
+  return table.concat(out)
+end
+
+local function register(store, subject, name, email)
+  return store:append("customer-" .. subject, {
+    { type = "Registered", subject = subject, personal = { name = name, email = email }, data = { plan = "pro" },
+      meta = { source = "web" } },
+    { type = "PlanChanged", data = { plan = "team" } },
+  })
+end
+
+local function new_key_file()
+  local path = helpers.tmpdir() .. "/store.key"
+  assert(require("chronicle.crypto").new_key_file(path))
+  return path
+end
+
+describe("personal data", function()
+  after_each(helpers.cleanup)
+
+  it("reads back decrypted as ev.personal from read, read_all and fold, with ev.subject", function()
+    local store = helpers.open()
+    assert(register(store, "alice", "Alice Liddell", "alice@example.org"))
+    local evs = helpers.collect(store:read("customer-alice"))
+    assert.same({ name = "Alice Liddell", email = "alice@example.org" }, evs[1].personal)
+    assert.equals("alice", evs[1].subject)
+    assert.same({ source = "web" }, evs[1].meta)          -- the sealed box is not in meta
+    assert.same({ plan = "pro" }, evs[1].data)
+    assert.is_nil(evs[1].erased)
+    assert.is_nil(evs[2].personal)
+    assert.is_nil(evs[2].meta)
+    local all = helpers.collect(store:read_all())
+    assert.equals("Alice Liddell", all[1].personal.name)
+    local names = store:fold({ from = 1 }, {}, function(acc, ev)
+      acc[#acc + 1] = ev.personal and ev.personal.name or "-"
+    end)
+    assert.same({ "Alice Liddell", "-" }, names)
+  end)
+
+  it("is sealed in the record: the plaintext is in no read with sealed = true nor in the store's bytes", function()
+    local store, dir = helpers.open()
+    assert(register(store, "alice", "Alice Liddell", "alice@example.org"))
+    for ev in store:read_all({ sealed = true }) do
+      if ev.version == 0 then
+        assert.is_nil(ev.personal)
+        assert.equals("alice", ev.meta["$personal"].s)
+        assert.is_string(ev.meta["$personal"].c)
+        assert.is_nil(ev.meta["$personal"].c:find("Alice", 1, true))
+      end
+    end
+    if helpers.backend == "lmdb" then
+      assert.is_nil(all_bytes(dir):find("Alice Liddell", 1, true))
+    end
+  end)
+
+  it("works through append_many and write, and an aggregate sees it", function()
+    local store = helpers.open()
+    assert(store:append_many({
+      { stream = "customer-bob", events = { { type = "Registered", subject = "bob", personal = { name = "Bob" } } } },
+      { stream = "customer-eve", events = { { type = "Registered", subject = "eve", personal = { name = "Eve" } } } },
+    }))
+    assert(store:write({ appends = { { stream = "customer-bob", events = {
+      { type = "Renamed", subject = "bob", personal = { name = "Robert" } } } } },
+      puts = { { "notes", "k", 1 } } }))
+    local Customer = chronicle.aggregate {
+      name = "customer",
+      initial = function() return { names = {} } end,
+      apply = {
+        Registered = function(s, ev) s.names[#s.names + 1] = ev.personal and ev.personal.name or "?" end,
+        Renamed = function(s, ev) s.names[#s.names + 1] = ev.personal and ev.personal.name or "?" end,
+      },
+      commands = {},
+    }
+    local repo = store:repository(Customer)
+    assert.same({ "Bob", "Robert" }, assert(repo:load("bob")).names)
+    assert.same({ "Eve" }, assert(repo:load("eve")).names)
+    assert.equals(1, store:kv_get("notes", "k"))
+  end)
+
+  it("replays idempotently: the same event with the same id is stored once", function()
+    local store = helpers.open()
+    local id = chronicle.uuid()
+    local ev = { type = "Registered", id = id, subject = "alice", personal = { name = "Alice" } }
+    local first = assert(store:append("customer-alice", { ev }, { expected = chronicle.NO_STREAM }))
+    local again = assert(store:append("customer-alice", { ev }, { expected = chronicle.NO_STREAM }))
+    assert.equals(first.position, again.position)
+    assert.equals(1, store:head())
+  end)
+
+  describe("after store:forget(subject)", function()
+    it("reads return the subject's events with personal = nil and erased = true, never an error", function()
+      local store = helpers.open()
+      assert(register(store, "alice", "Alice Liddell", "alice@example.org"))
+      assert(register(store, "bob", "Bob Bobson", "bob@example.org"))
+      local res = assert(store:forget("alice"))
+      assert.equals("alice", res.subject)
+      assert.equals("integer", math.type(res.forgotten))
+      for ev in store:read("customer-alice") do
+        assert.is_nil(ev.personal)
+        if ev.version == 0 then
+          assert.is_true(ev.erased)
+          assert.equals("alice", ev.subject)
+          assert.equals("Registered", ev.type)
+          assert.same({ plan = "pro" }, ev.data)
+          assert.same({ source = "web" }, ev.meta)
+        else
+          assert.is_nil(ev.erased)
+        end
+      end
+      local bob = helpers.collect(store:read("customer-bob"))
+      assert.equals("Bob Bobson", bob[1].personal.name)
+      local state, count = store:fold({ from = 1 }, { erased = 0 }, function(s, ev)
+        if ev.erased then s.erased = s.erased + 1 end
+      end)
+      assert.equals(4, count)
+      assert.equals(1, state.erased)
+      -- forgetting again changes nothing
+      local again = assert(store:forget("alice"))
+      assert.is_true(again.already)
+      assert.equals(res.forgotten, again.forgotten)
+    end)
+
+    it("is seen by another handle of the same store", function()
+      local store, dir = helpers.open()
+      assert(register(store, "alice", "Alice", "a@example.org"))
+      local other = helpers.track(assert(chronicle.open(dir)))
+      assert.equals("Alice", helpers.collect(other:read("customer-alice"))[1].personal.name)
+      assert(store:forget("alice"))
+      assert.is_true(helpers.collect(other:read("customer-alice"))[1].erased)
+    end)
+
+    it("aggregates load, projections rebuild and handlers run without the data", function()
+      local store = helpers.open()
+      assert(register(store, "alice", "Alice", "a@example.org"))
+      assert(register(store, "bob", "Bob", "b@example.org"))
+      local Customer = chronicle.aggregate {
+        name = "customer",
+        initial = function() return {} end,
+        apply = {
+          Registered = function(s, ev) s.name = ev.personal and ev.personal.name or "(erased)"; s.plan = ev.data.plan end,
+          PlanChanged = function(s, ev) s.plan = ev.data.plan end,
+        },
+        commands = {},
+      }
+      store:projection {
+        name = "customer_names",
+        version = 1,
+        handlers = {
+          Registered = function(view, ev) view:put(ev.stream, ev.personal and ev.personal.name or "(erased)") end,
+        },
+      }
+      assert(store:run_projections())
+      assert.equals("Alice", store:view("customer_names"):get("customer-alice"))
+      assert(store:forget("alice"))
+      assert.same({ name = "(erased)", plan = "team" }, assert(store:repository(Customer):load("alice")))
+      assert.same({ name = "Bob", plan = "team" }, assert(store:repository(Customer):load("bob")))
+      assert(store:reset_projection("customer_names"))
+      assert(store:run_projections())
+      assert.equals("(erased)", store:view("customer_names"):get("customer-alice"))
+      assert.equals("Bob", store:view("customer_names"):get("customer-bob"))
+      local seen = {}
+      store:on("Registered", function(ev) seen[#seen + 1] = ev.erased and "erased" or ev.personal.name end,
+               { name = "mailer" })
+      assert(chronicle.runner(store):run_once())
+      assert.same({ "erased", "Bob" }, seen)
+    end)
+
+    it("refuses new personal data of the forgotten subject (forgotten) and keeps other writes", function()
+      local store = helpers.open()
+      assert(register(store, "alice", "Alice", "a@example.org"))
+      assert(store:forget("alice"))
+      local res, err = store:append("customer-alice", { { type = "Renamed", subject = "alice", personal = { name = "A" } } })
+      assert.is_nil(res)
+      assert.equals("forgotten", err.code)
+      assert.equals("alice", err.subject)
+      assert(store:append("customer-alice", { { type = "Closed", subject = "alice" } }))
+      local last = helpers.collect(store:read("customer-alice", { backward = true, count = 1 }))[1]
+      assert.equals("alice", last.subject)
+      assert.is_nil(last.erased)
+    end)
+
+    it("leaves neither the key nor any plaintext in any byte of a compacted copy", function()
+      if helpers.backend ~= "lmdb" then return pending("a compacting copy is LMDB's backup") end
+      local store, dir = helpers.open()
+      assert(register(store, "alice", "Alice Liddell", "alice@example.org"))
+      assert(register(store, "bob", "Bob Bobson", "bob@example.org"))
+      local row = store:kv_get("subject_keys", "alice")
+      local key = row:sub(2)
+      assert.equals(32, #key)
+      assert.truthy(all_bytes(dir):find(key, 1, true))       -- the grep finds the key before
+      assert(store:forget("alice"))
+      local copy = helpers.tmpdir() .. "/copy"
+      assert(store:backup(copy))
+      local bytes = all_bytes(copy)
+      assert.is_nil(bytes:find(key, 1, true))
+      for _, text in ipairs({ "Alice Liddell", "alice@example.org", "Bob Bobson", "bob@example.org" }) do
+        assert.is_nil(bytes:find(text, 1, true), text)
+      end
+      -- and the copy reads: alice erased, bob intact
+      local c = helpers.track(assert(chronicle.open(copy)))
+      assert.is_true(helpers.collect(c:read("customer-alice"))[1].erased)
+      assert.equals("Bob Bobson", helpers.collect(c:read("customer-bob"))[1].personal.name)
+    end)
+  end)
+
+  describe("with a key file", function()
+    it("wraps the subject keys: the store alone holds no usable key", function()
+      local keyfile = new_key_file()
+      local store, dir = helpers.open({ key_file = keyfile })
+      assert(register(store, "alice", "Alice", "a@example.org"))
+      local row = store:kv_get("subject_keys", "alice")
+      assert.equals(2, row:byte(1))                          -- a wrapped row
+      store:close()
+      local again = helpers.track(assert(chronicle.open(dir, { key_file = keyfile })))
+      assert.equals("Alice", helpers.collect(again:read("customer-alice"))[1].personal.name)
+      again:close()
+      -- without the key file the store opens, but its personal data does not: bad_key
+      local bare = helpers.track(assert(chronicle.open(dir)))
+      assert.equals("PlanChanged", helpers.collect(bare:read("customer-alice", { from = 1 }))[1].type)
+      local ok, err = pcall(function() for _ in bare:read("customer-alice") do end end)
+      assert.is_false(ok)
+      assert.equals("bad_key", err.code)
+      local state, ferr = bare:fold("customer-alice", 0, function(n) return n + 1 end)
+      assert.is_nil(state)
+      assert.equals("bad_key", ferr.code)
+      local res, aerr = bare:append("customer-carol", { { type = "Registered", subject = "carol", personal = { name = "C" } } })
+      assert.is_nil(res)
+      assert.equals("bad_key", aerr.code)
+    end)
+
+    it("refuses a wrong, malformed or missing key file with bad_key", function()
+      local keyfile = new_key_file()
+      local store, dir = helpers.open({ key_file = keyfile })
+      assert(register(store, "alice", "Alice", "a@example.org"))
+      store:close()
+      local wrong = new_key_file()
+      local s, err = chronicle.open(dir, { key_file = wrong })
+      assert.is_nil(s)
+      assert.equals("bad_key", err.code)
+      local short = helpers.tmpdir() .. "/short.key"
+      helpers.write_file(short, "not a key\n")
+      s, err = chronicle.open(dir, { key_file = short })
+      assert.is_nil(s)
+      assert.equals("bad_key", err.code)
+      s, err = chronicle.open(dir, { key_file = helpers.tmpdir() .. "/missing.key" })
+      assert.is_nil(s)
+      assert.equals("bad_key", err.code)
+      assert.has_error(function() chronicle.open(dir, { key_file = 42 }) end)
+    end)
+
+    it("after forget and a compacting copy, neither the wrapped key nor plaintext is in the copy", function()
+      if helpers.backend ~= "lmdb" then return pending("a compacting copy is LMDB's backup") end
+      local keyfile = new_key_file()
+      local store = helpers.open({ key_file = keyfile })
+      assert(register(store, "alice", "Alice Liddell", "alice@example.org"))
+      local row = store:kv_get("subject_keys", "alice")
+      assert(store:forget("alice"))
+      local copy = helpers.tmpdir() .. "/copy"
+      assert(store:backup(copy))
+      local bytes = all_bytes(copy)
+      assert.is_nil(bytes:find(row:sub(2), 1, true))
+      assert.is_nil(bytes:find("Alice Liddell", 1, true))
+      local c = helpers.track(assert(chronicle.open(copy, { key_file = keyfile })))
+      assert.is_true(helpers.collect(c:read("customer-alice"))[1].erased)
+    end)
+  end)
+
+  describe("bad input", function()
+    it("forgetting an unknown subject is not_found", function()
+      local store = helpers.open()
+      local res, err = store:forget("nobody")
+      assert.is_nil(res)
+      assert.equals("not_found", err.code)
+      assert.equals("nobody", err.subject)
+    end)
+
+    it("personal without subject, a bad subject or a non-table personal raise and write nothing", function()
+      local store = helpers.open()
+      assert.matches("personal data needs a subject", helpers.raises(store.append, store, "s",
+        { { type = "T", personal = { a = 1 } } }))
+      assert.matches("subject must be a string", helpers.raises(store.append, store, "s",
+        { { type = "T", subject = 7, personal = { a = 1 } } }))
+      assert.matches("subject must be a string", helpers.raises(store.append, store, "s",
+        { { type = "T", subject = ("x"):rep(201), personal = { a = 1 } } }))
+      assert.matches("personal must be a table", helpers.raises(store.append, store, "s",
+        { { type = "T", subject = "a", personal = "secret" } }))
+      assert.matches("cannot store a function", helpers.raises(store.append, store, "s",
+        { { type = "T", subject = "a", personal = { f = print } } }))
+      assert.matches("is chronicle's", helpers.raises(store.append, store, "s",
+        { { type = "T", subject = "a", personal = {}, meta = { ["$personal"] = 1 } } }))
+      assert.matches("subject must be a string", helpers.raises(store.forget, store, ""))
+      assert.equals(0, store:head())
+      assert.is_nil(store:kv_get("subject_keys", "a"))
+    end)
+
+    it("a damaged box is corrupt, never garbage", function()
+      local store = helpers.open()
+      assert(register(store, "alice", "Alice", "a@example.org"))
+      local ev = helpers.collect(store:read("customer-alice", { sealed = true }))[1]
+      local box = ev.meta["$personal"].c
+      local flipped = box:sub(1, 30) .. string.char(box:byte(31) ~ 1) .. box:sub(32)
+      local crypto = require "chronicle.crypto"
+      local ring = crypto.keyring(nil)
+      assert(ring:add("alice", store:kv_get("subject_keys", "alice")))
+      assert.same({ name = "Alice", email = "a@example.org" }, ring:open("alice", ev.id, box))
+      local value, err = ring:open("alice", ev.id, flipped)
+      assert.is_nil(value)
+      assert.equals("corrupt", err.code)
+      value, err = ring:open("alice", chronicle.uuid(), box)    -- moved to another event
+      assert.is_nil(value)
+      assert.equals("corrupt", err.code)
+      ring:close()
+    end)
+  end)
+end)
