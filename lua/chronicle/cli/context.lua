@@ -36,7 +36,12 @@ end
 -- @tparam string dir
 -- @tparam string mode "read" (read-only; the store must exist), "write" (the store must
 --   exist) or "create" (created when missing)
-function M.open(dir, mode)
+-- @tparam[opt] table opts more options of chronicle.open (`key_file`); without `key_file`,
+--   the environment's CHRONICLE_KEY_FILE names the key file of personal data, when set
+function M.open(dir, mode, opts)
+  opts = opts or {}
+  local key_file = opts.key_file or os.getenv("CHRONICLE_KEY_FILE")
+  if key_file == "" then key_file = nil end
   if mode == "write" then
     if dir:find("^%a[%w+.-]*://") then          -- a URL (PostgreSQL): the store must exist too
       local probe, perr = chronicle.open(dir, { readonly = true })
@@ -46,7 +51,7 @@ function M.open(dir, mode)
       M.fail("no store at " .. dir)
     end
   end
-  local store, err = chronicle.open(dir, mode == "read" and { readonly = true } or nil)
+  local store, err = chronicle.open(dir, { readonly = mode == "read" or nil, key_file = key_file })
   if not store then M.fail(M.describe(err)) end
   return store
 end

@@ -324,12 +324,23 @@ function M.encode_event(ev)
     out[#out + 1] = ',"data":'
     encode(ev.data, out, 0, seen)
   end
+  -- Personal data (chronicle.personal): in the clear, as the store reads it; an erased event
+  -- says so and has none.
+  if ev.subject ~= nil then
+    out[#out + 1] = ',"subject":'
+    encode(ev.subject, out, 0, seen)
+  end
+  if ev.personal ~= nil then
+    out[#out + 1] = ',"personal":'
+    encode(ev.personal, out, 0, seen)
+  end
+  if ev.erased then out[#out + 1] = ',"erased":true' end
   out[#out + 1] = "}"
   return table.concat(out)
 end
 
 local event_fields = { position = true, stream = true, version = true, type = true, time = true, id = true,
-                       schema = true, meta = true, data = true }
+                       schema = true, meta = true, data = true, subject = true, personal = true, erased = true }
 
 --- Parses one exported event line into what `store:append` takes:
 -- `stream, {type=, id=, time=, schema=, meta=, data=}, position`. Returns nil and a message when invalid.
@@ -352,6 +363,9 @@ function M.decode_event(line)
     if type(stream) ~= "string" or stream == "" then decode_error("stream", "a non-empty string is required") end
     if type(type_name) ~= "string" or type_name == "" then decode_error("type", "a non-empty string is required") end
     local ev = { type = type_name, meta = field("meta"), data = field("data") }
+    ev.subject, ev.personal = field("subject"), field("personal")
+    if ev.subject ~= nil and type(ev.subject) ~= "string" then decode_error("subject", "expected a string") end
+    if ev.personal ~= nil and type(ev.personal) ~= "table" then decode_error("personal", "expected an object") end
     local id = field("id")
     if id ~= nil and type(id) ~= "string" then decode_error("id", "expected a UUID string") end
     ev.id = id

@@ -25,6 +25,7 @@ local commands = {
   rebuild = { "chronicle.cli.projections", "rebuild" },
   serve = { "chronicle.cli.serve", "serve" },
   ["dead-letters"] = { "chronicle.cli.deadletters", "run" },
+  forget = { "chronicle.cli.forget", "forget" },
 }
 
 -- Subcommands whose normal end is Ctrl-C: an interrupt there is success.
