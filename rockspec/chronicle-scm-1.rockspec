@@ -32,6 +32,7 @@ external_dependencies = {
   MSGPACK = { header = "msgpack.h" },   -- headers only: csrc/common/codec.c instantiates its packer template
   XXHASH = { header = "xxhash.h", library = "xxhash" },
   PQ = { header = "postgresql/libpq-fe.h", library = "pq" },   -- chronicle.postgres (Debian: libpq-dev)
+  SODIUM = { header = "sodium.h", library = "sodium" },   -- chronicle.crypto: personal data (Debian: libsodium-dev)
 }
 
 build = {
@@ -108,6 +109,25 @@ build = {
       incdirs = { "csrc", "$(MSGPACK_INCDIR)", "$(XXHASH_INCDIR)" },
       libdirs = { "$(XXHASH_LIBDIR)" },
     },
+    ["chronicle.crypto"] = {
+      sources = {
+        -- begin: make rockspec cryptosources
+        "csrc/crypto/crypto.c",
+        "csrc/common/buf.c",
+        "csrc/common/cerror.c",
+        "csrc/common/codec.c",
+        "csrc/common/event_table.c",
+        "csrc/common/lib.c",
+        "csrc/common/options.c",
+        "csrc/common/record.c",
+        "csrc/common/uuid.c",
+        -- end: make rockspec cryptosources
+      },
+      defines = { "_GNU_SOURCE", "CERR_NO_LMDB" },
+      libraries = { "sodium", "xxhash" },
+      incdirs = { "csrc", "$(SODIUM_INCDIR)", "$(MSGPACK_INCDIR)", "$(XXHASH_INCDIR)" },
+      libdirs = { "$(SODIUM_LIBDIR)", "$(XXHASH_LIBDIR)" },
+    },
     -- begin: make rockspec modules
     ["chronicle"] = "lua/chronicle/init.lua",
     ["chronicle.backends"] = "lua/chronicle/backends.lua",
@@ -116,6 +136,7 @@ build = {
     ["chronicle.cli.context"] = "lua/chronicle/cli/context.lua",
     ["chronicle.cli.copy"] = "lua/chronicle/cli/copy.lua",
     ["chronicle.cli.deadletters"] = "lua/chronicle/cli/deadletters.lua",
+    ["chronicle.cli.forget"] = "lua/chronicle/cli/forget.lua",
     ["chronicle.cli.integrity"] = "lua/chronicle/cli/integrity.lua",
     ["chronicle.cli.json"] = "lua/chronicle/cli/json.lua",
     ["chronicle.cli.main"] = "lua/chronicle/cli/main.lua",
@@ -130,6 +151,7 @@ build = {
     ["chronicle.fault"] = "lua/chronicle/fault.lua",
     ["chronicle.names"] = "lua/chronicle/names.lua",
     ["chronicle.options"] = "lua/chronicle/options.lua",
+    ["chronicle.personal"] = "lua/chronicle/personal.lua",
     ["chronicle.read.handler"] = "lua/chronicle/read/handler.lua",
     ["chronicle.read.projection"] = "lua/chronicle/read/projection.lua",
     ["chronicle.read.reactor"] = "lua/chronicle/read/reactor.lua",

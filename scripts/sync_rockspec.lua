@@ -1,6 +1,7 @@
 -- `make rockspec`: rewrites the generated parts of rockspec/chronicle-scm-1.rockspec from the
--- tree (every csrc/**/*.c but csrc/postgres/ as a source of chronicle.core, csrc/postgres/*.c and
--- csrc/common/*.c for chronicle.postgres, csrc/common/*.c for chronicle.common, every lua/chronicle/**/*.lua as a module, every file of
+-- tree (every csrc/**/*.c but csrc/postgres/ and csrc/crypto/ as a source of chronicle.core, csrc/postgres/*.c and
+-- csrc/common/*.c for chronicle.postgres, csrc/common/*.c for chronicle.common, csrc/crypto/*.c and
+-- csrc/common/*.c for chronicle.crypto, every lua/chronicle/**/*.lua as a module, every file of
 -- the web console as an installed file),
 -- between the "-- begin: make rockspec" and "-- end: make rockspec" lines.
 local ROCKSPEC = arg[1] or "rockspec/chronicle-scm-1.rockspec"
@@ -20,15 +21,19 @@ end
 -- The PostgreSQL module's own folder, and the shared sources it compiles in (as the Makefile's PG_SRC).
 local PG_DIR = "csrc/postgres/"
 local COMMON_DIR = "csrc/common/"
+-- chronicle.crypto (libsodium) likewise.
+local CRYPTO_DIR = "csrc/crypto/"
 
-local sources, pgsources, commonsources = {}, {}, {}
+local sources, pgsources, commonsources, cryptosources = {}, {}, {}, {}
 for _, f in ipairs(files("find csrc -name '*.c' -not -path '*/.*' | LC_ALL=C sort")) do
   if f:sub(1, #PG_DIR) == PG_DIR then pgsources[#pgsources + 1] = ('        "%s",'):format(f)
+  elseif f:sub(1, #CRYPTO_DIR) == CRYPTO_DIR then cryptosources[#cryptosources + 1] = ('        "%s",'):format(f)
   else sources[#sources + 1] = ('        "%s",'):format(f) end
 end
 for _, f in ipairs(files("find " .. COMMON_DIR .. " -name '*.c' -not -path '*/.*' | LC_ALL=C sort")) do
   pgsources[#pgsources + 1] = ('        "%s",'):format(f)
   commonsources[#commonsources + 1] = ('        "%s",'):format(f)
+  cryptosources[#cryptosources + 1] = ('        "%s",'):format(f)
 end
 
 local modules = {}
@@ -50,7 +55,7 @@ local f = assert(io.open(ROCKSPEC, "r"))
 local text = f:read("a")
 f:close()
 
-local blocks = { sources = sources, pgsources = pgsources, commonsources = commonsources, modules = modules, web = web }
+local blocks = { sources = sources, pgsources = pgsources, commonsources = commonsources, cryptosources = cryptosources, modules = modules, web = web }
 local count = 0
 text = text:gsub("(\n[ \t]*%-%- begin: make rockspec (%a+)\n).-([ \t]*%-%- end: make rockspec %a+\n)",
   function(head, which, tail)
@@ -58,7 +63,7 @@ text = text:gsub("(\n[ \t]*%-%- begin: make rockspec (%a+)\n).-([ \t]*%-%- end: 
     count = count + 1
     return head .. table.concat(lines, "\n") .. (#lines > 0 and "\n" or "") .. tail
   end)
-assert(count == 5, ROCKSPEC .. ": expected the five generated blocks (sources, pgsources, commonsources, modules, web), found " .. count)
+assert(count == 6, ROCKSPEC .. ": expected the six generated blocks (sources, pgsources, commonsources, cryptosources, modules, web), found " .. count)
 
 f = assert(io.open(ROCKSPEC, "w"))
 f:write(text)

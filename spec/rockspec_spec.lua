@@ -85,12 +85,14 @@ describe("the rockspec", function()
            table.concat(missing, ",\n  "))
   end)
 
-  it("builds chronicle.core from every csrc/**/*.c file outside csrc/postgres/", function()
+  it("builds chronicle.core from every csrc/**/*.c file outside csrc/postgres/ and csrc/crypto/", function()
     local listed = {}
     for _, src in ipairs(modules["chronicle.core"].sources) do listed[src] = true end
     local missing = {}
     for _, file in ipairs(files_under("csrc", "*.c")) do
-      if not listed[file] and not file:find("^csrc/postgres/") then missing[#missing + 1] = '"' .. file .. '"' end
+      if not listed[file] and not file:find("^csrc/postgres/") and not file:find("^csrc/crypto/") then
+        missing[#missing + 1] = '"' .. file .. '"'
+      end
     end
     assert(#missing == 0, ROCKSPEC .. " does not compile these C files (run `make rockspec`, or add " ..
            "to build.modules[\"chronicle.core\"].sources):\n  " .. table.concat(missing, ",\n  "))
@@ -111,6 +113,18 @@ describe("the rockspec", function()
     end
   end)
 
+  it("builds chronicle.crypto from every csrc/crypto/*.c file, and chronicle.core from none (no libsodium)", function()
+    assert.is_table(modules["chronicle.crypto"], "no chronicle.crypto module")
+    local listed = {}
+    for _, src in ipairs(modules["chronicle.crypto"].sources) do listed[src] = true end
+    for _, file in ipairs(files_under("csrc/crypto", "*.c")) do
+      assert.is_true(listed[file] == true, file .. " is not compiled into chronicle.crypto (run `make rockspec`)")
+    end
+    for _, src in ipairs(modules["chronicle.core"].sources) do
+      assert.is_nil(src:find("^csrc/crypto/"), src .. " is compiled into chronicle.core, which must not need libsodium")
+    end
+  end)
+
   it("names no file that does not exist", function()
     local gone = {}
     local function check(file)
@@ -119,7 +133,8 @@ describe("the rockspec", function()
     end
     for name, m in pairs(modules) do
       if type(m) == "string" then check(m)
-      elseif name == "chronicle.core" or name == "chronicle.postgres" or name == "chronicle.common" then
+      elseif name == "chronicle.core" or name == "chronicle.postgres" or name == "chronicle.common"
+             or name == "chronicle.crypto" then
         for _, src in ipairs(m.sources) do check(src) end
       end
     end
