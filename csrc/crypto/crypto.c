@@ -200,10 +200,27 @@ static int crypto_new_row(lua_State *L) {
   return 1;
 }
 
+/* A subject key in a keyring: inline in a userdata (sodium_malloc maps guard pages per call,
+ * too slow for a key per subject per read), wiped by ring:close and __gc. `nonce_key` is the
+ * BLAKE2b subkey that derives sealing nonces, made once per key. */
+#define SUBJECT_MT "chronicle.crypto.subject_key"
+typedef struct subject_key {
+  unsigned char key[KEY_BYTES];
+  unsigned char nonce_key[crypto_generichash_KEYBYTES];
+  int live;
+} subject_key;
+
+static int subject_key_gc(lua_State *L) {
+  subject_key *k = lua_touserdata(L, 1);
+  sodium_memzero(k, sizeof *k);
+  return 0;
+}
+
 /* A keyring: the subject keys one read or write has unwrapped. Its uservalue maps
  * subject -> key userdata; the master (or nil) is in slot 2. */
 typedef struct keyring {
   int closed;
+  buf plain;     /* the encoding being sealed, reused (wiped after each seal, freed on close) */
 } keyring;
 
 static keyring *check_ring(lua_State *L) {
@@ -217,6 +234,7 @@ static int crypto_keyring(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) check_master(L, 1);
   keyring *r = lua_newuserdatauv(L, sizeof *r, 2);
   r->closed = 0;
+  buf_init(&r->plain);
   luaL_setmetatable(L, RING_MT);
   lua_newtable(L);
   lua_setiuservalue(L, -2, 1);
@@ -226,13 +244,13 @@ static int crypto_keyring(lua_State *L) {
 }
 
 /* The subject key of `subject` in ring at 1 (stack: nothing left), or NULL. */
-static const unsigned char *ring_key(lua_State *L, int subject) {
+static subject_key *ring_key(lua_State *L, int subject) {
   lua_getiuservalue(L, 1, 1);
   lua_pushvalue(L, subject);
   lua_rawget(L, -2);
-  secret *s = lua_touserdata(L, -1);
+  subject_key *k = lua_touserdata(L, -1);
   lua_pop(L, 2);
-  return s ? s->key : NULL;
+  return k && k->live ? k : NULL;
 }
 
 /* ring:add(subject, row) -> true | nil, err(bad_key): unwraps a subject key row */
@@ -244,7 +262,9 @@ static int ring_add(lua_State *L) {
   lua_getiuservalue(L, 1, 2);
   secret *m = lua_isnil(L, -1) ? NULL : check_master(L, -1);
   lua_pop(L, 1);
-  secret *s = secret_new(L);                      /* stack: ... key */
+  subject_key *s = lua_newuserdatauv(L, sizeof *s, 0);   /* stack: ... key */
+  memset(s, 0, sizeof *s);
+  luaL_setmetatable(L, SUBJECT_MT);
   if (len == ROW_PLAIN_LEN && row[0] == ROW_PLAIN) {
     if (m) return cerr_result(L, "bad_key", "subject '%s': its key is not wrapped, but the store was opened with a key file", subject);
     memcpy(s->key, row + 1, KEY_BYTES);
@@ -257,13 +277,15 @@ static int ring_add(lua_State *L) {
     adlen += slen < 256 ? slen : 256;
     if (crypto_aead_xchacha20poly1305_ietf_decrypt(s->key, NULL, NULL, row + 1 + NONCE_BYTES,
           KEY_BYTES + TAG_BYTES, ad, adlen, row + 1, m->key) != 0) {
-      secret_wipe(s);
+      sodium_memzero(s, sizeof *s);
       return cerr_result(L, "bad_key", "subject '%s': its key does not unwrap with this key file", subject);
     }
   } else {
-    secret_wipe(s);
     return cerr_result(L, "corrupt", "subject '%s': its key row is damaged", subject);
   }
+  crypto_generichash(s->nonce_key, sizeof s->nonce_key, (const unsigned char *)nonce_context,
+                     sizeof nonce_context - 1, s->key, KEY_BYTES);
+  s->live = 1;
   lua_getiuservalue(L, 1, 1);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, -3);
@@ -297,46 +319,46 @@ static size_t box_ad(lua_State *L, int subject, int id, unsigned char *ad) {
  * sending the same event again seals it to the same bytes and idempotent replay still
  * recognises it; two different plaintexts never share a nonce. */
 static int ring_seal(lua_State *L) {
-  check_ring(L);
+  keyring *r = check_ring(L);
   luaL_checkstring(L, 2);
-  const unsigned char *key = ring_key(L, 2);
-  if (!key) return luaL_error(L, "crypto: no key for this subject in the keyring");
+  subject_key *k = ring_key(L, 2);
+  if (!k) return luaL_error(L, "crypto: no key for this subject in the keyring");
   unsigned char ad[16 + 200];
   size_t adlen = box_ad(L, 2, 3, ad);
-  /* The encoding is owned by a userdata so that an encode error (misuse) frees it. */
-  buf *plain = lua_newuserdatauv(L, sizeof *plain, 0);
-  buf_init(plain);
-  luaL_setmetatable(L, "chronicle.crypto.buf");
+  /* The ring owns the encoding buffer, so an encode error (misuse) leaks nothing. */
+  buf *plain = &r->plain;
+  if (plain->data) sodium_memzero(plain->data, plain->len);
+  plain->len = 0;
   codec_encode(L, 4, plain, "personal");
   size_t boxlen = NONCE_BYTES + plain->len + TAG_BYTES;
-  unsigned char *box = malloc(boxlen);
-  unsigned char subkey[crypto_generichash_KEYBYTES];
-  if (!box) return luaL_error(L, "personal: out of memory");
-  crypto_generichash(subkey, sizeof subkey, (const unsigned char *)nonce_context, sizeof nonce_context - 1,
-                     key, KEY_BYTES);
+  luaL_Buffer b;
+  unsigned char *box = (unsigned char *)luaL_buffinitsize(L, &b, boxlen);
   crypto_generichash_state st;
-  crypto_generichash_init(&st, subkey, sizeof subkey, NONCE_BYTES);
+  crypto_generichash_init(&st, k->nonce_key, sizeof k->nonce_key, NONCE_BYTES);
   crypto_generichash_update(&st, ad, adlen);
   crypto_generichash_update(&st, plain->data, plain->len);
   crypto_generichash_final(&st, box, NONCE_BYTES);
-  sodium_memzero(subkey, sizeof subkey);
   sodium_memzero(&st, sizeof st);
   crypto_aead_xchacha20poly1305_ietf_encrypt(box + NONCE_BYTES, NULL, plain->data, plain->len,
-      ad, adlen, NULL, box, key);
+      ad, adlen, NULL, box, k->key);
   sodium_memzero(plain->data, plain->len);
-  buf_free(plain);
-  lua_pushlstring(L, (const char *)box, boxlen);
-  free(box);
+  plain->len = 0;
+  luaL_pushresultsize(&b, boxlen);
   return 1;
 }
 
-/* ring:open(subject, id, box) -> value | nil, err(corrupt): a box that does not authenticate
- * under the subject's key is damage (nothing is ever decoded from it). */
+/* ring:open(subject, id, box) -> value | false (no key of that subject in the ring: add it)
+ * | nil, err(corrupt): a box that does not authenticate under the subject's key is damage
+ * (nothing is ever decoded from it). */
 static int ring_open(lua_State *L) {
   check_ring(L);
   luaL_checkstring(L, 2);
-  const unsigned char *key = ring_key(L, 2);
-  if (!key) return luaL_error(L, "crypto: no key for this subject in the keyring");
+  subject_key *k = ring_key(L, 2);
+  if (!k) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  const unsigned char *key = k->key;
   size_t len;
   const unsigned char *box = (const unsigned char *)luaL_checklstring(L, 4, &len);
   unsigned char ad[16 + 200];
@@ -364,11 +386,13 @@ static int ring_close(lua_State *L) {
   keyring *r = luaL_checkudata(L, 1, RING_MT);
   if (r->closed) return 0;
   r->closed = 1;
+  if (r->plain.data) sodium_memzero(r->plain.data, r->plain.cap);
+  buf_free(&r->plain);
   lua_getiuservalue(L, 1, 1);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
-    secret *s = luaL_testudata(L, -1, KEY_MT);
-    if (s) secret_wipe(s);
+    subject_key *k = luaL_testudata(L, -1, SUBJECT_MT);
+    if (k) sodium_memzero(k, sizeof *k);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -417,6 +441,10 @@ int luaopen_chronicle_crypto(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pushliteral(L, "chronicle key");
   lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, SUBJECT_MT);
+  lua_pushcfunction(L, subject_key_gc);
+  lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   luaL_newmetatable(L, "chronicle.crypto.buf");
   lua_pushcfunction(L, buf_gc);

@@ -113,19 +113,32 @@ end
 local function sealer(store)
   local s = state(store)
   local ring = crypto().keyring(s.master)
-  return { store = store, master = s.master, ring = ring, checks = {}, puts = {}, seen = {} }
+  return { store = store, master = s.master, ring = ring, checks = {}, puts = {}, seen = {}, rows = {} }
+end
+
+-- The key rows this store object last read or wrote, by subject: appends use them without
+-- reading them again, since the write checks that each is still the stored row (and a stale
+-- one fails the check, empties the cache and the write is tried again).
+local function cached_rows(store)
+  local st = state(store)
+  if not st.rows then st.rows = {} end
+  return st.rows
 end
 
 local function subject_key(w, subject)
   if w.seen[subject] then return true end
-  local row, err = w.store:kv_get(KEYS, subject)
-  if err then return nil, err end
+  local rows = cached_rows(w.store)
+  local row, err = rows[subject], nil
+  if row == nil then
+    row, err = w.store:kv_get(KEYS, subject)
+    if err then return nil, err end
+  end
   if math.type(row) == "integer" then
     return fail("forgotten", "subject '" .. subject .. "' was forgotten: its personal data cannot be written again",
                 { subject = subject })
   end
   if row == nil then
-    if not w.master then
+    if not w.master and not w.unkeyed then
       local check
       check, err = w.store:kv_get(CHECK, "key_file")
       if err then return nil, err end
@@ -134,6 +147,7 @@ local function subject_key(w, subject)
                     { subject = subject })
       end
       w.checks[#w.checks + 1] = { CHECK, "key_file", nil }
+      w.unkeyed = true
     end
     row = crypto().new_row(w.master, subject)
     w.checks[#w.checks + 1] = { KEYS, subject, nil }
@@ -145,6 +159,7 @@ local function subject_key(w, subject)
   ok, err = w.ring:add(subject, row)
   if not ok then return nil, err end
   w.seen[subject] = true
+  w.rows[subject] = row
   return true
 end
 
@@ -221,7 +236,14 @@ local function write_sealed(store, h, ops, level)
       table.move(w.puts, 1, #w.puts, #full.puts + 1, full.puts)
     end
     local res, err = h:write(full)
-    if res or not retryable(err) or attempt == 3 then return res, err end
+    local st = state(store)
+    if res then
+      local rows = cached_rows(store)
+      for subject, row in pairs(w.rows) do rows[subject] = row end
+      return res
+    end
+    st.rows = nil
+    if not retryable(err) or attempt == 3 then return res, err end
   end
 end
 
@@ -282,8 +304,10 @@ function Reader:reveal(ev, m, env)
     ring = crypto().keyring(state(self.store).master)
     self.ring = ring
   end
-  if not ring:has(subject) then
-    local row, err = self.store:kv_get(KEYS, subject)
+  local value, err = ring:open(subject, ev.id, box)
+  if value == false then
+    local row
+    row, err = self.store:kv_get(KEYS, subject)
     if err then return nil, err end
     if type(row) ~= "string" then
       self.gone[subject] = true
@@ -293,9 +317,9 @@ function Reader:reveal(ev, m, env)
     local ok
     ok, err = ring:add(subject, row)
     if not ok then return nil, err end
+    value, err = ring:open(subject, ev.id, box)
   end
-  local value, err = ring:open(subject, ev.id, box)
-  if value == nil then return nil, err end
+  if not value then return nil, err end
   ev.personal = value
   return true
 end
@@ -370,6 +394,7 @@ function M.forget(store, subject)
     local now = common.now()
     local res
     res, err = store:write { checks = { { KEYS, subject, row } }, puts = { { KEYS, subject, now } } }
+    state(store).rows = nil
     if res then return { subject = subject, forgotten = now } end
     if not retryable(err) then return nil, err end
   end
