@@ -97,14 +97,59 @@ end
 --- The global position of the newest event (0 when empty).
 function Store:head() return handle(self):head() end
 
---- `{stream, category, version, count, first_position, last_position, created, updated}` or nil, not_found.
-function Store:stream_info(stream) return handle(self):stream_info(stream) end
+--- `{stream, category, version, count, first_position, last_position, created, updated, metadata,
+-- metadata_version, deleted}` or nil, not_found. `metadata` is what `set_stream_metadata` set
+-- (`{}` when nothing), `metadata_version` its version (-1 when never set), `deleted` is "soft"
+-- (deleted, and not written since) or "hard" (a tombstone) or nil.
+function Store:stream_info(stream)
+  return require("chronicle.lifecycle").stream_info(self, handle(self), stream)
+end
+
+--- Sets a stream's metadata, replacing what it had: `max_count` (only the newest n events stay
+-- visible), `max_age` (seconds: older events are hidden), `truncate_before` (a version: events
+-- below it are hidden), and any custom keys. Hidden events disappear from every read at once;
+-- `scavenge` removes them for good.
+-- @tparam[opt] table opts `expected`: the metadata's version (-1 or `NO_STREAM`: none set yet)
+-- @treturn[1] table `{version=}` the metadata's new version
+-- @treturn[2] nil
+-- @treturn[2] table error: `conflict` (`expected`, `actual`), `out_of_range` (truncate_before past the
+--   stream's next version), `stream_deleted`
+function Store:set_stream_metadata(stream, metadata, opts)
+  handle(self)
+  return require("chronicle.lifecycle").set_metadata(self, stream, metadata, opts, 2)
+end
+
+--- Hides a stream's events below version `before` (keeps its other metadata).
+function Store:truncate_stream(stream, before, opts)
+  handle(self)
+  return require("chronicle.lifecycle").truncate(self, stream, before, opts, 2)
+end
+
+--- Deletes a stream: `{expected=, hard=false}`. Appends the system event `$stream_deleted` to it
+-- (read_all, category and type reads deliver it, so read models can drop the stream's rows) and
+-- hides every event up to it. A soft delete lets the stream be written again, its versions going
+-- on; a hard delete leaves a tombstone: appends get `stream_deleted`, and so do its reads.
+-- @treturn[1] table `{version=, position=, hard=}` of the `$stream_deleted` event
+-- @treturn[2] nil
+-- @treturn[2] table error: `not_found`, `conflict`, `stream_deleted`
+function Store:delete_stream(stream, opts)
+  handle(self)
+  return require("chronicle.lifecycle").delete(self, stream, opts, 2)
+end
+
+--- Removes the events that metadata and deletions hide (records, index and id entries), one
+-- bounded write transaction per batch: `{batch=1000, progress=fn(removed, stream_index, streams),
+-- dry_run=}` (a dry run counts them: `reclaimable`).
+-- @treturn table `{removed=, streams=, batches=, reclaimable=}`
+function Store:scavenge(opts)
+  return require("chronicle.lifecycle").scavenge(self, handle(self), opts, 2)
+end
 
 --- The version of the stream's last event (-1 when it has none): cheaper than stream_info.
 function Store:stream_version(stream) return handle(self):stream_version(stream) end
 
 --- Iterates stream infos in name order: `{prefix=, after=, count=}`.
-function Store:streams(opts) return handle(self):streams(opts) end
+function Store:streams(opts) return require("chronicle.lifecycle").streams(self, handle(self), opts) end
 
 --- `{events, streams, head, bytes, file_size, used_bytes, map_size, page_size, format, store_id, path}`.
 function Store:stats() return handle(self):stats() end

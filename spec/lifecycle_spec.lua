@@ -1,0 +1,304 @@
+-- Stream lifecycle: metadata (max_count, max_age, truncate_before, custom keys), what it hides
+-- from every read, soft and hard deletion, and what projections, handlers and aggregates see.
+local helpers = require "helpers"
+local chronicle = require "chronicle"
+
+local collect, pluck = helpers.collect, helpers.pluck
+local FAST = { durability = "nosync" }
+local function fill(store, stream, n) return helpers.fill(store, stream, n, "Filled") end
+
+local function versions(store, stream, opts) return pluck(collect(store:read(stream, opts)), "version") end
+local function log(store, opts)
+  local out = {}
+  for ev in store:read_all(opts) do out[#out + 1] = ev.stream .. ":" .. ev.version end
+  return out
+end
+
+local function range(a, b)
+  local out = {}
+  for i = a, b do out[#out + 1] = i end
+  return out
+end
+
+describe("stream metadata", function()
+  after_each(helpers.cleanup)
+
+  it("is versioned, checked against expected, and shown by stream_info", function()
+    local store = helpers.open(FAST)
+    fill(store, "order-1", 3)
+    local info = assert(store:stream_info("order-1"))
+    assert.same({}, info.metadata)
+    assert.equals(-1, info.metadata_version)
+    assert.is_nil(info.deleted)
+
+    assert.same({ version = 0 }, assert(store:set_stream_metadata("order-1", { max_count = 10, owner = "ops" },
+      { expected = chronicle.NO_STREAM })))
+    info = assert(store:stream_info("order-1"))
+    assert.same({ max_count = 10, owner = "ops" }, info.metadata)
+    assert.equals(0, info.metadata_version)
+    assert.equals(2, info.version, "metadata does not change the stream's version")
+
+    local res, err = store:set_stream_metadata("order-1", { max_count = 5 }, { expected = 3 })
+    assert.is_nil(res)
+    assert.equals("conflict", err.code)
+    assert.equals(3, err.expected)
+    assert.equals(0, err.actual)
+    assert.same({ max_count = 10, owner = "ops" }, store:stream_info("order-1").metadata, "nothing changed")
+
+    assert.same({ version = 1 }, assert(store:set_stream_metadata("order-1", { tier = { gold = true } }, { expected = 0 })))
+    assert.same({ tier = { gold = true } }, store:stream_info("order-1").metadata, "metadata is replaced as a whole")
+    res, err = store:set_stream_metadata("order-1", {}, { expected = chronicle.NO_STREAM })
+    assert.equals("conflict", err.code)
+  end)
+
+  it("may be set before the stream has events, and keeps applying as it grows", function()
+    local store = helpers.open(FAST)
+    assert(store:set_stream_metadata("log-1", { max_count = 2 }))
+    fill(store, "log-1", 5)
+    assert.same({ 3, 4 }, versions(store, "log-1"))
+  end)
+
+  it("refuses misuse: negative or float retention, system keys, a bad expected", function()
+    local store = helpers.open(FAST)
+    fill(store, "a-1", 2)
+    assert.has_error(function() store:set_stream_metadata("a-1", { max_count = -1 }) end,
+      "set_stream_metadata: max_count must be an integer >= 0, got -1")
+    assert.has_error(function() store:set_stream_metadata("a-1", { max_age = 1.5 }) end,
+      "set_stream_metadata: max_age must be an integer >= 0 (seconds), got 1.5")
+    assert.has_error(function() store:set_stream_metadata("a-1", { truncate_before = "3" }) end,
+      "set_stream_metadata: truncate_before must be an integer >= 0, got string")
+    assert.has_error(function() store:set_stream_metadata("a-1", { deleted = "hard" }) end,
+      "set_stream_metadata: 'deleted' is kept by the store and cannot be set")
+    assert.has_error(function() store:set_stream_metadata("a-1", { [1] = true }) end,
+      "set_stream_metadata: metadata keys must be strings, got number")
+    assert.has_error(function() store:set_stream_metadata("a-1", { max_count = 1 }, { expected = 1.5 }) end)
+    assert.has_error(function() store:set_stream_metadata("a-1", { max_count = 1 }, { expect = 1 }) end)
+    assert.has_error(function() store:set_stream_metadata("", {}) end)
+    assert.has_error(function() store:set_stream_metadata("a-1", "max_count=1") end)
+    assert.same({}, store:stream_info("a-1").metadata)
+  end)
+
+  it("refuses truncate_before beyond the stream's next version", function()
+    local store = helpers.open(FAST)
+    fill(store, "a-1", 3)
+    local res, err = store:set_stream_metadata("a-1", { truncate_before = 4 })
+    assert.is_nil(res)
+    assert.equals("out_of_range", err.code)
+    assert.equals(3, err.next_version)
+    assert(store:set_stream_metadata("a-1", { truncate_before = 3 }), "up to the next version is fine")
+    assert.same({}, versions(store, "a-1"))
+  end)
+end)
+
+describe("retention and truncation", function()
+  after_each(helpers.cleanup)
+
+  local store
+  before_each(function()
+    store = helpers.open(FAST)
+    fill(store, "order-1", 10)      -- positions 1..10
+    fill(store, "noise-1", 2)       -- 11, 12
+    fill(store, "order-2", 3)       -- 13..15
+  end)
+
+  it("max_count hides all but the newest events from read, read_all, category and type reads, fold", function()
+    assert(store:set_stream_metadata("order-1", { max_count = 3 }))
+    assert.same({ 7, 8, 9 }, versions(store, "order-1"))
+    assert.same({ 9, 8, 7 }, versions(store, "order-1", { backward = true }))
+    assert.same({ 8, 9 }, versions(store, "order-1", { from = 8 }))
+    assert.same({ "order-1:7", "order-1:8", "order-1:9", "noise-1:0", "noise-1:1", "order-2:0", "order-2:1",
+                  "order-2:2" }, log(store))
+    assert.same({ "order-1:7", "order-1:8", "order-1:9", "order-2:0", "order-2:1", "order-2:2" },
+      log(store, { category = "order" }))
+    assert.same({ "order-2:2", "order-2:1", "order-2:0", "order-1:9", "order-1:8", "order-1:7" },
+      log(store, { category = "order", backward = true }))
+    assert.same({ "order-1:7", "order-1:8", "order-1:9", "noise-1:0", "noise-1:1", "order-2:0", "order-2:1",
+                  "order-2:2" }, log(store, { types = { "Filled" } }))
+    local n, count, last_position, last_version = store:fold("order-1", 0, function(acc, ev) return acc + ev.data.i end)
+    assert.equals(8 + 9 + 10, n)
+    assert.equals(3, count)
+    assert.equals(10, last_position)
+    assert.equals(9, last_version)
+    assert.equals(3, select(2, store:fold({ category = "order", count = 3 }, 0, function(a) return a + 1 end)))
+    fill(store, "order-1", 1)
+    assert.same({ 8, 9, 10 }, versions(store, "order-1"), "the window moves with new events")
+  end)
+
+  it("truncate_before hides the versions below it; positions stay, read_all skips the gap", function()
+    assert(store:truncate_stream("order-1", 6))
+    assert.same(range(6, 9), versions(store, "order-1"))
+    assert.same({ 7, 8, 9, 10, 11, 12, 13, 14, 15 }, pluck(collect(store:read_all()), "position"))
+    assert.same({ 7, 8 }, pluck(collect(store:read_all({ from = 1, count = 2 })), "position"))
+    assert.equals(15, store:head(), "the head stays")
+    assert.equals(9, store:stream_version("order-1"))
+    fill(store, "order-1", 1)
+    assert.same({ version = 10, position = 16 }, { version = store:stream_version("order-1"), position = store:head() },
+      "a new event takes the next position: none is reused")
+    assert.same(range(6, 10), versions(store, "order-1"))
+    assert.same({ truncate_before = 6 }, store:stream_info("order-1").metadata)
+  end)
+
+  it("max_age hides events older than that many seconds", function()
+    local now = chronicle.now and chronicle.now() or os.time() * 1000000000
+    local old = now - 3600 * 1000000000
+    assert(store:append("audit-1", { { type = "Seen", time = old }, { type = "Seen", time = old + 1 },
+                                     { type = "Seen" } }))
+    assert(store:set_stream_metadata("audit-1", { max_age = 60 }))
+    assert.same({ 2 }, versions(store, "audit-1"))
+    assert.same({ "audit-1:2" }, log(store, { category = "audit" }))
+    assert(store:set_stream_metadata("audit-1", { max_age = 7200 }))
+    assert.same({ 0, 1, 2 }, versions(store, "audit-1"), "a longer max_age shows them again (until scavenged)")
+  end)
+
+  it("the strictest of the rules wins", function()
+    assert(store:set_stream_metadata("order-1", { max_count = 5, truncate_before = 7 }))
+    assert.same({ 7, 8, 9 }, versions(store, "order-1"))
+    assert(store:set_stream_metadata("order-1", { max_count = 2, truncate_before = 3 }))
+    assert.same({ 8, 9 }, versions(store, "order-1"))
+  end)
+
+  it("aggregates load without the hidden events and keep appending at the right version", function()
+    local Order = chronicle.aggregate {
+      name = "order",
+      initial = function() return { sum = 0, n = 0 } end,
+      apply = { Filled = function(s, ev) s.sum = s.sum + ev.data.i; s.n = s.n + 1 end },
+      commands = { fill = function(_, args) return { { type = "Filled", data = { i = args.i } } } end },
+    }
+    local orders = store:repository(Order)
+    assert(store:truncate_stream("order-1", 8))
+    local state, version = orders:load("1")
+    assert.same({ sum = 9 + 10, n = 2 }, state)
+    assert.equals(9, version)
+    assert(orders:execute("1", "fill", { i = 100 }))
+    assert.same({ sum = 9 + 10 + 100, n = 3 }, (orders:load("1")))
+  end)
+
+  it("projections and handlers never see hidden events; checkpoints keep working", function()
+    assert(store:set_stream_metadata("order-1", { max_count = 2 }))
+    local seen = {}
+    assert(store:projection {
+      name = "orders_seen",
+      from = { category = "order" },
+      handlers = { Filled = function(view, ev) view:put(ev.stream .. ":" .. ev.version, true) end },
+    })
+    store:on("Filled", function(ev) seen[#seen + 1] = ev.stream .. ":" .. ev.version end, { name = "watcher", batch_size = 2 })
+    local runner = chronicle.runner(store)
+    runner:pass()
+    local rows = {}
+    for k in store:view("orders_seen"):pairs() do rows[#rows + 1] = k end
+    table.sort(rows)
+    assert.same({ "order-1:8", "order-1:9", "order-2:0", "order-2:1", "order-2:2" }, rows)
+    assert.same({ "order-1:8", "order-1:9", "noise-1:0", "noise-1:1", "order-2:0", "order-2:1", "order-2:2" }, seen)
+    fill(store, "order-2", 1)
+    runner:pass()
+    assert.equals("order-2:3", seen[#seen])
+    assert.equals(8, #seen, "nothing twice, nothing skipped")
+  end)
+end)
+
+describe("store:delete_stream", function()
+  after_each(helpers.cleanup)
+
+  it("soft: hides the stream, appends $stream_deleted, and lets it be written again, versions going on", function()
+    local store = helpers.open(FAST)
+    fill(store, "cart-1", 4)
+    fill(store, "cart-2", 1)
+    local res = assert(store:delete_stream("cart-1", { expected = 3 }))
+    assert.same({ version = 4, position = 6, hard = false }, res)
+    assert.same({}, versions(store, "cart-1"))
+    local info = assert(store:stream_info("cart-1"))
+    assert.equals("soft", info.deleted)
+    assert.equals(4, info.version)
+    -- log-order reads deliver the deletion event (and nothing it hides)
+    local evs = collect(store:read_all())
+    assert.same({ "cart-2", "cart-1" }, pluck(evs, "stream"))
+    assert.same({ "Filled", "$stream_deleted" }, pluck(evs, "type"))
+    assert.same({ stream = "cart-1", hard = false, version = 3 }, evs[2].data)
+    assert.same({ "$stream_deleted" }, pluck(collect(store:read_all({ types = { "$stream_deleted" } })), "type"))
+    local state, n, _, last_version = store:fold("cart-1", 0, function(a) return a + 1 end)
+    assert.same({ 0, 0, 4 }, { state, n, last_version })
+    -- written again
+    assert(store:append("cart-1", { { type = "Filled", data = { i = 99 } } }, 4))
+    assert.same({ 5 }, versions(store, "cart-1"))
+    assert.is_nil(store:stream_info("cart-1").deleted)
+    assert.same({ "cart-2:0", "cart-1:4", "cart-1:5" }, log(store))
+  end)
+
+  it("hard: a tombstone; appends and reads get stream_deleted", function()
+    local store = helpers.open(FAST)
+    fill(store, "user-7", 3)
+    assert(store:delete_stream("user-7", { hard = true }))
+    local res, err = store:append("user-7", { { type = "Filled" } })
+    assert.is_nil(res)
+    assert.equals("stream_deleted", err.code)
+    assert.equals("user-7", err.stream)
+    local ok, rerr = pcall(function() for _ in store:read("user-7") do end end)
+    assert.is_false(ok)
+    assert.equals("stream_deleted", rerr.code)
+    local f, ferr = store:fold("user-7", 0, function(a) return a + 1 end)
+    assert.is_nil(f)
+    assert.equals("stream_deleted", ferr.code)
+    assert.equals("hard", store:stream_info("user-7").deleted)
+    assert.same({ "user-7:3" }, log(store), "only the deletion event is left in the log")
+    res, err = store:delete_stream("user-7")
+    assert.equals("stream_deleted", err.code)
+    res, err = store:append_many({ { stream = "user-8", events = { { type = "A" } } },
+                                   { stream = "user-7", events = { { type = "A" } } } })
+    assert.equals("stream_deleted", err.code)
+    assert.equals(2, err.index)
+    assert.is_nil(store:stream_info("user-8"), "all or nothing")
+  end)
+
+  it("reports a missing stream, an expected mismatch, and a second soft delete", function()
+    local store = helpers.open(FAST)
+    local res, err = store:delete_stream("nobody-1")
+    assert.is_nil(res)
+    assert.equals("not_found", err.code)
+    fill(store, "cart-1", 2)
+    res, err = store:delete_stream("cart-1", { expected = 5 })
+    assert.equals("conflict", err.code)
+    assert.same({ 5, 1 }, { err.expected, err.actual })
+    assert.same({ 0, 1 }, versions(store, "cart-1"), "nothing deleted")
+    assert(store:delete_stream("cart-1"))
+    res, err = store:delete_stream("cart-1")
+    assert.equals("not_found", err.code)
+    assert(store:delete_stream("cart-1", { hard = true }), "a soft-deleted stream may be hard-deleted")
+    assert.has_error(function() store:delete_stream("cart-1", { hard = "yes" }) end)
+    assert.has_error(function() store:delete_stream("cart-1", { expected = -1 }) end)
+  end)
+
+  it("lets a projection drop the stream's rows, and a reloaded aggregate starts afresh", function()
+    local store = helpers.open(FAST)
+    local Cart = chronicle.aggregate {
+      name = "cart",
+      initial = function() return { items = 0 } end,
+      snapshot_every = 2,
+      apply = { Added = function(s) s.items = s.items + 1 end },
+      commands = { add = function() return { { type = "Added" } } end },
+    }
+    local carts = store:repository(Cart)
+    for _ = 1, 3 do assert(carts:execute("1", "add", {})) end
+    assert(carts:execute("2", "add", {}))
+    assert(store:projection {
+      name = "cart_sizes",
+      from = { category = "cart" },
+      handlers = {
+        Added = function(view, ev) view:put(ev.stream, { n = ((view:get(ev.stream) or {}).n or 0) + 1 }) end,
+        ["$stream_deleted"] = function(view, ev) view:delete(ev.stream) end,
+      },
+    })
+    assert(store:run_projections())
+    assert.same({ n = 3 }, store:view("cart_sizes"):get("cart-1"))
+    assert(store:delete_stream("cart-1"))
+    assert(store:run_projections())
+    assert.is_nil(store:view("cart_sizes"):get("cart-1"))
+    assert.same({ n = 1 }, store:view("cart_sizes"):get("cart-2"))
+    assert.is_nil(store:kv_get("snapshots", "cart-1"), "the deletion removed the snapshot")
+    local state, version = carts:load("1")
+    assert.same({ items = 0 }, state)
+    assert.equals(3, version)
+    assert(carts:execute("1", "add", {}))
+    assert.same({ items = 1 }, (carts:load("1")))
+    assert.equals(4, store:stream_version("cart-1"))
+  end)
+end)
