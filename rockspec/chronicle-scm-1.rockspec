@@ -81,6 +81,7 @@ build = {
         "csrc/event_table.c",
         "csrc/options.c",
         "csrc/record.c",
+        "csrc/retention.c",
         "csrc/uuid.c",
         -- end: make rockspec pgsources
       },

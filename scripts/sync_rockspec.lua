@@ -20,7 +20,7 @@ end
 -- The PostgreSQL module's own folder, and the shared sources it compiles in (as the Makefile's PG_SRC).
 local PG_DIR = "csrc/postgres/"
 local PG_SHARED = { "csrc/buf.c", "csrc/cerror.c", "csrc/codec.c", "csrc/event_table.c", "csrc/options.c",
-                    "csrc/record.c", "csrc/uuid.c" }
+                    "csrc/record.c", "csrc/retention.c", "csrc/uuid.c" }
 
 local sources, pgsources = {}, {}
 for _, f in ipairs(files("find csrc -name '*.c' -not -path '*/.*' | LC_ALL=C sort")) do

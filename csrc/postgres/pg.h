@@ -39,7 +39,8 @@ enum {
   PGS_NOMEM,
   PGS_REFUSED,         /* an append's check failed (conflict, duplicate_id) */
   PGS_CHECK_FAILED,    /* a write() check failed */
-  PGS_CORRUPT          /* a stored row is damaged: s->err */
+  PGS_CORRUPT,         /* a stored row is damaged: s->err */
+  PGS_DELETED          /* a read or write of a hard-deleted stream */
 };
 
 typedef struct pgparams {

@@ -15,6 +15,7 @@
 #include "../options.h"
 #include "../codec.h"
 #include "../record.h"
+#include "../retention.h"
 #include "../uuid.h"
 #include "pg.h"
 
@@ -329,6 +330,7 @@ static int64_t append_now(void) {
 
 typedef struct stream_row {
   int exists;
+  int deleted;                 /* a tombstone in its metadata row (retention.h): no appends */
   int64_t count, first_position, last_position, created, updated;
 } stream_row;
 
@@ -336,8 +338,9 @@ static int append_get_stream(pgs *s, const void *name, size_t len, stream_row *m
   pgs_params_reset(s);
   pgs_param_bytes(s, name, len);
   PGresult *r;
-  int st = pgs_exec(s, "SELECT count, first_position, last_position, created, updated FROM streams"
-                       " WHERE name = $1", &r);
+  int st = pgs_exec(s, "SELECT s.count, s.first_position, s.last_position, s.created, s.updated, m.value"
+                       " FROM streams s LEFT JOIN kv m ON m.space = '" RETENTION_SPACE "'::bytea AND m.key = s.name"
+                       " WHERE s.name = $1", &r);
   if (st) return st;
   memset(m, 0, sizeof *m);
   m->exists = PQntuples(r) == 1;
@@ -347,6 +350,10 @@ static int append_get_stream(pgs *s, const void *name, size_t len, stream_row *m
     m->last_position = pgs_get_int(r, 0, 2);
     m->created = pgs_get_int(r, 0, 3);
     m->updated = pgs_get_int(r, 0, 4);
+    stream_rule rule;
+    m->deleted = !PQgetisnull(r, 0, 5) &&
+                 (retention_parse((const unsigned char *)PQgetvalue(r, 0, 5), (size_t)PQgetlength(r, 0, 5), &rule) != 0 ||
+                  rule.hard);
   }
   PQclear(r);
   return PGS_OK;
@@ -675,6 +682,10 @@ static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs) 
     f->stream = i;
     stream_row m;
     if ((st = append_get_stream(s, s->scratch_bytes.data + ps->name_off, ps->name_len, &m))) return st;
+    if (m.deleted) {
+      f->code = "stream_deleted";
+      return PGS_REFUSED;
+    }
     if (append_twice(s, ps, f, &st)) return st ? st : PGS_REFUSED;
     int replayed;
     if ((st = append_check_ids(s, ps, &m, start_head, f, &replayed))) return st;
@@ -747,7 +758,9 @@ static void append_push_conflict(lua_State *L, pgs *s, const append_failure *f, 
   memcpy(name, s->scratch_bytes.data + ps->name_off, ps->name_len);
   name[ps->name_len] = '\0';
   lua_pushnil(L);
-  if (strcmp(f->code, "conflict") == 0) {
+  if (strcmp(f->code, "stream_deleted") == 0) {
+    cerr_new(L, "stream_deleted", "stream '%s' is deleted (a hard delete: it cannot be written again)", name);
+  } else if (strcmp(f->code, "conflict") == 0) {
     char want[48], got[48];
     if (ps->expected == EXPECT_VERSION)
       snprintf(want, sizeof want, "version %llu", (unsigned long long)ps->expected_version);
