@@ -718,18 +718,21 @@ static int pgs_stats(lua_State *L) {
   PGresult *r = NULL;
   if (!st) {
     pgs_params_reset(s);
-    st = pgs_exec(s, "SELECT (SELECT value FROM meta WHERE key = 'head'), (SELECT count(*) FROM streams),"
+    st = pgs_exec(s, "SELECT (SELECT value FROM meta WHERE key = 'head')"
+                     " - coalesce((SELECT value FROM meta WHERE key = 'scavenged'), 0), (SELECT count(*) FROM streams),"
                      " (SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c"
                      "   JOIN pg_namespace n ON n.oid = c.relnamespace"
                      "   WHERE n.nspname = current_schema() AND c.relkind = 'r'),"
                      " current_setting('block_size')::bigint", &r);
   }
   if (st) return pgs_push_error(L, s, st, "stats");
-  int64_t head = pgs_get_int(r, 0, 0), streams = pgs_get_int(r, 0, 1), bytes = pgs_get_int(r, 0, 2),
+  int64_t events = pgs_get_int(r, 0, 0), streams = pgs_get_int(r, 0, 1), bytes = pgs_get_int(r, 0, 2),
           page = pgs_get_int(r, 0, 3);
   PQclear(r);
+  int64_t head = 0;
+  if ((st = pgs_read_head(s, &head))) return pgs_push_error(L, s, st, "stats");
   lua_createtable(L, 0, 10);
-  lua_pushinteger(L, (lua_Integer)head);      /* positions are gap-free: events = head */
+  lua_pushinteger(L, (lua_Integer)events);    /* positions are given out gap-free: what scavenging left */
   lua_setfield(L, -2, "events");
   lua_pushinteger(L, (lua_Integer)head);
   lua_setfield(L, -2, "head");
@@ -850,6 +853,7 @@ int luaopen_chronicle_postgres(lua_State *L) {
   pgs_append_register(L);
   pgs_scan_register(L);
   pgs_admin_register(L);
+  pgs_scavenge_register(L);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   lua_pushcfunction(L, pgs_open);

@@ -280,15 +280,16 @@ function M.scavenge(store, h, opts, level)
   for stream in store:kv_scan(M.SPACE) do names[#names + 1] = stream end
   local out = { removed = 0, streams = 0, batches = 0, reclaimable = 0 }
   for i, stream in ipairs(names) do
-    local touched = false
+    local touched, from = false, 0
     repeat
-      local removed, more = h:scavenge_stream(stream, batch, opts.dry_run == true)
-      if removed == nil then return nil, more end
+      local removed, next_version = h:scavenge_stream(stream, batch, opts.dry_run == true, from)
+      if removed == nil then return nil, next_version end
       out.batches = out.batches + 1
       out.removed = out.removed + removed
       if removed > 0 then touched = true end
       if opts.progress then opts.progress(out.removed, i, #names) end
-    until not more or opts.dry_run
+      from = next_version
+    until not from
     if touched then out.streams = out.streams + 1 end
   end
   if opts.dry_run then out.reclaimable, out.removed = out.removed, 0 end

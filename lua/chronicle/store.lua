@@ -152,7 +152,23 @@ function Store:stream_version(stream) return handle(self):stream_version(stream)
 function Store:streams(opts) return require("chronicle.lifecycle").streams(self, handle(self), opts) end
 
 --- `{events, streams, head, bytes, file_size, used_bytes, map_size, page_size, format, store_id, path}`.
-function Store:stats() return handle(self):stats() end
+-- Also `scavenged` (events scavenging removed, ever) and `reclaimable` (events that metadata and
+-- deletions hide, which the next `scavenge` removes).
+function Store:stats()
+  local h = handle(self)
+  local st, err = h:stats()
+  if not st then return nil, err end
+  local n, serr = h:scavenged()
+  if not n then return nil, serr end
+  st.scavenged = n
+  st.reclaimable = 0
+  if self:kv_count(require("chronicle.lifecycle").SPACE) > 0 then
+    local dry, derr = self:scavenge({ dry_run = true })
+    if not dry then return nil, derr end
+    st.reclaimable = dry.reclaimable
+  end
+  return st
+end
 
 --- Checks every record's checksum and that the indexes agree with the log.
 -- `opts`: `max_problems` (default 100), `progress(events_done, events_total)`
