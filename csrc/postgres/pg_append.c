@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 #include <lauxlib.h>
+#include <xxhash.h>
 #include "../bytes.h"
 #include "../cerror.h"
 #include "../options.h"
@@ -663,7 +664,7 @@ static int kv_apply_ops(pgs *s, append_failure *f) {
 }
 
 /* Everything between BEGIN and COMMIT. */
-static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs) {
+static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs, int64_t *new_head) {
   /* The transaction, and the lock that orders every write (held until it
    * ends), in one round trip; the head comes back as text. */
   PGresult *r = PQexec(s->conn, "BEGIN; SELECT value FROM meta WHERE key = 'head' FOR UPDATE");
@@ -712,6 +713,7 @@ static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs) 
     ps->time = now;
   }
   if ((st = kv_apply_ops(s, f))) return st;
+  *new_head = head;
   if (head != start_head) {
     pgs_params_reset(s);
     pgs_param_int(s, head);
@@ -723,13 +725,183 @@ static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs) 
   return PGS_OK;
 }
 
+/* ---------------------------------------------- one round trip, predicted */
+
+/* An append whose head and stream counts this connection can predict (it wrote last, and
+ * knows the streams' counts or is told them by `expected`) goes to the server in one flight:
+ * BEGIN, the head lock checking the predicted head, the events, each stream's row checked
+ * and moved, the head and NOTIFY, COMMIT. When a prediction was stale (another process wrote
+ * meanwhile), the server refuses the flight (expect_fresh's CH001, or a unique violation on
+ * a position, a version or an id) and the append is sent again the long way, which reads
+ * what it needs under the lock; so the results, conflicts and replays are those of the long
+ * way. Appends with key-value operations always go the long way. */
+
+#define PREDICT_STREAMS 8        /* streams of an append_many the predicted path takes */
+#define PREDICT_BACKOFF_MAX 64   /* appends sent the long way after repeated misses */
+
+static stream_count *count_slot(pgs *s, const unsigned char *name, size_t len, uint64_t *hash) {
+  if (len > PGS_COUNT_NAME) return NULL;
+  if (!s->counts && !(s->counts = calloc(PGS_COUNTS, sizeof *s->counts))) return NULL;
+  *hash = XXH3_64bits(name, len) | 1;      /* never 0, the empty slot */
+  return &s->counts[*hash % PGS_COUNTS];
+}
+
+/* The remembered count of a stream: 1 with *count, or 0 when not remembered. */
+static int count_recall(pgs *s, const unsigned char *name, size_t len, int64_t *count) {
+  uint64_t h;
+  stream_count *c = count_slot(s, name, len, &h);
+  if (!c || c->hash != h || c->len != len || memcmp(c->name, name, len)) return 0;
+  *count = c->count;
+  return 1;
+}
+
+static void count_remember(pgs *s, const unsigned char *name, size_t len, int64_t count) {
+  uint64_t h;
+  stream_count *c = count_slot(s, name, len, &h);
+  if (!c) return;
+  c->hash = h;
+  c->len = (unsigned char)len;
+  memcpy(c->name, name, len);
+  c->count = count;
+}
+
+static void count_forget(pgs *s, const unsigned char *name, size_t len) {
+  uint64_t h;
+  stream_count *c = count_slot(s, name, len, &h);
+  if (c && c->hash == h) c->hash = 0;
+}
+
+/* The count each stream starts from, when the append can take the predicted path. */
+static int append_predict(pgs *s, size_t nstreams, int64_t *counts) {
+  if (!s->head_known || s->scratch_kv.len || nstreams == 0 || nstreams > PREDICT_STREAMS) return 0;
+  if (s->predict_skip > 0) { s->predict_skip--; return 0; }
+  const unsigned char *bytes = s->scratch_bytes.data;
+  for (size_t i = 0; i < nstreams; i++) {
+    const pending_stream *ps = &PENDING_STREAMS(s)[i];
+    const unsigned char *name = bytes + ps->name_off;
+    for (size_t k = 0; k < i; k++) {          /* a stream twice: its second start depends on the first */
+      const pending_stream *o = &PENDING_STREAMS(s)[k];
+      if (o->name_len == ps->name_len && memcmp(bytes + o->name_off, name, ps->name_len) == 0) return 0;
+    }
+    int64_t known;
+    int remembered = count_recall(s, name, ps->name_len, &known);
+    switch (ps->expected) {
+      case EXPECT_VERSION: counts[i] = (int64_t)ps->expected_version + 1; break;
+      case EXPECT_NO_STREAM: counts[i] = 0; break;
+      case EXPECT_EXISTS:
+        if (!remembered || known == 0) return 0;
+        counts[i] = known;
+        break;
+      default: counts[i] = remembered ? known : 0;   /* a stream not seen yet is mostly new */
+    }
+  }
+  return 1;
+}
+
+static int append_predicted(pgs *s, size_t nstreams, const int64_t *counts, buf *recs, int dry_run,
+                            int64_t *new_head) {
+  int64_t head = s->head, now = append_now();
+  pgs_params_reset(s);
+  int st = pgs_send(s, "BEGIN");
+  pgs_params_reset(s);
+  pgs_param_int(s, head);
+  if (!st) st = pgs_send(s, "SELECT expect_fresh(value = $1::int8) FROM meta WHERE key = 'head' FOR UPDATE");
+  for (size_t i = 0; i < nstreams && !st; i++) {
+    pending_stream *ps = &PENDING_STREAMS(s)[i];
+    stream_row m;
+    memset(&m, 0, sizeof m);
+    m.exists = counts[i] > 0;
+    m.count = counts[i];
+    m.first_position = head + 1;
+    m.created = now;
+    if ((st = append_insert_events(s, ps, &m, head, now, recs))) break;
+    head += (int64_t)ps->n_events;
+    pgs_params_reset(s);
+    pgs_param_bytes(s, s->scratch_bytes.data + ps->name_off, ps->name_len);
+    pgs_param_int(s, m.count + (int64_t)ps->n_events);
+    pgs_param_int(s, head);
+    pgs_param_int(s, now);
+    if (m.exists) {
+      pgs_param_int(s, m.count);
+      /* A hard-deleted stream's metadata row holds the MessagePack of deleted = "hard"
+       * (retention.h): such a stream goes the long way, which refuses the append. */
+      st = pgs_send(s, "WITH moved AS (UPDATE streams SET count = $2::int8, last_position = $3::int8,"
+                       " updated = $4::int8 WHERE name = $1::bytea AND count = $5::int8 AND NOT EXISTS"
+                       " (SELECT 1 FROM kv WHERE space = '" RETENTION_SPACE "'::bytea AND key = $1::bytea"
+                       " AND position('\\xa764656c65746564a468617264'::bytea IN value) > 0) RETURNING 1)"
+                       " SELECT expect_fresh(EXISTS (SELECT 1 FROM moved))");
+    } else {
+      pgs_param_int(s, m.first_position);
+      st = pgs_send(s, "INSERT INTO streams VALUES ($1::bytea, $2::int8, $5::int8, $3::int8, $4::int8, $4::int8)");
+    }
+    ps->version = (uint64_t)(m.count + (int64_t)ps->n_events - 1);
+    ps->position = (uint64_t)head;
+    ps->time = now;
+  }
+  if (!st) {
+    pgs_params_reset(s);
+    pgs_param_int(s, head);
+    pgs_param_text(s, s->channel);
+    st = pgs_send(s, "WITH moved AS (UPDATE meta SET value = $1::int8 WHERE key = 'head' RETURNING value)"
+                     " SELECT pg_notify($2::text, (SELECT value FROM moved)::text)");
+  }
+  pgs_params_reset(s);
+  if (!st) st = pgs_send(s, dry_run ? "ROLLBACK" : "COMMIT");
+  int end = pgs_pipe_end(s);
+  if (!st) st = end;
+  *new_head = head;
+  return st;
+}
+
+/* Did the server refuse a predicted flight because a prediction was stale? */
+static int append_prediction_stale(const pgs *s, int st) {
+  return st == PGS_SQL && (strcmp(s->sqlstate, "CH001") == 0 || strcmp(s->sqlstate, "23505") == 0 ||
+                           strcmp(s->sqlstate, "40001") == 0 || strcmp(s->sqlstate, "40P01") == 0);
+}
+
+/* After a commit: what this connection now knows of the head and the streams' counts. */
+static void append_learn(pgs *s, size_t nstreams, int64_t head) {
+  s->head = head;
+  s->head_known = 1;
+  for (size_t i = 0; i < nstreams; i++) {
+    const pending_stream *ps = &PENDING_STREAMS(s)[i];
+    const unsigned char *name = s->scratch_bytes.data + ps->name_off;
+    if (ps->replayed) count_forget(s, name, ps->name_len);
+    else count_remember(s, name, ps->name_len, (int64_t)ps->version + 1);
+  }
+}
+
 static int append_commit(pgs *s, size_t nstreams, append_failure *f, int dry_run) {
   buf recs;
   buf_init(&recs);
   int st = PGS_OK;
+  int64_t counts[PREDICT_STREAMS], new_head = 0;
+  if (append_predict(s, nstreams, counts)) {
+    if ((st = pgs_ready(s))) { buf_free(&recs); return st; }
+    st = append_predicted(s, nstreams, counts, &recs, dry_run, &new_head);
+    if (st == PGS_OK) {
+      s->predict_backoff = 0;
+      if (!dry_run) append_learn(s, nstreams, new_head);
+      buf_free(&recs);
+      return PGS_OK;
+    }
+    s->head_known = 0;
+    if (!append_prediction_stale(s, st)) {
+      if (st != PGS_UNAVAILABLE && PQtransactionStatus(s->conn) != PQTRANS_IDLE) pgs_command(s, "ROLLBACK");
+      buf_free(&recs);
+      return st;
+    }
+    for (size_t i = 0; i < nstreams; i++)
+      count_forget(s, s->scratch_bytes.data + PENDING_STREAMS(s)[i].name_off, PENDING_STREAMS(s)[i].name_len);
+    s->predict_backoff = s->predict_backoff ? s->predict_backoff * 2 : 1;
+    if (s->predict_backoff > PREDICT_BACKOFF_MAX) s->predict_backoff = PREDICT_BACKOFF_MAX;
+    s->predict_skip = s->predict_backoff;
+    if (PQtransactionStatus(s->conn) != PQTRANS_IDLE) pgs_command(s, "ROLLBACK");
+    st = PGS_OK;                              /* and the long way */
+  }
   for (int attempt = 0; attempt < MAX_RETRIES; attempt++) {
     if ((st = pgs_ready(s))) break;
-    st = append_in_txn(s, nstreams, f, &recs);
+    st = append_in_txn(s, nstreams, f, &recs, &new_head);
     if (st == PGS_OK) {
       pgs_params_reset(s);
       st = pgs_send(s, dry_run ? "ROLLBACK" : "COMMIT");
@@ -746,6 +918,8 @@ static int append_commit(pgs *s, size_t nstreams, append_failure *f, int dry_run
   }
   if (st != PGS_OK && st != PGS_UNAVAILABLE && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
     pgs_command(s, "ROLLBACK");
+  if (st == PGS_OK && !dry_run) append_learn(s, nstreams, new_head);
+  else s->head_known = 0;
   buf_free(&recs);
   return st;
 }
