@@ -103,6 +103,7 @@ build = {
     ["chronicle.cli.deadletters"] = "lua/chronicle/cli/deadletters.lua",
     ["chronicle.cli.integrity"] = "lua/chronicle/cli/integrity.lua",
     ["chronicle.cli.json"] = "lua/chronicle/cli/json.lua",
+    ["chronicle.cli.lifecycle"] = "lua/chronicle/cli/lifecycle.lua",
     ["chronicle.cli.main"] = "lua/chronicle/cli/main.lua",
     ["chronicle.cli.output"] = "lua/chronicle/cli/output.lua",
     ["chronicle.cli.progress"] = "lua/chronicle/cli/progress.lua",

@@ -175,6 +175,8 @@ function M.parser(version)
   dead:flag("--all", "discard: every dead letter (of the named handler, when one is given).")
   dead:flag("--json", "list, show: JSON Lines, one object per dead letter.")
 
+  require("chronicle.cli.lifecycle").define(parser, store_dir)
+
   return parser
 end
 
