@@ -25,6 +25,39 @@ static double watch_clock(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* One inotify handle per store, kept open: closing one can block in the kernel
+ * for milliseconds, which a runner waiting in a loop would pay each time.
+ * Returns it, or -1 when inotify is unavailable (wait then polls). */
+static int watch_fd(store *s) {
+  if (s->watch_fd < 0) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/data.mdb", s->e->path);
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd >= 0 && inotify_add_watch(fd, path, IN_MODIFY) < 0) {
+      close(fd);
+      fd = -1;
+    }
+    s->watch_fd = fd;
+  }
+  return s->watch_fd;
+}
+
+static void watch_drain(int fd) {
+  char drain[4096];
+  while (read(fd, drain, sizeof drain) > 0) {}
+}
+
+/* store:wait_fd() -> a file descriptor that becomes readable when the log may
+ * have moved, for an event loop to poll (the server does); store:wait(after, 0)
+ * drains it and says whether it did. nil where there is none (wait polls). */
+static int watch_wait_fd(lua_State *L) {
+  store *s = store_check(L, 1);
+  int fd = watch_fd(s);
+  if (fd < 0) lua_pushnil(L);
+  else lua_pushinteger(L, fd);
+  return 1;
+}
+
 /* store:wait(after [, timeout_seconds]) -> head (> after) | false on timeout | nil, err */
 static int watch_wait(lua_State *L) {
   store *s = store_check(L, 1);
@@ -36,19 +69,8 @@ static int watch_wait(lua_State *L) {
     luaL_argcheck(L, timeout >= 0, 3, "timeout must be a number of seconds >= 0 (nil: no timeout)");
   double deadline = timeout < 0 ? -1 : watch_clock() + timeout;
 
-  /* One inotify handle per store, kept open: closing one can block in the
-   * kernel for milliseconds, which a runner waiting in a loop would pay each time. */
-  if (s->watch_fd < 0) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/data.mdb", s->e->path);
-    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (fd >= 0 && inotify_add_watch(fd, path, IN_MODIFY) < 0) {
-      close(fd);
-      fd = -1;
-    }
-    s->watch_fd = fd;
-  }
-  int fd = s->watch_fd;
+  int fd = watch_fd(s);
+  if (fd >= 0) watch_drain(fd);        /* what woke an event loop polling wait_fd */
   uint64_t head = 0;
   int rc;
   /* A write to data.mdb wakes us before the writer publishes its commit in
@@ -68,8 +90,7 @@ static int watch_wait(lua_State *L) {
     if (fd >= 0) {
       struct pollfd p = { fd, POLLIN, 0 };
       if (poll(&p, 1, wait_ms) > 0) {
-        char drain[4096];
-        while (read(fd, drain, sizeof drain) > 0) {}
+        watch_drain(fd);
         soon_ms = 1;
       }
     } else {
@@ -196,6 +217,8 @@ static int watch_backup(lua_State *L) {
 void watch_register(lua_State *L) {
   lua_pushcfunction(L, watch_wait);
   lua_setfield(L, -2, "wait");
+  lua_pushcfunction(L, watch_wait_fd);
+  lua_setfield(L, -2, "wait_fd");
   lua_pushcfunction(L, watch_backup);
   lua_setfield(L, -2, "backup");
 }

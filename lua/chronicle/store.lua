@@ -181,6 +181,14 @@ function Store:verify(opts) return handle(self):verify(opts) end
 -- @treturn integer|false the new head, or false on timeout
 function Store:wait(after, timeout) return handle(self):wait(after, timeout) end
 
+--- A file descriptor that becomes readable when the log may have moved, for an
+-- event loop to poll instead of blocking in `wait` (chronicle serve does);
+-- `store:wait(after, 0)` then drains it and says whether the head passed `after`.
+-- A wake may come a little before the append is visible: check again soon.
+-- The descriptor may change (a PostgreSQL connection made again): ask after every wake.
+-- @treturn integer|nil the descriptor, or nil where there is none (then poll `head`)
+function Store:wait_fd() return handle(self):wait_fd() end
+
 --- Writes a consistent, compacted copy of the store into directory `dest`
 -- (on LMDB a compacted copy under one read transaction, while other processes may keep
 -- writing; a PostgreSQL store returns nil, err(unsupported): use pg_dump).
