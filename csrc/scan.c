@@ -90,6 +90,7 @@ typedef struct scanner {
   int64_t now;             /* the clock max_age compares against, read when the scan began */
   scan_rule_cache *rules;  /* log-order scans of a store with stream metadata */
   int any_rules;           /* this batch: the store has stream metadata */
+  int show_hidden;         /* read_all{hidden = true}: metadata hides nothing (chronicle copy) */
   int64_t hidden_upto;     /* forward stream scans: every version up to it that was not
                             * yielded is hidden (or removed): fold's last_version */
 } scanner;
@@ -212,7 +213,8 @@ static const opt_spec read_options[] = {
 };
 static const opt_spec read_all_options[] = {
   { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
-  { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+  { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE },
+  { "hidden", OPT_BOOLEAN }, { NULL, 0 }
 };
 static const opt_spec fold_options[] = {
   { "stream", OPT_STRING }, { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER },
@@ -267,6 +269,9 @@ static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, co
     }
     lua_pop(L, 1);
     scan_set_types(L, sc, opts, fn);
+    lua_getfield(L, opts, "hidden");       /* read_all only (fold's options have no `hidden`) */
+    sc->show_hidden = lua_toboolean(L, -1);
+    lua_pop(L, 1);
   }
 }
 
@@ -427,6 +432,7 @@ static int scan_seek(MDB_cursor *c, const unsigned char *key, size_t klen, size_
 /* A log-order batch starts: does the store have stream metadata now? */
 static int scan_begin_log_batch(scanner *sc, MDB_txn *txn, const envref *e) {
   if (sc->rules) sc->rules->valid = 0;
+  if (sc->show_hidden) { sc->any_rules = 0; return 0; }
   return scan_any_rules(txn, e, &sc->any_rules);
 }
 

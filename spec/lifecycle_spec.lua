@@ -162,6 +162,8 @@ describe("retention and truncation", function()
     assert.equals(3, select(2, store:fold({ category = "order", count = 3 }, 0, function(a) return a + 1 end)))
     fill(store, "order-1", 1)
     assert.same({ 8, 9, 10 }, versions(store, "order-1"), "the window moves with new events")
+    assert.equals(16, #collect(store:read_all({ hidden = true })), "hidden = true reads them all (chronicle copy)")
+    assert.has_error(function() store:read_all({ hidden = 1 }) end)
   end)
 
   it("truncate_before hides the versions below it; positions stay, read_all skips the gap", function()

@@ -63,6 +63,7 @@ typedef struct scanner {
   int limit;                                /* rows per statement: grows while batches stay under 1 MiB */
   int err_status;                           /* PGS_* met after the batch's good records */
   int64_t now;                              /* the clock max_age compares against (retention.h) */
+  int show_hidden;                          /* read_all{hidden = true}: metadata hides nothing */
   int64_t hidden_upto;                      /* forward stream scans: versions up to it not yielded are
                                              * hidden or scavenged: fold's last_version */
   int64_t err_position;
@@ -172,7 +173,8 @@ static const opt_spec read_options[] = {
 };
 static const opt_spec read_all_options[] = {
   { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
-  { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+  { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE },
+  { "hidden", OPT_BOOLEAN }, { NULL, 0 }
 };
 static const opt_spec fold_options[] = {
   { "stream", OPT_STRING }, { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER },
@@ -226,6 +228,9 @@ static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, co
     }
     lua_pop(L, 1);
     scan_set_types(L, sc, opts, fn);
+    lua_getfield(L, opts, "hidden");       /* read_all only (fold's options have no `hidden`) */
+    sc->show_hidden = lua_toboolean(L, -1);
+    lua_pop(L, 1);
   }
 }
 
@@ -382,7 +387,7 @@ static int scan_fill_events(scanner *sc, pgs *s) {
       wanted = 0;
       if (!sc->backward) sc->done = stop = 1;
     }
-    if (wanted && retention_hides(&rule, count, v.version, v.time, v.type, v.type_len, sc->now, !stream)) {
+    if (wanted && !sc->show_hidden && retention_hides(&rule, count, v.version, v.time, v.type, v.type_len, sc->now, !stream)) {
       wanted = 0;
       if (stream && !sc->backward) scan_hidden_upto(sc, v.version);
     }
