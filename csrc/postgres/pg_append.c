@@ -11,13 +11,13 @@
 #include <time.h>
 #include <lauxlib.h>
 #include <xxhash.h>
-#include "../bytes.h"
-#include "../cerror.h"
-#include "../options.h"
-#include "../codec.h"
-#include "../record.h"
-#include "../retention.h"
-#include "../uuid.h"
+#include "common/bytes.h"
+#include "common/cerror.h"
+#include "common/options.h"
+#include "common/codec.h"
+#include "common/record.h"
+#include "common/retention.h"
+#include "common/uuid.h"
 #include "pg.h"
 
 enum { EXPECT_ANY, EXPECT_NO_STREAM, EXPECT_EXISTS, EXPECT_VERSION };

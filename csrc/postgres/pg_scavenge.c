@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <lauxlib.h>
-#include "../bytes.h"
-#include "../cerror.h"
-#include "../record.h"
-#include "../retention.h"
+#include "common/bytes.h"
+#include "common/cerror.h"
+#include "common/record.h"
+#include "common/retention.h"
 #include "pg.h"
 
 typedef struct pg_scavenge_job {

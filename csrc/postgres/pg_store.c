@@ -10,14 +10,15 @@
 #include <unistd.h>
 #include <lauxlib.h>
 #include <xxhash.h>
-#include "../bytes.h"
-#include "../cerror.h"
-#include "../options.h"
-#include "../record.h"
-#include "../uuid.h"
+#include "common/bytes.h"
+#include "common/cerror.h"
+#include "common/export.h"
+#include "common/options.h"
+#include "common/record.h"
+#include "common/uuid.h"
 #include "pg.h"
 
-int luaopen_chronicle_postgres(lua_State *L);
+CHRONICLE_EXPORT int luaopen_chronicle_postgres(lua_State *L);
 
 #define PGS_POLL_MS 1000   /* wait(): re-check the head this often even without a notification */
 

@@ -212,13 +212,13 @@ end
 -- @tparam Aggregate aggregate made by `chronicle.aggregate`
 -- @tparam[opt] table opts `retries`
 function Store:repository(aggregate, opts)
-  return require("chronicle.repository").new(self, aggregate, opts)
+  return require("chronicle.write.repository").new(self, aggregate, opts)
 end
 
 --- Runs `fn(uow)`; the commands it runs through `uow:execute(repo, id, command, args)`
 -- commit together or not at all. See chronicle.unit_of_work.
 function Store:unit_of_work(fn, opts)
-  return require("chronicle.unit_of_work").run(self, fn, opts)
+  return require("chronicle.write.unit_of_work").run(self, fn, opts)
 end
 
 ---------------------------------------------------------------------------
@@ -242,7 +242,7 @@ function Store:projection(def)
   if type(def) == "string" then
     return require("chronicle.scripts").load_file(self, def)
   end
-  local projection = require "chronicle.projection"
+  local projection = require "chronicle.read.projection"
   local p = projection.define(def, 2)
   require("chronicle.names").claim(self, "projection", p.name, 2)
   local meta, err = projection.register(self, p)
@@ -260,7 +260,7 @@ end
 --- Catches every registered projection up to the head.
 -- @return a table name -> status ("idle", "faulted", "skipped"), or nil, err
 function Store:run_projections()
-  local projection = require "chronicle.projection"
+  local projection = require "chronicle.read.projection"
   local out = {}
   for name, entry in pairs(self:registrations().projections) do
     local status, err = projection.catch_up(self, entry.def, entry.state)
@@ -277,11 +277,11 @@ end
 -- @return the view, or nil, err
 function Store:view(name)
   if type(name) ~= "string" then error("view: projection name expected", 2) end
-  local view = require "chronicle.view"
+  local view = require "chronicle.read.view"
   local meta, err = self:kv_get(view.PROJECTIONS, name)
   if err then return nil, err end
   if meta == nil or name:find("^reactor:") then
-    return nil, require("chronicle.core").error("not_found", "no projection '" .. name .. "' in this store", { projection = name })
+    return nil, require("chronicle.common").error("not_found", "no projection '" .. name .. "' in this store", { projection = name })
   end
   return view.reader(self, name)
 end
@@ -289,7 +289,7 @@ end
 --- The status of every projection in the store (registered here or not):
 -- name -> {version, generation, building, status, fault, checkpoint}.
 function Store:projection_status()
-  local view = require "chronicle.view"
+  local view = require "chronicle.read.view"
   local out = {}
   for name, meta in self:kv_scan(view.PROJECTIONS) do
     if not name:find("^reactor:") then
@@ -305,7 +305,7 @@ end
 --- The status of every reactor registered here: name -> {status ("live" or
 -- "faulted"), fault ({position, stream, type, id, error, time}), checkpoint, head, lag}.
 function Store:reactor_status()
-  local view = require "chronicle.view"
+  local view = require "chronicle.read.view"
   local out = {}
   local head = self:head()
   for name in pairs(self:registrations().reactors) do
@@ -322,8 +322,8 @@ end
 -- or "dead_letters" when it has some), dead_letters (their number),
 -- checkpoint, head, lag, registered}.
 function Store:handler_status()
-  local view = require "chronicle.view"
-  local handler = require "chronicle.handler"
+  local view = require "chronicle.read.view"
+  local handler = require "chronicle.read.handler"
   local out = {}
   local head = self:head()
   local function add(name)
@@ -344,7 +344,7 @@ end
 function Store:reset_reactor(name)
   local r = self:registrations().reactors[name]
   if not r then error("reset_reactor: no reactor '" .. tostring(name) .. "' is registered", 2) end
-  return require("chronicle.reactor").reset(self, r)
+  return require("chronicle.read.reactor").reset(self, r)
 end
 
 --- Rebuilds projection `name` from the first event (in a new generation;
@@ -353,13 +353,13 @@ function Store:reset_projection(name)
   local entry = self:registrations().projections[name]
   if not entry then error("reset_projection: no projection '" .. tostring(name) .. "' is registered", 2) end
   entry.state = {}
-  return require("chronicle.projection").reset(self, entry.def)
+  return require("chronicle.read.projection").reset(self, entry.def)
 end
 
 --- Registers an event handler: `fn(event)` runs after commit, at least once,
 -- for events of `types` (`opts`: name, retries, batch_size, category).
 function Store:on(types, fn, opts)
-  local h = require("chronicle.handler").define(types, fn, opts, 2)
+  local h = require("chronicle.read.handler").define(types, fn, opts, 2)
   require("chronicle.names").claim(self, "handler", h.name, 2)
   self:registrations().handlers[h.name] = h
   return h
@@ -367,7 +367,7 @@ end
 
 --- Registers a reactor (see chronicle.reactor): its outputs commit with its checkpoint.
 function Store:reactor(def)
-  local r = require("chronicle.reactor").define(def, 2)
+  local r = require("chronicle.read.reactor").define(def, 2)
   require("chronicle.names").claim(self, "reactor", r.name, 2)
   self:registrations().reactors[r.name] = r
   return r
@@ -375,7 +375,7 @@ end
 
 --- Dead letters of handler `name` (or of all handlers).
 function Store:dead_letters(name)
-  return require("chronicle.handler").dead_letters(self, name)
+  return require("chronicle.read.handler").dead_letters(self, name)
 end
 
 --- Runs registered handler `name` again on its dead letters.
@@ -383,7 +383,7 @@ end
 function Store:retry_dead_letters(name)
   local h = self:registrations().handlers[name]
   if not h then error("retry_dead_letters: no handler '" .. tostring(name) .. "' is registered", 2) end
-  return require("chronicle.handler").retry_dead_letters(self, h)
+  return require("chronicle.read.handler").retry_dead_letters(self, h)
 end
 
 Store.__close = Store.close

@@ -184,7 +184,7 @@ end
 -- Runs the batches of one projection with a progress bar, when the projection
 -- layer lets us (else the runner catches everything up).
 local function rebuild_batches(store, name)
-  local ok, projection = pcall(require, "chronicle.projection")
+  local ok, projection = pcall(require, "chronicle.read.projection")
   local reg = type(store.registrations) == "function" and store:registrations()
   local entry = reg and reg.projections and reg.projections[name]
   if not (ok and type(projection.run_batch) == "function" and entry and store.projection_status) then return false end
