@@ -273,13 +273,23 @@ static int scan_fill_events(scanner *sc, pgs *s) {
   int n = 0, st = 0, stream = sc->mode == SCAN_STREAM;
   const char *col = stream ? "version" : "e.position";
   if (stream) {
-    st |= scan_sql(sc, "SELECT e.position, e.record, m.value, s.count FROM streams s"
-                       " LEFT JOIN kv m ON m.space = '" RETENTION_SPACE "'::bytea AND m.key = s.name"
-                       " LEFT JOIN LATERAL (SELECT position, record, version FROM events WHERE stream = s.name AND ");
+    /* The stream's metadata row and count once per statement (initplans), and one row even
+     * when no event comes back (the LEFT JOIN to a one-row VALUES: a nested loop, so the
+     * events keep the inner query's order). */
+    st |= scan_sql(sc, "SELECT e.position, e.record, (SELECT value FROM kv WHERE space = '" RETENTION_SPACE "'::bytea"
+                       " AND key = $1::bytea), (SELECT count FROM streams WHERE name = $1::bytea)"
+                       " FROM (VALUES (1)) one LEFT JOIN (SELECT position, record, version FROM events"
+                       " WHERE stream = $1::bytea AND ");
+    st |= pgs_param_bytes(s, sc->name, sc->name_len);
+    n = 1;
   } else {
-    st |= scan_sql(sc, "SELECT e.position, e.record, m.value, s.count FROM events e"
-                       " LEFT JOIN kv m ON m.space = '" RETENTION_SPACE "'::bytea AND m.key = e.stream"
-                       " LEFT JOIN streams s ON m.key IS NOT NULL AND s.name = e.stream WHERE ");
+    /* Per row, the stream's metadata row and count, looked up only when the store has any
+     * metadata row (an initplan evaluated once: most stores pay nothing per row). */
+    st |= scan_sql(sc, "SELECT e.position, e.record, CASE WHEN (SELECT EXISTS (SELECT 1 FROM kv WHERE space = '"
+                       RETENTION_SPACE "'::bytea)) THEN (SELECT m.value FROM kv m WHERE m.space = '" RETENTION_SPACE
+                       "'::bytea AND m.key = e.stream) END, CASE WHEN (SELECT EXISTS (SELECT 1 FROM kv WHERE space = '"
+                       RETENTION_SPACE "'::bytea)) THEN (SELECT s.count FROM kv m JOIN streams s ON s.name = m.key"
+                       " WHERE m.space = '" RETENTION_SPACE "'::bytea AND m.key = e.stream) END FROM events e WHERE ");
     if (sc->mode == SCAN_CATEGORY) {
       st |= scan_sqlf(sc, "e.category = $%d::bytea AND ", ++n);
       st |= pgs_param_bytes(s, sc->name, sc->name_len);
@@ -311,12 +321,7 @@ static int scan_fill_events(scanner *sc, pgs *s) {
   int limit = sc->limit;
   if (sc->remaining > 0 && sc->remaining < limit && (sql_types || !sc->types)) limit = (int)sc->remaining;
   st |= scan_sqlf(sc, " LIMIT %d", limit);
-  if (stream) {
-    st |= scan_sql(sc, ") e ON true WHERE s.name = ");
-    st |= scan_sqlf(sc, "$%d::bytea ORDER BY e.", ++n);
-    st |= pgs_param_bytes(s, sc->name, sc->name_len);
-    st |= scan_sql(sc, sc->backward ? "version DESC" : "version");
-  }
+  if (stream) st |= scan_sql(sc, ") e ON true");
   if (st || buf_append(&sc->sql, "", 1)) return PGS_NOMEM;
   /* Rows arrive one at a time (single-row mode): copying stops at SCAN_BATCH_BYTES, so a
    * batch of large events holds about that much; the rows after it are read again next time. */
