@@ -245,7 +245,9 @@ describe("store:delete_stream", function()
     local store = helpers.open(FAST)
     fill(store, "cart-1", 4)
     fill(store, "cart-2", 1)
+    local first_id = collect(store:read("cart-1"))[1].id
     local res = assert(store:delete_stream("cart-1", { expected = 3 }))
+    assert.is_nil(store:event(first_id), "a hidden event is not found by its id either")
     assert.same({ version = 4, position = 6, hard = false }, res)
     assert.same({}, versions(store, "cart-1"))
     local info = assert(store:stream_info("cart-1"))
@@ -283,6 +285,17 @@ describe("store:delete_stream", function()
     assert.is_nil(f)
     assert.equals("stream_deleted", ferr.code)
     assert.equals("hard", store:stream_info("user-7").deleted)
+    local User = chronicle.aggregate {
+      name = "user", initial = function() return {} end, apply = { Filled = function() end },
+      commands = { fill = function() return { { type = "Filled" } } end },
+    }
+    local users = store:repository(User)
+    local state, lerr = users:load("7")
+    assert.is_nil(state)
+    assert.equals("stream_deleted", lerr.code)
+    local done, eerr = users:execute("7", "fill", {})
+    assert.is_nil(done)
+    assert.equals("stream_deleted", eerr.code)
     assert.same({ "user-7:3" }, log(store), "only the deletion event is left in the log")
     res, err = store:delete_stream("user-7")
     assert.equals("stream_deleted", err.code)
