@@ -94,6 +94,10 @@ function Store:event(id)
   return nil
 end
 
+--- The store's clock: nanoseconds since the epoch (LMDB: this host's clock; PostgreSQL: the
+-- server's, the one clock every host of the store shares). Leases and deadlines use it.
+function Store:now() return handle(self):now() end
+
 --- The global position of the newest event (0 when empty).
 function Store:head() return handle(self):head() end
 
