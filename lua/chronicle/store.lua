@@ -321,6 +321,43 @@ function Store:retry_dead_letters(name)
   return require("chronicle.handler").retry_dead_letters(self, h)
 end
 
+--- A consumer of persistent subscription `name` (created with `opts` the
+-- first time): `take`, `ack`, `nack`, `parked`, `replay_parked`, `status`.
+-- See chronicle.subscription. @return the consumer, or nil, err
+function Store:subscription(name, opts)
+  return require("chronicle.subscription").open(self, name, opts, 2)
+end
+
+--- The state of persistent subscription `name` (see chronicle.subscription.status),
+-- or of every subscription in the store (name -> state) when `name` is nil.
+function Store:subscription_status(name)
+  local subscription = require "chronicle.subscription"
+  if name ~= nil then
+    if type(name) ~= "string" then error("subscription_status: name must be a string", 2) end
+    return subscription.status(self, name)
+  end
+  local out = {}
+  for _, n in ipairs(subscription.names(self)) do out[n] = subscription.status(self, n) end
+  return out
+end
+
+--- Deletes persistent subscription `name` with all its state (position, leases, parked events).
+function Store:delete_subscription(name)
+  if type(name) ~= "string" then error("delete_subscription: name must be a string", 2) end
+  return require("chronicle.subscription").delete(self, name)
+end
+
+--- The consumer groups of handler, reactor or projection `name` (`kind`:
+-- "handler", "reactor", "projection"): members, their partitions, share and
+-- lag (see chronicle.group.status), or nil when no runner served it as a group.
+function Store:group_status(kind, name)
+  if kind ~= "handler" and kind ~= "reactor" and kind ~= "projection" then
+    error("group_status: kind must be \"handler\", \"reactor\" or \"projection\", got " .. tostring(kind), 2)
+  end
+  if type(name) ~= "string" then error("group_status: name must be a string", 2) end
+  return require("chronicle.group").status(self, kind, name)
+end
+
 Store.__close = Store.close
 Store.__gc = Store.close
 
