@@ -219,3 +219,160 @@ describe("a reactor served by several runner processes", function()
     assert.equals(0, #st.members, "every member left or was tidied away")
   end)
 end)
+
+-- Members with identities of their own (as if in other processes on another
+-- host), driven beat by beat.
+local function member(store, id, opts)
+  opts = opts or {}
+  return group.new(store, opts.kind or "handler", opts.name or "mailer", {
+    lease = opts.lease or 30, partitions = opts.partitions or 4,
+    me = { id = id, pid = 1, start = "0", boot = "elsewhere", host = "host-" .. id },
+  })
+end
+
+local function owned(g)
+  local out = {}
+  for p in pairs(g.owned) do out[#out + 1] = p end
+  table.sort(out)
+  return out
+end
+
+describe("a consumer group", function()
+  after_each(helpers.cleanup)
+
+  it("deals its partitions to the live members: a joining member gets its share once the holder lets it go", function()
+    local store = helpers.open()
+    local a, b = member(store, "aaaa"), member(store, "bbbb")
+    assert.is_true(a:beat())
+    assert.same({ 0, 1, 2, 3 }, owned(a))
+    assert.is_true(a.settled)
+    assert.is_true(b:beat())
+    assert.same({}, owned(b), "what a live member holds is not taken")
+    assert.is_false(b.settled)
+    assert.is_true(a:beat())          -- a sees b and releases what is dealt to b
+    assert.same({ 0, 2 }, owned(a))
+    assert.is_true(b:beat())
+    assert.same({ 1, 3 }, owned(b))
+    assert.is_true(b.settled)
+    local st = store:group_status("handler", "mailer")
+    assert.equals(4, st.partitions)
+    assert.equals(2, #st.members)
+    assert.same({ 0, 2 }, st.members[1].partitions)
+    assert.equals(0.5, st.members[2].share)
+    assert.equals("host-bbbb", st.members[2].host)
+    assert.same({}, st.unowned)
+    -- b leaves: its partitions go back to a at a's next beat
+    assert.truthy(b:leave())
+    assert.is_true(a:beat())
+    assert.same({ 0, 1, 2, 3 }, owned(a))
+    assert.equals(1, #store:group_status("handler", "mailer").members)
+  end)
+
+  it("gives the partitions of a member that stopped renewing to the others once its lease expired", function()
+    local store = helpers.open()
+    local a, b = member(store, "aaaa", { lease = 30 }), member(store, "bbbb", { lease = 0.3 })
+    assert.is_true(b:beat())
+    assert.is_true(a:beat())
+    assert.is_true(b:beat())
+    assert.is_true(a:beat())
+    assert.same({ 0, 2 }, owned(a))
+    -- b stops beating; a takes over only after b's lease ran out
+    local until_ = store:now() + 300000000
+    assert.is_true(a:beat())
+    if store:now() < until_ then assert.same({ 0, 2 }, owned(a)) end
+    while store:now() <= until_ do os.execute("sleep 0.05") end
+    assert.is_true(a:beat())
+    assert.same({ 0, 1, 2, 3 }, owned(a))
+  end)
+
+  it("does not let a member whose lease was taken commit: a reactor's outputs happen once", function()
+    local reactor = require "chronicle.reactor"
+    local store = helpers.open()
+    for i = 1, 5 do assert(store:append("order-" .. i, { { type = "Placed" } })) end
+    local r = store:reactor { name = "echo", handlers = {
+      Placed = function(ev) return { { stream = "echo-" .. ev.stream, type = "Echoed", data = { source = ev.position } } } end } }
+    local a = member(store, "aaaa", { kind = "reactor", name = "echo", lease = 0.2 })
+    local b = member(store, "bbbb", { kind = "reactor", name = "echo", lease = 30 })
+    assert.is_true(a:beat())
+    local until_ = store:now() + 200000000
+    while store:now() <= until_ do os.execute("sleep 0.05") end
+    assert.is_true(b:beat())            -- a's leases expired: b takes every partition
+    assert.same({ 0, 1, 2, 3 }, owned(b))
+    -- a still believes it holds them; its batch does not commit
+    assert.equals("progress", reactor.run_batch(store, r, a))
+    assert.equals(5, store:head(), "nothing was appended by the member that lost its leases")
+    assert.equals(0, a.owned_count, "it knows it lost them")
+    for _ = 1, 10 do
+      if reactor.run_batch(store, r, b) == "idle" then break end
+    end
+    local sources = {}
+    for ev in store:read_all({ types = "Echoed" }) do sources[#sources + 1] = ev.data.source end
+    table.sort(sources)
+    assert.same({ 1, 2, 3, 4, 5 }, sources)
+  end)
+
+  it("runs a projection on one member at a time", function()
+    local store = helpers.open()
+    local a = member(store, "aaaa", { kind = "projection", name = "counts", partitions = 1 })
+    local b = member(store, "bbbb", { kind = "projection", name = "counts", partitions = 1 })
+    assert.is_true(a:beat())
+    assert.is_true(b:beat())
+    assert.is_true(a:beat())
+    assert.is_true(b:beat())
+    assert.equals(1, a.owned_count + b.owned_count)
+  end)
+
+  it("serves everything with one runner alone, and shows it in the status calls", function()
+    local store = helpers.open()
+    helpers.fill(store, "order-1", 3, "Placed")
+    helpers.fill(store, "order-2", 2, "Placed")
+    local seen = 0
+    store:on("Placed", function() seen = seen + 1 end, { name = "mailer" })
+    local runner = chronicle.runner(store, { lease = 2 })
+    runner:run_once()
+    assert.equals(5, seen)
+    local st = store:handler_status().mailer
+    assert.equals(5, st.checkpoint)
+    assert.equals(0, st.lag)
+    assert.equals(1, #st.group.members)
+    assert.equals(16, #st.group.members[1].partitions)
+    assert.equals(0, st.group.members[1].lag)
+    assert.equals(1, #runner:group_status())
+    assert.equals("idle", (runner:run({ until_idle = true })))
+    assert.equals(0, #store:group_status("handler", "mailer").members, "run leaves its groups when it returns")
+    helpers.fill(store, "order-3", 1, "Placed")
+    runner:run_once()
+    assert.equals(6, seen)
+  end)
+
+  it("refuses bad runner options, and a member asking for another partition count", function()
+    local store = helpers.open()
+    for _, bad in ipairs({ { lease = 0 }, { lease = -1 }, { lease = "5" }, { partitions = 0 }, { partitions = 1.5 },
+                           { partitions = 5000 }, { groups = "yes" } }) do
+      local k = next(bad)
+      assert.matches("option '" .. k .. "' must be", helpers.raises(chronicle.runner, store, bad), nil, true)
+    end
+    helpers.fill(store, "order-1", 2, "Placed")
+    local seen = 0
+    store:on("Placed", function() seen = seen + 1 end, { name = "mailer" })
+    chronicle.runner(store, { partitions = 8 }):run_once()
+    assert.equals(2, seen)
+    helpers.fill(store, "order-1", 1, "Placed")
+    local _, report = chronicle.runner(store, { partitions = 4 }):run_once()
+    assert.equals(2, seen, "a member that disagrees on the partitions does nothing")
+    assert.equals(1, #report.errors)
+    assert.equals("group_mismatch", report.errors[1].error.code)
+    assert.matches("every member must use the same 'partitions'", report.errors[1].message, nil, true)
+    assert.is_false(report.ok)
+  end)
+
+  it("with groups = false does all the work, as a runner alone", function()
+    local store = helpers.open()
+    helpers.fill(store, "order-1", 3, "Placed")
+    local seen = 0
+    store:on("Placed", function() seen = seen + 1 end, { name = "mailer" })
+    chronicle.runner(store, { groups = false }):run_once()
+    assert.equals(3, seen)
+    assert.is_nil(store:group_status("handler", "mailer"))
+  end)
+end)

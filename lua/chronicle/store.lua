@@ -222,7 +222,8 @@ function Store:view(name)
 end
 
 --- The status of every projection in the store (registered here or not):
--- name -> {version, generation, building, status, fault, checkpoint}.
+-- name -> {version, generation, building, status, fault, checkpoint, group (the runners
+-- serving it: one builds the view at a time, the others stand by)}.
 function Store:projection_status()
   local view = require "chronicle.view"
   local out = {}
@@ -231,6 +232,7 @@ function Store:projection_status()
       local gen = meta.building or meta.generation
       meta.checkpoint = self:kv_get(view.CHECKPOINTS, "p:" .. name .. "#" .. tostring(gen)) or 0
       meta.head = self:head()
+      meta.group = require("chronicle.group").status(self, "projection", name)
       out[name] = meta
     end
   end
@@ -238,7 +240,8 @@ function Store:projection_status()
 end
 
 --- The status of every reactor registered here: name -> {status ("live" or
--- "faulted"), fault ({position, stream, type, id, error, time}), checkpoint, head, lag}.
+-- "faulted"), fault ({position, stream, type, id, error, time}), checkpoint, head, lag,
+-- group (its consumer group: members, their partitions, share and lag; see chronicle.group.status)}.
 function Store:reactor_status()
   local view = require "chronicle.view"
   local out = {}
@@ -247,6 +250,7 @@ function Store:reactor_status()
     local row = self:kv_get(view.PROJECTIONS, "reactor:" .. name) or { status = "live" }
     row.checkpoint = self:kv_get(view.CHECKPOINTS, "r:" .. name) or 0
     row.head, row.lag = head, head - row.checkpoint
+    row.group = require("chronicle.group").status(self, "reactor", name)
     out[name] = row
   end
   return out
@@ -255,7 +259,7 @@ end
 --- The status of every handler registered here, and of every other handler
 -- the store holds a checkpoint of: name -> {status ("live",
 -- or "dead_letters" when it has some), dead_letters (their number),
--- checkpoint, head, lag, registered}.
+-- checkpoint (the lowest of its partitions'), head, lag, registered, group (as for reactor_status)}.
 function Store:handler_status()
   local view = require "chronicle.view"
   local handler = require "chronicle.handler"
@@ -267,7 +271,8 @@ function Store:handler_status()
     local letters = self:kv_count(handler.DEAD_LETTERS, name .. ":")
     out[name] = { status = letters > 0 and "dead_letters" or "live", dead_letters = letters,
                   checkpoint = checkpoint, head = head, lag = head - checkpoint,
-                  registered = self:registrations().handlers[name] ~= nil }
+                  registered = self:registrations().handlers[name] ~= nil,
+                  group = require("chronicle.group").status(self, "handler", name) }
   end
   for name in pairs(self:registrations().handlers) do add(name) end
   -- Dead letters are written with a checkpoint, so the checkpoints name every handler that has any.
