@@ -46,6 +46,8 @@ M.PARTITIONS = 16
 M.MAX_PARTITIONS = 1024
 
 local NS = 1000000000
+-- How often a member looks again while a rebalance is under way, at most.
+local REBALANCE_NS = 50000000
 
 ---------------------------------------------------------------------------
 -- Who this process is
@@ -248,7 +250,9 @@ function Group:beat()
       self.alive = alive
       self.valid_until = t0 + self.lease_ns
       -- renew after a third of the lease; sooner while a rebalance is under way
-      self.next_beat = t0 + (settled and self.lease_ns // 3 or self.lease_ns // 10)
+      self.next_beat = t0 + (settled and self.lease_ns // 3 or math.min(self.lease_ns // 10, REBALANCE_NS))
+      self.member_rows = store:kv_count(M.SPACE, self.pfx .. "m:")
+      self.cache = nil          -- read the checkpoints again: the partitions held may have changed
       return true
     end
     if werr.code ~= "check_failed" then return nil, werr end
@@ -259,15 +263,27 @@ function Group:beat()
 end
 
 --- Beats when it is time to (a third of the lease since the last one, or
--- sooner while a rebalance is under way). @return true, or nil, err
+-- sooner while a rebalance is under way), or when a member joined or left
+-- since the last beat (so a joining member gets its share after the
+-- current batch). @return true, or nil, err
 function Group:tick()
-  if core.now() >= self.next_beat then return self:beat() end
+  if core.now() >= self.next_beat or self:changed() then return self:beat() end
   return true
+end
+
+--- True when a member joined or left since the last beat (looked up at most
+-- every 50 ms): a long batch ends early so the partitions can move.
+function Group:changed()
+  local now = core.now()
+  if now < (self.next_look or 0) then return false end
+  self.next_look = now + REBALANCE_NS
+  local rows = self.store:kv_count(M.SPACE, self.pfx .. "m:")
+  return rows ~= nil and rows ~= self.member_rows
 end
 
 --- Forgets the leases (after a write found one taken): the next tick beats.
 function Group:lost()
-  self.owned, self.owned_count, self.next_beat = {}, 0, 0
+  self.owned, self.owned_count, self.next_beat, self.cache = {}, 0, 0, nil
 end
 
 --- The local time (core.now) until which this member may work on its
@@ -314,7 +330,16 @@ end
 --   this member has nothing to do now, or nil, err
 function Group:cursor(batch_size)
   if self.owned_count == 0 then return nil end
-  local stored, base = checkpoints(self)
+  -- The checkpoints of the partitions this member holds are only written by it
+  -- (under a check of its leases), so what it last read or wrote holds until its
+  -- next beat; the others' are only used for the low-water mark.
+  local cache = self.cache
+  if not cache then
+    local stored, base = checkpoints(self)
+    cache = { stored = stored, base = base }
+    self.cache = cache
+  end
+  local stored, base = cache.stored, cache.base
   local head = self.store:head()
   local from
   local at = {}
@@ -323,7 +348,25 @@ function Group:cursor(batch_size)
     at[p] = c
     if from == nil or c < from then from = c end
   end
-  if from >= head then return nil end
+  if from >= head then
+    -- Nothing to do here: bring the low-water mark up if every partition is past it
+    -- (the last batches of two members may each have seen the other behind).
+    if self.base_key and base < head then
+      stored, base = checkpoints(self)
+      cache.stored, cache.base = stored, base
+      local low = base
+      for p = 0, self.partitions - 1 do
+        local c = stored[p] or base
+        if p == 0 or c < low then low = c end
+      end
+      if low > base then
+        local ok, err = self.store:write { puts = { { view.CHECKPOINTS, self.base_key, low } } }
+        if not ok then return nil, err end
+        cache.base = low
+      end
+    end
+    return nil
+  end
   local n, owned, g = self.partitions, self.owned, self
   local cursor = {
     from = from, head = head,
@@ -334,6 +377,7 @@ function Group:cursor(batch_size)
     local p = M.partition(ev.stream, n)
     return owned[p] ~= nil and ev.position > at[p]
   end
+  local pending, pending_low = {}, nil
   --- Adds to `ops` the checks that this member's leases hold and the new
   -- checkpoints (every owned partition is done up to `upto`), and the base.
   function cursor.commit(ops, upto)
@@ -342,12 +386,10 @@ function Group:cursor(batch_size)
     for p = 0, n - 1 do
       local c
       if owned[p] then
-        local key = g.pfx .. "l:" .. pkey(p)
-        ops.checks[#ops.checks + 1] = { M.SPACE, key, owned[p] }
-        local ck = g.pfx .. "c:" .. pkey(p)
-        ops.checks[#ops.checks + 1] = { M.SPACE, ck, stored[p] }
+        ops.checks[#ops.checks + 1] = { M.SPACE, g.pfx .. "l:" .. pkey(p), owned[p] }
         c = math.max(upto, at[p])
-        ops.puts[#ops.puts + 1] = { M.SPACE, ck, c }
+        ops.puts[#ops.puts + 1] = { M.SPACE, g.pfx .. "c:" .. pkey(p), c }
+        pending[p] = c
       else
         c = stored[p] or base
       end
@@ -355,7 +397,14 @@ function Group:cursor(batch_size)
     end
     if g.base_key and low and low > base then
       ops.puts[#ops.puts + 1] = { view.CHECKPOINTS, g.base_key, low }
+      pending_low = low
     end
+  end
+  --- After the batch's write succeeded: what it wrote is what the member holds now.
+  function cursor.done()
+    if g.cache ~= cache then return end
+    for p, c in pairs(pending) do stored[p] = c end
+    if pending_low then cache.base = pending_low end
   end
   return cursor
 end

@@ -78,8 +78,11 @@ end
 -- the events of the partitions it holds, stopping before its leases run out;
 -- the checkpoints commit only while the leases are still this member's.
 local function run_group_batch(store, h, g)
-  local cursor = g:cursor(h.batch_size)
-  if not cursor then return "idle" end
+  local cursor, cerr = g:cursor(h.batch_size)
+  if not cursor then
+    if cerr then return nil, cerr end
+    return "idle"
+  end
   local letters = {}
   local deadline, done = g:deadline(), nil
   local ok, n, count, last_position = pcall(store.fold, store,
@@ -88,7 +91,7 @@ local function run_group_batch(store, h, g)
       if cursor.wants(ev) then
         local good, failure = attempt(h, ev)
         if not good then letters[#letters + 1] = letter(h, ev, failure) end
-        if core.now() >= deadline then
+        if core.now() >= deadline or g:changed() then
           done = ev.position
           error(STOP, 0)
         end
@@ -107,6 +110,8 @@ local function run_group_batch(store, h, g)
   if not wrote then
     if werr.code ~= "check_failed" then return nil, werr end
     g:lost()                      -- a lease was taken: the next owner handles these events again
+  else
+    cursor.done()
   end
   return "progress"
 end

@@ -226,8 +226,12 @@ function M.run_batch(store, r, g)
   local key = checkpoint_key(r)
   local checkpoint, head, count_wanted, cursor
   if g then
-    cursor = g:cursor(r.batch_size)
-    if not cursor then return "idle" end
+    local cerr
+    cursor, cerr = g:cursor(r.batch_size)
+    if not cursor then
+      if cerr then return nil, cerr end
+      return "idle"
+    end
     checkpoint, head, count_wanted = cursor.from, cursor.head, cursor.count
   else
     local err
@@ -315,6 +319,7 @@ function M.run_batch(store, r, g)
     return "faulted"
   end
   r.streak = nil
+  if cursor then cursor.done() end
   require("chronicle.repository").place_snapshots(store, ops, result)
   uow:written(written, result)
   return "progress"
