@@ -107,8 +107,10 @@ PG_SPECS ?= spec/append_spec.lua spec/read_spec.lua spec/fold_spec.lua spec/code
 	spec/bad_input_spec.lua spec/aggregate_spec.lua spec/repository_spec.lua spec/snapshot_spec.lua \
 	spec/unit_of_work_spec.lua spec/upcast_spec.lua spec/time_travel_spec.lua spec/projection_spec.lua \
 	spec/handler_spec.lua spec/reactor_spec.lua spec/runner_spec.lua spec/scripts_spec.lua \
-	spec/sandbox_scripts_spec.lua spec/groups_spec.lua spec/subscription_spec.lua \
-	spec/subscription_multiprocess_spec.lua
+	spec/sandbox_scripts_spec.lua spec/fields_spec.lua spec/api_safety_spec.lua spec/bad_input_table_spec.lua \
+	spec/concurrency_spec.lua spec/cli_spec.lua spec/multiprocess_spec.lua spec/aggregate_multiprocess_spec.lua \
+	spec/crash_spec.lua spec/projection_crash_spec.lua spec/server/api_spec.lua spec/server/subscribe_spec.lua \
+	spec/groups_spec.lua spec/subscription_spec.lua spec/subscription_multiprocess_spec.lua
 PG_PASS_SPECS = $(if $(SPECS),$(filter $(PG_SPECS),$(SPECS)),$(PG_SPECS))
 PG_VALGRIND_SPECS = $(if $(VALGRIND_SPECS),$(filter $(PG_SPECS),$(VALGRIND_SPECS)),$(PG_SPECS))
 # Starts a throwaway PostgreSQL for the recipe's shell and stops and deletes it on exit, pass or fail.

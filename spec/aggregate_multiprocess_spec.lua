@@ -29,7 +29,7 @@ describe("several processes executing commands on one aggregate", function()
 
   it("all succeed thanks to retries, with contiguous versions and the balance of a serial run", function()
     local work = helpers.tmpdir()
-    local dir = work .. "/store"
+    local dir = helpers.new_target(work .. "/store")   -- or a fresh PostgreSQL schema
     local Account = chronicle.aggregate {
       name = "account",
       initial = function() return { balance = 0, deposits = 0 } end,

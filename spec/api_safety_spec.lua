@@ -194,7 +194,9 @@ describe("the public API under hostile use", function()
       local dir = helpers.tmpdir()
       local bad = dir .. "/d\0/../x"
       assert.matches("NUL", helpers.raises(chronicle.open, bad), 1, true)
-      assert.matches("NUL", helpers.raises(require("chronicle.core").open, bad), 1, true)
+      if helpers.backend == "lmdb" then
+        assert.matches("NUL", helpers.raises(require("chronicle.core").open, bad), 1, true)
+      end
       assert.is_false(helpers.exists(dir .. "/d"), "open created the cut path")
       local store = helpers.open({ durability = "nosync" })
       helpers.fill(store, "a-1", 3)

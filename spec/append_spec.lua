@@ -428,7 +428,7 @@ describe("a replay (every event of the append already stored under its ids)", fu
       { stream = "c", events = { { type = "T", id = u(8) } } },
       { stream = "c", events = { { type = "T", id = u(8) } } },
     })
-    assert.equals("duplicate_id", err4.code)
+    assert.equals("duplicate_id", err4.code, err4.message)
     assert.matches("used twice in this append", err4.message, 1, true)
     assert.equals(2, err4.index)
   end)

@@ -54,7 +54,7 @@ describe("a writer killed at random moments", function()
   for _, durability in ipairs({ "full", "nometasync", "nosync" }) do
     it(("loses no acknowledged event with durability %q"):format(durability), function()
       local dir = helpers.tmpdir()
-      local store_dir, acks = dir .. "/store", dir .. "/acks"
+      local store_dir, acks = helpers.new_target(dir .. "/store"), dir .. "/acks"
       local kills = durability == "full" and KILLS or math.max(3, KILLS // 4)
       math.randomseed(os.time())
       local events, acked = 0, 0

@@ -131,6 +131,13 @@ function helpers.cleanup()
   end
 end
 
+--- Where a new store of the backend under test goes: `dir` on LMDB, a fresh schema's URL
+-- on PostgreSQL (for specs whose child processes open the store by its target).
+function helpers.new_target(dir)
+  if helpers.backend == "postgres" then return (helpers.pg_target()) end
+  return dir
+end
+
 --- A copy of a table's first level.
 function helpers.shallow_copy(t)
   local out = {}

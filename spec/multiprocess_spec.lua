@@ -44,7 +44,7 @@ describe("several processes appending to one store", function()
 
   it("keep every acknowledged event exactly once, with gap-free positions and unique versions", function()
     local work = helpers.tmpdir()
-    local dir = work .. "/store"
+    local dir = helpers.new_target(work .. "/store")   -- or a fresh PostgreSQL schema
     -- the store exists before the workers start, so they race on appends, not on creation
     helpers.open(nil, dir):close()
     local script = work .. "/worker.lua"

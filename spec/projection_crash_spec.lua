@@ -63,7 +63,7 @@ describe("a runner killed with SIGKILL at random moments and restarted", functio
     print(("\n  crash test: %d rounds, seed %d (CHRONICLE_CRASH_SEED=%d to repeat)"):format(ROUNDS, seed, seed))
 
     local work = helpers.tmpdir()
-    local dir = work .. "/store"
+    local dir = helpers.new_target(work .. "/store")   -- or a fresh PostgreSQL schema
     local store = helpers.open(nil, dir)   -- this process only reads until the end
 
     local appender = spawn(helpers.lua_command(SUPPORT .. "crash_appender.lua", dir,

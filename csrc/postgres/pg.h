@@ -30,6 +30,24 @@
 #define PGS_MAX_SCHEMA 50
 #define PGS_MAX_SPACE 64
 #define PGS_MAX_KEY 400
+#define PGS_COUNTS 4096                   /* streams whose count a connection remembers */
+#define PGS_COUNT_NAME 64                 /* ... when their name is at most this long */
+
+#define PGS_STMTS 128                     /* statement texts a connection keeps prepared */
+
+/* A statement text this connection ran: prepared once it is seen a second time. */
+typedef struct pgs_stmt {
+  uint64_t hash;                          /* XXH3 of the text; 0: empty */
+  unsigned seen;
+  unsigned prepared;                      /* 0, or the number in its name (unique per session) */
+} pgs_stmt;
+
+typedef struct stream_count {
+  uint64_t hash;                          /* 0: empty */
+  int64_t count;
+  unsigned char len;
+  unsigned char name[PGS_COUNT_NAME];
+} stream_count;
 
 /* Statuses of the C helpers; the Lua face turns them into `nil, err`. */
 enum {
@@ -64,6 +82,16 @@ typedef struct pgs {
   char *target;        /* the URL as shown: no password */
   char store_id[37];
   buf scratch_bytes, scratch_events, scratch_streams, scratch_kv, sql;
+  /* What this connection last saw the head and some streams' counts to be, so that an
+   * append can be sent in one round trip (pg_append.c's predicted path). Cleared on reconnect. */
+  int head_known;
+  int64_t head;
+  int predict_skip, predict_backoff;      /* appends left to send the long way after a miss */
+  struct stream_count *counts;            /* PGS_COUNTS entries, malloc'd on first use */
+  pgs_stmt stmts[PGS_STMTS];
+  int stmts_unsure;                       /* a flight that prepared failed: DEALLOCATE ALL first */
+  int stmts_sent;                         /* prepares sent since the last flight ended */
+  unsigned stmts_evicted, stmts_named;
   pgparams p;
   char sqlstate[6];
   char err[600];

@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 #include "../bytes.h"
 #include "../cerror.h"
+#include "../options.h"
 #include "../codec.h"
 #include "../record.h"
 #include "pg.h"
@@ -115,9 +116,9 @@ static int pgs_verify(lua_State *L) {
   pgs *s = pgs_check(L, 1);
   lua_Integer max = 100;
   int progress = 0;
+  static const opt_spec options[] = { { "max_problems", OPT_INTEGER }, { "progress", OPT_FUNCTION }, { NULL, 0 } };
   lua_settop(L, 2);
-  if (!lua_isnil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
+  if (opt_check(L, 2, "verify", options)) {
     lua_getfield(L, 2, "progress");
     if (!lua_isnil(L, -1)) {
       if (!lua_isfunction(L, -1)) luaL_error(L, "verify: option 'progress' must be a function");
@@ -170,8 +171,12 @@ static int pgs_verify(lua_State *L) {
 
 /* store:backup(dest) -> nil, err(unsupported): the server's own tools do this. */
 static int pgs_backup(lua_State *L) {
+  static const opt_spec options[] = { { "progress", OPT_FUNCTION }, { NULL, 0 } };
   pgs *s = pgs_check(L, 1);
-  luaL_checkstring(L, 2);
+  size_t len;
+  const char *dest = luaL_checklstring(L, 2, &len);
+  luaL_argcheck(L, strlen(dest) == len, 2, "path must not contain a NUL byte");
+  opt_check(L, 3, "backup", options);
   return cerr_result(L, "unsupported",
                      "backup: a PostgreSQL store is backed up with the server's tools, e.g. "
                      "pg_dump --schema=%s (one store) or pg_basebackup (the whole cluster)", s->schema);

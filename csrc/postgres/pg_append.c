@@ -10,8 +10,10 @@
 #include <string.h>
 #include <time.h>
 #include <lauxlib.h>
+#include <xxhash.h>
 #include "../bytes.h"
 #include "../cerror.h"
+#include "../options.h"
 #include "../codec.h"
 #include "../record.h"
 #include "../uuid.h"
@@ -44,6 +46,7 @@ typedef struct pending_stream {
   size_t first_event, n_events;
   uint64_t version, position;
   int64_t time;
+  int replayed;                /* every event was already stored: nothing written */
 } pending_stream;
 
 enum { KV_CHECK, KV_CLEAR, KV_DELETE, KV_PUT };
@@ -63,8 +66,15 @@ typedef struct append_failure {
   int64_t actual_count;
   unsigned char id[16];
   int64_t position;
+  int replay;                  /* REPLAY_*: why a replay was refused */
+  uint64_t replay_version;     /* the version a refused replay's first event has */
   size_t kv_op;
 } append_failure;
+
+/* What a refused replay reports (append_failure.replay), as the LMDB backend does. */
+enum { REPLAY_NONE, REPLAY_MIXED, REPLAY_TWICE, REPLAY_STREAM, REPLAY_TYPE, REPLAY_DATA, REPLAY_META,
+       REPLAY_PLACE, REPLAY_ORDER };
+static const char *const replay_what[] = { "", "", "", "stream", "type", "data", "meta", "", "" };
 
 #define PENDING_EVENTS(s) ((pending_event *)(s)->scratch_events.data)
 #define PENDING_STREAMS(s) ((pending_stream *)(s)->scratch_streams.data)
@@ -96,9 +106,11 @@ static void append_check_expected(lua_State *L, int idx, const char *where, pend
       break;
     }
   }
+  if (lua_type(L, idx) == LUA_TSTRING)
+    luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 "
+               "(got string '%s')", where, lua_tostring(L, idx));
   luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 (got %s)",
-             where, lua_type(L, idx) == LUA_TNUMBER || lua_type(L, idx) == LUA_TSTRING
-                        ? lua_tostring(L, idx) : luaL_typename(L, idx));
+             where, lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
 }
 
 static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
@@ -198,6 +210,10 @@ static void append_encode_stream(lua_State *L, pgs *s, const char *where, int na
   const char *name = lua_type(L, name_idx) == LUA_TSTRING ? lua_tolstring(L, name_idx, &len) : NULL;
   if (name == NULL || len == 0 || len > RECORD_MAX_STREAM)
     luaL_error(L, "%s: stream must be a string of 1 to %d bytes", where, RECORD_MAX_STREAM);
+  /* The category is the name up to its first '-': it must not be empty. */
+  if (name[0] == '-')
+    luaL_error(L, "%s: stream name '%s' starts with '-' (a stream's category is its name up to the first '-', "
+               "and must not be empty)", where, name);
   append_check_expected(L, expected_idx, where, &ps);
   if (!lua_istable(L, events_idx))
     luaL_error(L, "%s: events must be a list of event tables, got %s", where, luaL_typename(L, events_idx));
@@ -388,15 +404,24 @@ typedef struct replay_scan {
   int partial_found;         /* the first stored event (for a partial replay) */
   unsigned char partial_id[16];
   int64_t partial_position;
-  int mismatch;              /* a stored event differs from the one given (or is damaged) */
-  const char *mismatch_code;
+  int mismatch;              /* REPLAY_*: the first stored event that differs or is twice; -1: damaged */
   unsigned char mismatch_id[16];
   int64_t mismatch_position;
   uint64_t first_version;
+  int out_of_place;          /* the stored events are not consecutive in the given order */
 } replay_scan;
 
+/* Is pending event `index`'s id also the id of one of the pending events [from, upto)? */
+static int append_id_among(pgs *s, size_t from, size_t upto, size_t index) {
+  const pending_event *all = PENDING_EVENTS(s);
+  for (size_t i = from; i < upto; i++)
+    if (all[i].has_id && memcmp(all[i].id, all[index].id, 16) == 0) return 1;
+  return 0;
+}
+
 /* Looks up the ids of events [from, to) of the stream (all given) in one statement. */
-static int append_check_chunk(pgs *s, pending_stream *ps, size_t from, size_t to, replay_scan *rs) {
+static int append_check_chunk(pgs *s, pending_stream *ps, size_t from, size_t to, int64_t start_head,
+                              replay_scan *rs) {
   const unsigned char *bytes = s->scratch_bytes.data;
   buf *sql = &s->sql;
   sql->len = 0;
@@ -431,18 +456,27 @@ static int append_check_chunk(pgs *s, pending_stream *ps, size_t from, size_t to
     record_view v;
     const char *why;
     int damaged = record_parse((const unsigned char *)PQgetvalue(r, row, 2), (size_t)PQgetlength(r, row, 2), &v, &why);
-    if (!damaged && j == 0) rs->first_version = v.version;
-    if (damaged || v.stream_len != ps->name_len || memcmp(v.stream, bytes + ps->name_off, v.stream_len) ||
-        v.type_len != pe->type_len || memcmp(v.type, bytes + pe->type_off, v.type_len) ||
-        !codec_equal(v.data, v.data_len, bytes + pe->data_off, pe->data_len) ||
-        !codec_equal(v.meta, v.meta_len, bytes + pe->meta_off, pe->meta_len) ||
-        v.version != rs->first_version + j) {
-      rs->mismatch = 1;
-      rs->mismatch_code = damaged ? "corrupt" : "duplicate_id";
+    int differs = REPLAY_NONE;
+    if (damaged) differs = -1;
+    else if (v.stream_len != ps->name_len || memcmp(v.stream, bytes + ps->name_off, v.stream_len))
+      differs = REPLAY_STREAM;
+    else if (v.type_len != pe->type_len || memcmp(v.type, bytes + pe->type_off, v.type_len))
+      differs = REPLAY_TYPE;
+    else if (!codec_equal(v.data, v.data_len, bytes + pe->data_off, pe->data_len))
+      differs = REPLAY_DATA;
+    else if (!codec_equal(v.meta, v.meta_len, bytes + pe->meta_off, pe->meta_len))
+      differs = REPLAY_META;
+    /* written by this append, or replayed by an earlier entry of it */
+    else if (pos > start_head || append_id_among(s, 0, ps->first_event, ps->first_event + j))
+      differs = REPLAY_TWICE;
+    if (differs) {
+      rs->mismatch = differs;
       memcpy(rs->mismatch_id, pe->id, 16);
       rs->mismatch_position = pos;
       continue;
     }
+    if (j == 0) rs->first_version = v.version;
+    else if (v.version != rs->first_version + j) rs->out_of_place = 1;
     ps->version = v.version;
     ps->position = (uint64_t)pos;
     ps->time = v.time;
@@ -455,8 +489,33 @@ static int append_check_chunk(pgs *s, pending_stream *ps, size_t from, size_t to
  * when every event is a replay of the stored one at the place `expected`
  * names (then *replayed is set and ps holds the original result);
  * PGS_REFUSED with f filled otherwise. */
-static int append_check_ids(pgs *s, pending_stream *ps, const stream_row *m, append_failure *f,
-                            int *replayed) {
+/* Refuses with duplicate_id for pending event `index`, stored at pos (REPLAY_TWICE, and no
+ * position, when this append wrote it itself or names it twice). */
+static int append_refuse_id(pgs *s, size_t index, int64_t pos, int64_t start_head, int why,
+                            append_failure *f) {
+  f->code = "duplicate_id";
+  memcpy(f->id, PENDING_EVENTS(s)[index].id, 16);
+  if (why == REPLAY_TWICE || pos > start_head || append_id_among(s, 0, index, index)) {
+    f->replay = REPLAY_TWICE;
+    f->position = 0;
+  } else {
+    f->replay = why;
+    f->position = pos;
+  }
+  return PGS_REFUSED;
+}
+
+/* The pending event of stream ps with this id. */
+static size_t append_event_index(pgs *s, const pending_stream *ps, const unsigned char *id) {
+  for (size_t j = 0; j < ps->n_events; j++) {
+    const pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
+    if (pe->has_id && memcmp(pe->id, id, 16) == 0) return ps->first_event + j;
+  }
+  return ps->first_event;
+}
+
+static int append_check_ids(pgs *s, pending_stream *ps, const stream_row *m, int64_t start_head,
+                            append_failure *f, int *replayed) {
   *replayed = 0;
   size_t given = 0;
   for (size_t j = 0; j < ps->n_events; j++) given += PENDING_EVENTS(s)[ps->first_event + j].has_id != 0;
@@ -468,27 +527,29 @@ static int append_check_ids(pgs *s, pending_stream *ps, const stream_row *m, app
     if (!PENDING_EVENTS(s)[ps->first_event + j].has_id) { j++; continue; }
     size_t end = j;
     while (end < ps->n_events && end - j < ID_CHUNK && PENDING_EVENTS(s)[ps->first_event + end].has_id) end++;
-    int st = append_check_chunk(s, ps, j, end, &rs);
+    int st = append_check_chunk(s, ps, j, end, start_head, &rs);
     if (st) return st;
     j = end;
   }
   if (rs.stored == 0) return PGS_OK;
-  if (rs.stored < ps->n_events) {        /* a partial replay */
-    f->code = "duplicate_id";
-    memcpy(f->id, rs.partial_id, 16);
-    f->position = rs.partial_position;
-    return PGS_REFUSED;
-  }
-  if (rs.mismatch) {
-    f->code = rs.mismatch_code;
+  if (rs.stored < ps->n_events)        /* stored events mixed with new ones: no replay */
+    return append_refuse_id(s, append_event_index(s, ps, rs.partial_id), rs.partial_position, start_head,
+                            REPLAY_MIXED, f);
+  if (rs.mismatch < 0) {
+    f->code = "corrupt";
     memcpy(f->id, rs.mismatch_id, 16);
     f->position = rs.mismatch_position;
     return PGS_REFUSED;
   }
-  if (!append_replay_place_ok(ps, rs.first_version)) {
+  if (rs.mismatch)
+    return append_refuse_id(s, append_event_index(s, ps, rs.mismatch_id), rs.mismatch_position, start_head,
+                            rs.mismatch, f);
+  if (rs.out_of_place || !append_replay_place_ok(ps, rs.first_version)) {
     f->code = "conflict";
-    f->exists = m->exists;
+    f->replay = rs.out_of_place ? REPLAY_ORDER : REPLAY_PLACE;
+    f->exists = 1;
     f->actual_count = m->exists ? m->count : 0;
+    f->replay_version = rs.first_version;
     return PGS_REFUSED;
   }
   *replayed = 1;
@@ -596,7 +657,7 @@ static int kv_apply_ops(pgs *s, append_failure *f) {
 }
 
 /* Everything between BEGIN and COMMIT. */
-static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs) {
+static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs, int64_t *new_head) {
   /* The transaction, and the lock that orders every write (held until it
    * ends), in one round trip; the head comes back as text. */
   PGresult *r = PQexec(s->conn, "BEGIN; SELECT value FROM meta WHERE key = 'head' FOR UPDATE");
@@ -617,8 +678,8 @@ static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs) 
     if ((st = append_get_stream(s, s->scratch_bytes.data + ps->name_off, ps->name_len, &m))) return st;
     if (append_twice(s, ps, f, &st)) return st ? st : PGS_REFUSED;
     int replayed;
-    if ((st = append_check_ids(s, ps, &m, f, &replayed))) return st;
-    if (replayed) continue;
+    if ((st = append_check_ids(s, ps, &m, start_head, f, &replayed))) return st;
+    if (replayed) { ps->replayed = 1; continue; }
     if (!append_expected_ok(ps, &m)) {
       f->code = "conflict";
       f->exists = m.exists;
@@ -641,6 +702,7 @@ static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs) 
     ps->time = now;
   }
   if ((st = kv_apply_ops(s, f))) return st;
+  *new_head = head;
   if (head != start_head) {
     pgs_params_reset(s);
     pgs_param_int(s, head);
@@ -652,13 +714,179 @@ static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs) 
   return PGS_OK;
 }
 
+/* ---------------------------------------------- one round trip, predicted */
+
+/* An append whose head and stream counts this connection can predict (it wrote last, and
+ * knows the streams' counts or is told them by `expected`) goes to the server in one flight:
+ * BEGIN, the head lock checking the predicted head, the events, each stream's row checked
+ * and moved, the head and NOTIFY, COMMIT. When a prediction was stale (another process wrote
+ * meanwhile), the server refuses the flight (expect_fresh's CH001, or a unique violation on
+ * a position, a version or an id) and the append is sent again the long way, which reads
+ * what it needs under the lock; so the results, conflicts and replays are those of the long
+ * way. Appends with key-value operations always go the long way. */
+
+#define PREDICT_STREAMS 8        /* streams of an append_many the predicted path takes */
+#define PREDICT_BACKOFF_MAX 64   /* appends sent the long way after repeated misses */
+
+static stream_count *count_slot(pgs *s, const unsigned char *name, size_t len, uint64_t *hash) {
+  if (len > PGS_COUNT_NAME) return NULL;
+  if (!s->counts && !(s->counts = calloc(PGS_COUNTS, sizeof *s->counts))) return NULL;
+  *hash = XXH3_64bits(name, len) | 1;      /* never 0, the empty slot */
+  return &s->counts[*hash % PGS_COUNTS];
+}
+
+/* The remembered count of a stream: 1 with *count, or 0 when not remembered. */
+static int count_recall(pgs *s, const unsigned char *name, size_t len, int64_t *count) {
+  uint64_t h;
+  stream_count *c = count_slot(s, name, len, &h);
+  if (!c || c->hash != h || c->len != len || memcmp(c->name, name, len)) return 0;
+  *count = c->count;
+  return 1;
+}
+
+static void count_remember(pgs *s, const unsigned char *name, size_t len, int64_t count) {
+  uint64_t h;
+  stream_count *c = count_slot(s, name, len, &h);
+  if (!c) return;
+  c->hash = h;
+  c->len = (unsigned char)len;
+  memcpy(c->name, name, len);
+  c->count = count;
+}
+
+static void count_forget(pgs *s, const unsigned char *name, size_t len) {
+  uint64_t h;
+  stream_count *c = count_slot(s, name, len, &h);
+  if (c && c->hash == h) c->hash = 0;
+}
+
+/* The count each stream starts from, when the append can take the predicted path. */
+static int append_predict(pgs *s, size_t nstreams, int64_t *counts) {
+  if (!s->head_known || s->scratch_kv.len || nstreams == 0 || nstreams > PREDICT_STREAMS) return 0;
+  if (s->predict_skip > 0) { s->predict_skip--; return 0; }
+  const unsigned char *bytes = s->scratch_bytes.data;
+  for (size_t i = 0; i < nstreams; i++) {
+    const pending_stream *ps = &PENDING_STREAMS(s)[i];
+    const unsigned char *name = bytes + ps->name_off;
+    for (size_t k = 0; k < i; k++) {          /* a stream twice: its second start depends on the first */
+      const pending_stream *o = &PENDING_STREAMS(s)[k];
+      if (o->name_len == ps->name_len && memcmp(bytes + o->name_off, name, ps->name_len) == 0) return 0;
+    }
+    int64_t known;
+    int remembered = count_recall(s, name, ps->name_len, &known);
+    switch (ps->expected) {
+      case EXPECT_VERSION: counts[i] = (int64_t)ps->expected_version + 1; break;
+      case EXPECT_NO_STREAM: counts[i] = 0; break;
+      case EXPECT_EXISTS:
+        if (!remembered || known == 0) return 0;
+        counts[i] = known;
+        break;
+      default: counts[i] = remembered ? known : 0;   /* a stream not seen yet is mostly new */
+    }
+  }
+  return 1;
+}
+
+static int append_predicted(pgs *s, size_t nstreams, const int64_t *counts, buf *recs, int dry_run,
+                            int64_t *new_head) {
+  int64_t head = s->head, now = append_now();
+  pgs_params_reset(s);
+  int st = pgs_send(s, "BEGIN");
+  pgs_params_reset(s);
+  pgs_param_int(s, head);
+  if (!st) st = pgs_send(s, "SELECT expect_fresh(value = $1::int8) FROM meta WHERE key = 'head' FOR UPDATE");
+  for (size_t i = 0; i < nstreams && !st; i++) {
+    pending_stream *ps = &PENDING_STREAMS(s)[i];
+    stream_row m;
+    memset(&m, 0, sizeof m);
+    m.exists = counts[i] > 0;
+    m.count = counts[i];
+    m.first_position = head + 1;
+    m.created = now;
+    if ((st = append_insert_events(s, ps, &m, head, now, recs))) break;
+    head += (int64_t)ps->n_events;
+    pgs_params_reset(s);
+    pgs_param_bytes(s, s->scratch_bytes.data + ps->name_off, ps->name_len);
+    pgs_param_int(s, m.count + (int64_t)ps->n_events);
+    pgs_param_int(s, head);
+    pgs_param_int(s, now);
+    if (m.exists) {
+      pgs_param_int(s, m.count);
+      st = pgs_send(s, "WITH moved AS (UPDATE streams SET count = $2::int8, last_position = $3::int8,"
+                       " updated = $4::int8 WHERE name = $1::bytea AND count = $5::int8 RETURNING 1)"
+                       " SELECT expect_fresh(EXISTS (SELECT 1 FROM moved))");
+    } else {
+      pgs_param_int(s, m.first_position);
+      st = pgs_send(s, "INSERT INTO streams VALUES ($1::bytea, $2::int8, $5::int8, $3::int8, $4::int8, $4::int8)");
+    }
+    ps->version = (uint64_t)(m.count + (int64_t)ps->n_events - 1);
+    ps->position = (uint64_t)head;
+    ps->time = now;
+  }
+  if (!st) {
+    pgs_params_reset(s);
+    pgs_param_int(s, head);
+    pgs_param_text(s, s->channel);
+    st = pgs_send(s, "WITH moved AS (UPDATE meta SET value = $1::int8 WHERE key = 'head' RETURNING value)"
+                     " SELECT pg_notify($2::text, (SELECT value FROM moved)::text)");
+  }
+  pgs_params_reset(s);
+  if (!st) st = pgs_send(s, dry_run ? "ROLLBACK" : "COMMIT");
+  int end = pgs_pipe_end(s);
+  if (!st) st = end;
+  *new_head = head;
+  return st;
+}
+
+/* Did the server refuse a predicted flight because a prediction was stale? */
+static int append_prediction_stale(const pgs *s, int st) {
+  return st == PGS_SQL && (strcmp(s->sqlstate, "CH001") == 0 || strcmp(s->sqlstate, "23505") == 0 ||
+                           strcmp(s->sqlstate, "40001") == 0 || strcmp(s->sqlstate, "40P01") == 0);
+}
+
+/* After a commit: what this connection now knows of the head and the streams' counts. */
+static void append_learn(pgs *s, size_t nstreams, int64_t head) {
+  s->head = head;
+  s->head_known = 1;
+  for (size_t i = 0; i < nstreams; i++) {
+    const pending_stream *ps = &PENDING_STREAMS(s)[i];
+    const unsigned char *name = s->scratch_bytes.data + ps->name_off;
+    if (ps->replayed) count_forget(s, name, ps->name_len);
+    else count_remember(s, name, ps->name_len, (int64_t)ps->version + 1);
+  }
+}
+
 static int append_commit(pgs *s, size_t nstreams, append_failure *f, int dry_run) {
   buf recs;
   buf_init(&recs);
   int st = PGS_OK;
+  int64_t counts[PREDICT_STREAMS], new_head = 0;
+  if (append_predict(s, nstreams, counts)) {
+    if ((st = pgs_ready(s))) { buf_free(&recs); return st; }
+    st = append_predicted(s, nstreams, counts, &recs, dry_run, &new_head);
+    if (st == PGS_OK) {
+      s->predict_backoff = 0;
+      if (!dry_run) append_learn(s, nstreams, new_head);
+      buf_free(&recs);
+      return PGS_OK;
+    }
+    s->head_known = 0;
+    if (!append_prediction_stale(s, st)) {
+      if (st != PGS_UNAVAILABLE && PQtransactionStatus(s->conn) != PQTRANS_IDLE) pgs_command(s, "ROLLBACK");
+      buf_free(&recs);
+      return st;
+    }
+    for (size_t i = 0; i < nstreams; i++)
+      count_forget(s, s->scratch_bytes.data + PENDING_STREAMS(s)[i].name_off, PENDING_STREAMS(s)[i].name_len);
+    s->predict_backoff = s->predict_backoff ? s->predict_backoff * 2 : 1;
+    if (s->predict_backoff > PREDICT_BACKOFF_MAX) s->predict_backoff = PREDICT_BACKOFF_MAX;
+    s->predict_skip = s->predict_backoff;
+    if (PQtransactionStatus(s->conn) != PQTRANS_IDLE) pgs_command(s, "ROLLBACK");
+    st = PGS_OK;                              /* and the long way */
+  }
   for (int attempt = 0; attempt < MAX_RETRIES; attempt++) {
     if ((st = pgs_ready(s))) break;
-    st = append_in_txn(s, nstreams, f, &recs);
+    st = append_in_txn(s, nstreams, f, &recs, &new_head);
     if (st == PGS_OK) {
       pgs_params_reset(s);
       st = pgs_send(s, dry_run ? "ROLLBACK" : "COMMIT");
@@ -675,6 +903,8 @@ static int append_commit(pgs *s, size_t nstreams, append_failure *f, int dry_run
   }
   if (st != PGS_OK && st != PGS_UNAVAILABLE && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
     pgs_command(s, "ROLLBACK");
+  if (st == PGS_OK && !dry_run) append_learn(s, nstreams, new_head);
+  else s->head_known = 0;
   buf_free(&recs);
   return st;
 }
@@ -695,7 +925,20 @@ static void append_push_conflict(lua_State *L, pgs *s, const append_failure *f, 
       snprintf(want, sizeof want, "%s", ps->expected == EXPECT_NO_STREAM ? "no stream" : "an existing stream");
     if (f->exists) snprintf(got, sizeof got, "is at version %lld", (long long)(f->actual_count - 1));
     else snprintf(got, sizeof got, "does not exist");
-    int err = cerr_new(L, "conflict", "stream '%s' %s, expected %s", name, got, want);
+    int err;
+    if (f->replay == REPLAY_ORDER)
+      err = cerr_new(L, "conflict", "stream '%s' %s: the events of this append are stored in it, "
+                     "but not one after the other in this order", name, got);
+    else if (f->replay == REPLAY_PLACE)
+      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s: the events of this append are "
+                     "already stored in it from version %I on", name, got, want,
+                     (lua_Integer)f->replay_version);
+    else
+      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s", name, got, want);
+    if (f->replay == REPLAY_PLACE || f->replay == REPLAY_ORDER) {
+      lua_pushinteger(L, (lua_Integer)f->replay_version);
+      lua_setfield(L, err, "stored_version");
+    }
     if (ps->expected == EXPECT_VERSION) lua_pushinteger(L, (lua_Integer)ps->expected_version);
     else lua_pushstring(L, expect_names[ps->expected]);
     lua_setfield(L, err, "expected");
@@ -711,7 +954,16 @@ static void append_push_conflict(lua_State *L, pgs *s, const append_failure *f, 
     if (strcmp(f->code, "corrupt") == 0)
       err = cerr_new(L, "corrupt", "the stored event with id %s (position %I) is damaged", id,
                      (lua_Integer)f->position);
-    else if (f->position)
+    else if (f->replay == REPLAY_MIXED)
+      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I, and this append "
+                     "mixes it with new events (a replay repeats stored events only)", id,
+                     (lua_Integer)f->position);
+    else if (f->position && f->replay >= REPLAY_STREAM && f->replay <= REPLAY_META) {
+      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different "
+                     "event: its %s differs", id, (lua_Integer)f->position, replay_what[f->replay]);
+      lua_pushstring(L, replay_what[f->replay]);
+      lua_setfield(L, err, "differs");
+    } else if (f->position)
       err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different event",
                      id, (lua_Integer)f->position);
     else
@@ -760,6 +1012,10 @@ static int append_finish(lua_State *L, pgs *s, size_t nstreams, call_kind kind, 
     lua_setfield(L, -2, "position");
     lua_pushinteger(L, ps->time);
     lua_setfield(L, -2, "time");
+    if (ps->replayed) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "replayed");
+    }
     return 1;
   }
   lua_createtable(L, (int)nstreams, 1);
@@ -775,6 +1031,10 @@ static int append_finish(lua_State *L, pgs *s, size_t nstreams, call_kind kind, 
     lua_setfield(L, -2, "version");
     lua_pushinteger(L, (lua_Integer)ps->position);
     lua_setfield(L, -2, "position");
+    if (ps->replayed) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "replayed");
+    }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
     if (ps->position > last) last = ps->position;
   }
@@ -815,19 +1075,14 @@ static int append_many(lua_State *L) {
 }
 
 static int append_write(lua_State *L) {
-  static const char *const op_fields[] = { "appends", "checks", "clears", "deletes", "puts", "dry_run", NULL };
+  static const opt_spec op_fields[] = {
+    { "appends", OPT_TABLE }, { "checks", OPT_TABLE }, { "clears", OPT_TABLE }, { "deletes", OPT_TABLE },
+    { "puts", OPT_TABLE }, { "dry_run", OPT_BOOLEAN }, { NULL, 0 }
+  };
   pgs *s = append_check_store(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  lua_pushnil(L);
-  while (lua_next(L, 2)) {
-    lua_pop(L, 1);
-    int known = 0;
-    for (int f = 0; op_fields[f] && lua_type(L, -1) == LUA_TSTRING; f++)
-      if (strcmp(lua_tostring(L, -1), op_fields[f]) == 0) known = 1;
-    if (!known) luaL_error(L, "write: unknown field %s (allowed: appends, checks, clears, deletes, puts, dry_run)",
-                           lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
-  }
+  opt_check(L, 2, "write", op_fields);
   size_t n = 0;
   lua_getfield(L, 2, "appends");
   if (!lua_isnil(L, 3)) {

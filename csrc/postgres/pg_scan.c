@@ -9,6 +9,8 @@
 #include "../bytes.h"
 #include "../cerror.h"
 #include "../codec.h"
+#include "../event_table.h"
+#include "../options.h"
 #include "../record.h"
 #include "../uuid.h"
 #include "pg.h"
@@ -54,6 +56,7 @@ typedef struct scanner {
   size_t ntypes;
   unsigned char type_len[SCAN_MAX_TYPES];
   char (*types)[RECORD_MAX_TYPE];          /* malloc'd when a types filter is given */
+  unsigned fields;                          /* the event fields to build (event_table.h) */
   buf records, items, sql;
   size_t at, count;
   int limit;                                /* rows per statement: grows while batches stay under 1 MiB */
@@ -101,34 +104,9 @@ static lua_Integer scan_opt_int(lua_State *L, int opts, const char *fn, const ch
   return v;
 }
 
-static void scan_check_options(lua_State *L, int opts, const char *fn, const char *const *allowed) {
-  if (opts == 0) return;
-  lua_pushnil(L);
-  while (lua_next(L, opts)) {
-    lua_pop(L, 1);
-    int ok = 0;
-    if (lua_type(L, -1) == LUA_TSTRING)
-      for (int i = 0; allowed[i]; i++)
-        if (strcmp(allowed[i], lua_tostring(L, -1)) == 0) ok = 1;
-    if (!ok) {
-      luaL_Buffer b;
-      luaL_buffinit(L, &b);
-      for (int i = 0; allowed[i]; i++) {
-        if (i) luaL_addstring(&b, ", ");
-        luaL_addstring(&b, allowed[i]);
-      }
-      luaL_pushresult(&b);
-      luaL_error(L, "%s: unknown option %s (allowed: %s)", fn,
-                 lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2), lua_tostring(L, -1));
-    }
-  }
-}
-
-static int scan_options(lua_State *L, int idx, const char *fn, const char *const *allowed) {
-  if (lua_isnoneornil(L, idx)) return 0;
-  luaL_checktype(L, idx, LUA_TTABLE);
-  scan_check_options(L, idx, fn, allowed);
-  return idx;
+/* The options table at idx, checked: its index, or 0 when absent. */
+static int scan_options(lua_State *L, int idx, const char *fn, const opt_spec *allowed) {
+  return opt_check(L, idx, fn, allowed);
 }
 
 static void scan_copy_name(lua_State *L, int idx, const char *fn, const char *what, unsigned char *out,
@@ -174,21 +152,32 @@ static scanner *scan_new(lua_State *L, int mode) {
   buf_init(&sc->sql);
   sc->mode = mode;
   sc->remaining = -1;
+  sc->fields = EVENT_ALL_FIELDS;
   luaL_setmetatable(L, PGSCAN_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
   return sc;
 }
 
-static const char *const read_options[] = { "from", "to", "count", "backward", "until_position", "until_time", NULL };
-static const char *const read_all_options[] = { "from", "to", "count", "backward", "category", "types",
-                                                "until_time", NULL };
-static const char *const fold_options[] = { "stream", "from", "to", "count", "backward", "category", "types",
-                                            "until_position", "until_time", NULL };
+/* The same options as the LMDB scanner's (csrc/scan.c). */
+static const opt_spec read_options[] = {
+  { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
+  { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+};
+static const opt_spec read_all_options[] = {
+  { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
+  { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+};
+static const opt_spec fold_options[] = {
+  { "stream", OPT_STRING }, { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER },
+  { "backward", OPT_BOOLEAN }, { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE },
+  { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+};
 
 static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, const char *fn) {
   int backward = 0;
   if (opts) {
+    sc->fields = event_fields_option(L, opts, fn);
     lua_getfield(L, opts, "backward");
     backward = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -469,45 +458,6 @@ static void scan_push_error(lua_State *L, scanner *sc) {
   }
 }
 
-static void scan_push_value(lua_State *L, const unsigned char *p, size_t len, uint64_t pos, const char *field) {
-  const char *why;
-  if (!codec_decode(L, p, len, &why)) {
-    cerr_new(L, "corrupt", "event at position %I: %s does not decode: %s", (lua_Integer)pos, field, why);
-    lua_pushinteger(L, (lua_Integer)pos);
-    lua_setfield(L, -2, "position");
-    lua_error(L);
-  }
-}
-
-static void scan_push_event(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos) {
-  record_view v;
-  const char *why;
-  if (record_layout(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
-  char id[UUID_TEXT_LEN];
-  uuid_format(v.id, id);
-  int has_meta = !(v.meta_len == 1 && v.meta[0] == 0xc0);
-  lua_createtable(L, 0, has_meta ? 9 : 8);
-  lua_pushinteger(L, (lua_Integer)pos);
-  lua_setfield(L, -2, "position");
-  lua_pushlstring(L, (const char *)v.stream, v.stream_len);
-  lua_setfield(L, -2, "stream");
-  lua_pushinteger(L, (lua_Integer)v.version);
-  lua_setfield(L, -2, "version");
-  lua_pushlstring(L, (const char *)v.type, v.type_len);
-  lua_setfield(L, -2, "type");
-  lua_pushinteger(L, v.time);
-  lua_setfield(L, -2, "time");
-  lua_pushlstring(L, id, UUID_TEXT_LEN);
-  lua_setfield(L, -2, "id");
-  lua_pushinteger(L, (lua_Integer)v.schema);
-  lua_setfield(L, -2, "schema");
-  if (has_meta) {
-    scan_push_value(L, v.meta, v.meta_len, pos, "meta");
-    lua_setfield(L, -2, "meta");
-  }
-  scan_push_value(L, v.data, v.data_len, pos, "data");
-  lua_setfield(L, -2, "data");
-}
 
 static int scan_push_item(lua_State *L, scanner *sc, const scan_item *it) {
   const unsigned char *p = sc->records.data + it->off;
@@ -528,7 +478,7 @@ static int scan_push_item(lua_State *L, scanner *sc, const scan_item *it) {
                          (int64_t)get_u64be(m + 16), (int64_t)get_u64be(m + 24), (int64_t)get_u64be(m + 32));
     return 1;
   }
-  scan_push_event(L, p, it->len, it->position);
+  event_push(L, p, it->len, it->position, 0, sc->fields);
   return 1;
 }
 
@@ -550,7 +500,8 @@ static int scan_iter(lua_State *L) {
 
 static int scan_return_iterator(lua_State *L, int sc_idx) {
   sc_idx = lua_absindex(L, sc_idx);
-  lua_pushcfunction(L, scan_iter);
+  for (int i = 1; i <= EVENT_KEYS; i++) lua_pushvalue(L, lua_upvalueindex(i));
+  lua_pushcclosure(L, scan_iter, EVENT_KEYS);
   lua_pushvalue(L, sc_idx);
   lua_pushnil(L);
   lua_pushvalue(L, sc_idx);
@@ -576,7 +527,9 @@ static int scan_read_all(lua_State *L) {
 }
 
 static int scan_streams(lua_State *L) {
-  static const char *const allowed[] = { "prefix", "after", "count", NULL };
+  static const opt_spec allowed[] = {
+    { "prefix", OPT_STRING }, { "after", OPT_STRING }, { "count", OPT_INTEGER }, { NULL, 0 }
+  };
   pgs_check(L, 1);
   int opts = scan_options(L, 2, "streams", allowed);
   scanner *sc = scan_new(L, SCAN_STREAMS);
@@ -605,7 +558,10 @@ static const char *kv_name(lua_State *L, int idx, const char *where, size_t *len
 }
 
 static int scan_kv(lua_State *L) {
-  static const char *const allowed[] = { "prefix", "from", "to", "count", "backward", NULL };
+  static const opt_spec allowed[] = {
+    { "prefix", OPT_ANY }, { "from", OPT_ANY }, { "to", OPT_ANY }, { "count", OPT_INTEGER },
+    { "backward", OPT_BOOLEAN }, { NULL, 0 }
+  };
   pgs_check(L, 1);
   size_t slen;
   const char *space = kv_name(L, 2, "kv_scan", &slen, PGS_MAX_SPACE, "space");
@@ -647,7 +603,7 @@ static int scan_fold(lua_State *L) {
     scan_configure(L, sc, 0, 2, "fold");
   } else {
     luaL_argexpected(L, lua_istable(L, 2), 2, "stream name or query table");
-    scan_check_options(L, 2, "fold", fold_options);
+    opt_check(L, 2, "fold", fold_options);
     lua_getfield(L, 2, "stream");
     int has_stream = !lua_isnil(L, -1);
     sc = scan_new(L, has_stream ? SCAN_STREAM : SCAN_ALL);
@@ -666,7 +622,7 @@ static int scan_fold(lua_State *L) {
     scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
     lua_pushvalue(L, 4);
     lua_pushvalue(L, 3);
-    scan_push_event(L, sc->records.data + it->off, it->len, it->position);
+    event_push(L, sc->records.data + it->off, it->len, it->position, 0, sc->fields);
     lua_call(L, 2, 1);
     if (lua_isnil(L, -1)) lua_pop(L, 1);
     else lua_replace(L, 3);
@@ -789,7 +745,34 @@ static int kv_spaces(lua_State *L) {
   return 1;
 }
 
+/* store:position_of(id) -> the global position of the event with that id, or nil */
+static int scan_position_of(lua_State *L) {
+  pgs *s = pgs_check(L, 1);
+  size_t len;
+  const char *text = luaL_checklstring(L, 2, &len);
+  unsigned char id[16];
+  if (uuid_parse(text, len, id) != 0) luaL_argerror(L, 2, "an event id (a UUID string) expected");
+  int st = pgs_ready(s), found = 0;
+  int64_t pos = 0;
+  if (!st) {
+    pgs_params_reset(s);
+    pgs_param_bytes(s, id, 16);
+    PGresult *r;
+    st = pgs_exec(s, "SELECT position FROM events WHERE id = $1::bytea", &r);
+    if (!st) {
+      found = PQntuples(r) == 1;
+      if (found) pos = pgs_get_int(r, 0, 0);
+      PQclear(r);
+    }
+  }
+  if (st) return pgs_push_error(L, s, st, "position_of");
+  if (!found) lua_pushnil(L);
+  else lua_pushinteger(L, (lua_Integer)pos);
+  return 1;
+}
+
 static const luaL_Reg scan_methods[] = {
+  { "position_of", scan_position_of },
   { "kv_spaces", kv_spaces },
   { "read", scan_read },
   { "read_all", scan_read_all },
@@ -802,7 +785,8 @@ static const luaL_Reg scan_methods[] = {
 };
 
 void pgs_scan_register(lua_State *L) {
-  luaL_setfuncs(L, scan_methods, 0);
+  event_push_keys(L);
+  luaL_setfuncs(L, scan_methods, EVENT_KEYS);
   if (luaL_newmetatable(L, PGSCAN_MT)) {
     lua_pushcfunction(L, scan_gc);
     lua_setfield(L, -2, "__gc");

@@ -9,8 +9,10 @@
 #include <time.h>
 #include <unistd.h>
 #include <lauxlib.h>
+#include <xxhash.h>
 #include "../bytes.h"
 #include "../cerror.h"
+#include "../options.h"
 #include "../record.h"
 #include "../uuid.h"
 #include "pg.h"
@@ -113,6 +115,49 @@ static void pgs_params_fix(pgs *s) {
     }
 }
 
+/* ---------------------------------------------------------- prepared statements */
+
+/* Statement texts that come back (every fixed statement, and the scanners' few shapes) are
+ * prepared on the connection, so the server plans them once. A text is prepared the second
+ * time it is seen (those built for one call, such as a multi-row INSERT, mostly never are).
+ * A flight that fails after sending a prepare leaves it unsure which exist: the next
+ * pgs_ready deallocates them all. Returns the name to use, or NULL for an unnamed statement;
+ * *prepare says it must be prepared first. */
+#define PGS_EVICTIONS_MAX 1024
+
+static const char *pgs_stmt_name(pgs *s, const char *sql, int *prepare, char *name, size_t size) {
+  *prepare = 0;
+  uint64_t h = XXH3_64bits(sql, strlen(sql)) | 1;
+  pgs_stmt *st = &s->stmts[h % PGS_STMTS];
+  if (st->hash != h) {
+    if (st->prepared && ++s->stmts_evicted > PGS_EVICTIONS_MAX) s->stmts_unsure = 1;
+    st->hash = h;
+    st->seen = 0;
+    st->prepared = 0;
+  }
+  if (!st->prepared) {
+    if (++st->seen < 2) return NULL;
+    st->prepared = ++s->stmts_named;      /* an evicted text prepared again gets a new name */
+    *prepare = 1;
+    s->stmts_sent++;
+  }
+  snprintf(name, size, "c%u", st->prepared);
+  return name;
+}
+
+static void pgs_stmts_forget(pgs *s) {
+  memset(s->stmts, 0, sizeof s->stmts);
+  s->stmts_unsure = s->stmts_sent = 0;
+  s->stmts_evicted = s->stmts_named = 0;
+}
+
+/* After a flight or statement: a failure while prepares were in it makes them unsure. */
+static int pgs_flight_done(pgs *s, int st) {
+  if (st && s->stmts_sent) s->stmts_unsure = 1;
+  s->stmts_sent = 0;
+  return st;
+}
+
 int pgs_send(pgs *s, const char *sql) {
   pgs_params_fix(s);
   if (!s->piped) {
@@ -121,13 +166,31 @@ int pgs_send(pgs *s, const char *sql) {
     s->pending = 0;
   }
   pgparams *p = &s->p;
-  if (!PQsendQueryParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1)) {
-    pgs_note_conn_error(s, "postgres");
-    s->sqlstate[0] = '\0';
-    return PQstatus(s->conn) == CONNECTION_BAD ? PGS_UNAVAILABLE : PGS_SQL;
+  char buf[24];
+  int prepare;
+  const char *name = pgs_stmt_name(s, sql, &prepare, buf, sizeof buf);
+  if (prepare) {
+    if (!PQsendPrepare(s->conn, name, sql, p->n, NULL)) goto failed;
+    s->pending++;
   }
+  if (name ? !PQsendQueryPrepared(s->conn, name, p->n, p->values, p->lengths, p->formats, 1)
+           : !PQsendQueryParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1))
+    goto failed;
   s->pending++;
   return PGS_OK;
+failed:
+  pgs_note_conn_error(s, "postgres");
+  s->sqlstate[0] = '\0';
+  s->stmts_unsure = 1;
+  return PQstatus(s->conn) == CONNECTION_BAD ? PGS_UNAVAILABLE : PGS_SQL;
+}
+
+/* Prepares a statement outside a pipeline (one round trip, once per text). */
+static int pgs_prepare_now(pgs *s, const char *name, const char *sql) {
+  PGresult *r = PQprepare(s->conn, name, sql, s->p.n, NULL);
+  int st = pgs_result_status(s, r);
+  PQclear(r);
+  return pgs_flight_done(s, st);
 }
 
 int pgs_pipe_end(pgs *s) {
@@ -157,7 +220,7 @@ int pgs_pipe_end(pgs *s) {
   if (PQstatus(s->conn) != CONNECTION_BAD) PQexitPipelineMode(s->conn);
   s->piped = 0;
   s->pending = 0;
-  return st;
+  return pgs_flight_done(s, st);
 }
 
 int pgs_exec(pgs *s, const char *sql, PGresult **res) {
@@ -167,7 +230,15 @@ int pgs_exec(pgs *s, const char *sql, PGresult **res) {
   }
   pgs_params_fix(s);
   pgparams *p = &s->p;
-  PGresult *r = PQexecParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1);
+  char buf[24];
+  int prepare;
+  const char *name = pgs_stmt_name(s, sql, &prepare, buf, sizeof buf);
+  if (prepare) {
+    int st = pgs_prepare_now(s, name, sql);
+    if (st) return st;
+  }
+  PGresult *r = name ? PQexecPrepared(s->conn, name, p->n, p->values, p->lengths, p->formats, 1)
+                     : PQexecParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1);
   int st = pgs_result_status(s, r);
   if (st) { PQclear(r); return st; }
   *res = r;
@@ -181,7 +252,15 @@ int pgs_send_rows(pgs *s, const char *sql) {
   }
   pgs_params_fix(s);
   pgparams *p = &s->p;
-  if (!PQsendQueryParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1)) {
+  char buf[24];
+  int prepare;
+  const char *name = pgs_stmt_name(s, sql, &prepare, buf, sizeof buf);
+  if (prepare) {
+    int st = pgs_prepare_now(s, name, sql);
+    if (st) return st;
+  }
+  if (name ? !PQsendQueryPrepared(s->conn, name, p->n, p->values, p->lengths, p->formats, 1)
+           : !PQsendQueryParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1)) {
     pgs_note_conn_error(s, "postgres");
     s->sqlstate[0] = '\0';
     return PQstatus(s->conn) == CONNECTION_BAD ? PGS_UNAVAILABLE : PGS_SQL;
@@ -237,6 +316,9 @@ static int pgs_session(pgs *s) {
   PQfreemem(q);
   s->listening = 0;
   s->piped = 0;
+  s->head_known = 0;                      /* another server, or others wrote meanwhile */
+  pgs_stmts_forget(s);                    /* a new session has none prepared */
+  if (s->counts) memset(s->counts, 0, sizeof *s->counts * PGS_COUNTS);
   return pgs_command(s, sql);
 }
 
@@ -254,6 +336,11 @@ int pgs_ready(pgs *s) {
   if (PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
     int st = pgs_command(s, "ROLLBACK");
     if (st) return st;
+  }
+  if (s->stmts_unsure) {
+    int st = pgs_command(s, "DEALLOCATE ALL");
+    if (st) return st;
+    pgs_stmts_forget(s);
   }
   return PGS_OK;
 }
@@ -327,6 +414,8 @@ static void pgs_release(pgs *s) {
   buf_free(&s->scratch_streams);
   buf_free(&s->scratch_kv);
   buf_free(&s->sql);
+  free(s->counts);
+  s->counts = NULL;
   free(s->p.values);
   free(s->p.lengths);
   free(s->p.formats);
@@ -439,7 +528,12 @@ static const char *const pgs_ddl =
   " first_position bigint NOT NULL, last_position bigint NOT NULL, created bigint NOT NULL,"
   " updated bigint NOT NULL);"
   "CREATE TABLE IF NOT EXISTS kv (space bytea NOT NULL, key bytea NOT NULL, value bytea NOT NULL,"
-  " PRIMARY KEY (space, key));";
+  " PRIMARY KEY (space, key));"
+  /* An append sent in one round trip checks what it predicted with this: false aborts the
+   * transaction with SQLSTATE CH001, and the append is sent again the long way. */
+  "CREATE OR REPLACE FUNCTION expect_fresh(ok boolean) RETURNS boolean LANGUAGE plpgsql AS"
+  " $f$BEGIN IF ok IS NOT TRUE THEN RAISE EXCEPTION 'a predicted head or stream count was stale'"
+  " USING ERRCODE = 'CH001'; END IF; RETURN true; END$f$;";
 
 enum { OPEN_OK, OPEN_NOT_FOUND, OPEN_NOT_A_STORE, OPEN_NEWER, OPEN_FAIL };
 
@@ -517,8 +611,12 @@ static const char *pgs_connect_code(const char *msg) {
 /* postgres.open(url, opts) -> handle | nil, err */
 static int pgs_open(lua_State *L) {
   const char *url = luaL_checkstring(L, 1);
+  static const opt_spec options[] = {
+    { "durability", OPT_STRING }, { "readonly", OPT_BOOLEAN }, { "map_size", OPT_INTEGER },
+    { "max_event_size", OPT_INTEGER }, { NULL, 0 }
+  };
   if (lua_isnoneornil(L, 2)) { lua_settop(L, 1); lua_newtable(L); }
-  luaL_checktype(L, 2, LUA_TTABLE);
+  opt_check(L, 2, "open", options);
   lua_getfield(L, 2, "readonly");
   int readonly = lua_toboolean(L, -1);
   lua_getfield(L, 2, "durability");
@@ -795,7 +893,10 @@ static int pgs_wait(lua_State *L) {
   pgs *s = pgs_check(L, 1);
   lua_Integer after = luaL_checkinteger(L, 2);
   luaL_argcheck(L, after >= 0, 2, "position must be >= 0");
+  /* No timeout waits for ever; a negative or NaN one is a mistake, not "for ever". */
   double timeout = luaL_optnumber(L, 3, -1);
+  if (!lua_isnoneornil(L, 3))
+    luaL_argcheck(L, timeout >= 0, 3, "timeout must be a number of seconds >= 0 (nil: no timeout)");
   double deadline = timeout < 0 ? -1 : pgs_clock() + timeout;
   int64_t head = 0;
   int st;

@@ -9,7 +9,7 @@ local TOKEN = "a-token-for-the-specs"
 describe("chronicle serve", function()
   local srv, dir
   before_each(function()
-    dir = helpers.tmpdir() .. "/store"
+    dir = helpers.new_target(helpers.tmpdir() .. "/store")
     srv = support.start(dir, { token = TOKEN })
   end)
   after_each(function()
@@ -120,7 +120,7 @@ describe("chronicle serve", function()
   end)
 
   it("is read-only without a token: writes get 403, reads work", function()
-    local ro_dir = helpers.tmpdir() .. "/ro"
+    local ro_dir = helpers.new_target(helpers.tmpdir() .. "/ro")
     helpers.open(nil, ro_dir):close()
     local ro = support.start(ro_dir, { token = nil })
     local status, _, body = support.append(ro, "a-1", { { type = "A" } }, nil, "anything")

@@ -46,7 +46,7 @@ end
 describe("chronicle serve /subscribe", function()
   local srv, dir, store
   before_each(function()
-    dir = helpers.tmpdir() .. "/store"
+    dir = helpers.new_target(helpers.tmpdir() .. "/store")
     store = helpers.open(nil, dir)
     srv = support.start(dir, { args = { "--heartbeat", "0.5" } })
   end)
