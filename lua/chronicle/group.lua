@@ -137,6 +137,24 @@ end
 
 local function pkey(p) return ("%04d"):format(p) end
 
+-- A member's checkpoints row: "<p>:<checkpoint> ..." for the partitions it held
+-- when its last batch committed (never checked, so a table would do; a string
+-- keeps integer keys plain).
+local function encode_marks(marks)
+  local ps = {}
+  for p in pairs(marks) do ps[#ps + 1] = p end
+  table.sort(ps)
+  local parts = {}
+  for i, p in ipairs(ps) do parts[i] = p .. ":" .. marks[p] end
+  return table.concat(parts, " ")
+end
+local function decode_marks(s)
+  local out = {}
+  if type(s) ~= "string" then return out end
+  for p, c in s:gmatch("(%d+):(%-?%d+)") do out[math.tointeger(tonumber(p))] = math.tointeger(tonumber(c)) end
+  return out
+end
+
 ---------------------------------------------------------------------------
 -- A member's view of one group
 
@@ -180,6 +198,27 @@ local function check_config(g)
   return true
 end
 
+-- Where a partition's checkpoint lives: its `c:` row (written when a member
+-- releases it, or takes it over from a member whose lease expired), else the
+-- group's low-water mark; and, while a member holds it, that member's `k:` row
+-- (one row per member, written with each of its batches): the checkpoint is
+-- the highest of these.
+local function marks_of(g, id)
+  return decode_marks(g.store:kv_get(M.SPACE, g.pfx .. "k:" .. id))
+end
+
+local function checkpoints(g)
+  local store = g.store
+  local base = g.base_key and store:kv_get(view.CHECKPOINTS, g.base_key) or 0
+  if type(base) ~= "number" then base = 0 end
+  local out = {}
+  for key, value in store:kv_scan(M.SPACE, { prefix = g.pfx .. "c:" }) do
+    local p = math.tointeger(tonumber(key:sub(#g.pfx + 3)))
+    if p then out[p] = value end
+  end
+  return out, base
+end
+
 --- Renews this member's row and leases, releases partitions dealt to others
 -- and takes the free ones dealt to it: one write (tried again on a race).
 -- @return true, or nil, err (a store failure)
@@ -201,7 +240,7 @@ function Group:beat()
       if p then leases[p] = value end
     end
     local ops = { checks = {}, puts = {}, deletes = {} }
-    local alive = { me.id }
+    local alive, tidied = { me.id }, {}
     for _, m in ipairs(members) do
       if m.id ~= me.id then
         local r = m.row
@@ -211,9 +250,22 @@ function Group:beat()
           -- long expired, or its process is gone: tidy its row away
           ops.checks[#ops.checks + 1] = { M.SPACE, self.pfx .. "m:" .. m.id, m.raw }
           ops.deletes[#ops.deletes + 1] = { M.SPACE, self.pfx .. "m:" .. m.id }
+          tidied[m.id] = true
         end
       end
     end
+    local stored, base = checkpoints(self)
+    local marks = {}
+    local function value_of(p, owner)
+      local c = stored[p] or base
+      if owner then
+        marks[owner] = marks[owner] or marks_of(self, owner)
+        local m = marks[owner][p]
+        if m and m > c then c = m end
+      end
+      return c
+    end
+    local named = {}       -- members whose checkpoints row still holds a partition's checkpoint
     table.sort(alive)
     local live = {}
     for _, id in ipairs(alive) do live[id] = true end
@@ -233,16 +285,29 @@ function Group:beat()
           local value = lease_row(me.id, expires)
           ops.checks[#ops.checks + 1] = { M.SPACE, key, raw }
           ops.puts[#ops.puts + 1] = { M.SPACE, key, value }
+          if owner and owner ~= me.id then
+            -- taken over from a member whose lease ran out: its checkpoint moves to the c: row
+            ops.puts[#ops.puts + 1] = { M.SPACE, self.pfx .. "c:" .. pkey(p), value_of(p, owner) }
+          end
           owned[p], count = value, count + 1
         else
           settled = false           -- dealt to me, still held by a live member
+          named[owner] = true
         end
       elseif owner == me.id then
+        -- released: its checkpoint moves to the c: row for the member it is dealt to
         ops.checks[#ops.checks + 1] = { M.SPACE, key, raw }
         ops.deletes[#ops.deletes + 1] = { M.SPACE, key }
-      elseif owner == nil or until_ <= now or not live[owner] then
-        settled = false             -- waits for the member it is dealt to
+        ops.puts[#ops.puts + 1] = { M.SPACE, self.pfx .. "c:" .. pkey(p), value_of(p, me.id) }
+      else
+        if owner then named[owner] = true end
+        if owner == nil or until_ <= now or not live[owner] then
+          settled = false           -- waits for the member it is dealt to
+        end
       end
+    end
+    for id in pairs(tidied) do
+      if not named[id] then ops.deletes[#ops.deletes + 1] = { M.SPACE, self.pfx .. "k:" .. id } end
     end
     local res, werr = store:write(ops)
     if res then
@@ -294,15 +359,22 @@ end
 
 --- Leaves the group: deletes this member's row and releases its leases.
 function Group:leave()
-  local ops = { checks = {}, deletes = { { M.SPACE, self.pfx .. "m:" .. self.me.id } } }
+  local ops = { checks = {}, puts = {}, deletes = { { M.SPACE, self.pfx .. "m:" .. self.me.id },
+                                                    { M.SPACE, self.pfx .. "k:" .. self.me.id } } }
+  local stored, base = checkpoints(self)
+  local mine = marks_of(self, self.me.id)
   for p, value in pairs(self.owned) do
     local key = self.pfx .. "l:" .. pkey(p)
     ops.checks[#ops.checks + 1] = { M.SPACE, key, value }
     ops.deletes[#ops.deletes + 1] = { M.SPACE, key }
+    local c = math.max(stored[p] or base, mine[p] or 0)
+    ops.puts[#ops.puts + 1] = { M.SPACE, self.pfx .. "c:" .. pkey(p), c }
   end
   self.owned, self.owned_count, self.next_beat, self.joined = {}, 0, 0, nil
   local ok, err = self.store:write(ops)
   if not ok and err.code == "check_failed" then
+    -- a lease was taken meanwhile: whoever took it moved its checkpoint; the
+    -- checkpoints row stays for the partitions whose leases still name this member
     return self.store:write { deletes = { { M.SPACE, self.pfx .. "m:" .. self.me.id } } }
   end
   return ok, err
@@ -310,20 +382,6 @@ end
 
 ---------------------------------------------------------------------------
 -- Batches over a member's partitions
-
---- The checkpoints of the group's partitions: p -> {value, raw} (raw is the
--- stored value, nil when the partition has none yet and reads as the base).
-local function checkpoints(g)
-  local store = g.store
-  local base = g.base_key and store:kv_get(view.CHECKPOINTS, g.base_key) or 0
-  if type(base) ~= "number" then base = 0 end
-  local out = {}
-  for key, value in store:kv_scan(M.SPACE, { prefix = g.pfx .. "c:" }) do
-    local p = math.tointeger(tonumber(key:sub(#g.pfx + 3)))
-    if p then out[p] = value end
-  end
-  return out, base
-end
 
 --- Where a batch of this member starts, and how to commit it.
 -- @return a cursor `{from, head, wants(ev), ops(ops, upto), count}`, or nil when
@@ -336,6 +394,10 @@ function Group:cursor(batch_size)
   local cache = self.cache
   if not cache then
     local stored, base = checkpoints(self)
+    local mine = marks_of(self, self.me.id)
+    for p in pairs(self.owned) do
+      if mine[p] and mine[p] > (stored[p] or base) then stored[p] = mine[p] end
+    end
     cache = { stored = stored, base = base }
     self.cache = cache
   end
@@ -352,11 +414,12 @@ function Group:cursor(batch_size)
     -- Nothing to do here: bring the low-water mark up if every partition is past it
     -- (the last batches of two members may each have seen the other behind).
     if self.base_key and base < head then
-      stored, base = checkpoints(self)
-      cache.stored, cache.base = stored, base
+      local at_all
+      at_all, base = M.partition_checkpoints(self.store, self.pfx, self.partitions, self.base_key)
+      cache.base = base
       local low = base
       for p = 0, self.partitions - 1 do
-        local c = stored[p] or base
+        local c = at_all[p]
         if p == 0 or c < low then low = c end
       end
       if low > base then
@@ -378,6 +441,7 @@ function Group:cursor(batch_size)
     return owned[p] ~= nil and ev.position > at[p]
   end
   local pending, pending_low = {}, nil
+  local mark_key = g.pfx .. "k:" .. g.me.id
   --- Adds to `ops` the checks that this member's leases hold and the new
   -- checkpoints (every owned partition is done up to `upto`), and the base.
   function cursor.commit(ops, upto)
@@ -388,13 +452,13 @@ function Group:cursor(batch_size)
       if owned[p] then
         ops.checks[#ops.checks + 1] = { M.SPACE, g.pfx .. "l:" .. pkey(p), owned[p] }
         c = math.max(upto, at[p])
-        ops.puts[#ops.puts + 1] = { M.SPACE, g.pfx .. "c:" .. pkey(p), c }
         pending[p] = c
       else
         c = stored[p] or base
       end
       if low == nil or c < low then low = c end
     end
+    ops.puts[#ops.puts + 1] = { M.SPACE, mark_key, encode_marks(pending) }
     if g.base_key and low and low > base then
       ops.puts[#ops.puts + 1] = { view.CHECKPOINTS, g.base_key, low }
       pending_low = low
@@ -410,10 +474,30 @@ function Group:cursor(batch_size)
 end
 
 --- True when every partition of the group is caught up to `head` (by whichever member).
+--- The checkpoint of every partition of a group (p -> position) and its
+-- low-water mark, as stored now.
+function M.partition_checkpoints(store, pfx, partitions, base_key)
+  local g = { store = store, pfx = pfx, base_key = base_key }
+  local stored, base = checkpoints(g)
+  local marks, out = {}, {}
+  for p = 0, partitions - 1 do
+    local c = stored[p] or base
+    local owner = parse_lease(store:kv_get(M.SPACE, pfx .. "l:" .. pkey(p)))
+    if owner then
+      marks[owner] = marks[owner] or marks_of(g, owner)
+      local m = marks[owner][p]
+      if m and m > c then c = m end
+    end
+    out[p] = c
+  end
+  return out, base
+end
+
+--- True when every partition of the group is caught up to `head` (by whichever member).
 function Group:caught_up(head)
-  local stored, base = checkpoints(self)
+  local at = M.partition_checkpoints(self.store, self.pfx, self.partitions, self.base_key)
   for p = 0, self.partitions - 1 do
-    if (stored[p] or base) < head then return false end
+    if at[p] < head then return false end
   end
   return true
 end
@@ -431,9 +515,7 @@ function M.status(store, kind, name)
   if math.type(partitions) ~= "integer" then return nil end
   local now = store:now()
   local head = store:head()
-  local g = setmetatable({ store = store, pfx = pfx, partitions = partitions,
-                           base_key = KIND_KEY[kind] and (KIND_KEY[kind] .. ":" .. name) }, Group)
-  local stored, base = checkpoints(g)
+  local at = M.partition_checkpoints(store, pfx, partitions, KIND_KEY[kind] and (KIND_KEY[kind] .. ":" .. name))
   local members, by_id = {}, {}
   for key, value in store:kv_scan(M.SPACE, { prefix = pfx .. "m:" }) do
     local r = parse_member(value) or {}
@@ -444,7 +526,7 @@ function M.status(store, kind, name)
   local unowned = {}
   local low
   for p = 0, partitions - 1 do
-    local c = stored[p] or base
+    local c = at[p]
     if kind == "projection" then c = nil end
     local owner, until_ = parse_lease(store:kv_get(M.SPACE, pfx .. "l:" .. pkey(p)))
     local m = owner and until_ > now and by_id[owner]
