@@ -11,7 +11,7 @@
 --                        round a new handler name: a new group from position
 --                        0). events/s; target for 4 members >= 3.5.
 --   group_overhead_noop  one runner, in this process, catching a no-op handler
---                        up over BENCH_GROUP_NOOP events (default 20,000),
+--                        up over BENCH_GROUP_NOOP events (default 50,000),
 --                        as a group of one (leases, partition checkpoints)
 --                        against { groups = false }. Target >= 0.8.
 --   subscription_x4      take(50)/ack of every event of a new subscription by
@@ -23,7 +23,7 @@ local chronicle = B.chronicle()
 
 local N = B.env("BENCH_GROUP_EVENTS", 2000)
 local NSTREAMS = B.env("BENCH_GROUP_STREAMS", 400)
-local NOOP = B.env("BENCH_GROUP_NOOP", 20000)
+local NOOP = B.env("BENCH_GROUP_NOOP", 50000)
 local ROUNDS = B.env("BENCH_ROUNDS", 3)
 local DELAY = B.env("BENCH_GROUP_DELAY_MS", 2)
 

@@ -141,11 +141,11 @@ local function pkey(p) return ("%04d"):format(p) end
 -- when its last batch committed (never checked, so a table would do; a string
 -- keeps integer keys plain).
 local function encode_marks(marks)
-  local ps = {}
-  for p in pairs(marks) do ps[#ps + 1] = p end
-  table.sort(ps)
-  local parts = {}
-  for i, p in ipairs(ps) do parts[i] = p .. ":" .. marks[p] end
+  local parts, i = {}, 0
+  for p, c in pairs(marks) do
+    i = i + 1
+    parts[i] = p .. ":" .. c
+  end
   return table.concat(parts, " ")
 end
 local function decode_marks(s)
@@ -172,7 +172,7 @@ function M.new(store, kind, name, opts)
     store = store, kind = kind, name = name, pfx = pfx, me = opts.me or M.me(),
     lease_ns = math.floor((opts.lease or M.LEASE) * NS), partitions = opts.partitions or M.PARTITIONS,
     base_key = KIND_KEY[kind] and (KIND_KEY[kind] .. ":" .. name),
-    owned = {}, owned_count = 0, valid_until = 0, next_beat = 0, joined = nil, settled = false,
+    owned = {}, owned_count = 0, valid_until = 0, next_beat = 0, next_look = 0, joined = nil, settled = false,
     dealt = {}, config_checked = false,
   }, Group)
 end
@@ -204,7 +204,8 @@ end
 -- (one row per member, written with each of its batches): the checkpoint is
 -- the highest of these.
 local function marks_of(g, id)
-  return decode_marks(g.store:kv_get(M.SPACE, g.pfx .. "k:" .. id))
+  local raw = g.store:kv_get(M.SPACE, g.pfx .. "k:" .. id)
+  return decode_marks(raw), raw
 end
 
 local function checkpoints(g)
@@ -231,9 +232,10 @@ function Group:beat()
     local now, nerr = store:now()
     if not now then return nil, nerr end
     local me = self.me
-    local members, leases = {}, {}
+    local members, leases, member_raw = {}, {}, {}
     for key, value in store:kv_scan(M.SPACE, { prefix = self.pfx .. "m:" }) do
       members[#members + 1] = { id = key:sub(#self.pfx + 3), raw = value, row = parse_member(value) }
+      member_raw[members[#members].id] = value
     end
     for key, value in store:kv_scan(M.SPACE, { prefix = self.pfx .. "l:" }) do
       local p = math.tointeger(tonumber(key:sub(#self.pfx + 3)))
@@ -255,11 +257,25 @@ function Group:beat()
       end
     end
     local stored, base = checkpoints(self)
-    local marks = {}
+    local marks, fenced = {}, {}
     local function value_of(p, owner)
       local c = stored[p] or base
       if owner then
-        marks[owner] = marks[owner] or marks_of(self, owner)
+        if not marks[owner] then
+          local raw
+          marks[owner], raw = marks_of(self, owner)
+          if owner ~= me.id then
+            -- the member's checkpoints row must not move under this write (a batch of it
+            -- committing meanwhile would be lost), and its member row goes: its next
+            -- batch, which checks that row, cannot commit
+            ops.checks[#ops.checks + 1] = { M.SPACE, self.pfx .. "k:" .. owner, raw }
+            if member_raw[owner] and not tidied[owner] then
+              ops.checks[#ops.checks + 1] = { M.SPACE, self.pfx .. "m:" .. owner, member_raw[owner] }
+              ops.deletes[#ops.deletes + 1] = { M.SPACE, self.pfx .. "m:" .. owner }
+            end
+            fenced[owner] = true
+          end
+        end
         local m = marks[owner][p]
         if m and m > c then c = m end
       end
@@ -271,7 +287,8 @@ function Group:beat()
     for _, id in ipairs(alive) do live[id] = true end
     local expires = now + self.lease_ns
     self.joined = self.joined or now
-    ops.puts[#ops.puts + 1] = { M.SPACE, self.pfx .. "m:" .. me.id, member_row(me, expires, self.joined) }
+    local my_row = member_row(me, expires, self.joined)
+    ops.puts[#ops.puts + 1] = { M.SPACE, self.pfx .. "m:" .. me.id, my_row }
     local owned, count, settled = {}, 0, true
     local dealt = {}
     for p = 0, self.partitions - 1 do
@@ -307,12 +324,13 @@ function Group:beat()
       end
     end
     for id in pairs(tidied) do
-      if not named[id] then ops.deletes[#ops.deletes + 1] = { M.SPACE, self.pfx .. "k:" .. id } end
+      if not named[id] and not fenced[id] then ops.deletes[#ops.deletes + 1] = { M.SPACE, self.pfx .. "k:" .. id } end
     end
     local res, werr = store:write(ops)
     if res then
       self.owned, self.owned_count, self.settled, self.dealt = owned, count, settled, dealt
       self.alive = alive
+      self.member_raw = my_row
       self.valid_until = t0 + self.lease_ns
       -- renew after a third of the lease; sooner while a rebalance is under way
       self.next_beat = t0 + (settled and self.lease_ns // 3 or math.min(self.lease_ns // 10, REBALANCE_NS))
@@ -338,12 +356,16 @@ end
 
 --- True when a member joined or left since the last beat (looked up at most
 -- every 50 ms): a long batch ends early so the partitions can move.
-function Group:changed()
-  local now = core.now()
-  if now < (self.next_look or 0) then return false end
+function Group:changed(now)
+  now = now or core.now()
+  if now < self.next_look then return false end
   self.next_look = now + REBALANCE_NS
   local rows = self.store:kv_count(M.SPACE, self.pfx .. "m:")
-  return rows ~= nil and rows ~= self.member_rows
+  if rows ~= nil and rows ~= self.member_rows then
+    self.next_beat = 0                -- the next tick beats
+    return true
+  end
+  return false
 end
 
 --- Forgets the leases (after a write found one taken): the next tick beats.
@@ -436,9 +458,17 @@ function Group:cursor(batch_size)
     -- read more events per batch when this member owns a small share of the partitions
     count = math.min(batch_size * math.max(1, n // math.max(1, self.owned_count)), batch_size * 16),
   }
+  local memo = self.memo
+  if not memo or self.memo_n > 100000 then memo = {}; self.memo, self.memo_n = memo, 0 end
   function cursor.wants(ev)
-    local p = M.partition(ev.stream, n)
-    return owned[p] ~= nil and ev.position > at[p]
+    local stream = ev.stream
+    local p = memo[stream]
+    if p == nil then
+      p = M.partition(stream, n)
+      memo[stream], g.memo_n = p, g.memo_n + 1
+    end
+    local a = at[p]                   -- only the partitions this member holds have one
+    return a ~= nil and ev.position > a
   end
   local pending, pending_low = {}, nil
   local mark_key = g.pfx .. "k:" .. g.me.id
@@ -446,11 +476,13 @@ function Group:cursor(batch_size)
   -- checkpoints (every owned partition is done up to `upto`), and the base.
   function cursor.commit(ops, upto)
     ops.checks, ops.puts = ops.checks or {}, ops.puts or {}
+    -- Every lease this member holds is still its own while its member row is the one
+    -- its last beat wrote: a member taking one over deletes that row in the same write.
+    ops.checks[#ops.checks + 1] = { M.SPACE, g.pfx .. "m:" .. g.me.id, g.member_raw }
     local low = nil
     for p = 0, n - 1 do
       local c
       if owned[p] then
-        ops.checks[#ops.checks + 1] = { M.SPACE, g.pfx .. "l:" .. pkey(p), owned[p] }
         c = math.max(upto, at[p])
         pending[p] = c
       else

@@ -91,7 +91,8 @@ local function run_group_batch(store, h, g)
       if cursor.wants(ev) then
         local good, failure = attempt(h, ev)
         if not good then letters[#letters + 1] = letter(h, ev, failure) end
-        if core.now() >= deadline or g:changed() then
+        local now = core.now()
+        if now >= deadline or (now >= g.next_look and g:changed(now)) then
           done = ev.position
           error(STOP, 0)
         end
