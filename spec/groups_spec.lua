@@ -324,6 +324,40 @@ describe("a consumer group", function()
     assert.same({ 1, 2, 3, 4, 5 }, sources)
   end)
 
+  it("does not lose a batch that commits while another member takes its partitions over", function()
+    local reactor = require "chronicle.reactor"
+    local store, target = helpers.open()
+    local other = helpers.track(assert(chronicle.open(target)))
+    for i = 1, 5 do assert(store:append("order-" .. i, { { type = "Placed" } })) end
+    local r = store:reactor { name = "echo", handlers = {
+      Placed = function(ev) return { { stream = "echo-" .. ev.stream, type = "Echoed", data = { source = ev.position } } } end } }
+    local a = member(store, "aaaa", { kind = "reactor", name = "echo", lease = 0.2 })
+    local b = member(other, "bbbb", { kind = "reactor", name = "echo", lease = 30 })
+    assert.is_true(a:beat())
+    local until_ = store:now() + 200000000
+    while store:now() <= until_ do os.execute("sleep 0.05") end
+    -- b reads a's checkpoints to take its partitions over; a's batch commits right then
+    local get, fired = other.kv_get, false
+    rawset(other, "kv_get", function(self, space, key)
+      local v, e = get(self, space, key)
+      if key == "reactor:echo:k:aaaa" and not fired then
+        fired = true
+        assert.equals("progress", reactor.run_batch(store, r, a))
+      end
+      return v, e
+    end)
+    assert.is_true(b:beat())
+    assert.is_true(fired)
+    assert.same({ 0, 1, 2, 3 }, owned(b))
+    local rb = other:reactor { name = "echo", handlers = r.handlers }
+    for _ = 1, 10 do
+      if reactor.run_batch(other, rb, b) == "idle" then break end
+    end
+    local n = 0
+    for _ in store:read_all({ types = "Echoed" }) do n = n + 1 end
+    assert.equals(5, n, "every event answered once: b started from what a committed")
+  end)
+
   it("runs a projection on one member at a time", function()
     local store = helpers.open()
     local a = member(store, "aaaa", { kind = "projection", name = "counts", partitions = 1 })
