@@ -1,10 +1,10 @@
 # chronicle: development build. Users install with the rockspec (see README).
 #   make deps     install the Debian packages that are missing (apt-get, as root or via sudo)
 #   make          build build/chronicle/core.so
-#   make test     deps + build + every spec/*_spec.lua, ending with `N passed, N failed, N skipped`
+#   make test     deps + build + every spec/**/*_spec.lua, ending with `N passed, N failed, N skipped`
 #   make check    the suite against an ASan+UBSan build, then under valgrind memcheck
 #   make install  PREFIX=/usr/local; make bench; make demo; make clean
-#   make rockspec list every csrc/*.c and lua/chronicle/*.lua in the rockspec
+#   make rockspec list every csrc/**/*.c and lua/chronicle/**/*.lua in the rockspec
 #   make env      eval "$(make -s env)": use this tree from any folder (LUA_PATH_5_4, LUA_CPATH_5_4, PATH)
 # SPECS=spec/x_spec.lua limits test and check to some spec files.
 LUA_VERSION ?= 5.4
@@ -13,18 +13,27 @@ LUA_INC ?= /usr/include/lua$(LUA_VERSION)
 CC ?= cc
 CFLAGS ?= -O2 -g
 WARN = -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE
-LIBS = -llmdb -lxxhash -lpthread    # msgpack-c is used through its headers only (csrc/codec.c)
-SRC = $(wildcard csrc/*.c)
-HDR = $(wildcard csrc/*.h)
+# Each module exports its luaopen_* only (CHRONICLE_EXPORT, csrc/common/export.h).
+VIS = -fvisibility=hidden
+LIBS = -llmdb -lxxhash -lpthread    # msgpack-c is used through its headers only (csrc/common/codec.c)
+# csrc/common: what both backends compile in (buffers, errors, ids, codec, records, options);
+# csrc/lmdb: the LMDB backend and luaopen_chronicle_core; csrc/sandbox: the script sandbox.
+SRC = $(wildcard csrc/common/*.c csrc/lmdb/*.c csrc/sandbox/*.c)
+HDR = $(wildcard csrc/common/*.h csrc/lmdb/*.h csrc/sandbox/*.h)
+INC = -Icsrc
 BUILD = build
 SO = $(BUILD)/chronicle/core.so
 # chronicle.postgres: the PostgreSQL backend, its own module so core.so needs no libpq.
-PG_SRC = $(wildcard csrc/postgres/*.c) csrc/buf.c csrc/cerror.c csrc/codec.c csrc/event_table.c csrc/options.c \
-	csrc/record.c csrc/uuid.c
-PG_HDR = $(wildcard csrc/postgres/*.h) $(HDR)
+PG_SRC = $(wildcard csrc/postgres/*.c csrc/common/*.c)
+PG_HDR = $(wildcard csrc/postgres/*.h csrc/common/*.h)
 PG_INC = -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 PG_LIBS = -lpq -lxxhash -lpthread
 PG_SO = $(BUILD)/chronicle/postgres.so
+# chronicle.common: uuid, now, hash, error values and name limits without LMDB or libpq.
+COMMON_SRC = $(wildcard csrc/common/*.c)
+COMMON_HDR = $(wildcard csrc/common/*.h)
+COMMON_LIBS = -lxxhash
+COMMON_SO = $(BUILD)/chronicle/common.so
 
 PREFIX ?= /usr/local
 LUA_LIBDIR = $(PREFIX)/lib/lua/$(LUA_VERSION)
@@ -45,6 +54,7 @@ SPEC_TIMEOUT ?= 900
 ASAN_BUILD = build-asan
 ASAN_SO = $(ASAN_BUILD)/chronicle/core.so
 ASAN_PG_SO = $(ASAN_BUILD)/chronicle/postgres.so
+ASAN_COMMON_SO = $(ASAN_BUILD)/chronicle/common.so
 ASAN_CC = gcc
 ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 ASAN_LIB = $(shell $(ASAN_CC) -print-file-name=libasan.so)
@@ -67,25 +77,33 @@ VALGRIND_TIMEOUT ?= 1800
 .PHONY: all build asan test check deps install bench demo clean rockspec env crash fuzz fuzz-long reliability-long
 
 all: build
-build: $(SO) $(PG_SO)
+build: $(SO) $(PG_SO) $(COMMON_SO)
 
 $(SO): $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
+	$(CC) $(CFLAGS) $(WARN) $(VIS) -fPIC -shared $(INC) -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
 
 $(PG_SO): $(PG_SRC) $(PG_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARN) -DCERR_NO_LMDB -fPIC -shared -I$(LUA_INC) $(PG_INC) $(PG_SRC) -o $@ $(PG_LIBS)
+	$(CC) $(CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -fPIC -shared $(INC) -I$(LUA_INC) $(PG_INC) $(PG_SRC) -o $@ $(PG_LIBS)
 
-asan: $(ASAN_SO) $(ASAN_PG_SO) $(ASAN_GUARD) $(ASAN_LUA)
+$(COMMON_SO): $(COMMON_SRC) $(COMMON_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -DCHRONICLE_COMMON_MODULE -fPIC -shared $(INC) -I$(LUA_INC) $(COMMON_SRC) -o $@ $(COMMON_LIBS)
+
+asan: $(ASAN_SO) $(ASAN_PG_SO) $(ASAN_COMMON_SO) $(ASAN_GUARD) $(ASAN_LUA)
+
+$(ASAN_COMMON_SO): $(COMMON_SRC) $(COMMON_HDR)
+	@mkdir -p $(dir $@)
+	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -DCHRONICLE_COMMON_MODULE -fPIC -shared $(INC) -I$(LUA_INC) $(COMMON_SRC) -o $@ $(COMMON_LIBS)
 
 $(ASAN_PG_SO): $(PG_SRC) $(PG_HDR)
 	@mkdir -p $(dir $@)
-	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) -DCERR_NO_LMDB -fPIC -shared -I$(LUA_INC) $(PG_INC) $(PG_SRC) -o $@ $(PG_LIBS)
+	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -fPIC -shared $(INC) -I$(LUA_INC) $(PG_INC) $(PG_SRC) -o $@ $(PG_LIBS)
 
 $(ASAN_SO): $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
-	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) -fPIC -shared -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
+	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) $(VIS) -fPIC -shared $(INC) -I$(LUA_INC) $(SRC) -o $@ $(LIBS)
 
 $(ASAN_GUARD): scripts/asan_preload.c
 	@mkdir -p $(dir $@)
@@ -103,14 +121,15 @@ deps:
 
 # The backend-contract specs that run a second time on PostgreSQL (CHRONICLE_SPEC_BACKEND=postgres
 # makes helpers.open give a fresh schema); with SPECS, only those of them that SPECS names.
-PG_SPECS ?= spec/append_spec.lua spec/read_spec.lua spec/fold_spec.lua spec/codec_spec.lua \
-	spec/bad_input_spec.lua spec/aggregate_spec.lua spec/repository_spec.lua spec/snapshot_spec.lua \
-	spec/unit_of_work_spec.lua spec/upcast_spec.lua spec/time_travel_spec.lua spec/projection_spec.lua \
-	spec/handler_spec.lua spec/reactor_spec.lua spec/runner_spec.lua spec/scripts_spec.lua \
-	spec/sandbox_scripts_spec.lua spec/fields_spec.lua spec/api_safety_spec.lua spec/bad_input_table_spec.lua \
-	spec/concurrency_spec.lua spec/cli_spec.lua spec/multiprocess_spec.lua spec/aggregate_multiprocess_spec.lua \
-	spec/crash_spec.lua spec/projection_crash_spec.lua spec/server/api_spec.lua spec/server/subscribe_spec.lua \
-	spec/groups_spec.lua spec/subscription_spec.lua spec/subscription_multiprocess_spec.lua
+PG_SPECS ?= spec/backend/append_spec.lua spec/backend/read_spec.lua spec/backend/fold_spec.lua spec/backend/codec_spec.lua \
+	spec/backend/bad_input_spec.lua spec/write/aggregate_spec.lua spec/write/repository_spec.lua spec/write/snapshot_spec.lua \
+	spec/write/unit_of_work_spec.lua spec/write/upcast_spec.lua spec/write/time_travel_spec.lua spec/read/projection_spec.lua \
+	spec/read/handler_spec.lua spec/read/reactor_spec.lua spec/read/runner_spec.lua spec/scripts/scripts_spec.lua \
+	spec/scripts/sandbox_scripts_spec.lua spec/backend/fields_spec.lua spec/backend/api_safety_spec.lua spec/backend/bad_input_table_spec.lua \
+	spec/reliability/concurrency_spec.lua spec/cli/cli_spec.lua spec/backend/multiprocess_spec.lua spec/write/aggregate_multiprocess_spec.lua \
+	spec/reliability/crash_spec.lua spec/reliability/projection_crash_spec.lua spec/server/api_spec.lua spec/server/subscribe_spec.lua \
+	spec/backend/wait_fd_spec.lua \
+	spec/read/groups_spec.lua spec/read/subscription_spec.lua spec/read/subscription_multiprocess_spec.lua
 PG_PASS_SPECS = $(if $(SPECS),$(filter $(PG_SPECS),$(SPECS)),$(PG_SPECS))
 PG_VALGRIND_SPECS = $(if $(VALGRIND_SPECS),$(filter $(PG_SPECS),$(VALGRIND_SPECS)),$(PG_SPECS))
 # Starts a throwaway PostgreSQL for the recipe's shell and stops and deletes it on exit, pass or fail.
@@ -147,6 +166,7 @@ check: deps
 install: build
 	install -d '$(DESTDIR)$(LUA_LIBDIR)/chronicle' '$(DESTDIR)$(LUA_SHAREDIR)/chronicle'
 	install -m 755 $(SO) '$(DESTDIR)$(LUA_LIBDIR)/chronicle/core.so'
+	install -m 755 $(COMMON_SO) '$(DESTDIR)$(LUA_LIBDIR)/chronicle/common.so'
 	cd lua && find chronicle -name '*.lua' -exec install -D -m 644 {} '$(DESTDIR)$(LUA_SHAREDIR)/{}' \;
 	if [ -f bin/chronicle ]; then install -D -m 755 bin/chronicle '$(DESTDIR)$(PREFIX)/bin/chronicle'; fi
 
@@ -184,7 +204,7 @@ crash: deps
 	@CHRONICLE_CRASH_KILLS=200 CHRONICLE_CRASH_ROUNDS=50 CHRONICLE_CONCURRENT_APPENDS=1000 \
 	    CHRONICLE_POWERCUT_STATES=1200 CHRONICLE_POWERCUT_APPENDS=60 \
 	    $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 \
-	    spec/crash_spec.lua spec/projection_crash_spec.lua spec/concurrency_spec.lua spec/powercut_spec.lua
+	    spec/reliability/crash_spec.lua spec/reliability/projection_crash_spec.lua spec/reliability/concurrency_spec.lua spec/reliability/powercut_spec.lua
 
 # libFuzzer targets for the value decoder and the event record (fuzz/run.sh).
 fuzz: deps
@@ -196,7 +216,7 @@ fuzz-long: deps
 # Every N of a longer workload, in every durability mode, with EIO, ENOSPC and a failing disk.
 reliability-long: deps
 	@$(MAKE) --no-print-directory build
-	@CHRONICLE_LONG=1 $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 spec/faults_spec.lua
+	@CHRONICLE_LONG=1 $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout 3600 spec/reliability/faults_spec.lua
 
 # eval "$$(make -s env)": this shell's lua5.4 finds chronicle in this tree, and bin/ is on PATH.
 env:

@@ -179,7 +179,7 @@ end
 M.DATA_FIELDS = { "account", "amount", "currency", "note", "seq", "ok", "rate", "ref" }
 
 -- MessagePack size of the values event_data and meta use (as msgpack-c packs
--- them in csrc/codec.c: smallest integer form, doubles as float64, valid
+-- them in csrc/common/codec.c: smallest integer form, doubles as float64, valid
 -- UTF-8 as str). Enough to compute the exact stored record size.
 local function mp_size(v)
   local t = type(v)
@@ -249,7 +249,7 @@ function M.load(s, total, nstreams, batch, make_data)
   end)
 end
 
---- The bytes chronicle stores in the log for one event (csrc/record.h).
+--- The bytes chronicle stores in the log for one event (csrc/common/record.h).
 function M.record_size(stream, ev)
   return 52 + #stream + #ev.type + mp_size(ev.meta) + mp_size(ev.data)
 end

@@ -27,7 +27,7 @@
  *   log            key = position, u64 big-endian from 1; value = rec bytes
  *                  (a prebuilt buffer with the position stamped in);
  *                  mdb_put(MDB_APPEND)
- * and with index=1, also what chronicle writes per event (csrc/logdb.h):
+ * and with index=1, also what chronicle writes per event (csrc/lmdb/logdb.h):
  *   stream_index   key = stream id u64 BE | version u64 BE (16 B),
  *                  value = position u64 BE (8 B); mdb_put(0)
  *   category_index key = category length u8 | "bench" | position u64 BE

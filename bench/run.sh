@@ -82,8 +82,9 @@ ${CC:-cc} -O2 -Wall -Wextra -Werror -o "$bin/raw_lmdb" bench/raw_lmdb.c -llmdb
 ${CC:-cc} -O2 -Wall -Wextra -Werror -fPIC -shared -I"${LUA_INC:-/usr/include/lua5.4}" \
   bench/benchclock.c -o "$bin/benchclock.so"
 export BENCH_RAW="$bin/raw_lmdb"
-export LUA_PATH="$root/bench/?.lua;$src/lua/?.lua;$src/lua/?/init.lua;;"
-export LUA_CPATH="$bin/?.so;$src/build/?.so;;"
+# (lua5.4 prefers LUA_PATH_5_4 over LUA_PATH, and `make bench` sets both: set both here too.)
+export LUA_PATH="$root/bench/?.lua;$src/lua/?.lua;$src/lua/?/init.lua;;" LUA_PATH_5_4="$root/bench/?.lua;$src/lua/?.lua;$src/lua/?/init.lua;;"
+export LUA_CPATH="$bin/?.so;$src/build/?.so;;" LUA_CPATH_5_4="$bin/?.so;$src/build/?.so;;"
 LUA=${LUA:-lua5.4}
 
 out="$BENCH_TMP/out.txt"

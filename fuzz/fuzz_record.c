@@ -1,4 +1,4 @@
-/* libFuzzer target: a whole event record (csrc/record.c + csrc/codec.c).
+/* libFuzzer target: a whole event record (csrc/common/record.c + csrc/common/codec.c).
  *
  * Each input is tried twice:
  *   - as is: record_parse must refuse it (almost always: the checksum) or
@@ -6,8 +6,8 @@
  *   - with its checksum recomputed (bytes 0..8 sealed over the rest), so the
  *     fuzzer gets past XXH3 and exercises the layout checks behind it.
  * A record that parses is then turned into what a read returns, as
- * csrc/scan.c does: stream and type strings, the id's text form, meta and data
- * decoded with codec_decode, and codec_skip over both as csrc/verify.c does.
+ * csrc/lmdb/scan.c does: stream and type strings, the id's text form, meta and data
+ * decoded with codec_decode, and codec_skip over both as csrc/lmdb/verify.c does.
  * codec_skip and codec_decode must agree on what is valid. */
 #include <stdint.h>
 #include <stdio.h>
@@ -16,10 +16,10 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
-#include "bytes.h"
-#include "codec.h"
-#include "record.h"
-#include "uuid.h"
+#include "common/bytes.h"
+#include "common/codec.h"
+#include "common/record.h"
+#include "common/uuid.h"
 
 static lua_State *L;
 

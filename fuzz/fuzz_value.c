@@ -1,4 +1,4 @@
-/* libFuzzer target: the value decoder (csrc/codec.c) on arbitrary bytes.
+/* libFuzzer target: the value decoder (csrc/common/codec.c) on arbitrary bytes.
  *
  * 1. codec_decode must either push one value or refuse with a reason; it must
  *    never read outside the input, crash, leak or trip UBSan.
@@ -23,7 +23,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
-#include "codec.h"
+#include "common/codec.h"
 
 static lua_State *L;
 

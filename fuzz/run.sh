@@ -7,8 +7,8 @@
 #   FUZZ_SECONDS=0 bash fuzz/run.sh  build and replay the corpus and regressions only
 #   FUZZ_FLAGS='-use_value_profile=1' bash fuzz/run.sh   more libFuzzer flags
 #
-# Targets: fuzz_value (csrc/codec.c: decode arbitrary bytes, round trip what decodes) and
-# fuzz_record (csrc/record.c: parse arbitrary records, decode their meta and data).
+# Targets: fuzz_value (csrc/common/codec.c: decode arbitrary bytes, round trip what decodes) and
+# fuzz_record (csrc/common/record.c: parse arbitrary records, decode their meta and data).
 # The seed corpus is fuzz/corpus/<target>/ (regenerate with fuzz/gen_corpus.sh); what a run
 # learns goes to fuzz/work/<target>/ (not committed). A crash is written to fuzz/crashes/ and
 # the script exits 1. Once fixed, move the input to fuzz/regress/<target>/ so every run replays it.
@@ -29,8 +29,8 @@ CFLAGS="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-
         -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -Icsrc -I$LUA_INC"
 LIBS="-llua5.4 -lxxhash -llmdb -lm"
 declare -A SOURCES=(
-  [value]="fuzz/fuzz_value.c csrc/codec.c csrc/buf.c"
-  [record]="fuzz/fuzz_record.c csrc/record.c csrc/codec.c csrc/buf.c csrc/uuid.c"
+  [value]="fuzz/fuzz_value.c csrc/common/codec.c csrc/common/buf.c"
+  [record]="fuzz/fuzz_record.c csrc/common/record.c csrc/common/codec.c csrc/common/buf.c csrc/common/uuid.c"
 )
 
 status=0

@@ -1,6 +1,6 @@
 -- How users install chronicle: `luarocks make rockspec/chronicle-scm-1.rockspec` from a checkout.
 -- The source and module lists are kept in step with the tree by `make rockspec`;
--- spec/rockspec_spec.lua fails when a csrc/*.c or lua/chronicle/*.lua file is missing here.
+-- spec/rockspec_spec.lua fails when a csrc/**/*.c or lua/chronicle/**/*.lua file is missing here.
 rockspec_format = "3.0"
 package = "chronicle"
 version = "scm-1"
@@ -29,7 +29,7 @@ dependencies = {
 
 external_dependencies = {
   LMDB = { header = "lmdb.h", library = "lmdb" },
-  MSGPACK = { header = "msgpack.h" },   -- headers only: csrc/codec.c instantiates its packer template
+  MSGPACK = { header = "msgpack.h" },   -- headers only: csrc/common/codec.c instantiates its packer template
   XXHASH = { header = "xxhash.h", library = "xxhash" },
   PQ = { header = "postgresql/libpq-fe.h", library = "pq" },   -- chronicle.postgres (Debian: libpq-dev)
 }
@@ -40,26 +40,27 @@ build = {
     ["chronicle.core"] = {
       sources = {
         -- begin: make rockspec sources
-        "csrc/append.c",
-        "csrc/buf.c",
-        "csrc/cerror.c",
-        "csrc/codec.c",
-        "csrc/core.c",
-        "csrc/envreg.c",
-        "csrc/event_table.c",
-        "csrc/kv.c",
-        "csrc/options.c",
-        "csrc/record.c",
-        "csrc/sandbox.c",
-        "csrc/sandbox_budget.c",
-        "csrc/sandbox_lib.c",
-        "csrc/sandbox_pattern.c",
-        "csrc/sandbox_view.c",
-        "csrc/scan.c",
-        "csrc/store.c",
-        "csrc/uuid.c",
-        "csrc/verify.c",
-        "csrc/watch.c",
+        "csrc/common/buf.c",
+        "csrc/common/cerror.c",
+        "csrc/common/codec.c",
+        "csrc/common/event_table.c",
+        "csrc/common/lib.c",
+        "csrc/common/options.c",
+        "csrc/common/record.c",
+        "csrc/common/uuid.c",
+        "csrc/lmdb/append.c",
+        "csrc/lmdb/core.c",
+        "csrc/lmdb/envreg.c",
+        "csrc/lmdb/kv.c",
+        "csrc/lmdb/scan.c",
+        "csrc/lmdb/store.c",
+        "csrc/lmdb/verify.c",
+        "csrc/lmdb/watch.c",
+        "csrc/sandbox/sandbox.c",
+        "csrc/sandbox/sandbox_budget.c",
+        "csrc/sandbox/sandbox_lib.c",
+        "csrc/sandbox/sandbox_pattern.c",
+        "csrc/sandbox/sandbox_view.c",
         -- end: make rockspec sources
       },
       defines = { "_GNU_SOURCE" },
@@ -74,13 +75,14 @@ build = {
         "csrc/postgres/pg_append.c",
         "csrc/postgres/pg_scan.c",
         "csrc/postgres/pg_store.c",
-        "csrc/buf.c",
-        "csrc/cerror.c",
-        "csrc/codec.c",
-        "csrc/event_table.c",
-        "csrc/options.c",
-        "csrc/record.c",
-        "csrc/uuid.c",
+        "csrc/common/buf.c",
+        "csrc/common/cerror.c",
+        "csrc/common/codec.c",
+        "csrc/common/event_table.c",
+        "csrc/common/lib.c",
+        "csrc/common/options.c",
+        "csrc/common/record.c",
+        "csrc/common/uuid.c",
         -- end: make rockspec pgsources
       },
       defines = { "_GNU_SOURCE", "CERR_NO_LMDB" },
@@ -88,9 +90,26 @@ build = {
       incdirs = { "csrc", "$(PQ_INCDIR)/postgresql", "$(MSGPACK_INCDIR)", "$(XXHASH_INCDIR)" },
       libdirs = { "$(PQ_LIBDIR)", "$(XXHASH_LIBDIR)" },
     },
+    ["chronicle.common"] = {
+      sources = {
+        -- begin: make rockspec commonsources
+        "csrc/common/buf.c",
+        "csrc/common/cerror.c",
+        "csrc/common/codec.c",
+        "csrc/common/event_table.c",
+        "csrc/common/lib.c",
+        "csrc/common/options.c",
+        "csrc/common/record.c",
+        "csrc/common/uuid.c",
+        -- end: make rockspec commonsources
+      },
+      defines = { "_GNU_SOURCE", "CERR_NO_LMDB", "CHRONICLE_COMMON_MODULE" },
+      libraries = { "xxhash" },
+      incdirs = { "csrc", "$(MSGPACK_INCDIR)", "$(XXHASH_INCDIR)" },
+      libdirs = { "$(XXHASH_LIBDIR)" },
+    },
     -- begin: make rockspec modules
     ["chronicle"] = "lua/chronicle/init.lua",
-    ["chronicle.aggregate"] = "lua/chronicle/aggregate.lua",
     ["chronicle.backends"] = "lua/chronicle/backends.lua",
     ["chronicle.cli.arguments"] = "lua/chronicle/cli/arguments.lua",
     ["chronicle.cli.browse"] = "lua/chronicle/cli/browse.lua",
@@ -109,16 +128,17 @@ build = {
     ["chronicle.cli.time"] = "lua/chronicle/cli/time.lua",
     ["chronicle.cli.transfer"] = "lua/chronicle/cli/transfer.lua",
     ["chronicle.fault"] = "lua/chronicle/fault.lua",
-    ["chronicle.group"] = "lua/chronicle/group.lua",
-    ["chronicle.handler"] = "lua/chronicle/handler.lua",
     ["chronicle.names"] = "lua/chronicle/names.lua",
     ["chronicle.options"] = "lua/chronicle/options.lua",
-    ["chronicle.projection"] = "lua/chronicle/projection.lua",
-    ["chronicle.reactor"] = "lua/chronicle/reactor.lua",
-    ["chronicle.repository"] = "lua/chronicle/repository.lua",
-    ["chronicle.runner"] = "lua/chronicle/runner.lua",
-    ["chronicle.sandbox"] = "lua/chronicle/sandbox.lua",
-    ["chronicle.scripts"] = "lua/chronicle/scripts.lua",
+    ["chronicle.read.group"] = "lua/chronicle/read/group.lua",
+    ["chronicle.read.handler"] = "lua/chronicle/read/handler.lua",
+    ["chronicle.read.projection"] = "lua/chronicle/read/projection.lua",
+    ["chronicle.read.reactor"] = "lua/chronicle/read/reactor.lua",
+    ["chronicle.read.runner"] = "lua/chronicle/read/runner.lua",
+    ["chronicle.read.subscription"] = "lua/chronicle/read/subscription.lua",
+    ["chronicle.read.view"] = "lua/chronicle/read/view.lua",
+    ["chronicle.scripts"] = "lua/chronicle/scripts/init.lua",
+    ["chronicle.scripts.sandbox"] = "lua/chronicle/scripts/sandbox.lua",
     ["chronicle.server"] = "lua/chronicle/server/init.lua",
     ["chronicle.server.api"] = "lua/chronicle/server/api.lua",
     ["chronicle.server.group_commit"] = "lua/chronicle/server/group_commit.lua",
@@ -127,10 +147,10 @@ build = {
     ["chronicle.server.static"] = "lua/chronicle/server/static.lua",
     ["chronicle.server.subscribe"] = "lua/chronicle/server/subscribe.lua",
     ["chronicle.store"] = "lua/chronicle/store.lua",
-    ["chronicle.subscription"] = "lua/chronicle/subscription.lua",
-    ["chronicle.unit_of_work"] = "lua/chronicle/unit_of_work.lua",
-    ["chronicle.upcast"] = "lua/chronicle/upcast.lua",
-    ["chronicle.view"] = "lua/chronicle/view.lua",
+    ["chronicle.write.aggregate"] = "lua/chronicle/write/aggregate.lua",
+    ["chronicle.write.repository"] = "lua/chronicle/write/repository.lua",
+    ["chronicle.write.unit_of_work"] = "lua/chronicle/write/unit_of_work.lua",
+    ["chronicle.write.upcast"] = "lua/chronicle/write/upcast.lua",
     -- end: make rockspec modules
   },
   install = {

@@ -1,6 +1,6 @@
 -- `make rockspec`: rewrites the generated parts of rockspec/chronicle-scm-1.rockspec from the
--- tree (every csrc/*.c as a source of chronicle.core, csrc/postgres/*.c and the shared sources
--- it compiles in for chronicle.postgres, every lua/chronicle/*.lua as a module, every file of
+-- tree (every csrc/**/*.c but csrc/postgres/ as a source of chronicle.core, csrc/postgres/*.c and
+-- csrc/common/*.c for chronicle.postgres, csrc/common/*.c for chronicle.common, every lua/chronicle/**/*.lua as a module, every file of
 -- the web console as an installed file),
 -- between the "-- begin: make rockspec" and "-- end: make rockspec" lines.
 local ROCKSPEC = arg[1] or "rockspec/chronicle-scm-1.rockspec"
@@ -19,15 +19,17 @@ end
 
 -- The PostgreSQL module's own folder, and the shared sources it compiles in (as the Makefile's PG_SRC).
 local PG_DIR = "csrc/postgres/"
-local PG_SHARED = { "csrc/buf.c", "csrc/cerror.c", "csrc/codec.c", "csrc/event_table.c", "csrc/options.c",
-                    "csrc/record.c", "csrc/uuid.c" }
+local COMMON_DIR = "csrc/common/"
 
-local sources, pgsources = {}, {}
+local sources, pgsources, commonsources = {}, {}, {}
 for _, f in ipairs(files("find csrc -name '*.c' -not -path '*/.*' | LC_ALL=C sort")) do
   if f:sub(1, #PG_DIR) == PG_DIR then pgsources[#pgsources + 1] = ('        "%s",'):format(f)
   else sources[#sources + 1] = ('        "%s",'):format(f) end
 end
-for _, f in ipairs(PG_SHARED) do pgsources[#pgsources + 1] = ('        "%s",'):format(f) end
+for _, f in ipairs(files("find " .. COMMON_DIR .. " -name '*.c' -not -path '*/.*' | LC_ALL=C sort")) do
+  pgsources[#pgsources + 1] = ('        "%s",'):format(f)
+  commonsources[#commonsources + 1] = ('        "%s",'):format(f)
+end
 
 local modules = {}
 for _, f in ipairs(files("find lua/chronicle -name '*.lua' -not -path '*/.*' | LC_ALL=C sort")) do
@@ -48,7 +50,7 @@ local f = assert(io.open(ROCKSPEC, "r"))
 local text = f:read("a")
 f:close()
 
-local blocks = { sources = sources, pgsources = pgsources, modules = modules, web = web }
+local blocks = { sources = sources, pgsources = pgsources, commonsources = commonsources, modules = modules, web = web }
 local count = 0
 text = text:gsub("(\n[ \t]*%-%- begin: make rockspec (%a+)\n).-([ \t]*%-%- end: make rockspec %a+\n)",
   function(head, which, tail)
@@ -56,10 +58,10 @@ text = text:gsub("(\n[ \t]*%-%- begin: make rockspec (%a+)\n).-([ \t]*%-%- end: 
     count = count + 1
     return head .. table.concat(lines, "\n") .. (#lines > 0 and "\n" or "") .. tail
   end)
-assert(count == 4, ROCKSPEC .. ": expected the four generated blocks (sources, pgsources, modules, web), found " .. count)
+assert(count == 5, ROCKSPEC .. ": expected the five generated blocks (sources, pgsources, commonsources, modules, web), found " .. count)
 
 f = assert(io.open(ROCKSPEC, "w"))
 f:write(text)
 f:close()
-print(("%s: %d C sources, %d for chronicle.postgres, %d Lua modules, %d web files"):format(ROCKSPEC, #sources,
-  #pgsources, #modules, #web))
+print(("%s: %d C sources, %d for chronicle.postgres, %d for chronicle.common, %d Lua modules, %d web files"):format(
+  ROCKSPEC, #sources, #pgsources, #commonsources, #modules, #web))

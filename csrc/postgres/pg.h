@@ -22,7 +22,7 @@
 #include <sys/types.h>
 #include <libpq-fe.h>
 #include <lua.h>
-#include "../buf.h"
+#include "common/buf.h"
 
 #define PGS_MT "chronicle.postgres.store"
 #define PGS_FORMAT 1

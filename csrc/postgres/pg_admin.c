@@ -6,11 +6,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <lauxlib.h>
-#include "../bytes.h"
-#include "../cerror.h"
-#include "../options.h"
-#include "../codec.h"
-#include "../record.h"
+#include "common/bytes.h"
+#include "common/cerror.h"
+#include "common/options.h"
+#include "common/codec.h"
+#include "common/record.h"
 #include "pg.h"
 
 #define VERIFY_BATCH 1000

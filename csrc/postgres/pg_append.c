@@ -11,12 +11,12 @@
 #include <time.h>
 #include <lauxlib.h>
 #include <xxhash.h>
-#include "../bytes.h"
-#include "../cerror.h"
-#include "../options.h"
-#include "../codec.h"
-#include "../record.h"
-#include "../uuid.h"
+#include "common/bytes.h"
+#include "common/cerror.h"
+#include "common/options.h"
+#include "common/codec.h"
+#include "common/record.h"
+#include "common/uuid.h"
 #include "pg.h"
 
 enum { EXPECT_ANY, EXPECT_NO_STREAM, EXPECT_EXISTS, EXPECT_VERSION };
@@ -556,55 +556,63 @@ static int append_check_ids(pgs *s, pending_stream *ps, const stream_row *m, int
   return PGS_OK;
 }
 
-/* Inserts the stream's events at positions head+1.. in chunks. */
-static int append_insert_events(pgs *s, pending_stream *ps, const stream_row *m, int64_t head, int64_t now,
-                                buf *recs) {
+/* Builds events [start, end) of the stream (records sealed into recs) as an INSERT into
+ * s->sql, its parameters added after those already there. */
+static int append_events_sql(pgs *s, pending_stream *ps, const stream_row *m, int64_t head, int64_t now,
+                             buf *recs, size_t start, size_t end) {
   const unsigned char *bytes = s->scratch_bytes.data;
   const unsigned char *name = bytes + ps->name_off;
   size_t cat_len = pgs_category_len(name, ps->name_len);
+  recs->len = 0;
+  size_t *offs = malloc(sizeof *offs * (end - start));
+  if (!offs) return PGS_NOMEM;
+  for (size_t j = start; j < end; j++) {
+    pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
+    size_t len = RECORD_HEADER + ps->name_len + pe->type_len + pe->meta_len + pe->data_len;
+    offs[j - start] = recs->len;
+    if (buf_reserve(recs, len)) { free(offs); return PGS_NOMEM; }
+    unsigned char *rec = recs->data + recs->len, *p = rec + RECORD_HEADER;
+    memcpy(p, name, ps->name_len); p += ps->name_len;
+    memcpy(p, bytes + pe->type_off, pe->type_len); p += pe->type_len;
+    memcpy(p, bytes + pe->meta_off, pe->meta_len); p += pe->meta_len;
+    memcpy(p, bytes + pe->data_off, pe->data_len);
+    record_view v = { .stream_len = ps->name_len, .type_len = pe->type_len, .meta_len = pe->meta_len,
+                      .id = pe->id, .version = (uint64_t)m->count + j,
+                      .time = pe->has_time ? pe->time : now, .schema = pe->schema };
+    record_seal(rec, len, &v);
+    recs->len += len;
+  }
+  buf *sql = &s->sql;
+  const char *ins = "INSERT INTO events (position, stream, version, category, type, id, record) VALUES ";
+  int st = buf_append(sql, ins, strlen(ins)) ? PGS_NOMEM : PGS_OK;
+  for (size_t j = start; j < end && !st; j++) {
+    pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
+    size_t b = (size_t)s->p.n;
+    char row[200];
+    int n = snprintf(row, sizeof row, "%s($%zu::int8,$%zu::bytea,$%zu::int8,$%zu::bytea,$%zu::bytea,$%zu::bytea,$%zu::bytea)",
+                     j > start ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
+    size_t len = RECORD_HEADER + ps->name_len + pe->type_len + pe->meta_len + pe->data_len;
+    if (buf_append(sql, row, (size_t)n) || pgs_param_int(s, head + 1 + (int64_t)j) ||
+        pgs_param_bytes(s, name, ps->name_len) || pgs_param_int(s, m->count + (int64_t)j) ||
+        pgs_param_bytes(s, name, cat_len) || pgs_param_bytes(s, bytes + pe->type_off, pe->type_len) ||
+        pgs_param_bytes(s, pe->id, 16) || pgs_param_bytes(s, recs->data + offs[j - start], len))
+      st = PGS_NOMEM;
+  }
+  free(offs);
+  return st;
+}
+
+/* Inserts the stream's events at positions head+1.. in chunks. */
+static int append_insert_events(pgs *s, pending_stream *ps, const stream_row *m, int64_t head, int64_t now,
+                                buf *recs) {
   for (size_t start = 0; start < ps->n_events; start += INSERT_ROWS) {
     size_t end = start + INSERT_ROWS < ps->n_events ? start + INSERT_ROWS : ps->n_events;
-    recs->len = 0;
-    size_t *offs = malloc(sizeof *offs * (end - start));
-    if (!offs) return PGS_NOMEM;
-    for (size_t j = start; j < end; j++) {
-      pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
-      size_t len = RECORD_HEADER + ps->name_len + pe->type_len + pe->meta_len + pe->data_len;
-      offs[j - start] = recs->len;
-      if (buf_reserve(recs, len)) { free(offs); return PGS_NOMEM; }
-      unsigned char *rec = recs->data + recs->len, *p = rec + RECORD_HEADER;
-      memcpy(p, name, ps->name_len); p += ps->name_len;
-      memcpy(p, bytes + pe->type_off, pe->type_len); p += pe->type_len;
-      memcpy(p, bytes + pe->meta_off, pe->meta_len); p += pe->meta_len;
-      memcpy(p, bytes + pe->data_off, pe->data_len);
-      record_view v = { .stream_len = ps->name_len, .type_len = pe->type_len, .meta_len = pe->meta_len,
-                        .id = pe->id, .version = (uint64_t)m->count + j,
-                        .time = pe->has_time ? pe->time : now, .schema = pe->schema };
-      record_seal(rec, len, &v);
-      recs->len += len;
-    }
-    buf *sql = &s->sql;
-    sql->len = 0;
-    const char *ins = "INSERT INTO events (position, stream, version, category, type, id, record) VALUES ";
-    int st = buf_append(sql, ins, strlen(ins)) ? PGS_NOMEM : PGS_OK;
+    s->sql.len = 0;
     pgs_params_reset(s);
-    for (size_t j = start; j < end && !st; j++) {
-      pending_event *pe = &PENDING_EVENTS(s)[ps->first_event + j];
-      size_t b = (j - start) * 7;
-      char row[200];
-      int n = snprintf(row, sizeof row, "%s($%zu::int8,$%zu::bytea,$%zu::int8,$%zu::bytea,$%zu::bytea,$%zu::bytea,$%zu::bytea)",
-                       j > start ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
-      size_t len = RECORD_HEADER + ps->name_len + pe->type_len + pe->meta_len + pe->data_len;
-      if (buf_append(sql, row, (size_t)n) || pgs_param_int(s, head + 1 + (int64_t)j) ||
-          pgs_param_bytes(s, name, ps->name_len) || pgs_param_int(s, m->count + (int64_t)j) ||
-          pgs_param_bytes(s, name, cat_len) || pgs_param_bytes(s, bytes + pe->type_off, pe->type_len) ||
-          pgs_param_bytes(s, pe->id, 16) || pgs_param_bytes(s, recs->data + offs[j - start], len))
-        st = PGS_NOMEM;
-    }
-    free(offs);
-    if (!st && buf_append(sql, "", 1)) st = PGS_NOMEM;
+    int st = append_events_sql(s, ps, m, head, now, recs, start, end);
+    if (!st && buf_append(&s->sql, "", 1)) st = PGS_NOMEM;
+    if (!st) st = pgs_send(s, (const char *)s->sql.data);
     if (st) return st;
-    if ((st = pgs_send(s, (const char *)sql->data))) return st;
   }
   return PGS_OK;
 }
@@ -787,6 +795,44 @@ static int append_predict(pgs *s, size_t nstreams, int64_t *counts) {
   return 1;
 }
 
+/* The events of one stream, its row checked and moved, the head and NOTIFY: one statement
+ * (data-modifying WITH clauses all run, in one executor start). */
+static int append_predicted_one(pgs *s, pending_stream *ps, int64_t count, int64_t head, int64_t now,
+                                buf *recs) {
+  stream_row m;
+  memset(&m, 0, sizeof m);
+  m.exists = count > 0;
+  m.count = count;
+  buf *sql = &s->sql;
+  sql->len = 0;
+  pgs_params_reset(s);
+  int st = buf_append(sql, "WITH ev AS (", 12) ? PGS_NOMEM : PGS_OK;
+  if (!st) st = append_events_sql(s, ps, &m, head, now, recs, 0, ps->n_events);
+  int64_t last = head + (int64_t)ps->n_events;
+  int a = s->p.n + 1;                         /* $a name, $a+1 count, $a+2 last, $a+3 now, $a+4 old/first */
+  if (!st && (pgs_param_bytes(s, s->scratch_bytes.data + ps->name_off, ps->name_len) ||
+              pgs_param_int(s, count + (int64_t)ps->n_events) || pgs_param_int(s, last) ||
+              pgs_param_int(s, now) || pgs_param_int(s, m.exists ? count : head + 1) ||
+              pgs_param_text(s, s->channel)))
+    st = PGS_NOMEM;
+  char tail[640];
+  int n = m.exists
+    ? snprintf(tail, sizeof tail, "), st AS (UPDATE streams SET count = $%d::int8, last_position = $%d::int8,"
+               " updated = $%d::int8 WHERE name = $%d::bytea AND count = $%d::int8 RETURNING 1)",
+               a + 1, a + 2, a + 3, a, a + 4)
+    : snprintf(tail, sizeof tail, "), st AS (INSERT INTO streams VALUES ($%d::bytea, $%d::int8, $%d::int8,"
+               " $%d::int8, $%d::int8, $%d::int8) RETURNING 1)", a, a + 1, a + 4, a + 2, a + 3, a + 3);
+  n += snprintf(tail + n, sizeof tail - (size_t)n, ", hd AS (UPDATE meta SET value = $%d::int8 WHERE key = 'head'"
+                " RETURNING value) SELECT expect_fresh(EXISTS (SELECT 1 FROM st)),"
+                " pg_notify($%d::text, (SELECT value FROM hd)::text)", a + 2, a + 5);
+  if (!st && buf_append(sql, tail, (size_t)n + 1)) st = PGS_NOMEM;
+  if (st) return st;
+  ps->version = (uint64_t)(count + (int64_t)ps->n_events - 1);
+  ps->position = (uint64_t)last;
+  ps->time = now;
+  return pgs_send(s, (const char *)sql->data);
+}
+
 static int append_predicted(pgs *s, size_t nstreams, const int64_t *counts, buf *recs, int dry_run,
                             int64_t *new_head) {
   int64_t head = s->head, now = append_now();
@@ -795,6 +841,12 @@ static int append_predicted(pgs *s, size_t nstreams, const int64_t *counts, buf 
   pgs_params_reset(s);
   pgs_param_int(s, head);
   if (!st) st = pgs_send(s, "SELECT expect_fresh(value = $1::int8) FROM meta WHERE key = 'head' FOR UPDATE");
+  if (!st && nstreams == 1 && PENDING_STREAMS(s)[0].n_events <= INSERT_ROWS) {
+    st = append_predicted_one(s, PENDING_STREAMS(s), counts[0], head, now, recs);
+    head += (int64_t)PENDING_STREAMS(s)[0].n_events;
+    nstreams = 0;                            /* done: the head and NOTIFY came with it */
+  }
+  int moved = nstreams > 0;
   for (size_t i = 0; i < nstreams && !st; i++) {
     pending_stream *ps = &PENDING_STREAMS(s)[i];
     stream_row m;
@@ -823,7 +875,7 @@ static int append_predicted(pgs *s, size_t nstreams, const int64_t *counts, buf 
     ps->position = (uint64_t)head;
     ps->time = now;
   }
-  if (!st) {
+  if (!st && moved) {
     pgs_params_reset(s);
     pgs_param_int(s, head);
     pgs_param_text(s, s->channel);

@@ -6,13 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <lauxlib.h>
-#include "../bytes.h"
-#include "../cerror.h"
-#include "../codec.h"
-#include "../event_table.h"
-#include "../options.h"
-#include "../record.h"
-#include "../uuid.h"
+#include "common/bytes.h"
+#include "common/cerror.h"
+#include "common/codec.h"
+#include "common/event_table.h"
+#include "common/options.h"
+#include "common/record.h"
+#include "common/uuid.h"
 #include "pg.h"
 
 #define PGSCAN_MT "chronicle.postgres.scanner"
@@ -159,7 +159,7 @@ static scanner *scan_new(lua_State *L, int mode) {
   return sc;
 }
 
-/* The same options as the LMDB scanner's (csrc/scan.c). */
+/* The same options as the LMDB scanner's (csrc/lmdb/scan.c). */
 static const opt_spec read_options[] = {
   { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
   { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }

@@ -10,14 +10,15 @@
 #include <unistd.h>
 #include <lauxlib.h>
 #include <xxhash.h>
-#include "../bytes.h"
-#include "../cerror.h"
-#include "../options.h"
-#include "../record.h"
-#include "../uuid.h"
+#include "common/bytes.h"
+#include "common/cerror.h"
+#include "common/export.h"
+#include "common/options.h"
+#include "common/record.h"
+#include "common/uuid.h"
 #include "pg.h"
 
-int luaopen_chronicle_postgres(lua_State *L);
+CHRONICLE_EXPORT int luaopen_chronicle_postgres(lua_State *L);
 
 #define PGS_POLL_MS 1000   /* wait(): re-check the head this often even without a notification */
 
@@ -887,6 +888,29 @@ static int pgs_listen(pgs *s) {
   return st;
 }
 
+/* Frees the notifications libpq has read (or reads now without blocking). */
+static void pgs_drain_notifies(pgs *s) {
+  PGnotify *n;
+  if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) return;
+  PQconsumeInput(s->conn);
+  while ((n = PQnotifies(s->conn)) != NULL) PQfreemem(n);
+}
+
+/* store:wait_fd() -> the connection's socket, which becomes readable when a NOTIFY of an
+ * append arrives, for an event loop to poll; store:wait(after, 0) drains it. nil where
+ * appends notify nothing (a hot standby: wait polls there). The socket changes when the
+ * connection is made again: ask again after every wake. */
+static int pgs_wait_fd(lua_State *L) {
+  pgs *s = pgs_check(L, 1);
+  int st = pgs_ready(s);
+  if (!st) st = pgs_listen(s);
+  if (st) return pgs_push_error(L, s, st, "wait_fd");
+  int fd = s->listening == 1 ? PQsocket(s->conn) : -1;
+  if (fd < 0) lua_pushnil(L);
+  else lua_pushinteger(L, fd);
+  return 1;
+}
+
 /* store:wait(after [, timeout]) -> head (> after) | false on timeout | nil, err.
  * Woken by the NOTIFY every append sends in its transaction. */
 static int pgs_wait(lua_State *L) {
@@ -898,6 +922,7 @@ static int pgs_wait(lua_State *L) {
   if (!lua_isnoneornil(L, 3))
     luaL_argcheck(L, timeout >= 0, 3, "timeout must be a number of seconds >= 0 (nil: no timeout)");
   double deadline = timeout < 0 ? -1 : pgs_clock() + timeout;
+  pgs_drain_notifies(s);                  /* what woke an event loop polling wait_fd */
   int64_t head = 0;
   int st;
   for (;;) {
@@ -939,6 +964,7 @@ static const luaL_Reg pgs_methods[] = {
   { "stream_version", pgs_stream_version },
   { "stats", pgs_stats },
   { "wait", pgs_wait },
+  { "wait_fd", pgs_wait_fd },
   { NULL, NULL }
 };
 

@@ -11,10 +11,10 @@ M.MAX_MESSAGE = 2000
 local own_dir = (debug.getinfo(1, "S").source or ""):match("^@(.*/)fault%.lua$")
 
 --- `text` without a leading position in one of chronicle's own modules
--- (`.../chronicle/store.lua:54: `): it says nothing about the user's code.
+-- (`.../chronicle/store.lua:54: `, `.../chronicle/read/view.lua:9: `): it says nothing about the user's code.
 function M.strip_location(text)
   if own_dir and text:sub(1, #own_dir) == own_dir then
-    local rest = text:sub(#own_dir + 1):match("^[%w_]+%.lua:%d+: (.*)$")
+    local rest = text:sub(#own_dir + 1):match("^[%w_/]+%.lua:%d+: (.*)$")
     if rest then return rest end
   end
   return text

@@ -2,11 +2,11 @@
 -- The public module: opening stores, the expected-version constants and the
 -- Store methods. The storage work happens in a backend (chronicle.backends).
 -- @module chronicle
-local core = require "chronicle.core"
+local common = require "chronicle.common"
 local Store = require "chronicle.store"
-local aggregate = require "chronicle.aggregate"
+local aggregate = require "chronicle.write.aggregate"
 local options = require "chronicle.options"
-local upcast = require "chronicle.upcast"
+local upcast = require "chronicle.write.upcast"
 
 local M = {}
 
@@ -17,19 +17,19 @@ M.ANY = "any"              -- no check
 M.NO_STREAM = "no_stream"  -- the stream must not exist yet
 M.EXISTS = "exists"        -- the stream must have at least one event
 
---- The on-disk format this build writes.
-M.FORMAT = core.FORMAT
-M.MAX_STREAM_NAME = core.MAX_STREAM_NAME
-M.MAX_TYPE_NAME = core.MAX_TYPE_NAME
+--- The on-disk format this build writes (of the LMDB backend, docs/FORMAT.md).
+M.FORMAT = require("chronicle.core").FORMAT
+M.MAX_STREAM_NAME = common.MAX_STREAM_NAME
+M.MAX_TYPE_NAME = common.MAX_TYPE_NAME
 
 --- Builds an error value like the ones the store returns: `{code=, message=, ...}`.
 -- @tparam string code a stable code such as "conflict"
 -- @tparam string message readable text
 -- @tparam[opt] table fields more details copied into the error
-M.error = core.error
+M.error = common.error
 
 --- True when `v` is an error value built by chronicle.
-M.is_error = core.is_error
+M.is_error = common.is_error
 
 local backends = require "chronicle.backends"
 
@@ -52,7 +52,7 @@ function M.open(target, opts)
   end
   local backend = backends.for_target(target)
   if not backend then
-    return nil, core.error("unsupported", "no storage backend opens '" .. target ..
+    return nil, common.error("unsupported", "no storage backend opens '" .. target ..
                            "' (a directory, or a postgresql:// URL)", { target = target })
   end
   options.check("open", opts, backend.options, 2)
@@ -74,16 +74,16 @@ function M.upcast(type_name, version, fn)
 end
 
 --- A new time-ordered UUID (version 7) string.
-M.uuid = core.uuid
+M.uuid = common.uuid
 
 --- Nanoseconds since the Unix epoch: the clock of `event.time`.
-M.now = core.now
+M.now = common.now
 
 --- A runner keeping `store`'s projections, handlers and reactors caught up:
 -- `run_once()`, `run{until_idle=, max_seconds=}`, `report()`, `stop()`; `run_once` and
 -- `run` return the report of what faulted as their second value (see chronicle.runner).
 function M.runner(store, opts)
-  return require("chronicle.runner").new(store, opts)
+  return require("chronicle.read.runner").new(store, opts)
 end
 
 --- Loads every `*.lua` script in folder `dir`: aggregates, projections,

@@ -124,6 +124,14 @@ function Store:verify(opts) return handle(self):verify(opts) end
 -- @treturn integer|false the new head, or false on timeout
 function Store:wait(after, timeout) return handle(self):wait(after, timeout) end
 
+--- A file descriptor that becomes readable when the log may have moved, for an
+-- event loop to poll instead of blocking in `wait` (chronicle serve does);
+-- `store:wait(after, 0)` then drains it and says whether the head passed `after`.
+-- A wake may come a little before the append is visible: check again soon.
+-- The descriptor may change (a PostgreSQL connection made again): ask after every wake.
+-- @treturn integer|nil the descriptor, or nil where there is none (then poll `head`)
+function Store:wait_fd() return handle(self):wait_fd() end
+
 --- Writes a consistent, compacted copy of the store into directory `dest`
 -- (on LMDB a compacted copy under one read transaction, while other processes may keep
 -- writing; a PostgreSQL store returns nil, err(unsupported): use pg_dump).
@@ -147,13 +155,13 @@ end
 -- @tparam Aggregate aggregate made by `chronicle.aggregate`
 -- @tparam[opt] table opts `retries`
 function Store:repository(aggregate, opts)
-  return require("chronicle.repository").new(self, aggregate, opts)
+  return require("chronicle.write.repository").new(self, aggregate, opts)
 end
 
 --- Runs `fn(uow)`; the commands it runs through `uow:execute(repo, id, command, args)`
 -- commit together or not at all. See chronicle.unit_of_work.
 function Store:unit_of_work(fn, opts)
-  return require("chronicle.unit_of_work").run(self, fn, opts)
+  return require("chronicle.write.unit_of_work").run(self, fn, opts)
 end
 
 ---------------------------------------------------------------------------
@@ -177,7 +185,7 @@ function Store:projection(def)
   if type(def) == "string" then
     return require("chronicle.scripts").load_file(self, def)
   end
-  local projection = require "chronicle.projection"
+  local projection = require "chronicle.read.projection"
   local p = projection.define(def, 2)
   require("chronicle.names").claim(self, "projection", p.name, 2)
   local meta, err = projection.register(self, p)
@@ -195,7 +203,7 @@ end
 --- Catches every registered projection up to the head.
 -- @return a table name -> status ("idle", "faulted", "skipped"), or nil, err
 function Store:run_projections()
-  local projection = require "chronicle.projection"
+  local projection = require "chronicle.read.projection"
   local out = {}
   for name, entry in pairs(self:registrations().projections) do
     local status, err = projection.catch_up(self, entry.def, entry.state)
@@ -212,11 +220,11 @@ end
 -- @return the view, or nil, err
 function Store:view(name)
   if type(name) ~= "string" then error("view: projection name expected", 2) end
-  local view = require "chronicle.view"
+  local view = require "chronicle.read.view"
   local meta, err = self:kv_get(view.PROJECTIONS, name)
   if err then return nil, err end
   if meta == nil or name:find("^reactor:") then
-    return nil, require("chronicle.core").error("not_found", "no projection '" .. name .. "' in this store", { projection = name })
+    return nil, require("chronicle.common").error("not_found", "no projection '" .. name .. "' in this store", { projection = name })
   end
   return view.reader(self, name)
 end
@@ -225,14 +233,14 @@ end
 -- name -> {version, generation, building, status, fault, checkpoint, group (the runners
 -- serving it: one builds the view at a time, the others stand by)}.
 function Store:projection_status()
-  local view = require "chronicle.view"
+  local view = require "chronicle.read.view"
   local out = {}
   for name, meta in self:kv_scan(view.PROJECTIONS) do
     if not name:find("^reactor:") then
       local gen = meta.building or meta.generation
       meta.checkpoint = self:kv_get(view.CHECKPOINTS, "p:" .. name .. "#" .. tostring(gen)) or 0
       meta.head = self:head()
-      meta.group = require("chronicle.group").status(self, "projection", name)
+      meta.group = require("chronicle.read.group").status(self, "projection", name)
       out[name] = meta
     end
   end
@@ -241,16 +249,16 @@ end
 
 --- The status of every reactor registered here: name -> {status ("live" or
 -- "faulted"), fault ({position, stream, type, id, error, time}), checkpoint, head, lag,
--- group (its consumer group: members, their partitions, share and lag; see chronicle.group.status)}.
+-- group (its consumer group: members, their partitions, share and lag; see chronicle.read.group.status)}.
 function Store:reactor_status()
-  local view = require "chronicle.view"
+  local view = require "chronicle.read.view"
   local out = {}
   local head = self:head()
   for name in pairs(self:registrations().reactors) do
     local row = self:kv_get(view.PROJECTIONS, "reactor:" .. name) or { status = "live" }
     row.checkpoint = self:kv_get(view.CHECKPOINTS, "r:" .. name) or 0
     row.head, row.lag = head, head - row.checkpoint
-    row.group = require("chronicle.group").status(self, "reactor", name)
+    row.group = require("chronicle.read.group").status(self, "reactor", name)
     out[name] = row
   end
   return out
@@ -261,8 +269,8 @@ end
 -- or "dead_letters" when it has some), dead_letters (their number),
 -- checkpoint (the lowest of its partitions'), head, lag, registered, group (as for reactor_status)}.
 function Store:handler_status()
-  local view = require "chronicle.view"
-  local handler = require "chronicle.handler"
+  local view = require "chronicle.read.view"
+  local handler = require "chronicle.read.handler"
   local out = {}
   local head = self:head()
   local function add(name)
@@ -272,7 +280,7 @@ function Store:handler_status()
     out[name] = { status = letters > 0 and "dead_letters" or "live", dead_letters = letters,
                   checkpoint = checkpoint, head = head, lag = head - checkpoint,
                   registered = self:registrations().handlers[name] ~= nil,
-                  group = require("chronicle.group").status(self, "handler", name) }
+                  group = require("chronicle.read.group").status(self, "handler", name) }
   end
   for name in pairs(self:registrations().handlers) do add(name) end
   -- Dead letters are written with a checkpoint, so the checkpoints name every handler that has any.
@@ -284,7 +292,7 @@ end
 function Store:reset_reactor(name)
   local r = self:registrations().reactors[name]
   if not r then error("reset_reactor: no reactor '" .. tostring(name) .. "' is registered", 2) end
-  return require("chronicle.reactor").reset(self, r)
+  return require("chronicle.read.reactor").reset(self, r)
 end
 
 --- Rebuilds projection `name` from the first event (in a new generation;
@@ -293,13 +301,13 @@ function Store:reset_projection(name)
   local entry = self:registrations().projections[name]
   if not entry then error("reset_projection: no projection '" .. tostring(name) .. "' is registered", 2) end
   entry.state = {}
-  return require("chronicle.projection").reset(self, entry.def)
+  return require("chronicle.read.projection").reset(self, entry.def)
 end
 
 --- Registers an event handler: `fn(event)` runs after commit, at least once,
 -- for events of `types` (`opts`: name, retries, batch_size, category).
 function Store:on(types, fn, opts)
-  local h = require("chronicle.handler").define(types, fn, opts, 2)
+  local h = require("chronicle.read.handler").define(types, fn, opts, 2)
   require("chronicle.names").claim(self, "handler", h.name, 2)
   self:registrations().handlers[h.name] = h
   return h
@@ -307,7 +315,7 @@ end
 
 --- Registers a reactor (see chronicle.reactor): its outputs commit with its checkpoint.
 function Store:reactor(def)
-  local r = require("chronicle.reactor").define(def, 2)
+  local r = require("chronicle.read.reactor").define(def, 2)
   require("chronicle.names").claim(self, "reactor", r.name, 2)
   self:registrations().reactors[r.name] = r
   return r
@@ -315,7 +323,7 @@ end
 
 --- Dead letters of handler `name` (or of all handlers).
 function Store:dead_letters(name)
-  return require("chronicle.handler").dead_letters(self, name)
+  return require("chronicle.read.handler").dead_letters(self, name)
 end
 
 --- Runs registered handler `name` again on its dead letters.
@@ -323,20 +331,20 @@ end
 function Store:retry_dead_letters(name)
   local h = self:registrations().handlers[name]
   if not h then error("retry_dead_letters: no handler '" .. tostring(name) .. "' is registered", 2) end
-  return require("chronicle.handler").retry_dead_letters(self, h)
+  return require("chronicle.read.handler").retry_dead_letters(self, h)
 end
 
 --- A consumer of persistent subscription `name` (created with `opts` the
 -- first time): `take`, `ack`, `nack`, `parked`, `replay_parked`, `status`.
--- See chronicle.subscription. @return the consumer, or nil, err
+-- See chronicle.read.subscription. @return the consumer, or nil, err
 function Store:subscription(name, opts)
-  return require("chronicle.subscription").open(self, name, opts, 2)
+  return require("chronicle.read.subscription").open(self, name, opts, 2)
 end
 
---- The state of persistent subscription `name` (see chronicle.subscription.status),
+--- The state of persistent subscription `name` (see chronicle.read.subscription.status),
 -- or of every subscription in the store (name -> state) when `name` is nil.
 function Store:subscription_status(name)
-  local subscription = require "chronicle.subscription"
+  local subscription = require "chronicle.read.subscription"
   if name ~= nil then
     if type(name) ~= "string" then error("subscription_status: name must be a string", 2) end
     return subscription.status(self, name)
@@ -349,18 +357,18 @@ end
 --- Deletes persistent subscription `name` with all its state (position, leases, parked events).
 function Store:delete_subscription(name)
   if type(name) ~= "string" then error("delete_subscription: name must be a string", 2) end
-  return require("chronicle.subscription").delete(self, name)
+  return require("chronicle.read.subscription").delete(self, name)
 end
 
 --- The consumer groups of handler, reactor or projection `name` (`kind`:
 -- "handler", "reactor", "projection"): members, their partitions, share and
--- lag (see chronicle.group.status), or nil when no runner served it as a group.
+-- lag (see chronicle.read.group.status), or nil when no runner served it as a group.
 function Store:group_status(kind, name)
   if kind ~= "handler" and kind ~= "reactor" and kind ~= "projection" then
     error("group_status: kind must be \"handler\", \"reactor\" or \"projection\", got " .. tostring(kind), 2)
   end
   if type(name) ~= "string" then error("group_status: name must be a string", 2) end
-  return require("chronicle.group").status(self, kind, name)
+  return require("chronicle.read.group").status(self, kind, name)
 end
 
 Store.__close = Store.close

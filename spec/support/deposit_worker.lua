@@ -1,4 +1,4 @@
--- A worker for spec/aggregate_multiprocess_spec.lua: executes `n` "deposit"
+-- A worker for spec/write/aggregate_multiprocess_spec.lua: executes `n` "deposit"
 -- commands on one account of the store in `dir`, through a repository with
 -- many conflict retries, while other workers do the same.
 --   lua5.4 spec/support/deposit_worker.lua DIR WORKER N GO_FILE READY_FILE

@@ -1,4 +1,4 @@
--- Subprocess for spec/groups_spec.lua: one member of a handler's or a
+-- Subprocess for spec/read/groups_spec.lua: one member of a handler's or a
 -- reactor's group. Writes its pid to OUT.pid, then one line per event it
 -- handled: "<pid> <stream> <version> <position> <start ns> <end ns>", and
 -- runs until the file STOP exists.

@@ -1,4 +1,4 @@
---- Power-cut states for spec/powercut_spec.lua, built the way ALICE and LazyFS do it: from the
+--- Power-cut states for spec/reliability/powercut_spec.lua, built the way ALICE and LazyFS do it: from the
 -- image of data.mdb before a workload and the log of every write and sync the workload made to
 -- it (scripts/powercut_shim.c), the files a power cut at any moment could leave on disk.
 --
@@ -353,7 +353,7 @@ local helpers = require "helpers"
 
 -- Under `make check` the lua5.4 first on PATH is a wrapper that preloads the ASan runtime
 -- (scripts/asan-lua.sh); a preload of ours must come after that list, so with the wrapper the
--- real interpreter is run with both lists (as spec/support6/run.lua does for the fault shim).
+-- real interpreter is run with both lists (as spec/support/reliability/run.lua does for the fault shim).
 local wrapper_preload, real_lua
 do
   local f = io.open(helpers.capture("command -v lua5.4"), "rb")

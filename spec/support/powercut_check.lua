@@ -1,4 +1,4 @@
--- Checks one simulated power-cut state of spec/powercut_spec.lua, in its own process (a damaged
+-- Checks one simulated power-cut state of spec/reliability/powercut_spec.lua, in its own process (a damaged
 -- state could make LMDB abort; the spec runs this under `timeout`).
 --   lua5.4 powercut_check.lua DIR REQUIRED MAX
 -- Appends 1..REQUIRED must be there (they were acknowledged and synced before the cut); appends

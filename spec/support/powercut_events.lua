@@ -1,4 +1,4 @@
--- The events of the power-cut workload (spec/powercut_spec.lua), shared by the workload that
+-- The events of the power-cut workload (spec/reliability/powercut_spec.lua), shared by the workload that
 -- appends them and the checker that looks for them after a simulated power cut.
 -- Append j (j = 1, 2, ...) goes to stream "acct-(j % 3)" and holds 1 + j % 3 events; every
 -- seventh append carries a 3,000-byte event (on LMDB overflow pages), the others ~60 bytes.

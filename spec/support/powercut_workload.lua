@@ -1,4 +1,4 @@
--- The workload of spec/powercut_spec.lua, run in its own process (under scripts/powercut_shim.c).
+-- The workload of spec/reliability/powercut_spec.lua, run in its own process (under scripts/powercut_shim.c).
 --   lua5.4 powercut_workload.lua DIR ACKS FIRST COUNT DURABILITY
 -- Opens the store in DIR with DURABILITY, makes appends FIRST .. FIRST+COUNT-1 (see
 -- powercut_events.lua) one after the other, and after each acknowledged append writes the line

@@ -1,4 +1,4 @@
--- Runs one hostile script against the sandbox, in its own process (spec/sandbox_hostile_spec.lua
+-- Runs one hostile script against the sandbox, in its own process (spec/scripts/sandbox_hostile_spec.lua
 -- starts it under `timeout` and a memory limit), and prints what happened, one fact a line:
 --   RESULT <code> <message>      the call or load (code "ok" when it succeeded)
 --   FAULT <status> <error>       store modes: the hostile projection's or reactor's status
@@ -41,7 +41,7 @@ local function result(out, err)
 end
 
 if mode == "call" or mode == "view" or mode == "load" then
-  local sandbox = require "chronicle.sandbox"
+  local sandbox = require "chronicle.scripts.sandbox"
   local sb = sandbox.new({ name = "hostile.lua", time_ms = time_ms })
   local source
   if mode == "load" then

@@ -1,4 +1,4 @@
--- Subprocess for spec/subscription_multiprocess_spec.lua: one consumer of the
+-- Subprocess for spec/read/subscription_multiprocess_spec.lua: one consumer of the
 -- "billing" subscription that acks, retries, parks or forgets (lets the lease
 -- run out) at random. Writes its pid to OUT.pid, then lines
 -- "take <pos> <attempt>", "acking <pos>", "acked <pos>", "retry <pos>",

@@ -2,7 +2,7 @@
 -- time left, redrawn at most ten times a second on standard error, and only
 -- when standard error is a terminal; elsewhere every call does nothing.
 -- @module chronicle.cli.progress
-local core = require "chronicle.core"
+local common = require "chronicle.common"
 local terminal = require "chronicle.cli.terminal"
 local output = require "chronicle.cli.output"
 
@@ -11,7 +11,7 @@ local M = {}
 local Bar = {}
 Bar.__index = Bar
 
-local function now() return core.now() / 1e9 end
+local function now() return common.now() / 1e9 end
 
 --- A progress bar.
 -- @tparam table opts `label`, `total` (the amount at 100%, or nil when unknown),

@@ -116,7 +116,7 @@ end
 --- The live members of the consumer groups of `list`'s subscribers: a list
 -- of `{kind, name, member, host, pid, partitions, of, lag}`.
 function M.members(store, list)
-  local ok, group = pcall(require, "chronicle.group")
+  local ok, group = pcall(require, "chronicle.read.group")
   if not ok then return {} end
   local out = {}
   for _, e in ipairs(list) do
@@ -131,9 +131,9 @@ function M.members(store, list)
   return out
 end
 
---- The persistent subscriptions of `store`: a list of their states (see chronicle.subscription.status).
+--- The persistent subscriptions of `store`: a list of their states (see chronicle.read.subscription.status).
 function M.subscriptions(store)
-  local ok, subscription = pcall(require, "chronicle.subscription")
+  local ok, subscription = pcall(require, "chronicle.read.subscription")
   if not ok then return {} end
   local out = {}
   for _, name in ipairs(subscription.names(store)) do out[#out + 1] = subscription.status(store, name) end
@@ -234,7 +234,7 @@ end
 -- Runs the batches of one projection with a progress bar, when the projection
 -- layer lets us (else the runner catches everything up).
 local function rebuild_batches(store, name)
-  local ok, projection = pcall(require, "chronicle.projection")
+  local ok, projection = pcall(require, "chronicle.read.projection")
   local reg = type(store.registrations) == "function" and store:registrations()
   local entry = reg and reg.projections and reg.projections[name]
   if not (ok and type(projection.run_batch) == "function" and entry and store.projection_status) then return false end

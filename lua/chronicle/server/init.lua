@@ -4,8 +4,9 @@
 -- One process, one thread: lua-http runs every request as a cqueues
 -- coroutine. Store calls are short (reads copy a batch and let go of their
 -- transaction; appends go through the group committer), so they run inline.
--- Appends from other processes are noticed by a head watcher that polls the
--- store's head every `poll_interval` seconds; local commits wake subscribers
+-- Appends from other processes are noticed by a head watcher polling the
+-- store's wait descriptor (store:wait_fd) in the event loop, or the head every
+-- `poll_interval` seconds where there is none; local commits wake subscribers
 -- at once.
 --
 -- Safety: listens on 127.0.0.1 unless told otherwise; read-only unless a
@@ -22,6 +23,8 @@ local subscribe = require "chronicle.server.subscribe"
 
 local M = {}
 
+local WATCH_FALLBACK = 0.05   -- seconds the head watcher sleeps on the descriptor before looking anyway
+
 local Server = {}
 Server.__index = Server
 
@@ -32,7 +35,7 @@ M.DEFAULT_LIMITS = {
   write_timeout = 5,        -- seconds one write to a client may take before it is cut off
   idle_timeout = 30,        -- seconds a connection may sit between requests
   heartbeat = 15,           -- seconds between SSE heartbeats while nothing happens
-  poll_interval = 0.02,     -- seconds between looks at the head for other processes' appends
+  poll_interval = 0.02,     -- seconds between looks at the head where the store has no wait descriptor
   max_connections = 1024,
 }
 
@@ -228,15 +231,27 @@ function Server:start()
   return host, port
 end
 
--- Polls the head so that appends from other processes wake subscribers.
+-- Wakes subscribers when appends of other processes move the head: on the store's
+-- wait descriptor (inotify on LMDB, the LISTEN socket on PostgreSQL), looking again
+-- 1, 2, 4 ... ms after a wake (a wake can come just before the commit is visible), and
+-- every `poll_interval` seconds where the store has no descriptor.
 local function watch_head(self)
-  local last = self.store:head()
+  local cq = self.http.cqueues
+  local store = self.store
+  local last = store:head()
+  local soon = nil                       -- seconds until the next look after a wake
   while not self.stopping do
-    self.http.cqueues.sleep(self.limits.poll_interval)
-    local head = self.store:head()
-    if head ~= last then
-      last = head
+    local fd = store:wait_fd()
+    if soon then cq.sleep(soon)
+    elseif fd then cq.poll({ pollfd = fd, events = "r" }, WATCH_FALLBACK)
+    else cq.sleep(self.limits.poll_interval) end
+    local head = store:wait(last, 0)     -- drains the descriptor
+    if head then
+      last, soon = head, nil
       self.moved:signal()
+    elseif fd then
+      soon = soon and soon * 2 or 0.001
+      if soon > WATCH_FALLBACK then soon = nil end
     end
   end
 end

@@ -1,0 +1,747 @@
+/* store:append and store:append_many. Everything a caller can get wrong is
+ * checked and encoded first, with no transaction open; then one short write
+ * transaction checks expected versions and writes all events or none. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <lauxlib.h>
+#include "common/cerror.h"
+#include "common/options.h"
+#include "common/codec.h"
+#include "kv.h"
+#include "logdb.h"
+#include "store.h"
+#include "common/uuid.h"
+
+enum { EXPECT_ANY, EXPECT_NO_STREAM, EXPECT_EXISTS, EXPECT_VERSION };
+static const char *const expect_names[] = { "any", "no_stream", "exists", NULL };
+
+/* Returned by append_in_txn when a check failed; details are in append_failure. */
+#define APPEND_REFUSED 0x100000
+#define APPEND_MAX_GROWTHS 40
+
+typedef struct pending_event {
+  size_t type_off, type_len;   /* offsets into scratch_bytes */
+  size_t meta_off, meta_len;
+  size_t data_off, data_len;
+  unsigned char id[16];
+  int has_id;                  /* the caller chose the id: idempotency applies */
+  unsigned schema;
+  int has_time;                /* the caller set the time (imports, aggregates) */
+  int64_t time;
+} pending_event;
+
+typedef struct pending_stream {
+  size_t name_off, name_len;
+  int expected;
+  uint64_t expected_version;
+  size_t first_event, n_events;
+  uint64_t version, position;  /* results */
+  int64_t time;
+  int replayed;                /* every event was already stored: nothing written */
+} pending_stream;
+
+typedef struct append_failure {
+  const char *code;            /* "conflict", "duplicate_id" or "corrupt" */
+  size_t stream;
+  int exists;
+  uint64_t actual_count;
+  unsigned char id[16];
+  uint64_t position;
+  int replay;                  /* REPLAY_*: why a replay was refused */
+  uint64_t replay_version;     /* the version a refused replay's first event has */
+  size_t kv_op;                /* the write() check that failed */
+} append_failure;
+
+#define PENDING_EVENTS(s) ((pending_event *)(s)->scratch_events.data)
+#define PENDING_STREAMS(s) ((pending_stream *)(s)->scratch_streams.data)
+
+static void append_nomem(lua_State *L) { luaL_error(L, "append: out of memory"); }
+
+/* Reads `expected` at idx: nil (any), a constant name, or a version >= 0. */
+static void append_check_expected(lua_State *L, int idx, const char *where, pending_stream *ps) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: case LUA_TNONE:
+      ps->expected = EXPECT_ANY;
+      return;
+    case LUA_TSTRING: {
+      const char *name = lua_tostring(L, idx);
+      for (int i = 0; expect_names[i]; i++)
+        if (strcmp(name, expect_names[i]) == 0) { ps->expected = i; return; }
+      break;
+    }
+    case LUA_TNUMBER: {
+      int ok;
+      lua_Integer v = lua_tointegerx(L, idx, &ok);
+      if (ok && v >= 0) {
+        ps->expected = EXPECT_VERSION;
+        ps->expected_version = (uint64_t)v;
+        return;
+      }
+      break;
+    }
+  }
+  if (lua_type(L, idx) == LUA_TSTRING)
+    luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 "
+               "(got string '%s')", where, lua_tostring(L, idx));
+  luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 (got %s)",
+             where, lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
+}
+
+static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
+/* The same names are upvalues of the append functions: an event's keys are
+ * matched against them by identity, with no string lookups per event. */
+enum { F_TYPE = 1, F_DATA, F_META, F_ID, F_SCHEMA, F_TIME, F_COUNT = F_TIME };
+
+/* Raises for the first field of events[i] that is not an event field. */
+static void append_unknown_field(lua_State *L, int ev, const char *where, lua_Integer i) {
+  lua_pushnil(L);
+  while (lua_next(L, ev)) {
+    lua_pop(L, 1);
+    int known = 0;
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (int f = 0; event_fields[f]; f++)
+        if (strcmp(lua_tostring(L, -1), event_fields[f]) == 0) known = 1;
+    if (!known)
+      luaL_error(L, "%s: events[%I] has an unknown field %s (allowed: type, data, meta, id, schema, time)",
+                 where, i, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+  }
+}
+
+/* Checks and encodes events[i] (the table on top of the stack). */
+static void append_encode_event(lua_State *L, store *s, const char *where, lua_Integer i,
+                                size_t stream_len, unsigned long long ms) {
+  int ev = lua_gettop(L);
+  if (!lua_istable(L, ev))
+    luaL_error(L, "%s: events[%I] must be a table, got %s", where, i, luaL_typename(L, ev));
+  /* One pass over the event's keys puts each field's value in its own stack
+   * slot (fields are compared by identity with the interned names). */
+  int slots = lua_gettop(L);
+  luaL_checkstack(L, F_COUNT + 3, "append");
+  for (int f = 1; f <= F_COUNT; f++) lua_pushnil(L);
+  lua_pushnil(L);
+  while (lua_next(L, ev)) {
+    int f = 1;
+    while (f <= F_COUNT && !lua_rawequal(L, -2, lua_upvalueindex(f))) f++;
+    if (f > F_COUNT) {
+      lua_pop(L, 1);
+      append_unknown_field(L, ev, where, i);
+    }
+    lua_replace(L, slots + f);
+  }
+  pending_event pe;
+  memset(&pe, 0, sizeof pe);
+  buf *bytes = &s->scratch_bytes;
+
+  lua_pushvalue(L, slots + F_TYPE);
+  size_t tlen;
+  const char *type = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &tlen) : NULL;
+  if (type == NULL || tlen == 0 || tlen > RECORD_MAX_TYPE)
+    luaL_error(L, "%s: events[%I].type must be a string of 1 to %d bytes", where, i, RECORD_MAX_TYPE);
+  pe.type_off = bytes->len;
+  pe.type_len = tlen;
+  if (buf_append(bytes, type, tlen)) append_nomem(L);
+  lua_pop(L, 1);
+
+  lua_pushvalue(L, slots + F_ID);
+  if (lua_isnil(L, -1)) {
+    if (uuid_v7_at(pe.id, ms) != 0) luaL_error(L, "%s: no randomness available for an event id", where);
+  } else {
+    size_t idlen;
+    const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &idlen) : NULL;
+    if (id == NULL || uuid_parse(id, idlen, pe.id) != 0)
+      luaL_error(L, "%s: events[%I].id must be a UUID string like "
+                    "'0190b6c8-2f1e-7a3b-9c4d-5e6f708192a3'", where, i);
+    pe.has_id = 1;
+  }
+  lua_pop(L, 1);
+
+  lua_pushvalue(L, slots + F_SCHEMA);
+  pe.schema = 1;
+  if (!lua_isnil(L, -1)) {
+    int ok;
+    lua_Integer v = lua_tointegerx(L, -1, &ok);
+    if (!ok || lua_type(L, -1) != LUA_TNUMBER || v < 1 || v > 65535)
+      luaL_error(L, "%s: events[%I].schema must be an integer from 1 to 65535", where, i);
+    pe.schema = (unsigned)v;
+  }
+  lua_pop(L, 1);
+
+  lua_pushvalue(L, slots + F_TIME);
+  if (!lua_isnil(L, -1)) {
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+      luaL_error(L, "%s: events[%I].time must be an integer >= 0 (ns since the epoch)", where, i);
+    pe.time = lua_tointeger(L, -1);
+    pe.has_time = 1;
+  }
+  lua_pop(L, 1);
+
+  lua_pushvalue(L, slots + F_META);
+  pe.meta_off = bytes->len;
+  codec_encode_at(L, -1, bytes, "events", (long long)i, "meta");
+  pe.meta_len = bytes->len - pe.meta_off;
+  lua_pop(L, 1);
+
+  lua_pushvalue(L, slots + F_DATA);
+  pe.data_off = bytes->len;
+  codec_encode_at(L, -1, bytes, "events", (long long)i, "data");
+  pe.data_len = bytes->len - pe.data_off;
+  lua_pop(L, 1);
+
+  size_t size = RECORD_HEADER + stream_len + pe.type_len + pe.meta_len + pe.data_len;
+  if (size > s->max_event_size)
+    luaL_error(L, "%s: events[%I] is %I bytes stored, over max_event_size (%I)", where, i,
+               (lua_Integer)size, (lua_Integer)s->max_event_size);
+  if (buf_append(&s->scratch_events, &pe, sizeof pe)) append_nomem(L);
+  lua_settop(L, ev);
+}
+
+/* Checks one (stream, events, expected) triple at the given stack slots. */
+static void append_encode_stream(lua_State *L, store *s, const char *where, int name_idx,
+                                 int events_idx, int expected_idx) {
+  pending_stream ps;
+  memset(&ps, 0, sizeof ps);
+  size_t len;
+  const char *name = lua_type(L, name_idx) == LUA_TSTRING ? lua_tolstring(L, name_idx, &len) : NULL;
+  if (name == NULL || len == 0 || len > RECORD_MAX_STREAM)
+    luaL_error(L, "%s: stream must be a string of 1 to %d bytes", where, RECORD_MAX_STREAM);
+  /* The category is the name up to its first '-': it must not be empty. */
+  if (name[0] == '-')
+    luaL_error(L, "%s: stream name '%s' starts with '-' (a stream's category is its name up to the first '-', "
+               "and must not be empty)", where, name);
+  append_check_expected(L, expected_idx, where, &ps);
+  if (!lua_istable(L, events_idx))
+    luaL_error(L, "%s: events must be a list of event tables, got %s", where, luaL_typename(L, events_idx));
+  lua_Integer n = (lua_Integer)lua_rawlen(L, events_idx);
+  if (n == 0)
+    luaL_error(L, "%s: events must be a non-empty list of events (wrap a single event in { })", where);
+  ps.name_off = s->scratch_bytes.len;
+  ps.name_len = len;
+  if (buf_append(&s->scratch_bytes, name, len)) append_nomem(L);
+  ps.first_event = s->scratch_events.len / sizeof(pending_event);
+  ps.n_events = (size_t)n;
+  unsigned long long ms = uuid_now_ms();     /* one clock reading for the new ids */
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, events_idx, i);
+    append_encode_event(L, s, where, i, len, ms);
+    lua_pop(L, 1);
+  }
+  if (buf_append(&s->scratch_streams, &ps, sizeof ps)) append_nomem(L);
+}
+
+static int64_t append_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int append_put_u64(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, uint64_t v,
+                          unsigned flags) {
+  unsigned char b[8];
+  put_u64be(b, v);
+  MDB_val k = { klen, (void *)key }, d = { 8, b };
+  return mdb_put(txn, dbi, &k, &d, flags);
+}
+
+/* What a refused replay reports (append_failure.replay). */
+enum { REPLAY_NONE, REPLAY_MIXED, REPLAY_TWICE, REPLAY_STREAM, REPLAY_TYPE, REPLAY_DATA, REPLAY_META,
+       REPLAY_PLACE, REPLAY_ORDER };
+static const char *const replay_what[] = { "", "", "", "stream", "type", "data", "meta", "", "" };
+
+/* Does one of the pending events [from, upto) carry the id of pending event `index`? */
+static int append_id_among(store *s, size_t from, size_t upto, size_t index) {
+  const pending_event *all = PENDING_EVENTS(s);
+  for (size_t i = from; i < upto; i++)
+    if (all[i].has_id && memcmp(all[i].id, all[index].id, 16) == 0) return 1;
+  return 0;
+}
+
+/* Is pending event `index`'s id also the id of an earlier event of this append? */
+static int append_id_seen_before(store *s, size_t index) {
+  return append_id_among(s, 0, index, index);
+}
+
+/* Refuses with duplicate_id for the event at `index` (of all pending events),
+ * stored at pos; names the id used twice when this append wrote it itself. */
+static int append_refuse_id(store *s, size_t index, uint64_t pos, uint64_t head, int why,
+                            append_failure *f) {
+  f->code = "duplicate_id";
+  memcpy(f->id, PENDING_EVENTS(s)[index].id, 16);
+  if (pos > head || append_id_seen_before(s, index)) {
+    f->replay = REPLAY_TWICE;
+    f->position = 0;
+  } else {
+    f->replay = why;
+    f->position = pos;
+  }
+  return APPEND_REFUSED;
+}
+
+/* Looks up a stored id: 0 with *pos, MDB_NOTFOUND, or an LMDB error. */
+static int append_find_id(MDB_txn *txn, envref *e, const unsigned char *id, uint64_t *pos) {
+  MDB_val k = { 16, (void *)id }, d;
+  int rc = mdb_get(txn, e->dbi[DB_EVENT_IDS], &k, &d);
+  if (rc) return rc;
+  if (d.mv_size != 8) return MDB_CORRUPTED;
+  *pos = get_u64be(d.mv_data);
+  return 0;
+}
+
+/* Does `expected` name the place where a replay's first event sits? */
+static int append_replay_place_ok(const pending_stream *ps, uint64_t first_version) {
+  switch (ps->expected) {
+    case EXPECT_NO_STREAM: return first_version == 0;
+    case EXPECT_EXISTS: return first_version > 0;
+    case EXPECT_VERSION: return first_version == ps->expected_version + 1;
+    default: return 1;
+  }
+}
+
+/* Some of the stream's events carry ids that are already stored. This is a
+ * replay, which succeeds without writing, only when every event is stored,
+ * each is the same event (same id, stream, type, data and meta, compared as
+ * values), they are consecutive in the stream in the given order, and
+ * `expected` names the place of the first one (as it did for the original
+ * append). Else duplicate_id (some ids new, or a stored event differs) or
+ * conflict (the same events, but not at the place this append asks for). */
+static int append_check_replay(store *s, MDB_txn *txn, pending_stream *ps, uint64_t head,
+                               uint64_t count, append_failure *f) {
+  envref *e = s->e;
+  const unsigned char *bytes = s->scratch_bytes.data;
+  pending_event *events = &PENDING_EVENTS(s)[ps->first_event];
+  uint64_t pos;
+  int rc;
+  /* A mix of stored and new events is no replay: name the first stored one. */
+  size_t first_stored = ps->n_events;
+  int any_new = 0;
+  for (size_t j = 0; j < ps->n_events; j++) {
+    if (!events[j].has_id) { any_new = 1; continue; }
+    rc = append_find_id(txn, e, events[j].id, &pos);
+    if (rc == MDB_NOTFOUND) { any_new = 1; continue; }
+    if (rc) return rc;
+    if (first_stored == ps->n_events) first_stored = j;
+  }
+  if (any_new) {
+    rc = append_find_id(txn, e, events[first_stored].id, &pos);
+    if (rc) return rc;
+    return append_refuse_id(s, ps->first_event + first_stored, pos, head, REPLAY_MIXED, f);
+  }
+  uint64_t first_version = 0;
+  int in_place = 1;
+  for (size_t j = 0; j < ps->n_events; j++) {
+    pending_event *pe = &events[j];
+    if ((rc = append_find_id(txn, e, pe->id, &pos))) return rc;
+    unsigned char pk[8];
+    put_u64be(pk, pos);
+    MDB_val lk = { 8, pk }, rec;
+    rc = mdb_get(txn, e->dbi[DB_LOG], &lk, &rec);
+    if (rc) return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;
+    record_view v;
+    const char *why;
+    if (record_parse(rec.mv_data, rec.mv_size, &v, &why) != 0) {
+      f->code = "corrupt";
+      memcpy(f->id, pe->id, 16);
+      f->position = pos;
+      return APPEND_REFUSED;
+    }
+    int differs = REPLAY_NONE;
+    if (v.stream_len != ps->name_len || memcmp(v.stream, bytes + ps->name_off, v.stream_len))
+      differs = REPLAY_STREAM;
+    else if (v.type_len != pe->type_len || memcmp(v.type, bytes + pe->type_off, v.type_len))
+      differs = REPLAY_TYPE;
+    else if (!codec_equal(v.data, v.data_len, bytes + pe->data_off, pe->data_len))
+      differs = REPLAY_DATA;
+    else if (!codec_equal(v.meta, v.meta_len, bytes + pe->meta_off, pe->meta_len))
+      differs = REPLAY_META;
+    if (differs) return append_refuse_id(s, ps->first_event + j, pos, head, differs, f);
+    /* written by this append, or replayed by an earlier entry of it (an id twice in
+     * this entry shows as events out of place, checked below) */
+    if (pos > head || append_id_among(s, 0, ps->first_event, ps->first_event + j))
+      return append_refuse_id(s, ps->first_event + j, pos, head, REPLAY_TWICE, f);
+    if (j == 0) first_version = v.version;
+    else if (v.version != first_version + j) in_place = 0;
+    ps->version = v.version;                /* the original result: its last event */
+    ps->position = pos;
+    ps->time = v.time;
+  }
+  if (!in_place)
+    for (size_t j = 1; j < ps->n_events; j++)
+      if (append_id_seen_before(s, ps->first_event + j))
+        return append_refuse_id(s, ps->first_event + j, 0, head, REPLAY_TWICE, f);
+  if (!in_place || !append_replay_place_ok(ps, first_version)) {
+    f->code = "conflict";
+    f->replay = in_place ? REPLAY_PLACE : REPLAY_ORDER;
+    f->exists = 1;
+    f->actual_count = count;
+    f->replay_version = first_version;
+    return APPEND_REFUSED;
+  }
+  return 0;
+}
+
+static int append_expected_ok(const pending_stream *ps, int exists, const stream_meta *m) {
+  switch (ps->expected) {
+    case EXPECT_NO_STREAM: return !exists;
+    case EXPECT_EXISTS: return exists;
+    case EXPECT_VERSION: return exists && m->count == ps->expected_version + 1;
+    default: return 1;
+  }
+}
+
+static int append_write_event(store *s, MDB_txn *txn, pending_stream *ps, pending_event *pe,
+                              const stream_meta *m, uint64_t pos, int64_t now, append_failure *f) {
+  envref *e = s->e;
+  const unsigned char *bytes = s->scratch_bytes.data;
+  const unsigned char *name = bytes + ps->name_off;
+  size_t len = RECORD_HEADER + ps->name_len + pe->type_len + pe->meta_len + pe->data_len;
+  unsigned char key[CATEGORY_KEY_MAX];
+  put_u64be(key, pos);
+  MDB_val k = { 8, key }, d = { len, NULL };
+  int rc = mdb_put(txn, e->dbi[DB_LOG], &k, &d, MDB_APPEND | MDB_RESERVE);
+  if (rc) return rc;
+  unsigned char *rec = d.mv_data, *p = rec + RECORD_HEADER;
+  memcpy(p, name, ps->name_len); p += ps->name_len;
+  memcpy(p, bytes + pe->type_off, pe->type_len); p += pe->type_len;
+  memcpy(p, bytes + pe->meta_off, pe->meta_len); p += pe->meta_len;
+  memcpy(p, bytes + pe->data_off, pe->data_len);
+  record_view v = { .stream_len = ps->name_len, .type_len = pe->type_len, .meta_len = pe->meta_len,
+                    .id = pe->id, .version = m->count, .time = pe->has_time ? pe->time : now,
+                    .schema = pe->schema };
+  record_seal(rec, len, &v);
+
+  stream_index_key(key, m->id, m->count);
+  if ((rc = append_put_u64(txn, e->dbi[DB_STREAM_INDEX], key, 16, pos, 0))) return rc;
+  size_t klen = category_key(key, name, category_len(name, ps->name_len), pos);
+  MDB_val ck = { klen, key }, empty = { 0, "" };
+  if ((rc = mdb_put(txn, e->dbi[DB_CATEGORY_INDEX], &ck, &empty, 0))) return rc;
+  rc = append_put_u64(txn, e->dbi[DB_EVENT_IDS], pe->id, 16, pos, MDB_NOOVERWRITE);
+  if (rc == MDB_KEYEXIST) {
+    f->code = "duplicate_id";
+    memcpy(f->id, pe->id, 16);
+    f->position = 0;
+    return APPEND_REFUSED;
+  }
+  return rc;
+}
+
+/* All checks and writes of one append, inside `txn`. */
+static int append_in_txn(store *s, MDB_txn *txn, size_t nstreams, append_failure *f) {
+  envref *e = s->e;
+  uint64_t head, seq = 0;
+  int seq_loaded = 0;
+  int64_t now = append_now();
+  int rc = log_head(txn, e, &head);
+  if (rc) return rc;
+  const uint64_t start_head = head;     /* ids stored above it were written by this append */
+  for (size_t i = 0; i < nstreams; i++) {
+    pending_stream *ps = &PENDING_STREAMS(s)[i];
+    pending_event *events = &PENDING_EVENTS(s)[ps->first_event];
+    const void *name = s->scratch_bytes.data + ps->name_off;
+    f->stream = i;
+    stream_meta m;
+    rc = stream_meta_get(txn, e, name, ps->name_len, &m);
+    int exists = rc == 0;
+    if (rc && rc != MDB_NOTFOUND) return rc;
+
+    int any_known_id = 0;
+    for (size_t j = 0; j < ps->n_events && !any_known_id; j++) {
+      if (!events[j].has_id) continue;
+      MDB_val k = { 16, events[j].id }, d;
+      rc = mdb_get(txn, e->dbi[DB_EVENT_IDS], &k, &d);
+      if (rc == 0) any_known_id = 1;
+      else if (rc != MDB_NOTFOUND) return rc;
+    }
+    if (any_known_id) {
+      rc = append_check_replay(s, txn, ps, start_head, exists ? m.count : 0, f);
+      if (rc) return rc;
+      ps->replayed = 1;
+      continue;                       /* already written: nothing to do */
+    }
+    if (!append_expected_ok(ps, exists, &m)) {
+      f->code = "conflict";
+      f->exists = exists;
+      f->actual_count = exists ? m.count : 0;
+      return APPEND_REFUSED;
+    }
+    if (!exists) {
+      if (!seq_loaded) {
+        MDB_val k = { 10, "stream_seq" }, d;
+        rc = mdb_get(txn, e->dbi[DB_META], &k, &d);
+        if (rc) return rc;
+        if (d.mv_size != 8) return MDB_CORRUPTED;
+        seq = get_u64be(d.mv_data);
+        seq_loaded = 1;
+      }
+      memset(&m, 0, sizeof m);
+      m.id = ++seq;
+      m.first_position = head + 1;
+      m.created = now;
+    }
+    for (size_t j = 0; j < ps->n_events; j++) {
+      rc = append_write_event(s, txn, ps, &events[j], &m, ++head, now, f);
+      if (rc) return rc;
+      m.count++;
+    }
+    m.last_position = head;
+    m.updated = now;
+    unsigned char mv[STREAM_META_SIZE];
+    stream_meta_encode(&m, mv);
+    MDB_val k = { ps->name_len, (void *)name }, d = { STREAM_META_SIZE, mv };
+    if ((rc = mdb_put(txn, e->dbi[DB_STREAMS], &k, &d, 0))) return rc;
+    ps->version = m.count - 1;
+    ps->position = head;
+    ps->time = now;
+  }
+  if (seq_loaded && (rc = append_put_u64(txn, e->dbi[DB_META], "stream_seq", 10, seq, 0))) return rc;
+  return kv_apply_ops(s, txn, &f->kv_op);
+}
+
+/* Runs the write transaction, growing the map and retrying on MDB_MAP_FULL.
+ * A dry run does all the work and aborts instead of committing. */
+static int append_commit(store *s, size_t nstreams, append_failure *f, int dry_run) {
+  for (int growths = 0;; growths++) {
+    MDB_txn *txn;
+    int rc = envreg_txn_begin(s->e, s->write_flags, &txn);
+    if (rc) return rc;
+    rc = append_in_txn(s, txn, nstreams, f);
+    if (rc == 0) rc = envreg_txn_finish(s->e, txn, !dry_run);
+    else envreg_txn_finish(s->e, txn, 0);
+    if (rc != MDB_MAP_FULL || growths >= APPEND_MAX_GROWTHS) return rc;
+    if ((rc = envreg_grow(s->e))) return rc;
+  }
+}
+
+static void append_reset(store *s) {
+  s->scratch_bytes.len = 0;
+  s->scratch_events.len = 0;
+  s->scratch_streams.len = 0;
+  s->scratch_kv.len = 0;
+}
+
+static store *append_check_store(lua_State *L, const char *fn) {
+  store *s = store_check_write(L, 1, fn);
+  append_reset(s);
+  return s;
+}
+
+static void append_push_conflict(lua_State *L, store *s, const append_failure *f, int many) {
+  pending_stream *ps = &PENDING_STREAMS(s)[f->stream];
+  char name[RECORD_MAX_STREAM + 1];
+  memcpy(name, s->scratch_bytes.data + ps->name_off, ps->name_len);
+  name[ps->name_len] = '\0';
+  lua_pushnil(L);
+  if (strcmp(f->code, "conflict") == 0) {
+    char want[48], got[48];
+    if (ps->expected == EXPECT_VERSION)
+      snprintf(want, sizeof want, "version %llu", (unsigned long long)ps->expected_version);
+    else
+      snprintf(want, sizeof want, "%s", ps->expected == EXPECT_NO_STREAM ? "no stream" : "an existing stream");
+    if (f->exists) snprintf(got, sizeof got, "is at version %llu", (unsigned long long)(f->actual_count - 1));
+    else snprintf(got, sizeof got, "does not exist");
+    int err;
+    if (f->replay == REPLAY_ORDER)
+      err = cerr_new(L, "conflict", "stream '%s' %s: the events of this append are stored in it, "
+                     "but not one after the other in this order", name, got);
+    else if (f->replay == REPLAY_PLACE)
+      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s: the events of this append are "
+                     "already stored in it from version %I on", name, got, want,
+                     (lua_Integer)f->replay_version);
+    else
+      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s", name, got, want);
+    if (f->replay == REPLAY_PLACE || f->replay == REPLAY_ORDER) {
+      lua_pushinteger(L, (lua_Integer)f->replay_version);
+      lua_setfield(L, err, "stored_version");
+    }
+    if (ps->expected == EXPECT_VERSION) lua_pushinteger(L, (lua_Integer)ps->expected_version);
+    else lua_pushstring(L, expect_names[ps->expected]);
+    lua_setfield(L, err, "expected");
+    if (f->exists) {
+      lua_pushinteger(L, (lua_Integer)f->actual_count - 1);
+      lua_setfield(L, err, "actual");
+    }
+  } else {
+    char id[UUID_TEXT_LEN + 1];
+    uuid_format(f->id, id);
+    id[UUID_TEXT_LEN] = '\0';
+    int err;
+    if (strcmp(f->code, "corrupt") == 0)
+      err = cerr_new(L, "corrupt", "the stored event with id %s (position %I) is damaged", id,
+                     (lua_Integer)f->position);
+    else if (f->replay == REPLAY_MIXED)
+      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I, and this append "
+                     "mixes it with new events (a replay repeats stored events only)", id,
+                     (lua_Integer)f->position);
+    else if (f->position && f->replay >= REPLAY_STREAM && f->replay <= REPLAY_META) {
+      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different "
+                     "event: its %s differs", id, (lua_Integer)f->position, replay_what[f->replay]);
+      lua_pushstring(L, replay_what[f->replay]);
+      lua_setfield(L, err, "differs");
+    } else if (f->position)
+      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different event",
+                     id, (lua_Integer)f->position);
+    else
+      err = cerr_new(L, "duplicate_id", "event id %s is used twice in this append", id);
+    lua_pushstring(L, id);
+    lua_setfield(L, err, "id");
+    if (f->position) {
+      lua_pushinteger(L, (lua_Integer)f->position);
+      lua_setfield(L, err, "position");
+    }
+  }
+  lua_pushlstring(L, name, ps->name_len);
+  lua_setfield(L, -2, "stream");
+  if (many) {
+    lua_pushinteger(L, (lua_Integer)f->stream + 1);
+    lua_setfield(L, -2, "index");
+  }
+}
+
+/* many: 0 for append, 1 for append_many, 2 for write. */
+static int append_finish(lua_State *L, store *s, size_t nstreams, int many, int dry_run) {
+  append_failure f;
+  memset(&f, 0, sizeof f);
+  int rc = append_commit(s, nstreams, &f, dry_run);
+  if (rc == APPEND_REFUSED) {
+    append_push_conflict(L, s, &f, many);
+    return 2;
+  }
+  if (rc == KV_CHECK_FAILED) {
+    kv_push_check_failure(L, s, f.kv_op);
+    return 2;
+  }
+  if (rc) return cerr_mdb_result(L, rc, many == 2 ? "write" : many ? "append_many" : "append");
+  if (!many) {
+    pending_stream *ps = &PENDING_STREAMS(s)[0];
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)ps->version);
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, (lua_Integer)ps->position);
+    lua_setfield(L, -2, "position");
+    lua_pushinteger(L, ps->time);
+    lua_setfield(L, -2, "time");
+    if (ps->replayed) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "replayed");
+    }
+    return 1;
+  }
+  lua_createtable(L, (int)nstreams, 1);
+  uint64_t last = 0;
+  for (size_t i = 0; i < nstreams; i++) {
+    pending_stream *ps = &PENDING_STREAMS(s)[i];
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, ps->time);
+    lua_setfield(L, -2, "time");
+    lua_pushlstring(L, (const char *)s->scratch_bytes.data + ps->name_off, ps->name_len);
+    lua_setfield(L, -2, "stream");
+    lua_pushinteger(L, (lua_Integer)ps->version);
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, (lua_Integer)ps->position);
+    lua_setfield(L, -2, "position");
+    if (ps->replayed) {
+      lua_pushboolean(L, 1);
+      lua_setfield(L, -2, "replayed");
+    }
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+    if (ps->position > last) last = ps->position;
+  }
+  lua_pushinteger(L, (lua_Integer)last);
+  lua_setfield(L, -2, "position");
+  if (dry_run) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "dry_run");
+  }
+  return 1;
+}
+
+static int append_readonly(lua_State *L) {
+  return cerr_result(L, "readonly", "the store was opened read-only");
+}
+
+/* store:append(stream, events [, expected]) -> {version, position} | nil, err */
+static int append_one(lua_State *L) {
+  store *s = append_check_store(L, "append");
+  lua_settop(L, 4);
+  append_encode_stream(L, s, "append", 2, 3, 4);
+  if (s->readonly) return append_readonly(L);
+  return append_finish(L, s, 1, 0, 0);
+}
+
+/* Encodes the list at idx of {stream=, events=, expected=} entries; returns how many. */
+static size_t append_encode_list(lua_State *L, store *s, int idx, const char *fn, int allow_empty) {
+  static const char *const entry_fields[] = { "stream", "events", "expected", NULL };
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+  if (n == 0 && !allow_empty)
+    luaL_error(L, "%s: expects a non-empty list of {stream=, events=, expected=}", fn);
+  int top = lua_gettop(L);
+  for (lua_Integer i = 1; i <= n; i++) {
+    char where[48];
+    snprintf(where, sizeof where, "%s[%lld]", fn, (long long)i);
+    if (lua_rawgeti(L, idx, i) != LUA_TTABLE) luaL_error(L, "%s: must be a table", where);
+    int entry = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, entry)) {
+      lua_pop(L, 1);
+      int known = 0;
+      for (int f = 0; entry_fields[f] && lua_type(L, -1) == LUA_TSTRING; f++)
+        if (strcmp(lua_tostring(L, -1), entry_fields[f]) == 0) known = 1;
+      if (!known) luaL_error(L, "%s: unknown field %s (allowed: stream, events, expected)", where,
+                             lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    }
+    lua_getfield(L, entry, "stream");
+    lua_getfield(L, entry, "events");
+    lua_getfield(L, entry, "expected");
+    append_encode_stream(L, s, where, entry + 1, entry + 2, entry + 3);
+    lua_settop(L, top);
+  }
+  return (size_t)n;
+}
+
+/* store:append_many({ {stream=, events=, expected=}, ... }) -> results | nil, err */
+static int append_many(lua_State *L) {
+  store *s = append_check_store(L, "append_many");
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  size_t n = append_encode_list(L, s, 2, "append_many", 0);
+  if (s->readonly) return append_readonly(L);
+  return append_finish(L, s, n, 1, 0);
+}
+
+/* store:write({ appends=, checks=, clears=, deletes=, puts=, dry_run= }) -> result | nil, err
+ * Everything in one transaction: appends as append_many, then the key-value
+ * ops in the order checks, clears, deletes, puts. */
+static int append_write(lua_State *L) {
+  static const opt_spec op_fields[] = {
+    { "appends", OPT_TABLE }, { "checks", OPT_TABLE }, { "clears", OPT_TABLE }, { "deletes", OPT_TABLE },
+    { "puts", OPT_TABLE }, { "dry_run", OPT_BOOLEAN }, { NULL, 0 }
+  };
+  store *s = append_check_store(L, "write");
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  opt_check(L, 2, "write", op_fields);
+  size_t n = 0;
+  lua_getfield(L, 2, "appends");
+  if (!lua_isnil(L, 3)) {
+    if (!lua_istable(L, 3)) luaL_error(L, "write: appends must be a list");
+    n = append_encode_list(L, s, 3, "write.appends", 1);
+  }
+  lua_settop(L, 2);
+  kv_encode_ops(L, s, 2);
+  lua_getfield(L, 2, "dry_run");
+  int dry_run = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (s->readonly) return append_readonly(L);
+  return append_finish(L, s, n, 2, dry_run);
+}
+
+static const luaL_Reg append_methods[] = {
+  { "append", append_one },
+  { "append_many", append_many },
+  { "write", append_write },
+  { NULL, NULL }
+};
+
+void append_register(lua_State *L) {
+  for (int f = 0; f < F_COUNT; f++) lua_pushstring(L, event_fields[f]);
+  luaL_setfuncs(L, append_methods, F_COUNT);
+}
