@@ -53,7 +53,7 @@ fi
 : "${BENCH_AGG_STREAMS:=1000}" "${BENCH_AGG_LOADS:=20000}" "${BENCH_AGG_BIG:=10}" "${BENCH_EXEC_AGGS:=500}"
 : "${BENCH_EXEC_EVENTS:=10}" "${BENCH_LATENCY_SAMPLES:=200}" "${BENCH_LATENCY_SYNCS:=nosync full}"
 : "${BENCH_TRANSFER_EVENTS:=1000000}" "${BENCH_SCAVENGE_EVENTS:=100000}"
-: "${BENCH_ONLY:=append fold read aggregate projection latency transfer}"
+: "${BENCH_ONLY:=append fold read aggregate projection latency transfer groups}"
 export BENCH_TRANSFER_EVENTS BENCH_SCAVENGE_EVENTS
 export BENCH_ROUNDS BENCH_APPEND_TXNS BENCH_BATCH BENCH_DURABLE_COMMITS BENCH_EVENTS BENCH_STREAMS \
   BENCH_FOLD_BASE_ROWS BENCH_READ_STREAMS BENCH_READ_LOADS BENCH_APPEND_SYNCS \
@@ -107,7 +107,7 @@ for b in $BENCH_ONLY; do
   case $b in
     append) want=append_durable_full ;; fold) want=read_all_iter ;; read) want=fold_stream100 ;;
     aggregate) want=agg_execute_cpu ;; projection) want=projection_vs_fold_types ;; latency) want=latency_runner_ ;;
-    transfer) want=import ;; serve) want=serve ;; scavenge) want=scavenge_half ;;
+    transfer) want=import ;; serve) want=serve ;; scavenge) want=scavenge_half ;; groups) want=subscription_x4 ;;
     *) want=$b ;;
   esac
   if [ "$BENCH_DURABLE_COMMITS" = 0 ] && [ "$b" = append ]; then want=append_batch; fi

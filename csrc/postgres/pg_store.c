@@ -723,6 +723,22 @@ static int pgs_head(lua_State *L) {
   return 1;
 }
 
+/* now() -> ns since the epoch by the server's clock, the one clock every host of the store shares. */
+static int pgs_now(lua_State *L) {
+  pgs *s = pgs_check(L, 1);
+  int st = pgs_ready(s);
+  PGresult *r = NULL;
+  if (!st) {
+    pgs_params_reset(s);
+    st = pgs_exec(s, "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint", &r);
+  }
+  if (st) return pgs_push_error(L, s, st, "now");
+  int64_t us = PQntuples(r) == 1 ? pgs_get_int(r, 0, 0) : 0;
+  PQclear(r);
+  lua_pushinteger(L, (lua_Integer)us * 1000);
+  return 1;
+}
+
 typedef struct pgs_stream_row {
   int64_t count, first_position, last_position, created, updated;
 } pgs_stream_row;
@@ -948,6 +964,7 @@ static const luaL_Reg pgs_methods[] = {
   { "close", pgs_close },
   { "is_open", pgs_is_open },
   { "head", pgs_head },
+  { "now", pgs_now },
   { "stream_info", pgs_stream_info },
   { "stream_version", pgs_stream_version },
   { "stats", pgs_stats },

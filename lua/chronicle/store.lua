@@ -94,6 +94,10 @@ function Store:event(id)
   return nil
 end
 
+--- The store's clock: nanoseconds since the epoch (LMDB: this host's clock; PostgreSQL: the
+-- server's, the one clock every host of the store shares). Leases and deadlines use it.
+function Store:now() return handle(self):now() end
+
 --- The global position of the newest event (0 when empty).
 function Store:head() return handle(self):head() end
 
@@ -287,7 +291,8 @@ function Store:view(name)
 end
 
 --- The status of every projection in the store (registered here or not):
--- name -> {version, generation, building, status, fault, checkpoint}.
+-- name -> {version, generation, building, status, fault, checkpoint, group (the runners
+-- serving it: one builds the view at a time, the others stand by)}.
 function Store:projection_status()
   local view = require "chronicle.read.view"
   local out = {}
@@ -296,6 +301,7 @@ function Store:projection_status()
       local gen = meta.building or meta.generation
       meta.checkpoint = self:kv_get(view.CHECKPOINTS, "p:" .. name .. "#" .. tostring(gen)) or 0
       meta.head = self:head()
+      meta.group = require("chronicle.read.group").status(self, "projection", name)
       out[name] = meta
     end
   end
@@ -303,7 +309,8 @@ function Store:projection_status()
 end
 
 --- The status of every reactor registered here: name -> {status ("live" or
--- "faulted"), fault ({position, stream, type, id, error, time}), checkpoint, head, lag}.
+-- "faulted"), fault ({position, stream, type, id, error, time}), checkpoint, head, lag,
+-- group (its consumer group: members, their partitions, share and lag; see chronicle.read.group.status)}.
 function Store:reactor_status()
   local view = require "chronicle.read.view"
   local out = {}
@@ -312,6 +319,7 @@ function Store:reactor_status()
     local row = self:kv_get(view.PROJECTIONS, "reactor:" .. name) or { status = "live" }
     row.checkpoint = self:kv_get(view.CHECKPOINTS, "r:" .. name) or 0
     row.head, row.lag = head, head - row.checkpoint
+    row.group = require("chronicle.read.group").status(self, "reactor", name)
     out[name] = row
   end
   return out
@@ -320,7 +328,7 @@ end
 --- The status of every handler registered here, and of every other handler
 -- the store holds a checkpoint of: name -> {status ("live",
 -- or "dead_letters" when it has some), dead_letters (their number),
--- checkpoint, head, lag, registered}.
+-- checkpoint (the lowest of its partitions'), head, lag, registered, group (as for reactor_status)}.
 function Store:handler_status()
   local view = require "chronicle.read.view"
   local handler = require "chronicle.read.handler"
@@ -332,7 +340,8 @@ function Store:handler_status()
     local letters = self:kv_count(handler.DEAD_LETTERS, name .. ":")
     out[name] = { status = letters > 0 and "dead_letters" or "live", dead_letters = letters,
                   checkpoint = checkpoint, head = head, lag = head - checkpoint,
-                  registered = self:registrations().handlers[name] ~= nil }
+                  registered = self:registrations().handlers[name] ~= nil,
+                  group = require("chronicle.read.group").status(self, "handler", name) }
   end
   for name in pairs(self:registrations().handlers) do add(name) end
   -- Dead letters are written with a checkpoint, so the checkpoints name every handler that has any.
@@ -384,6 +393,43 @@ function Store:retry_dead_letters(name)
   local h = self:registrations().handlers[name]
   if not h then error("retry_dead_letters: no handler '" .. tostring(name) .. "' is registered", 2) end
   return require("chronicle.read.handler").retry_dead_letters(self, h)
+end
+
+--- A consumer of persistent subscription `name` (created with `opts` the
+-- first time): `take`, `ack`, `nack`, `parked`, `replay_parked`, `status`.
+-- See chronicle.read.subscription. @return the consumer, or nil, err
+function Store:subscription(name, opts)
+  return require("chronicle.read.subscription").open(self, name, opts, 2)
+end
+
+--- The state of persistent subscription `name` (see chronicle.read.subscription.status),
+-- or of every subscription in the store (name -> state) when `name` is nil.
+function Store:subscription_status(name)
+  local subscription = require "chronicle.read.subscription"
+  if name ~= nil then
+    if type(name) ~= "string" then error("subscription_status: name must be a string", 2) end
+    return subscription.status(self, name)
+  end
+  local out = {}
+  for _, n in ipairs(subscription.names(self)) do out[n] = subscription.status(self, n) end
+  return out
+end
+
+--- Deletes persistent subscription `name` with all its state (position, leases, parked events).
+function Store:delete_subscription(name)
+  if type(name) ~= "string" then error("delete_subscription: name must be a string", 2) end
+  return require("chronicle.read.subscription").delete(self, name)
+end
+
+--- The consumer groups of handler, reactor or projection `name` (`kind`:
+-- "handler", "reactor", "projection"): members, their partitions, share and
+-- lag (see chronicle.read.group.status), or nil when no runner served it as a group.
+function Store:group_status(kind, name)
+  if kind ~= "handler" and kind ~= "reactor" and kind ~= "projection" then
+    error("group_status: kind must be \"handler\", \"reactor\" or \"projection\", got " .. tostring(kind), 2)
+  end
+  if type(name) ~= "string" then error("group_status: name must be a string", 2) end
+  return require("chronicle.read.group").status(self, kind, name)
 end
 
 Store.__close = Store.close
