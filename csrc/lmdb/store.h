@@ -64,5 +64,6 @@ void scan_register(lua_State *L);       /* adds read/read_all/fold/streams */
 void verify_register(lua_State *L);     /* adds verify */
 void kv_register(lua_State *L);         /* adds kv_get/kv_count */
 void watch_register(lua_State *L);      /* adds wait and backup */
+void scavenge_register(lua_State *L);   /* adds scavenge_stream and scavenged */
 
 #endif
