@@ -133,6 +133,20 @@ function Server:wake_subscribers() self.moved:signal() end
 function Server:wait_for_append(timeout) self.moved:wait(timeout) end
 
 -- Reads a request body of at most limits.max_body bytes.
+-- Reads and drops what is left of a request body (up to DISCARD_BYTES), so that the stream
+-- ends cleanly: lua-http's shutdown of a stream whose body was left unread can spin on a
+-- connection the client closed. True when the body ended within the limit.
+local DISCARD_BYTES = 8 * 1024 * 1024
+local function discard_body(self, stream)
+  local total = 0
+  while total <= DISCARD_BYTES do
+    local chunk = stream:get_next_chunk(self.limits.idle_timeout)
+    if chunk == nil then return true end
+    total = total + #chunk
+  end
+  return false
+end
+
 local function read_body(self, stream, headers)
   local max = self.limits.max_body
   local declared = tonumber(headers:get("content-length") or "")
@@ -151,12 +165,13 @@ local function read_body(self, stream, headers)
   return table.concat(parts)
 end
 
-local function respond(self, stream, status, body, ctype)
+local function respond(self, stream, status, body, ctype, close)
   local h = self.http.headers.new()
   h:append(":status", tostring(status))
   h:append("content-type", ctype or "application/json")
   h:append("content-length", tostring(#body))
   h:append("cache-control", "no-store")
+  if close then h:append("connection", "close") end
   if stream:write_headers(h, false, self.limits.write_timeout) then
     stream:write_chunk(body, true, self.limits.write_timeout)
   end
@@ -204,7 +219,14 @@ local function handle(self, stream)
       end
     end
   end
-  if status then respond(self, stream, status, body, ctype) end
+  -- A request refused before its body was read (or read to its end) has the rest dropped;
+  -- one too large even for that gets its connection closed after the answer.
+  local close = false
+  if method == "POST" and status and status >= 400 and stream.state ~= "half closed (remote)"
+     and stream.state ~= "closed" then
+    close = not discard_body(self, stream)
+  end
+  if status then respond(self, stream, status, body, ctype, close) end
   self.metrics:request(name, status or 200, self.http.cqueues.monotime() - t0)
 end
 
