@@ -144,6 +144,7 @@ build = {
     ["chronicle.server.metrics"] = "lua/chronicle/server/metrics.lua",
     ["chronicle.server.static"] = "lua/chronicle/server/static.lua",
     ["chronicle.server.subscribe"] = "lua/chronicle/server/subscribe.lua",
+    ["chronicle.spaces"] = "lua/chronicle/spaces.lua",
     ["chronicle.store"] = "lua/chronicle/store.lua",
     ["chronicle.write.aggregate"] = "lua/chronicle/write/aggregate.lua",
     ["chronicle.write.repository"] = "lua/chronicle/write/repository.lua",
