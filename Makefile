@@ -5,6 +5,7 @@
 #   make check    the suite against an ASan+UBSan build, then under valgrind memcheck
 #   make install  PREFIX=/usr/local; make bench; make demo; make clean
 #   make rockspec list every csrc/**/*.c and lua/chronicle/**/*.lua in the rockspec
+#   make docs     the API pages of the Lua layer with LDoc (config.ld) into build/docs/
 #   make env      eval "$(make -s env)": use this tree from any folder (LUA_PATH_5_4, LUA_CPATH_5_4, PATH)
 # SPECS=spec/x_spec.lua limits test and check to some spec files.
 LUA_VERSION ?= 5.4
@@ -74,7 +75,7 @@ VALGRIND = valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds
 VALGRIND_SPECS ?= $(SPECS)
 VALGRIND_TIMEOUT ?= 1800
 
-.PHONY: all build asan test check deps install bench demo clean rockspec env crash fuzz fuzz-long reliability-long
+.PHONY: all build asan test check deps install bench demo clean rockspec env crash fuzz fuzz-long reliability-long docs
 
 all: build
 build: $(SO) $(PG_SO) $(COMMON_SO)
@@ -222,6 +223,12 @@ env:
 	@echo "export LUA_PATH_5_4='$(ROOT)/lua/?.lua;$(ROOT)/lua/?/init.lua;;'"
 	@echo "export LUA_CPATH_5_4='$(ROOT)/$(BUILD)/?.so;;'"
 	@echo "export PATH='$(ROOT)/bin':\"\$$PATH\""
+
+# Debian's lua-ldoc; LDoc's own warnings (undocumented arguments) do not fail the build.
+docs:
+	@command -v ldoc >/dev/null || { echo "docs: ldoc not found (apt-get install lua-ldoc)"; exit 1; }
+	ldoc -q .
+	@echo "docs: build/docs/index.html"
 
 rockspec:
 	@$(LUA) scripts/sync_rockspec.lua rockspec/chronicle-scm-1.rockspec
