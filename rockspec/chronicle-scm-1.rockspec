@@ -49,6 +49,7 @@ build = {
         "csrc/common/record.c",
         "csrc/common/uuid.c",
         "csrc/lmdb/append.c",
+        "csrc/lmdb/backup.c",
         "csrc/lmdb/core.c",
         "csrc/lmdb/envreg.c",
         "csrc/lmdb/kv.c",

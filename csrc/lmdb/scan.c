@@ -756,7 +756,7 @@ static int scan_fold(lua_State *L) {
     else lua_replace(L, 3);
     n++;
     last_pos = (lua_Integer)it->position;
-    last_version = (lua_Integer)get_u64be(sc->records.data + it->off + 16);
+    last_version = (lua_Integer)record_version(sc->records.data + it->off);
   }
   if (sc->err_rc) {
     lua_pushnil(L);

@@ -357,6 +357,7 @@ void store_open_lib(lua_State *L) {
   verify_register(L);
   kv_register(L);
   watch_register(L);
+  backup_register(L);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   lua_pushcfunction(L, store_open);

@@ -63,6 +63,7 @@ void append_register(lua_State *L);     /* adds append methods to the table on t
 void scan_register(lua_State *L);       /* adds read/read_all/fold/streams */
 void verify_register(lua_State *L);     /* adds verify */
 void kv_register(lua_State *L);         /* adds kv_get/kv_count */
-void watch_register(lua_State *L);      /* adds wait and backup */
+void watch_register(lua_State *L);      /* adds wait and wait_fd */
+void backup_register(lua_State *L);     /* adds backup */
 
 #endif
