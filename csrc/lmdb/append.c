@@ -8,6 +8,7 @@
 #include "common/cerror.h"
 #include "common/options.h"
 #include "common/codec.h"
+#include "append.h"
 #include "kv.h"
 #include "logdb.h"
 #include "store.h"

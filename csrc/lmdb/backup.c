@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 #include "common/cerror.h"
 #include "common/options.h"
+#include "backup.h"
 #include "logdb.h"
 #include "store.h"
 

@@ -12,6 +12,7 @@
 #include "common/cerror.h"
 #include "common/codec.h"
 #include "common/event_table.h"
+#include "scan.h"
 #include "kv.h"
 #include "logdb.h"
 #include "common/options.h"

@@ -13,6 +13,7 @@
 #include <lauxlib.h>
 #include "common/cerror.h"
 #include "common/options.h"
+#include "watch.h"
 #include "logdb.h"
 #include "store.h"
 
