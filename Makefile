@@ -132,7 +132,9 @@ PG_SPECS ?= $(CONTRACT_SPECS) \
 	spec/read/runner_spec.lua spec/scripts/scripts_spec.lua spec/scripts/sandbox_scripts_spec.lua \
 	spec/reliability/concurrency_spec.lua spec/cli/cli_spec.lua \
 	spec/write/aggregate_multiprocess_spec.lua spec/reliability/crash_spec.lua \
-	spec/reliability/projection_crash_spec.lua spec/server/api_spec.lua spec/server/subscribe_spec.lua
+	spec/reliability/projection_crash_spec.lua spec/server/api_spec.lua spec/server/subscribe_spec.lua \
+	spec/cli/cli_lifecycle_spec.lua spec/read/groups_spec.lua spec/read/subscription_spec.lua \
+	spec/read/subscription_multiprocess_spec.lua
 PG_PASS_SPECS = $(if $(SPECS),$(filter $(PG_SPECS),$(SPECS)),$(PG_SPECS))
 PG_VALGRIND_SPECS = $(if $(VALGRIND_SPECS),$(filter $(PG_SPECS),$(VALGRIND_SPECS)),$(PG_SPECS))
 # Starts a throwaway PostgreSQL for the recipe's shell and stops and deletes it on exit, pass or fail.

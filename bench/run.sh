@@ -25,6 +25,8 @@
 #   BENCH_EXEC_EVENTS       commands (events) per aggregate there [10 / 10]
 #   (projection.lua uses BENCH_EVENTS and BENCH_STREAMS, like fold.lua)
 #   BENCH_LATENCY_SAMPLES   pings per latency case [200 / 50]
+#   BENCH_SCAVENGE_EVENTS   events in the scavenge store, half hidden [100000 / 20000]
+#                           (scavenge runs only when BENCH_ONLY names it)
 #   BENCH_LATENCY_SYNCS     the appender's durabilities ["nosync full"]
 #   BENCH_REV               build and measure this git revision (e.g. HEAD),
 #                           exported into the scratch dir, instead of the
@@ -43,16 +45,16 @@ if [ "${QUICK:-0}" = 1 ]; then
   : "${BENCH_EVENTS:=50000}" "${BENCH_STREAMS:=100}"
   : "${BENCH_READ_STREAMS:=100}" "${BENCH_READ_LOADS:=2000}"
   : "${BENCH_AGG_STREAMS:=100}" "${BENCH_AGG_LOADS:=2000}" "${BENCH_AGG_BIG:=2}" "${BENCH_EXEC_AGGS:=300}"
-  : "${BENCH_LATENCY_SAMPLES:=50}" "${BENCH_TRANSFER_EVENTS:=50000}"
+  : "${BENCH_LATENCY_SAMPLES:=50}" "${BENCH_TRANSFER_EVENTS:=50000}" "${BENCH_SCAVENGE_EVENTS:=20000}"
 fi
 : "${BENCH_ROUNDS:=3}" "${BENCH_APPEND_TXNS:=200}" "${BENCH_BATCH:=1000}" "${BENCH_DURABLE_COMMITS:=2000}"
 : "${BENCH_EVENTS:=1000000}" "${BENCH_STREAMS:=1000}" "${BENCH_FOLD_BASE_ROWS:=10000}"
 : "${BENCH_READ_STREAMS:=1000}" "${BENCH_READ_LOADS:=20000}" "${BENCH_APPEND_SYNCS:=nosync full}"
 : "${BENCH_AGG_STREAMS:=1000}" "${BENCH_AGG_LOADS:=20000}" "${BENCH_AGG_BIG:=10}" "${BENCH_EXEC_AGGS:=500}"
 : "${BENCH_EXEC_EVENTS:=10}" "${BENCH_LATENCY_SAMPLES:=200}" "${BENCH_LATENCY_SYNCS:=nosync full}"
-: "${BENCH_TRANSFER_EVENTS:=1000000}"
-: "${BENCH_ONLY:=append fold read aggregate projection latency transfer}"
-export BENCH_TRANSFER_EVENTS
+: "${BENCH_TRANSFER_EVENTS:=1000000}" "${BENCH_SCAVENGE_EVENTS:=100000}"
+: "${BENCH_ONLY:=append fold read aggregate projection latency transfer groups}"
+export BENCH_TRANSFER_EVENTS BENCH_SCAVENGE_EVENTS
 export BENCH_ROUNDS BENCH_APPEND_TXNS BENCH_BATCH BENCH_DURABLE_COMMITS BENCH_EVENTS BENCH_STREAMS \
   BENCH_FOLD_BASE_ROWS BENCH_READ_STREAMS BENCH_READ_LOADS BENCH_APPEND_SYNCS \
   BENCH_AGG_STREAMS BENCH_AGG_LOADS BENCH_AGG_BIG BENCH_EXEC_AGGS BENCH_EXEC_EVENTS \
@@ -105,7 +107,7 @@ for b in $BENCH_ONLY; do
   case $b in
     append) want=append_durable_full ;; fold) want=read_all_iter ;; read) want=fold_stream100 ;;
     aggregate) want=agg_execute_cpu ;; projection) want=projection_vs_fold_types ;; latency) want=latency_runner_ ;;
-    transfer) want=import ;; serve) want=serve ;;
+    transfer) want=import ;; serve) want=serve ;; scavenge) want=scavenge_half ;; groups) want=subscription_x4 ;;
     *) want=$b ;;
   esac
   if [ "$BENCH_DURABLE_COMMITS" = 0 ] && [ "$b" = append ]; then want=append_batch; fi

@@ -11,6 +11,7 @@
 #include "append.h"
 #include "kv.h"
 #include "logdb.h"
+#include "common/retention.h"
 #include "store.h"
 #include "common/uuid.h"
 
@@ -428,6 +429,19 @@ static int append_write_event(store *s, MDB_txn *txn, pending_stream *ps, pendin
   return rc;
 }
 
+/* A hard-deleted stream (a tombstone in its metadata row) takes no appends. */
+static int append_check_tombstone(MDB_txn *txn, envref *e, const void *name, size_t len, append_failure *f) {
+  unsigned char k[KV_KEY_MAX];
+  MDB_val mk = { kv_key(k, RETENTION_SPACE, RETENTION_SPACE_LEN, name, len), k }, d;
+  int rc = mdb_get(txn, e->dbi[DB_KV], &mk, &d);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc) return rc;
+  stream_rule rule;
+  if (retention_parse(d.mv_data, d.mv_size, &rule) == 0 && !rule.hard) return 0;
+  f->code = "stream_deleted";
+  return APPEND_REFUSED;
+}
+
 /* All checks and writes of one append, inside `txn`. */
 static int append_in_txn(store *s, MDB_txn *txn, size_t nstreams, append_failure *f) {
   envref *e = s->e;
@@ -446,6 +460,7 @@ static int append_in_txn(store *s, MDB_txn *txn, size_t nstreams, append_failure
     rc = stream_meta_get(txn, e, name, ps->name_len, &m);
     int exists = rc == 0;
     if (rc && rc != MDB_NOTFOUND) return rc;
+    if (exists && (rc = append_check_tombstone(txn, e, name, ps->name_len, f))) return rc;
 
     int any_known_id = 0;
     for (size_t j = 0; j < ps->n_events && !any_known_id; j++) {
@@ -534,7 +549,9 @@ static void append_push_conflict(lua_State *L, store *s, const append_failure *f
   memcpy(name, s->scratch_bytes.data + ps->name_off, ps->name_len);
   name[ps->name_len] = '\0';
   lua_pushnil(L);
-  if (strcmp(f->code, "conflict") == 0) {
+  if (strcmp(f->code, "stream_deleted") == 0) {
+    cerr_new(L, "stream_deleted", "stream '%s' is deleted (a hard delete: it cannot be written again)", name);
+  } else if (strcmp(f->code, "conflict") == 0) {
     char want[48], got[48];
     if (ps->expected == EXPECT_VERSION)
       snprintf(want, sizeof want, "version %llu", (unsigned long long)ps->expected_version);

@@ -12,6 +12,7 @@
 #include "common/record.h"
 #include "sandbox/sandbox.h"
 #include "scan.h"
+#include "scavenge.h"
 #include "store.h"
 #include "verify.h"
 #include "watch.h"
@@ -21,13 +22,14 @@ CHRONICLE_EXPORT int luaopen_chronicle_core(lua_State *L);
 /* The store handle's methods (docs/BACKEND.md lists them all), one table. */
 static void core_methods(lua_State *L) {
   lua_createtable(L, 0, 24);
-  store_register(L);     /* close, is_open, head, stream_info, stream_version, stats */
+  store_register(L);     /* close, is_open, head, now, stream_info, stream_version, stats */
   append_register(L);    /* append, append_many, write */
   scan_register(L);      /* read, read_all, fold, streams, kv_scan, position_of */
   kv_register(L);        /* kv_get, kv_count, kv_spaces */
   verify_register(L);    /* verify */
   watch_register(L);     /* wait, wait_fd */
   backup_register(L);    /* backup */
+  scavenge_register(L);  /* scavenge_stream, scavenged */
 }
 
 int luaopen_chronicle_core(lua_State *L) {

@@ -16,6 +16,7 @@
 #include "kv.h"
 #include "logdb.h"
 #include "common/options.h"
+#include "common/retention.h"
 #include "store.h"
 #include "common/uuid.h"
 
@@ -50,6 +51,17 @@ typedef struct scan_kv_range {         /* SCAN_KV */
   int has_edge;
 } scan_kv_range;
 
+/* The lifecycle rule of the stream a log-order scan last met, for the
+ * current batch (retention.h): allocated once such a scan meets a store
+ * that has stream metadata. */
+typedef struct scan_rule_cache {
+  int valid;                           /* for this batch's transaction */
+  unsigned char name[RECORD_MAX_STREAM];
+  size_t name_len;
+  stream_rule rule;
+  uint64_t count;                      /* the stream's event count, when max_count needs it */
+} scan_rule_cache;
+
 typedef struct scanner {
   int mode;
   int backward;
@@ -76,12 +88,20 @@ typedef struct scanner {
   int err_rc;              /* a failure met after the batch's good records */
   uint64_t err_position;
   const char *err_why;
+  int64_t now;             /* the clock max_age compares against, read when the scan began */
+  scan_rule_cache *rules;  /* log-order scans of a store with stream metadata */
+  int any_rules;           /* this batch: the store has stream metadata */
+  int show_hidden;         /* read_all{hidden = true}: metadata hides nothing (chronicle copy) */
+  int64_t hidden_upto;     /* forward stream scans: every version up to it that was not
+                            * yielded is hidden (or removed): fold's last_version */
 } scanner;
 
 _Static_assert(sizeof(scanner) < 1000, "a scanner must stay a small allocation (see scan_types)");
 
 #define SCAN_ITEMS(sc) ((scan_item *)(sc)->items.data)
 #define SCAN_CORRUPT 1       /* err_rc for a damaged record */
+#define SCAN_DELETED 0x200001   /* err_rc: a stream read of a hard-deleted stream */
+#define SCAN_BAD_RULE 0x200002  /* err_rc: a stream's metadata row does not parse */
 
 static void scan_release(scanner *sc) {
   sc->done = 1;
@@ -92,6 +112,8 @@ static void scan_release(scanner *sc) {
   sc->types = NULL;
   free(sc->kv);
   sc->kv = NULL;
+  free(sc->rules);
+  sc->rules = NULL;
 }
 
 /* calloc, or a Lua memory error (the scanner's __gc frees what it holds). */
@@ -178,6 +200,8 @@ static scanner *scan_new(lua_State *L, int mode) {
   sc->mode = mode;
   sc->remaining = -1;
   sc->fields = EVENT_ALL_FIELDS;
+  sc->now = retention_now();
+  sc->hidden_upto = -1;
   luaL_setmetatable(L, SCANNER_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
@@ -190,7 +214,8 @@ static const opt_spec read_options[] = {
 };
 static const opt_spec read_all_options[] = {
   { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
-  { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+  { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE },
+  { "hidden", OPT_BOOLEAN }, { NULL, 0 }
 };
 static const opt_spec fold_options[] = {
   { "stream", OPT_STRING }, { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER },
@@ -245,6 +270,9 @@ static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, co
     }
     lua_pop(L, 1);
     scan_set_types(L, sc, opts, fn);
+    lua_getfield(L, opts, "hidden");       /* read_all only (fold's options have no `hidden`) */
+    sc->show_hidden = lua_toboolean(L, -1);
+    lua_pop(L, 1);
   }
 }
 
@@ -256,8 +284,67 @@ static int scan_type_wanted(const scanner *sc, const record_view *v) {
   return 0;
 }
 
-/* Takes one record into the batch. Returns 1 to go on, 0 to stop the batch. */
-static int scan_take(scanner *sc, const MDB_val *rec, uint64_t pos) {
+/* Reads the lifecycle rule of stream `name` in txn (no row: nothing hidden);
+ * *count is the stream's event count when the rule needs it. */
+static int scan_rule_get(MDB_txn *txn, const envref *e, const void *name, size_t len, stream_rule *rule,
+                         uint64_t *count) {
+  unsigned char k[KV_KEY_MAX];
+  MDB_val mk = { kv_key(k, RETENTION_SPACE, RETENTION_SPACE_LEN, name, len), k }, d;
+  memset(rule, 0, sizeof *rule);
+  rule->max_count = rule->max_age_ns = -1;
+  *count = 0;
+  int rc = mdb_get(txn, e->dbi[DB_KV], &mk, &d);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc) return rc;
+  if (retention_parse(d.mv_data, d.mv_size, rule)) return SCAN_BAD_RULE;
+  if (rule->max_count >= 0) {
+    stream_meta m;
+    rc = stream_meta_get(txn, e, name, len, &m);
+    if (rc == 0) *count = m.count;
+    else if (rc != MDB_NOTFOUND) return rc;
+  }
+  return 0;
+}
+
+/* Does the store hold any stream metadata? (Most stores have none: their
+ * log-order reads then look up no rule per event.) */
+static int scan_any_rules(MDB_txn *txn, const envref *e, int *any) {
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(txn, e->dbi[DB_KV], &c);
+  if (rc) return rc;
+  unsigned char k[KV_KEY_MAX];
+  size_t plen = kv_key(k, RETENTION_SPACE, RETENTION_SPACE_LEN, "", 0);
+  MDB_val mk = { plen, k }, d;
+  rc = mdb_cursor_get(c, &mk, &d, MDB_SET_RANGE);
+  *any = rc == 0 && mk.mv_size > plen && memcmp(mk.mv_data, k, plen) == 0;
+  mdb_cursor_close(c);
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Log-order scans: is the record `v` hidden by its stream's rule? Returns 0
+ * or 1, or an error code (> 1) with sc->err_* set. */
+static int scan_log_hidden(scanner *sc, MDB_txn *txn, const envref *e, const record_view *v) {
+  if (!sc->any_rules) return 0;
+  scan_rule_cache *rc = sc->rules;
+  if (rc == NULL) {
+    rc = sc->rules = calloc(1, sizeof *sc->rules);
+    if (rc == NULL) return ENOMEM;
+  }
+  if (!rc->valid || rc->name_len != v->stream_len || memcmp(rc->name, v->stream, v->stream_len) != 0) {
+    int err = scan_rule_get(txn, e, v->stream, v->stream_len, &rc->rule, &rc->count);
+    if (err) { rc->valid = 0; return err; }
+    memcpy(rc->name, v->stream, v->stream_len);
+    rc->name_len = v->stream_len;
+    rc->valid = 1;
+  }
+  return retention_hides(&rc->rule, rc->count, v->version, v->time, v->type, v->type_len, sc->now, 1);
+}
+
+/* Takes one record into the batch. Returns 1 to go on, 0 to stop the batch.
+ * `rule` (stream scans) or the store's rules (log-order scans, txn given)
+ * may hide it. */
+static int scan_take_ruled(scanner *sc, const MDB_val *rec, uint64_t pos, const stream_rule *rule,
+                           uint64_t count, MDB_txn *txn, const envref *e) {
   record_view v;
   const char *why;
   if (record_parse(rec->mv_data, rec->mv_size, &v, &why) != 0) {
@@ -271,6 +358,20 @@ static int scan_take(scanner *sc, const MDB_val *rec, uint64_t pos) {
     if (sc->backward) return 1;
     sc->done = 1;
     return 0;
+  }
+  if (rule && retention_hides(rule, count, v.version, v.time, v.type, v.type_len, sc->now, 0)) {
+    if (!sc->backward && (int64_t)v.version > sc->hidden_upto) sc->hidden_upto = (int64_t)v.version;
+    return 1;
+  }
+  if (txn) {
+    int hidden = scan_log_hidden(sc, txn, e, &v);
+    if (hidden == 1) return 1;
+    if (hidden) {
+      sc->err_rc = hidden;
+      sc->err_position = pos;
+      sc->done = 1;
+      return 0;
+    }
   }
   if (!scan_type_wanted(sc, &v)) return 1;
   scan_item it = { sc->records.len, rec->mv_size, pos };
@@ -329,6 +430,13 @@ static int scan_seek(MDB_cursor *c, const unsigned char *key, size_t klen, size_
   return 0;
 }
 
+/* A log-order batch starts: does the store have stream metadata now? */
+static int scan_begin_log_batch(scanner *sc, MDB_txn *txn, const envref *e) {
+  if (sc->rules) sc->rules->valid = 0;
+  if (sc->show_hidden) { sc->any_rules = 0; return 0; }
+  return scan_any_rules(txn, e, &sc->any_rules);
+}
+
 static int scan_fill_log(scanner *sc, MDB_txn *txn, const envref *e) {
   MDB_cursor *c;
   int rc = mdb_cursor_open(txn, e->dbi[DB_LOG], &c);
@@ -336,12 +444,13 @@ static int scan_fill_log(scanner *sc, MDB_txn *txn, const envref *e) {
   unsigned char key[8];
   put_u64be(key, sc->next);
   MDB_val k, d;
+  if ((rc = scan_begin_log_batch(sc, txn, e))) { mdb_cursor_close(c); return rc; }
   rc = scan_seek(c, key, 8, 0, sc->backward, &k, &d);
   for (int visits = 0; rc == 0; visits++) {
     if (k.mv_size != 8) { rc = MDB_CORRUPTED; break; }
     uint64_t pos = get_u64be(k.mv_data);
     if (!scan_in_range(sc, pos)) { sc->done = 1; break; }
-    int more = scan_take(sc, &d, pos);
+    int more = scan_take_ruled(sc, &d, pos, NULL, 0, txn, e);
     if (!scan_step(sc, pos)) { sc->done = 1; break; }
     if (!more || visits >= SCAN_BATCH_VISITS) break;
     rc = mdb_cursor_get(c, &k, &d, sc->backward ? MDB_PREV : MDB_NEXT);
@@ -362,13 +471,14 @@ static int scan_fill_category(scanner *sc, MDB_txn *txn, const envref *e) {
   unsigned char key[CATEGORY_KEY_MAX];
   size_t klen = category_key(key, sc->name, sc->name_len, sc->next), plen = klen - 8;
   MDB_val k, d, rec;
-  rc = scan_seek(c, key, klen, plen, sc->backward, &k, &d);
+  rc = scan_begin_log_batch(sc, txn, e);
+  if (rc == 0) rc = scan_seek(c, key, klen, plen, sc->backward, &k, &d);
   for (int visits = 0; rc == 0; visits++) {
     if (k.mv_size != klen) { rc = MDB_CORRUPTED; break; }
     uint64_t pos = get_u64be((unsigned char *)k.mv_data + plen);
     if (!scan_in_range(sc, pos)) { sc->done = 1; break; }
     if ((rc = scan_get_record(log, pos, &rec))) break;
-    int more = scan_take(sc, &rec, pos);
+    int more = scan_take_ruled(sc, &rec, pos, NULL, 0, txn, e);
     if (!scan_step(sc, pos)) { sc->done = 1; break; }
     if (!more || visits >= SCAN_BATCH_VISITS) break;
     rc = mdb_cursor_get(c, &k, &d, sc->backward ? MDB_PREV : MDB_NEXT);
@@ -385,6 +495,21 @@ static int scan_fill_stream(scanner *sc, MDB_txn *txn, const envref *e) {
   int rc = stream_meta_get(txn, e, sc->name, sc->name_len, &m);
   if (rc == MDB_NOTFOUND) { sc->done = 1; return 0; }   /* a missing stream reads as empty */
   if (rc) return rc;
+  stream_rule rule;
+  uint64_t count;
+  if ((rc = scan_rule_get(txn, e, sc->name, sc->name_len, &rule, &count))) return rc;
+  if (rule.hard) return SCAN_DELETED;
+  count = m.count;
+  if (!sc->backward) {
+    /* Versions below the first visible one are hidden: skip them unread. */
+    uint64_t first = retention_first_version(&rule, count);
+    if (sc->next < first) {
+      if (sc->has_bound && first > sc->bound) first = sc->bound + 1;
+      if ((int64_t)first - 1 > sc->hidden_upto) sc->hidden_upto = (int64_t)first - 1;
+      sc->next = first;
+      if (sc->has_bound && first > sc->bound) { sc->done = 1; return 0; }
+    }
+  }
   MDB_cursor *c, *log;
   if ((rc = mdb_cursor_open(txn, e->dbi[DB_STREAM_INDEX], &c))) return rc;
   if ((rc = mdb_cursor_open(txn, e->dbi[DB_LOG], &log))) {
@@ -394,20 +519,36 @@ static int scan_fill_stream(scanner *sc, MDB_txn *txn, const envref *e) {
   unsigned char key[16];
   stream_index_key(key, m.id, sc->next);
   MDB_val k, d, rec;
+  int stopped = 0;             /* by until_position, until_time or count, not by the stream's end */
   rc = scan_seek(c, key, 16, 8, sc->backward, &k, &d);
   for (int visits = 0; rc == 0; visits++) {
     if (k.mv_size != 16 || d.mv_size != 8) { rc = MDB_CORRUPTED; break; }
     uint64_t version = get_u64be((unsigned char *)k.mv_data + 8);
     uint64_t pos = get_u64be(d.mv_data);
-    if (!scan_in_range(sc, version)) { sc->done = 1; break; }
+    /* A forward scan that finds a version missing before this one: it was
+     * hidden and scavenged. */
+    if (!sc->backward && version > sc->next) {
+      uint64_t upto = sc->has_bound && version - 1 > sc->bound ? sc->bound : version - 1;
+      if ((int64_t)upto > sc->hidden_upto) sc->hidden_upto = (int64_t)upto;
+    }
+    if (!scan_in_range(sc, version)) { sc->done = 1; stopped = 1; break; }
     if ((rc = scan_get_record(log, pos, &rec))) break;
-    int more = scan_take(sc, &rec, pos);
-    if (!scan_step(sc, version)) { sc->done = 1; break; }
+    int more = scan_take_ruled(sc, &rec, pos, rule.hides ? &rule : NULL, count, NULL, NULL);
+    if (sc->done) stopped = 1;
+    if (!scan_step(sc, version)) { sc->done = 1; stopped = 1; break; }
     if (!more || visits >= SCAN_BATCH_VISITS) break;
     rc = mdb_cursor_get(c, &k, &d, sc->backward ? MDB_PREV : MDB_NEXT);
     if (rc == 0 && (k.mv_size < 8 || memcmp(k.mv_data, key, 8) != 0)) rc = MDB_NOTFOUND;
   }
-  if (rc == MDB_NOTFOUND) { sc->done = 1; rc = 0; }
+  if (rc == MDB_NOTFOUND) {
+    /* The stream's end: versions after the last index entry were scavenged. */
+    if (!sc->backward && !stopped && count > 0 && sc->next <= count - 1) {
+      uint64_t upto = sc->has_bound && count - 1 > sc->bound ? sc->bound : count - 1;
+      if ((int64_t)upto > sc->hidden_upto) sc->hidden_upto = (int64_t)upto;
+    }
+    sc->done = 1;
+    rc = 0;
+  }
   mdb_cursor_close(log);
   mdb_cursor_close(c);
   return rc;
@@ -536,6 +677,16 @@ static void scan_push_error(lua_State *L, scanner *sc) {
     cerr_new(L, "corrupt", "event at position %I is damaged: %s", (lua_Integer)sc->err_position, sc->err_why);
     lua_pushinteger(L, (lua_Integer)sc->err_position);
     lua_setfield(L, -2, "position");
+  } else if (sc->err_rc == SCAN_DELETED) {
+    char name[RECORD_MAX_STREAM + 1];
+    memcpy(name, sc->name, sc->name_len);
+    name[sc->name_len] = '\0';
+    cerr_new(L, "stream_deleted", "stream '%s' is deleted (a hard delete: it cannot be read or written again)", name);
+    lua_pushlstring(L, name, sc->name_len);
+    lua_setfield(L, -2, "stream");
+  } else if (sc->err_rc == SCAN_BAD_RULE) {
+    cerr_new(L, "corrupt", "read: the stream metadata of the event at position %I does not decode",
+             (lua_Integer)sc->err_position);
   } else {
     cerr_new(L, cerr_code_of(sc->err_rc), "read: %s", mdb_strerror(sc->err_rc));
   }
@@ -765,6 +916,8 @@ static int scan_fold(lua_State *L) {
     scan_release(sc);
     return 2;
   }
+  /* Hidden (or scavenged) versions count as read: the state is at the version after them. */
+  if (sc->mode == SCAN_STREAM && sc->hidden_upto > last_version) last_version = (lua_Integer)sc->hidden_upto;
   scan_release(sc);
   lua_pushvalue(L, 3);
   lua_pushinteger(L, n);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <lauxlib.h>
 #include "common/cerror.h"
@@ -323,6 +324,16 @@ static int store_stats(lua_State *L) {
   return 1;
 }
 
+/* now() -> ns since the epoch by the store's clock: one host's, so this host's realtime clock
+   (checked open like every method). */
+static int store_now(lua_State *L) {
+  store_check(L, 1);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000000 + ts.tv_nsec);
+  return 1;
+}
+
 static int store_is_open(lua_State *L) {
   store *s = luaL_checkudata(L, 1, STORE_MT);
   lua_pushboolean(L, s->e != NULL);
@@ -332,6 +343,7 @@ static int store_is_open(lua_State *L) {
 static const luaL_Reg store_methods[] = {
   { "close", store_close },
   { "head", store_head },
+  { "now", store_now },
   { "stream_info", store_stream_info },
   { "stream_version", store_stream_version },
   { "stats", store_stats },

@@ -62,7 +62,7 @@ void store_push_stream_meta(lua_State *L, const void *name, size_t len, const st
 int store_open(lua_State *L);
 /* Pushes the handle's metatable (__gc, __close, __tostring; __index is set by core.c). */
 void store_push_metatable(lua_State *L);
-/* Adds close, is_open, head, stream_info, stream_version and stats to the table on top. */
+/* Adds close, is_open, head, now, stream_info, stream_version and stats to the table on top. */
 void store_register(lua_State *L);
 
 #endif

@@ -23,6 +23,8 @@ typedef struct verify_state {
   lua_State *L;            /* for the progress callback, when there is one */
   int progress;            /* its stack index, or 0 */
   uint64_t total;          /* the head when the check began */
+  uint64_t scavenged;      /* meta/scavenged: records scavenging removed (holes in the log) */
+  uint64_t holes;          /* positions missing from the log */
 } verify_state;
 
 #define VERIFY_STOPPED (-1)  /* not an LMDB code: the progress callback raised */
@@ -105,9 +107,10 @@ static int verify_log(verify_state *v) {
   for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
     if (k.mv_size != 8) { verify_problem(v, "log key of %zu bytes", k.mv_size); continue; }
     uint64_t pos = get_u64be(k.mv_data);
-    if (pos != expect)
-      verify_problem(v, "positions jump from %llu to %llu", (unsigned long long)(expect - 1),
+    if (pos < expect)
+      verify_problem(v, "positions go back from %llu to %llu", (unsigned long long)(expect - 1),
                      (unsigned long long)pos);
+    else v->holes += pos - expect;     /* removed by scavenging: checked against meta/scavenged */
     expect = pos + 1;
     v->events++;
     if ((v->events & 4095) == 0 &&
@@ -118,17 +121,22 @@ static int verify_log(verify_state *v) {
     if ((rc = verify_record(v, pos, &d))) break;
   }
   mdb_cursor_close(c);
-  return rc == MDB_NOTFOUND ? 0 : rc;
+  if (rc == MDB_NOTFOUND) rc = 0;
+  if (rc == 0 && v->holes != v->scavenged)
+    verify_problem(v, "the log misses %llu positions, but scavenging removed %llu records",
+                   (unsigned long long)v->holes, (unsigned long long)v->scavenged);
+  return rc;
 }
 
-/* Every stream's index entries run 0..count-1 and end at its last position. */
+/* Every stream's index entries run 0..count-1, but for what scavenging removed,
+ * and end at its last position. */
 static int verify_streams(verify_state *v) {
   MDB_cursor *c, *ic;
   int rc = mdb_cursor_open(v->txn, v->e->dbi[DB_STREAMS], &c);
   if (rc) return rc;
   if ((rc = mdb_cursor_open(v->txn, v->e->dbi[DB_STREAM_INDEX], &ic))) { mdb_cursor_close(c); return rc; }
   MDB_val k, d;
-  uint64_t total = 0;
+  uint64_t total = 0, missing = 0;
   for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
     v->streams++;
     stream_meta m;
@@ -138,26 +146,30 @@ static int verify_streams(verify_state *v) {
     unsigned char key[16];
     stream_index_key(key, m.id, 0);
     MDB_val ik = { 16, key }, id;
-    uint64_t version = 0, last_pos = 0, first_pos = 0;
+    uint64_t version = 0, last_pos = 0, first_pos = 0, entries = 0;
+    int has_first = 0;
     int irc = mdb_cursor_get(ic, &ik, &id, MDB_SET_RANGE);
     while (irc == 0 && ik.mv_size == 16 && memcmp(ik.mv_data, key, 8) == 0) {
       uint64_t ver = get_u64be((unsigned char *)ik.mv_data + 8);
-      if (ver != version) {
+      if (ver < version)
         verify_problem(v, "stream '%.*s': version %llu follows %lld", nlen, name, (unsigned long long)ver,
                        (long long)version - 1);
-      }
       if (id.mv_size == 8) last_pos = get_u64be(id.mv_data);
-      if (version == 0) first_pos = last_pos;
+      if (ver == 0) { first_pos = last_pos; has_first = 1; }
       version = ver + 1;
+      entries++;
       irc = mdb_cursor_get(ic, &ik, &id, MDB_NEXT);
     }
     if (irc && irc != MDB_NOTFOUND) { rc = irc; break; }
-    total += version;
-    if (version != m.count)
-      verify_problem(v, "stream '%.*s': %llu index entries, meta says %llu", nlen, name,
-                     (unsigned long long)version, (unsigned long long)m.count);
-    else if (m.count && (last_pos != m.last_position || first_pos != m.first_position))
-      verify_problem(v, "stream '%.*s': first/last positions disagree with its index", nlen, name);
+    total += entries;
+    missing += m.count - entries;
+    if (version > m.count || entries > m.count)
+      verify_problem(v, "stream '%.*s': %llu index entries up to version %lld, meta says %llu events", nlen,
+                     name, (unsigned long long)entries, (long long)version - 1, (unsigned long long)m.count);
+    else if (m.count && version == m.count && last_pos != m.last_position)
+      verify_problem(v, "stream '%.*s': its last position disagrees with its index", nlen, name);
+    else if (has_first && first_pos != m.first_position)
+      verify_problem(v, "stream '%.*s': its first position disagrees with its index", nlen, name);
   }
   mdb_cursor_close(ic);
   mdb_cursor_close(c);
@@ -165,6 +177,9 @@ static int verify_streams(verify_state *v) {
   if (total != v->events)
     verify_problem(v, "streams hold %llu events, the log %llu", (unsigned long long)total,
                    (unsigned long long)v->events);
+  if (missing != v->scavenged)
+    verify_problem(v, "streams miss %llu versions, but scavenging removed %llu records",
+                   (unsigned long long)missing, (unsigned long long)v->scavenged);
   return 0;
 }
 
@@ -217,6 +232,8 @@ static int verify_store(lua_State *L) {
   int rc = store_read_begin(s, &v.txn);
   if (rc) return cerr_mdb_result(L, rc, "verify");
   if (progress) log_head(v.txn, s->e, &v.total);
+  MDB_val sk = { 9, "scavenged" }, sd;
+  if (mdb_get(v.txn, s->e->dbi[DB_META], &sk, &sd) == 0 && sd.mv_size == 8) v.scavenged = get_u64be(sd.mv_data);
   /* The progress callback may read; writing (which may need to grow the map
    * this transaction pins) and closing raise inside it. */
   store_busy busy;

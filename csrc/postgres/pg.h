@@ -57,7 +57,8 @@ enum {
   PGS_NOMEM,
   PGS_REFUSED,         /* an append's check failed (conflict, duplicate_id) */
   PGS_CHECK_FAILED,    /* a write() check failed */
-  PGS_CORRUPT          /* a stored row is damaged: s->err */
+  PGS_CORRUPT,         /* a stored row is damaged: s->err */
+  PGS_DELETED          /* a read or write of a hard-deleted stream */
 };
 
 typedef struct pgparams {
@@ -139,6 +140,7 @@ int pgs_push_error(lua_State *L, pgs *s, int status, const char *what);
 void pgs_append_register(lua_State *L);   /* append, append_many, write */
 void pgs_scan_register(lua_State *L);     /* read, read_all, fold, streams, kv_scan, kv_get, kv_count */
 void pgs_admin_register(lua_State *L);    /* verify, backup */
+void pgs_scavenge_register(lua_State *L); /* scavenge_stream, scavenged */
 
 /* Calls the progress function at stack index fn (0: none), protected. */
 void pgs_report_progress(lua_State *L, int fn, long long done, long long total);

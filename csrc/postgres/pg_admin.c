@@ -19,6 +19,7 @@ typedef struct verify_state {
   buf problems;
   size_t nproblems, max_problems;
   int64_t events, streams, head;
+  int64_t scavenged, holes;  /* meta 'scavenged'; positions missing from events */
 } verify_state;
 
 static void verify_problem(verify_state *v, const char *fmt, ...) {
@@ -65,6 +66,10 @@ static int verify_run(pgs *s, verify_state *v, lua_State *L, int progress) {
   if ((st = pgs_read_head(s, &v->head))) return st;
   int64_t next = 1;
   PGresult *r;
+  pgs_params_reset(s);
+  if ((st = pgs_exec(s, "SELECT value FROM meta WHERE key = 'scavenged'", &r))) return st;
+  if (PQntuples(r) == 1) v->scavenged = pgs_get_int(r, 0, 0);
+  PQclear(r);
   for (;;) {
     pgs_params_reset(s);
     pgs_param_int(s, next);
@@ -74,7 +79,8 @@ static int verify_run(pgs *s, verify_state *v, lua_State *L, int progress) {
     int rows = PQntuples(r);
     for (int k = 0; k < rows; k++) {
       int64_t pos = pgs_get_int(r, k, 0);
-      if (pos != next) verify_problem(v, "positions jump from %lld to %lld", (long long)next - 1, (long long)pos);
+      if (pos < next) verify_problem(v, "positions go back from %lld to %lld", (long long)next - 1, (long long)pos);
+      else v->holes += pos - next;       /* removed by scavenging: checked against meta 'scavenged' */
       next = pos + 1;
       v->events++;
       verify_row(v, r, k);
@@ -83,8 +89,12 @@ static int verify_run(pgs *s, verify_state *v, lua_State *L, int progress) {
     if (progress) pgs_report_progress(L, progress, v->events, v->head);
     if (rows < VERIFY_BATCH) break;
   }
-  if (next - 1 != v->head)
+  if (next - 1 > v->head)
     verify_problem(v, "the head is %lld but the last event is at %lld", (long long)v->head, (long long)next - 1);
+  v->holes += v->head - (next - 1);
+  if (v->holes != v->scavenged)
+    verify_problem(v, "the log misses %lld positions, but scavenging removed %lld events", (long long)v->holes,
+                   (long long)v->scavenged);
   pgs_params_reset(s);
   st = pgs_exec(s, "SELECT s.name, s.count, s.first_position, s.last_position,"
                    " coalesce(e.n, 0), coalesce(e.minp, 0), coalesce(e.maxp, 0), coalesce(e.maxv, -1)"
@@ -92,22 +102,27 @@ static int verify_run(pgs *s, verify_state *v, lua_State *L, int progress) {
                    "  max(position) AS maxp, max(version) AS maxv FROM events GROUP BY stream) e"
                    " ON e.stream = s.name ORDER BY s.name", &r);
   if (st) return st;
-  int64_t total = 0;
+  int64_t total = 0, missing = 0;
   for (int k = 0; k < PQntuples(r); k++) {
     v->streams++;
     int nlen = PQgetlength(r, k, 0) > 200 ? 200 : PQgetlength(r, k, 0);
     const char *name = PQgetvalue(r, k, 0);
     int64_t count = pgs_get_int(r, k, 1), n = pgs_get_int(r, k, 4);
     total += n;
-    if (n != count || pgs_get_int(r, k, 7) != count - 1)
+    missing += count - n;
+    if (n > count || pgs_get_int(r, k, 7) > count - 1)
       verify_problem(v, "stream '%.*s': %lld events stored, its row says %lld", nlen, name, (long long)n,
                      (long long)count);
-    else if (count && (pgs_get_int(r, k, 2) != pgs_get_int(r, k, 5) || pgs_get_int(r, k, 3) != pgs_get_int(r, k, 6)))
+    else if (n == count && count &&
+             (pgs_get_int(r, k, 2) != pgs_get_int(r, k, 5) || pgs_get_int(r, k, 3) != pgs_get_int(r, k, 6)))
       verify_problem(v, "stream '%.*s': first/last positions disagree with its events", nlen, name);
   }
   PQclear(r);
   if (total != v->events)
     verify_problem(v, "streams hold %lld events, the log %lld", (long long)total, (long long)v->events);
+  if (missing != v->scavenged)
+    verify_problem(v, "streams miss %lld versions, but scavenging removed %lld events", (long long)missing,
+                   (long long)v->scavenged);
   return pgs_command(s, "COMMIT");
 }
 

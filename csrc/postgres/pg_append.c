@@ -16,6 +16,7 @@
 #include "common/options.h"
 #include "common/codec.h"
 #include "common/record.h"
+#include "common/retention.h"
 #include "common/uuid.h"
 #include "pg.h"
 
@@ -330,6 +331,7 @@ static int64_t append_now(void) {
 
 typedef struct stream_row {
   int exists;
+  int deleted;                 /* a tombstone in its metadata row (retention.h): no appends */
   int64_t count, first_position, last_position, created, updated;
 } stream_row;
 
@@ -337,8 +339,9 @@ static int append_get_stream(pgs *s, const void *name, size_t len, stream_row *m
   pgs_params_reset(s);
   pgs_param_bytes(s, name, len);
   PGresult *r;
-  int st = pgs_exec(s, "SELECT count, first_position, last_position, created, updated FROM streams"
-                       " WHERE name = $1", &r);
+  int st = pgs_exec(s, "SELECT s.count, s.first_position, s.last_position, s.created, s.updated, m.value"
+                       " FROM streams s LEFT JOIN kv m ON m.space = '" RETENTION_SPACE "'::bytea AND m.key = s.name"
+                       " WHERE s.name = $1", &r);
   if (st) return st;
   memset(m, 0, sizeof *m);
   m->exists = PQntuples(r) == 1;
@@ -348,6 +351,10 @@ static int append_get_stream(pgs *s, const void *name, size_t len, stream_row *m
     m->last_position = pgs_get_int(r, 0, 2);
     m->created = pgs_get_int(r, 0, 3);
     m->updated = pgs_get_int(r, 0, 4);
+    stream_rule rule;
+    m->deleted = !PQgetisnull(r, 0, 5) &&
+                 (retention_parse((const unsigned char *)PQgetvalue(r, 0, 5), (size_t)PQgetlength(r, 0, 5), &rule) != 0 ||
+                  rule.hard);
   }
   PQclear(r);
   return PGS_OK;
@@ -684,6 +691,10 @@ static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs, 
     f->stream = i;
     stream_row m;
     if ((st = append_get_stream(s, s->scratch_bytes.data + ps->name_off, ps->name_len, &m))) return st;
+    if (m.deleted) {
+      f->code = "stream_deleted";
+      return PGS_REFUSED;
+    }
     if (append_twice(s, ps, f, &st)) return st ? st : PGS_REFUSED;
     int replayed;
     if ((st = append_check_ids(s, ps, &m, start_head, f, &replayed))) return st;
@@ -732,6 +743,11 @@ static int append_in_txn(pgs *s, size_t nstreams, append_failure *f, buf *recs, 
  * a position, a version or an id) and the append is sent again the long way, which reads
  * what it needs under the lock; so the results, conflicts and replays are those of the long
  * way. Appends with key-value operations always go the long way. */
+
+/* The MessagePack of the pair deleted = "hard" (retention.h): in a stream's metadata row, a
+ * tombstone; a predicted append to such a stream is refused and goes the long way, which
+ * refuses it with stream_deleted. (The same bytes inside a custom value only cost the long way.) */
+#define TOMBSTONE_BYTES "'\\xa764656c65746564a468617264'::bytea"
 
 #define PREDICT_STREAMS 8        /* streams of an append_many the predicted path takes */
 #define PREDICT_BACKOFF_MAX 64   /* appends sent the long way after repeated misses */
@@ -818,8 +834,10 @@ static int append_predicted_one(pgs *s, pending_stream *ps, int64_t count, int64
   char tail[640];
   int n = m.exists
     ? snprintf(tail, sizeof tail, "), st AS (UPDATE streams SET count = $%d::int8, last_position = $%d::int8,"
-               " updated = $%d::int8 WHERE name = $%d::bytea AND count = $%d::int8 RETURNING 1)",
-               a + 1, a + 2, a + 3, a, a + 4)
+               " updated = $%d::int8 WHERE name = $%d::bytea AND count = $%d::int8 AND NOT EXISTS"
+               " (SELECT 1 FROM kv WHERE space = '" RETENTION_SPACE "'::bytea AND key = $%d::bytea"
+               " AND position(" TOMBSTONE_BYTES " IN value) > 0) RETURNING 1)",
+               a + 1, a + 2, a + 3, a, a + 4, a)
     : snprintf(tail, sizeof tail, "), st AS (INSERT INTO streams VALUES ($%d::bytea, $%d::int8, $%d::int8,"
                " $%d::int8, $%d::int8, $%d::int8) RETURNING 1)", a, a + 1, a + 4, a + 2, a + 3, a + 3);
   n += snprintf(tail + n, sizeof tail - (size_t)n, ", hd AS (UPDATE meta SET value = $%d::int8 WHERE key = 'head'"
@@ -864,8 +882,12 @@ static int append_predicted(pgs *s, size_t nstreams, const int64_t *counts, buf 
     pgs_param_int(s, now);
     if (m.exists) {
       pgs_param_int(s, m.count);
+      /* A hard-deleted stream's metadata row holds the MessagePack of deleted = "hard"
+       * (retention.h): such a stream goes the long way, which refuses the append. */
       st = pgs_send(s, "WITH moved AS (UPDATE streams SET count = $2::int8, last_position = $3::int8,"
-                       " updated = $4::int8 WHERE name = $1::bytea AND count = $5::int8 RETURNING 1)"
+                       " updated = $4::int8 WHERE name = $1::bytea AND count = $5::int8 AND NOT EXISTS"
+                       " (SELECT 1 FROM kv WHERE space = '" RETENTION_SPACE "'::bytea AND key = $1::bytea"
+                       " AND position(" TOMBSTONE_BYTES " IN value) > 0) RETURNING 1)"
                        " SELECT expect_fresh(EXISTS (SELECT 1 FROM moved))");
     } else {
       pgs_param_int(s, m.first_position);
@@ -969,7 +991,9 @@ static void append_push_conflict(lua_State *L, pgs *s, const append_failure *f, 
   memcpy(name, s->scratch_bytes.data + ps->name_off, ps->name_len);
   name[ps->name_len] = '\0';
   lua_pushnil(L);
-  if (strcmp(f->code, "conflict") == 0) {
+  if (strcmp(f->code, "stream_deleted") == 0) {
+    cerr_new(L, "stream_deleted", "stream '%s' is deleted (a hard delete: it cannot be written again)", name);
+  } else if (strcmp(f->code, "conflict") == 0) {
     char want[48], got[48];
     if (ps->expected == EXPECT_VERSION)
       snprintf(want, sizeof want, "version %llu", (unsigned long long)ps->expected_version);

@@ -12,6 +12,7 @@
 #include "common/event_table.h"
 #include "common/options.h"
 #include "common/record.h"
+#include "common/retention.h"
 #include "common/uuid.h"
 #include "pg.h"
 
@@ -61,6 +62,10 @@ typedef struct scanner {
   size_t at, count;
   int limit;                                /* rows per statement: grows while batches stay under 1 MiB */
   int err_status;                           /* PGS_* met after the batch's good records */
+  int64_t now;                              /* the clock max_age compares against (retention.h) */
+  int show_hidden;                          /* read_all{hidden = true}: metadata hides nothing */
+  int64_t hidden_upto;                      /* forward stream scans: versions up to it not yielded are
+                                             * hidden or scavenged: fold's last_version */
   int64_t err_position;
   char err[600];
 } scanner;
@@ -153,6 +158,8 @@ static scanner *scan_new(lua_State *L, int mode) {
   sc->mode = mode;
   sc->remaining = -1;
   sc->fields = EVENT_ALL_FIELDS;
+  sc->now = retention_now();
+  sc->hidden_upto = -1;
   luaL_setmetatable(L, PGSCAN_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
@@ -166,7 +173,8 @@ static const opt_spec read_options[] = {
 };
 static const opt_spec read_all_options[] = {
   { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
-  { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+  { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE },
+  { "hidden", OPT_BOOLEAN }, { NULL, 0 }
 };
 static const opt_spec fold_options[] = {
   { "stream", OPT_STRING }, { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER },
@@ -220,6 +228,9 @@ static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, co
     }
     lua_pop(L, 1);
     scan_set_types(L, sc, opts, fn);
+    lua_getfield(L, opts, "hidden");       /* read_all only (fold's options have no `hidden`) */
+    sc->show_hidden = lua_toboolean(L, -1);
+    lua_pop(L, 1);
   }
 }
 
@@ -238,16 +249,51 @@ static int scan_sqlf(scanner *sc, const char *fmt, int n) {
   return buf_append(&sc->sql, part, (size_t)len) ? PGS_NOMEM : 0;
 }
 
-/* One batch of events (stream, whole log, category). */
+/* The lifecycle rule in a row's metadata column (NULL: none). Returns 0, or -1 when it does not parse. */
+static int scan_row_rule(const PGresult *r, int col, stream_rule *rule) {
+  if (PQgetisnull(r, 0, col)) {
+    memset(rule, 0, sizeof *rule);
+    rule->max_count = rule->max_age_ns = -1;
+    return 0;
+  }
+  return retention_parse((const unsigned char *)PQgetvalue(r, 0, col), (size_t)PQgetlength(r, 0, col), rule);
+}
+
+static void scan_hidden_upto(scanner *sc, uint64_t upto) {
+  if (sc->has_bound && upto > sc->bound) upto = sc->bound;
+  if ((int64_t)upto > sc->hidden_upto) sc->hidden_upto = (int64_t)upto;
+}
+
+/* One batch of events (stream, whole log, category). Each row comes with its
+ * stream's metadata row and event count (retention.h): a stream read starts
+ * from the streams row, so even a stream whose events are all gone answers. */
 static int scan_fill_events(scanner *sc, pgs *s) {
   sc->sql.len = 0;
   pgs_params_reset(s);
-  int n = 0, st = 0;
-  const char *col = sc->mode == SCAN_STREAM ? "version" : "position";
-  st |= scan_sql(sc, "SELECT position, record FROM events WHERE ");
-  if (sc->mode != SCAN_ALL) {
-    st |= scan_sqlf(sc, sc->mode == SCAN_STREAM ? "stream = $%d::bytea AND " : "category = $%d::bytea AND ", ++n);
+  int n = 0, st = 0, stream = sc->mode == SCAN_STREAM;
+  const char *col = stream ? "version" : "e.position";
+  if (stream) {
+    /* The stream's metadata row and count once per statement (initplans), and one row even
+     * when no event comes back (the LEFT JOIN to a one-row VALUES: a nested loop, so the
+     * events keep the inner query's order). */
+    st |= scan_sql(sc, "SELECT e.position, e.record, (SELECT value FROM kv WHERE space = '" RETENTION_SPACE "'::bytea"
+                       " AND key = $1::bytea), (SELECT count FROM streams WHERE name = $1::bytea)"
+                       " FROM (VALUES (1)) one LEFT JOIN (SELECT position, record, version FROM events"
+                       " WHERE stream = $1::bytea AND ");
     st |= pgs_param_bytes(s, sc->name, sc->name_len);
+    n = 1;
+  } else {
+    /* Per row, the stream's metadata row and count, looked up only when the store has any
+     * metadata row (an initplan evaluated once: most stores pay nothing per row). */
+    st |= scan_sql(sc, "SELECT e.position, e.record, CASE WHEN (SELECT EXISTS (SELECT 1 FROM kv WHERE space = '"
+                       RETENTION_SPACE "'::bytea)) THEN (SELECT m.value FROM kv m WHERE m.space = '" RETENTION_SPACE
+                       "'::bytea AND m.key = e.stream) END, CASE WHEN (SELECT EXISTS (SELECT 1 FROM kv WHERE space = '"
+                       RETENTION_SPACE "'::bytea)) THEN (SELECT s.count FROM kv m JOIN streams s ON s.name = m.key"
+                       " WHERE m.space = '" RETENTION_SPACE "'::bytea AND m.key = e.stream) END FROM events e WHERE ");
+    if (sc->mode == SCAN_CATEGORY) {
+      st |= scan_sqlf(sc, "e.category = $%d::bytea AND ", ++n);
+      st |= pgs_param_bytes(s, sc->name, sc->name_len);
+    }
   }
   st |= scan_sql(sc, col);
   st |= scan_sqlf(sc, sc->backward ? " <= $%d::int8" : " >= $%d::int8", ++n);
@@ -261,7 +307,7 @@ static int scan_fill_events(scanner *sc, pgs *s) {
   /* The types filter runs in SQL unless until_time must see every event in order. */
   int sql_types = sc->types && !sc->has_until_time;
   if (sql_types) {
-    st |= scan_sql(sc, " AND type IN (");
+    st |= scan_sql(sc, stream ? " AND type IN (" : " AND e.type IN (");
     for (size_t i = 0; i < sc->ntypes; i++) {
       st |= scan_sqlf(sc, i ? ",$%d::bytea" : "$%d::bytea", ++n);
       st |= pgs_param_bytes(s, sc->types[i], sc->type_len[i]);
@@ -275,15 +321,38 @@ static int scan_fill_events(scanner *sc, pgs *s) {
   int limit = sc->limit;
   if (sc->remaining > 0 && sc->remaining < limit && (sql_types || !sc->types)) limit = (int)sc->remaining;
   st |= scan_sqlf(sc, " LIMIT %d", limit);
+  if (stream) st |= scan_sql(sc, ") e ON true");
   if (st || buf_append(&sc->sql, "", 1)) return PGS_NOMEM;
   /* Rows arrive one at a time (single-row mode): copying stops at SCAN_BATCH_BYTES, so a
    * batch of large events holds about that much; the rows after it are read again next time. */
   if ((st = pgs_send_rows(s, (const char *)sc->sql.data))) return st;
-  int rows = 0, stop = 0, end = 0;
+  int rows = 0, stop = 0, end = 0, stream_rows = 0;
+  uint64_t stream_count = 0;
   PGresult *r;
   while ((r = pgs_next_row(s, &st)) != NULL) {
-    rows++;
     if (stop) { PQclear(r); continue; }
+    stream_rule rule;
+    if (scan_row_rule(r, 2, &rule) != 0) {
+      sc->err_status = PGS_CORRUPT;
+      snprintf(sc->err, sizeof sc->err, "the stream metadata of stream '%.*s' does not decode",
+               (int)(stream ? sc->name_len : 0), sc->name);
+      sc->done = stop = 1;
+      PQclear(r);
+      continue;
+    }
+    uint64_t count = (uint64_t)pgs_get_int(r, 0, 3);
+    if (stream) {
+      stream_rows = 1;
+      stream_count = count;
+      if (rule.hard) {
+        sc->err_status = PGS_DELETED;
+        sc->done = stop = 1;
+        PQclear(r);
+        continue;
+      }
+      if (PQgetisnull(r, 0, 0)) { PQclear(r); continue; }   /* the stream has no events left here */
+    }
+    rows++;
     uint64_t pos = (uint64_t)pgs_get_int(r, 0, 0);
     const unsigned char *rec = (const unsigned char *)PQgetvalue(r, 0, 1);
     size_t len = (size_t)PQgetlength(r, 0, 1);
@@ -297,7 +366,20 @@ static int scan_fill_events(scanner *sc, pgs *s) {
       PQclear(r);
       continue;
     }
-    uint64_t at = sc->mode == SCAN_STREAM ? v.version : pos;
+    uint64_t at = stream ? v.version : pos;
+    if (stream && !sc->backward) {
+      /* Versions hidden by a prefix rule are skipped unread: the next statement starts after them. */
+      uint64_t first = retention_first_version(&rule, count);
+      if (v.version < first) {
+        scan_hidden_upto(sc, first - 1);
+        sc->next = first;
+        if (sc->has_bound && first > sc->bound) sc->done = 1;
+        stop = 1;
+        PQclear(r);
+        continue;
+      }
+      if (v.version > sc->next) scan_hidden_upto(sc, v.version - 1);    /* scavenged before it */
+    }
     /* Where the next batch starts (the statement already kept to the bound). */
     if (sc->backward) {
       if (at == 0) end = 1;
@@ -309,6 +391,10 @@ static int scan_fill_events(scanner *sc, pgs *s) {
     if ((sc->has_until_position && pos > sc->until_position) || (sc->has_until_time && v.time > sc->until_time)) {
       wanted = 0;
       if (!sc->backward) sc->done = stop = 1;
+    }
+    if (wanted && !sc->show_hidden && retention_hides(&rule, count, v.version, v.time, v.type, v.type_len, sc->now, !stream)) {
+      wanted = 0;
+      if (stream && !sc->backward) scan_hidden_upto(sc, v.version);
     }
     if (wanted && scan_type_wanted(sc, &v)) {
       scan_item it = { sc->records.len, len, pos };
@@ -325,7 +411,13 @@ static int scan_fill_events(scanner *sc, pgs *s) {
     PQclear(r);
   }
   if (st) return st;
-  if (end || (!stop && rows < limit)) sc->done = 1;
+  if (stream && !stream_rows) { sc->done = 1; return PGS_OK; }     /* a missing stream reads as empty */
+  if (end || (!stop && rows < limit)) {
+    /* The stream's end: versions after the last row were scavenged. */
+    if (stream && !sc->backward && !sc->err_status && stream_count > 0 && sc->next <= stream_count - 1)
+      scan_hidden_upto(sc, stream_count - 1);
+    sc->done = 1;
+  }
   /* The next statement fetches more rows while this batch's bytes were well under the cap,
    * fewer when over it. */
   if (sc->records.len < SCAN_BATCH_BYTES / 4 && sc->limit < SCAN_BATCH_MAX) sc->limit *= 2;
@@ -448,6 +540,15 @@ static int scan_fill(lua_State *L, scanner *sc, int sc_idx) {
 }
 
 static void scan_push_error(lua_State *L, scanner *sc) {
+  if (sc->err_status == PGS_DELETED) {
+    char name[RECORD_MAX_STREAM + 1];
+    memcpy(name, sc->name, sc->name_len);
+    name[sc->name_len] = '\0';
+    cerr_new(L, "stream_deleted", "stream '%s' is deleted (a hard delete: it cannot be read or written again)", name);
+    lua_pushlstring(L, name, sc->name_len);
+    lua_setfield(L, -2, "stream");
+    return;
+  }
   const char *code = sc->err_status == PGS_CORRUPT ? "corrupt"
                      : sc->err_status == PGS_UNAVAILABLE ? "unavailable"
                      : sc->err_status == PGS_NOMEM ? "out_of_memory" : "storage";
@@ -636,6 +737,7 @@ static int scan_fold(lua_State *L) {
     scan_release(sc);
     return 2;
   }
+  if (sc->mode == SCAN_STREAM && sc->hidden_upto > last_version) last_version = (lua_Integer)sc->hidden_upto;
   scan_release(sc);
   lua_pushvalue(L, 3);
   lua_pushinteger(L, n);

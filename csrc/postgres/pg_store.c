@@ -309,7 +309,9 @@ static int pgs_session(pgs *s) {
   char *q = PQescapeIdentifier(s->conn, s->schema, strlen(s->schema));
   if (!q) { pgs_note_conn_error(s, "connect"); return PGS_UNAVAILABLE; }
   char sql[256];
-  snprintf(sql, sizeof sql, "SET search_path TO %s; SET client_min_messages TO warning%s", q,
+  /* jit off: chronicle's statements are index lookups, which JIT compilation only slows
+   * (a read's estimate, counting lookups that an initplan skips, passed jit_above_cost). */
+  snprintf(sql, sizeof sql, "SET search_path TO %s; SET client_min_messages TO warning; SET jit TO off%s", q,
            s->nosync ? "; SET synchronous_commit TO off" : "");
   PQfreemem(q);
   s->listening = 0;
@@ -718,6 +720,22 @@ static int pgs_head(lua_State *L) {
   return 1;
 }
 
+/* now() -> ns since the epoch by the server's clock, the one clock every host of the store shares. */
+static int pgs_now(lua_State *L) {
+  pgs *s = pgs_check(L, 1);
+  int st = pgs_ready(s);
+  PGresult *r = NULL;
+  if (!st) {
+    pgs_params_reset(s);
+    st = pgs_exec(s, "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint", &r);
+  }
+  if (st) return pgs_push_error(L, s, st, "now");
+  int64_t us = PQntuples(r) == 1 ? pgs_get_int(r, 0, 0) : 0;
+  PQclear(r);
+  lua_pushinteger(L, (lua_Integer)us * 1000);
+  return 1;
+}
+
 typedef struct pgs_stream_row {
   int64_t count, first_position, last_position, created, updated;
 } pgs_stream_row;
@@ -809,18 +827,21 @@ static int pgs_stats(lua_State *L) {
   PGresult *r = NULL;
   if (!st) {
     pgs_params_reset(s);
-    st = pgs_exec(s, "SELECT (SELECT value FROM meta WHERE key = 'head'), (SELECT count(*) FROM streams),"
+    st = pgs_exec(s, "SELECT (SELECT value FROM meta WHERE key = 'head')"
+                     " - coalesce((SELECT value FROM meta WHERE key = 'scavenged'), 0), (SELECT count(*) FROM streams),"
                      " (SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c"
                      "   JOIN pg_namespace n ON n.oid = c.relnamespace"
                      "   WHERE n.nspname = current_schema() AND c.relkind = 'r'),"
                      " current_setting('block_size')::bigint", &r);
   }
   if (st) return pgs_push_error(L, s, st, "stats");
-  int64_t head = pgs_get_int(r, 0, 0), streams = pgs_get_int(r, 0, 1), bytes = pgs_get_int(r, 0, 2),
+  int64_t events = pgs_get_int(r, 0, 0), streams = pgs_get_int(r, 0, 1), bytes = pgs_get_int(r, 0, 2),
           page = pgs_get_int(r, 0, 3);
   PQclear(r);
+  int64_t head = 0;
+  if ((st = pgs_read_head(s, &head))) return pgs_push_error(L, s, st, "stats");
   lua_createtable(L, 0, 10);
-  lua_pushinteger(L, (lua_Integer)head);      /* positions are gap-free: events = head */
+  lua_pushinteger(L, (lua_Integer)events);    /* positions are given out gap-free: what scavenging left */
   lua_setfield(L, -2, "events");
   lua_pushinteger(L, (lua_Integer)head);
   lua_setfield(L, -2, "head");
@@ -940,6 +961,7 @@ static const luaL_Reg pgs_methods[] = {
   { "close", pgs_close },
   { "is_open", pgs_is_open },
   { "head", pgs_head },
+  { "now", pgs_now },
   { "stream_info", pgs_stream_info },
   { "stream_version", pgs_stream_version },
   { "stats", pgs_stats },
@@ -966,6 +988,7 @@ int luaopen_chronicle_postgres(lua_State *L) {
   pgs_append_register(L);
   pgs_scan_register(L);
   pgs_admin_register(L);
+  pgs_scavenge_register(L);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   lua_pushcfunction(L, pgs_open);

@@ -95,20 +95,85 @@ function Store:event(id)
   return nil
 end
 
+--- The store's clock: nanoseconds since the epoch (LMDB: this host's clock; PostgreSQL: the
+-- server's, the one clock every host of the store shares). Leases and deadlines use it.
+function Store:now() return handle(self):now() end
+
 --- The global position of the newest event (0 when empty).
 function Store:head() return handle(self):head() end
 
---- `{stream, category, version, count, first_position, last_position, created, updated}` or nil, not_found.
-function Store:stream_info(stream) return handle(self):stream_info(stream) end
+--- `{stream, category, version, count, first_position, last_position, created, updated, metadata,
+-- metadata_version, deleted}` or nil, not_found. `metadata` is what `set_stream_metadata` set
+-- (`{}` when nothing), `metadata_version` its version (-1 when never set), `deleted` is "soft"
+-- (deleted, and not written since) or "hard" (a tombstone) or nil.
+function Store:stream_info(stream)
+  return require("chronicle.lifecycle").stream_info(self, handle(self), stream)
+end
+
+--- Sets a stream's metadata, replacing what it had: `max_count` (only the newest n events stay
+-- visible), `max_age` (seconds: older events are hidden), `truncate_before` (a version: events
+-- below it are hidden), and any custom keys. Hidden events disappear from every read at once;
+-- `scavenge` removes them for good.
+-- @tparam[opt] table opts `expected`: the metadata's version (-1 or `NO_STREAM`: none set yet)
+-- @treturn[1] table `{version=}` the metadata's new version
+-- @treturn[2] nil
+-- @treturn[2] table error: `conflict` (`expected`, `actual`), `out_of_range` (truncate_before past the
+--   stream's next version), `stream_deleted`
+function Store:set_stream_metadata(stream, metadata, opts)
+  handle(self)
+  return require("chronicle.lifecycle").set_metadata(self, stream, metadata, opts, 2)
+end
+
+--- Hides a stream's events below version `before` (keeps its other metadata).
+function Store:truncate_stream(stream, before, opts)
+  handle(self)
+  return require("chronicle.lifecycle").truncate(self, stream, before, opts, 2)
+end
+
+--- Deletes a stream: `{expected=, hard=false}`. Appends the system event `$stream_deleted` to it
+-- (read_all, category and type reads deliver it, so read models can drop the stream's rows) and
+-- hides every event up to it. A soft delete lets the stream be written again, its versions going
+-- on; a hard delete leaves a tombstone: appends get `stream_deleted`, and so do its reads.
+-- @treturn[1] table `{version=, position=, hard=}` of the `$stream_deleted` event
+-- @treturn[2] nil
+-- @treturn[2] table error: `not_found`, `conflict`, `stream_deleted`
+function Store:delete_stream(stream, opts)
+  handle(self)
+  return require("chronicle.lifecycle").delete(self, stream, opts, 2)
+end
+
+--- Removes the events that metadata and deletions hide (records, index and id entries), one
+-- bounded write transaction per batch: `{batch=1000, progress=fn(removed, stream_index, streams),
+-- dry_run=}` (a dry run counts them: `reclaimable`).
+-- @treturn table `{removed=, streams=, batches=, reclaimable=}`
+function Store:scavenge(opts)
+  return require("chronicle.lifecycle").scavenge(self, handle(self), opts, 2)
+end
 
 --- The version of the stream's last event (-1 when it has none): cheaper than stream_info.
 function Store:stream_version(stream) return handle(self):stream_version(stream) end
 
 --- Iterates stream infos in name order: `{prefix=, after=, count=}`.
-function Store:streams(opts) return handle(self):streams(opts) end
+function Store:streams(opts) return require("chronicle.lifecycle").streams(self, handle(self), opts) end
 
 --- `{events, streams, head, bytes, file_size, used_bytes, map_size, page_size, format, store_id, path}`.
-function Store:stats() return handle(self):stats() end
+-- Also `scavenged` (events scavenging removed, ever) and `reclaimable` (events that metadata and
+-- deletions hide, which the next `scavenge` removes).
+function Store:stats()
+  local h = handle(self)
+  local st, err = h:stats()
+  if not st then return nil, err end
+  local n, serr = h:scavenged()
+  if not n then return nil, serr end
+  st.scavenged = n
+  st.reclaimable = 0
+  if self:kv_count(require("chronicle.lifecycle").SPACE) > 0 then
+    local dry, derr = self:scavenge({ dry_run = true })
+    if not dry then return nil, derr end
+    st.reclaimable = dry.reclaimable
+  end
+  return st
+end
 
 --- Checks every record's checksum and that the indexes agree with the log.
 -- `opts`: `max_problems` (default 100), `progress(events_done, events_total)`
@@ -227,7 +292,8 @@ function Store:view(name)
 end
 
 --- The status of every projection in the store (registered here or not):
--- name -> {version, generation, building, status, fault, checkpoint}.
+-- name -> {version, generation, building, status, fault, checkpoint, group (the runners
+-- serving it: one builds the view at a time, the others stand by)}.
 function Store:projection_status()
   local view = require "chronicle.read.view"
   local out = {}
@@ -236,6 +302,7 @@ function Store:projection_status()
       local gen = meta.building or meta.generation
       meta.checkpoint = self:kv_get(view.CHECKPOINTS, spaces.projection_checkpoint(name, tostring(gen))) or 0
       meta.head = self:head()
+      meta.group = require("chronicle.read.group").status(self, "projection", name)
       out[name] = meta
     end
   end
@@ -243,7 +310,8 @@ function Store:projection_status()
 end
 
 --- The status of every reactor registered here: name -> {status ("live" or
--- "faulted"), fault ({position, stream, type, id, error, time}), checkpoint, head, lag}.
+-- "faulted"), fault ({position, stream, type, id, error, time}), checkpoint, head, lag,
+-- group (its consumer group: members, their partitions, share and lag; see chronicle.read.group.status)}.
 function Store:reactor_status()
   local view = require "chronicle.read.view"
   local out = {}
@@ -252,6 +320,7 @@ function Store:reactor_status()
     local row = self:kv_get(view.PROJECTIONS, spaces.reactor_status(name)) or { status = "live" }
     row.checkpoint = self:kv_get(view.CHECKPOINTS, spaces.reactor_checkpoint(name)) or 0
     row.head, row.lag = head, head - row.checkpoint
+    row.group = require("chronicle.read.group").status(self, "reactor", name)
     out[name] = row
   end
   return out
@@ -260,7 +329,7 @@ end
 --- The status of every handler registered here, and of every other handler
 -- the store holds a checkpoint of: name -> {status ("live",
 -- or "dead_letters" when it has some), dead_letters (their number),
--- checkpoint, head, lag, registered}.
+-- checkpoint (the lowest of its partitions'), head, lag, registered, group (as for reactor_status)}.
 function Store:handler_status()
   local view = require "chronicle.read.view"
   local handler = require "chronicle.read.handler"
@@ -272,7 +341,8 @@ function Store:handler_status()
     local letters = self:kv_count(handler.DEAD_LETTERS, spaces.dead_letters_of(name))
     out[name] = { status = letters > 0 and "dead_letters" or "live", dead_letters = letters,
                   checkpoint = checkpoint, head = head, lag = head - checkpoint,
-                  registered = self:registrations().handlers[name] ~= nil }
+                  registered = self:registrations().handlers[name] ~= nil,
+                  group = require("chronicle.read.group").status(self, "handler", name) }
   end
   for name in pairs(self:registrations().handlers) do add(name) end
   -- Dead letters are written with a checkpoint, so the checkpoints name every handler that has any.
@@ -324,6 +394,43 @@ function Store:retry_dead_letters(name)
   local h = self:registrations().handlers[name]
   if not h then error("retry_dead_letters: no handler '" .. tostring(name) .. "' is registered", 2) end
   return require("chronicle.read.handler").retry_dead_letters(self, h)
+end
+
+--- A consumer of persistent subscription `name` (created with `opts` the
+-- first time): `take`, `ack`, `nack`, `parked`, `replay_parked`, `status`.
+-- See chronicle.read.subscription. @return the consumer, or nil, err
+function Store:subscription(name, opts)
+  return require("chronicle.read.subscription").open(self, name, opts, 2)
+end
+
+--- The state of persistent subscription `name` (see chronicle.read.subscription.status),
+-- or of every subscription in the store (name -> state) when `name` is nil.
+function Store:subscription_status(name)
+  local subscription = require "chronicle.read.subscription"
+  if name ~= nil then
+    if type(name) ~= "string" then error("subscription_status: name must be a string", 2) end
+    return subscription.status(self, name)
+  end
+  local out = {}
+  for _, n in ipairs(subscription.names(self)) do out[n] = subscription.status(self, n) end
+  return out
+end
+
+--- Deletes persistent subscription `name` with all its state (position, leases, parked events).
+function Store:delete_subscription(name)
+  if type(name) ~= "string" then error("delete_subscription: name must be a string", 2) end
+  return require("chronicle.read.subscription").delete(self, name)
+end
+
+--- The consumer groups of handler, reactor or projection `name` (`kind`:
+-- "handler", "reactor", "projection"): members, their partitions, share and
+-- lag (see chronicle.read.group.status), or nil when no runner served it as a group.
+function Store:group_status(kind, name)
+  if kind ~= "handler" and kind ~= "reactor" and kind ~= "projection" then
+    error("group_status: kind must be \"handler\", \"reactor\" or \"projection\", got " .. tostring(kind), 2)
+  end
+  if type(name) ~= "string" then error("group_status: name must be a string", 2) end
+  return require("chronicle.read.group").status(self, kind, name)
 end
 
 Store.__close = Store.close

@@ -866,6 +866,26 @@ return { kind = "handler", name = "mailer", types = { "Opened", "Deposited" }, h
       assert.same(out, { "caught up to position 5", table.unpack(lines(r.out)) })
     end)
 
+    it("lists the live members of a group with their share and lag, and the persistent subscriptions", function()
+      local dir = small_store()
+      local folder = scripts_folder()
+      assert.equals(0, run({ "project", dir, folder }).code)
+      local store = assert(chronicle.open(dir))
+      -- a runner in another process (on another host) serving the projection
+      local g = require("chronicle.read.group").new(store, "projection", "type_counts", { lease = 60, partitions = 1,
+        me = { id = "feedbeef", pid = 4242, start = "0", boot = "elsewhere", host = "web-7" } })
+      assert(g:beat())
+      local sub = assert(store:subscription("billing"))
+      sub:take(2)
+      store:close()
+      local r = run({ "project", dir })
+      assert.equals(0, r.code, r.err)
+      assert.matches("\nkind%s+name%s+member%s+process%s+share%s+lag\nprojection%s+type_counts%s+feedbeef%s+web%-7:4242%s+1/1%s+%-\n",
+                     r.out)
+      assert.matches("\nsubscription%s+position%s+lag%s+leased%s+waiting%s+parked%s+consumers\nbilling%s+2%s+3%s+2%s+0%s+0%s+1\n$",
+                     r.out)
+    end)
+
     it("dead-letters lists, shows, retries (with the handlers' code) and discards", function()
       local dir = small_store()
       local folder, good = troubled_folder()

@@ -118,7 +118,7 @@ function M.parser(version)
   local verify = parser:command("verify", "Check every record and that the indexes agree with the log.")
     :summary("Check every record and that the indexes agree with the log.")
     :description("Read every event and every index and check that they agree: record checksums, positions "
-                 .. "without gaps, contiguous stream versions, every record decodes. Prints each problem "
+                 .. "without gaps and contiguous stream versions (but for what scavenge removed, which it counts), every record decodes. Prints each problem "
                  .. "and exits with status 1 when there is one.")
   store_dir(verify)
   verify:option("--max-problems", "List at most this many problems."):argname("<n>")
@@ -174,6 +174,8 @@ function M.parser(version)
   dead:option("--scripts", "retry: the scripts folder that defines the handlers."):argname("<folder>")
   dead:flag("--all", "discard: every dead letter (of the named handler, when one is given).")
   dead:flag("--json", "list, show: JSON Lines, one object per dead letter.")
+
+  require("chronicle.cli.lifecycle").define(parser, store_dir)
 
   return parser
 end

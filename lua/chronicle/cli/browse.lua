@@ -26,7 +26,8 @@ function M.stats(args)
       { "path", s.path }, { "store_id", s.store_id }, { "format", s.format }, { "events", s.events },
       { "streams", s.streams }, { "head", s.head }, { "first_time", first and time.iso(first.time) },
       { "last_time", last and time.iso(last.time) }, { "file_size", s.file_size }, { "used_bytes", s.used_bytes },
-      { "map_size", s.map_size }, { "page_size", s.page_size },
+      { "map_size", s.map_size }, { "page_size", s.page_size }, { "scavenged", s.scavenged },
+      { "reclaimable", s.reclaimable },
     }), "\n")
   else
     local paint = terminal.painter(out.colour)
@@ -43,6 +44,8 @@ function M.stats(args)
       { "used", output.bytes(s.used_bytes) },
       { "map size", s.map_size and output.bytes(s.map_size) or "- (LMDB only)" },
       { "page size", tostring(s.page_size) },
+      { "reclaimable", output.count(s.reclaimable or 0) .. " hidden events (chronicle scavenge removes them)" },
+      { "scavenged", output.count(s.scavenged or 0) .. " events" },
     }, io.stdout, paint)
   end
   store:close()

@@ -13,8 +13,10 @@ local M = {}
 local BATCH_EVENTS = 1000
 local BATCH_KEYS = 1000
 
+-- Reads take `hidden = true`: the events stream metadata hides are copied too (with the
+-- metadata rows), so DST hides the same ones at the same positions and versions.
 local function event_at(store, position)
-  for ev in store:read_all { from = position, count = 1 } do return ev end
+  for ev in store:read_all { from = position, count = 1, hidden = true } do return ev end
 end
 
 local function same_event(a, b)
@@ -49,7 +51,7 @@ local function copy_events(src, dst, head, bar)
     entries, n, last = {}, 0, nil
     bar:update(start + copied)
   end
-  for ev in src:read_all { from = start + 1, to = head } do
+  for ev in src:read_all { from = start + 1, to = head, hidden = true } do
     local e = { type = ev.type, data = ev.data, meta = ev.meta, id = ev.id, schema = ev.schema, time = ev.time }
     if last and last.stream == ev.stream then
       last.events[#last.events + 1] = e
@@ -99,8 +101,8 @@ local function verify(src, dst, head, spaces)
   local step = 1000
   while position < head do
     local a, b = {}, {}
-    for ev in src:read_all { from = position + 1, count = step } do a[#a + 1] = ev end
-    for ev in dst:read_all { from = position + 1, count = step } do b[#b + 1] = ev end
+    for ev in src:read_all { from = position + 1, count = step, hidden = true } do a[#a + 1] = ev end
+    for ev in dst:read_all { from = position + 1, count = step, hidden = true } do b[#b + 1] = ev end
     for i, ev in ipairs(a) do
       if not (b[i] and same_event(ev, b[i])) then
         context.fail(("the copy differs at position %d"):format(ev.position))
@@ -126,6 +128,11 @@ function M.copy(args)
   local src = context.open(args.src, "read")
   local dst = context.open(args.dst, "create")
   local head = src:head()
+  local st = src:stats()
+  if st and (st.scavenged or 0) > 0 then
+    context.fail(("SRC has had %s scavenged: a copy cannot keep the positions around them (on LMDB, "
+      .. "'chronicle backup' copies it as it is)"):format(output.plural(st.scavenged, "event")))
+  end
   local bar = progress.new({ label = "copy", total = head, unit = "events" })
   local copied = copy_events(src, dst, head, bar)
   bar:finish()

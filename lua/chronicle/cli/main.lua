@@ -25,6 +25,11 @@ local commands = {
   rebuild = { "chronicle.cli.projections", "rebuild" },
   serve = { "chronicle.cli.serve", "serve" },
   ["dead-letters"] = { "chronicle.cli.deadletters", "run" },
+  metadata = { "chronicle.cli.lifecycle", "metadata" },
+  delete = { "chronicle.cli.lifecycle", "delete" },
+  truncate = { "chronicle.cli.lifecycle", "truncate" },
+  scavenge = { "chronicle.cli.lifecycle", "scavenge" },
+  compact = { "chronicle.cli.lifecycle", "compact" },
 }
 
 -- Subcommands whose normal end is Ctrl-C: an interrupt there is success.

@@ -114,6 +114,33 @@ function M.problems(list, dir)
   return out
 end
 
+--- The live members of the consumer groups of `list`'s subscribers: a list
+-- of `{kind, name, member, host, pid, partitions, of, lag}`.
+function M.members(store, list)
+  local ok, group = pcall(require, "chronicle.read.group")
+  if not ok then return {} end
+  local out = {}
+  for _, e in ipairs(list) do
+    local st = group.status(store, e.kind, e.name)
+    for _, m in ipairs(st and st.members or {}) do
+      if m.alive then
+        out[#out + 1] = { kind = e.kind, name = e.name, member = m.member, host = m.host, pid = m.pid,
+                          partitions = #m.partitions, of = st.partitions, lag = m.lag }
+      end
+    end
+  end
+  return out
+end
+
+--- The persistent subscriptions of `store`: a list of their states (see chronicle.read.subscription.status).
+function M.subscriptions(store)
+  local ok, subscription = pcall(require, "chronicle.read.subscription")
+  if not ok then return {} end
+  local out = {}
+  for _, name in ipairs(subscription.names(store)) do out[#out + 1] = subscription.status(store, name) end
+  return out
+end
+
 local function print_status(store, paint)
   local rows, list = {}, M.subscribers(store)
   for _, e in ipairs(list) do
@@ -124,6 +151,29 @@ local function print_status(store, paint)
   if #rows > 0 then
     output.table({ "kind", "name", "position", "lag", "dead", "status" }, rows, { [3] = true, [4] = true, [5] = true },
                  io.stdout, paint)
+  end
+  -- The runners serving them now (members of their groups), with their shares.
+  local members = {}
+  for _, m in ipairs(M.members(store, list)) do
+    members[#members + 1] = { m.kind, m.name, m.member, tostring(m.host) .. ":" .. tostring(m.pid),
+                              ("%d/%d"):format(m.partitions, m.of), m.lag and output.count(m.lag) or "-" }
+  end
+  if #members > 0 then
+    io.stdout:write("\n")
+    output.table({ "kind", "name", "member", "process", "share", "lag" }, members, { [5] = true, [6] = true },
+                 io.stdout, paint)
+  end
+  local subs = {}
+  for _, st in ipairs(M.subscriptions(store)) do
+    local consumers = 0
+    for _ in pairs(st.consumers) do consumers = consumers + 1 end
+    subs[#subs + 1] = { st.name, output.count(st.position), output.count(st.lag), output.count(st.leased),
+                        output.count(st.waiting), output.count(st.parked), output.count(consumers) }
+  end
+  if #subs > 0 then
+    io.stdout:write("\n")
+    output.table({ "subscription", "position", "lag", "leased", "waiting", "parked", "consumers" }, subs,
+                 { [2] = true, [3] = true, [4] = true, [5] = true, [6] = true, [7] = true }, io.stdout, paint)
   end
   return list
 end

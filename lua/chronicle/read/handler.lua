@@ -66,9 +66,73 @@ local function attempt(h, ev)
   return false, err
 end
 
---- Delivers one batch of events to handler `h`.
+local STOP = setmetatable({}, { __tostring = function() return "lease deadline" end })
+
+local function letter(h, ev, failure)
+  return { M.DEAD_LETTERS, letter_key(h.name, ev.position), {
+    handler = h.name, position = ev.position, stream = ev.stream, version = ev.version, type = ev.type,
+    id = ev.id, error = failure, attempts = h.retries + 1, time = common.now(),
+  } }
+end
+
+-- One batch as a member of the handler's group `g` (see chronicle.group): only
+-- the events of the partitions it holds, stopping before its leases run out;
+-- the checkpoints commit only while the leases are still this member's.
+local function run_group_batch(store, h, g)
+  local cursor, cerr = g:cursor(h.batch_size)
+  if not cursor then
+    if cerr then return nil, cerr end
+    return "idle"
+  end
+  local letters = {}
+  local deadline, done = g:deadline(), nil
+  -- The clock is read after every event while events take a millisecond or more,
+  -- and after every 2, 4, ... 32 while they are quicker (a no-op handler does not
+  -- pay a clock reading per event).
+  local stride, left, last = 1, 1, common.now()
+  local wants = cursor.wants
+  local ok, n, count, last_position = pcall(store.fold, store,
+    { from = cursor.from + 1, to = cursor.head, count = cursor.count, types = h.types, category = h.category },
+    0, function(seen, ev)
+      if wants(ev) then
+        local good, failure = attempt(h, ev)
+        if not good then letters[#letters + 1] = letter(h, ev, failure) end
+        left = left - 1
+        if left == 0 then
+          local now = common.now()
+          if now >= deadline or (now >= g.next_look and g:changed(now)) then
+            done = ev.position
+            error(STOP, 0)
+          end
+          if now - last < 1000000 * stride then stride = math.min(stride * 2, 32) else stride = 1 end
+          left, last = stride, now
+        end
+      end
+      return seen + 1
+    end)
+  if not ok then
+    if n ~= STOP then error(n, 0) end
+    n, count, last_position = 0, cursor.count, done
+  end
+  if n == nil then return nil, count end
+  local upto = count < cursor.count and cursor.head or last_position
+  local ops = { puts = letters }
+  cursor.commit(ops, upto)
+  local wrote, werr = store:write(ops)
+  if not wrote then
+    if werr.code ~= "check_failed" then return nil, werr end
+    g:lost()                      -- a lease was taken: the next owner handles these events again
+  else
+    cursor.done()
+  end
+  return "progress"
+end
+
+--- Delivers one batch of events to handler `h` (as a member of group `g`
+-- when given).
 -- @return "idle" | "progress", or nil, err for a store failure
-function M.run_batch(store, h)
+function M.run_batch(store, h, g)
+  if g then return run_group_batch(store, h, g) end
   local key = checkpoint_key(h)
   local checkpoint, err = store:kv_get(view.CHECKPOINTS, key)
   if err then return nil, err end
@@ -79,12 +143,7 @@ function M.run_batch(store, h)
     { from = (checkpoint or 0) + 1, to = head, count = h.batch_size, types = h.types, category = h.category },
     0, function(seen, ev)
       local ok, failure = attempt(h, ev)
-      if not ok then
-        letters[#letters + 1] = { M.DEAD_LETTERS, letter_key(h.name, ev.position), {
-          handler = h.name, position = ev.position, stream = ev.stream, version = ev.version, type = ev.type,
-          id = ev.id, error = failure, attempts = h.retries + 1, time = common.now(),
-        } }
-      end
+      if not ok then letters[#letters + 1] = letter(h, ev, failure) end
       return seen + 1
     end)
   if n == nil then return nil, count end

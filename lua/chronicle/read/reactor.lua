@@ -217,23 +217,39 @@ local function stamp_chain(r, ev, outputs)
   end
 end
 
---- Runs one batch of reactor `r`.
+--- Runs one batch of reactor `r` (as a member of group `g` when given: the
+-- events of the partitions it holds; its outputs commit only while its
+-- leases are still its own, see chronicle.group).
 -- @return "idle" | "progress" | "faulted", or nil, err for a store failure
-function M.run_batch(store, r)
+function M.run_batch(store, r, g)
   local status = store:kv_get(view.PROJECTIONS, spaces.reactor_status(r.name))
   if type(status) == "table" and status.status == "faulted" then return "faulted" end
   local key = checkpoint_key(r)
-  local checkpoint, err = store:kv_get(view.CHECKPOINTS, key)
-  if err then return nil, err end
-  local head = store:head()
-  if (checkpoint or 0) >= head then return "idle" end
+  local checkpoint, head, count_wanted, cursor
+  if g then
+    local cerr
+    cursor, cerr = g:cursor(r.batch_size)
+    if not cursor then
+      if cerr then return nil, cerr end
+      return "idle"
+    end
+    checkpoint, head, count_wanted = cursor.from, cursor.head, cursor.count
+  else
+    local err
+    checkpoint, err = store:kv_get(view.CHECKPOINTS, key)
+    if err then return nil, err end
+    head = store:head()
+    if (checkpoint or 0) >= head then return "idle" end
+    count_wanted = r.batch_size
+  end
   local uow = unit_of_work.new(store, { tolerate_rejections = true })
   local appends, append_sources, sources = {}, {}, {}
   local repos = {}
   local current, first
   local ok, n, count, last_position = pcall(store.fold, store,
-    { from = (checkpoint or 0) + 1, to = head, count = r.batch_size, types = r.types, category = r.category },
+    { from = (checkpoint or 0) + 1, to = head, count = count_wanted, types = r.types, category = r.category },
     0, function(seen, ev)
+      if cursor and not cursor.wants(ev) then return seen + 1 end
       current = ev
       upcast.current(ev)
       first = first or ev
@@ -262,8 +278,8 @@ function M.run_batch(store, r)
     return "faulted"
   end
   if n == nil then return nil, count end
-  local new_checkpoint = count < r.batch_size and head or last_position
-  local ops = { appends = {}, puts = {}, checks = { { view.CHECKPOINTS, key, checkpoint } } }
+  local new_checkpoint = count < count_wanted and head or last_position
+  local ops = { appends = {}, puts = {}, checks = cursor and {} or { { view.CHECKPOINTS, key, checkpoint } } }
   local wok, written = pcall(uow.add_ops, uow, ops)
   if not wok then
     fault(store, r, current, written)
@@ -276,11 +292,13 @@ function M.run_batch(store, r)
     ops.appends[#ops.appends + 1] = a
     by_entry[#ops.appends] = append_sources[i]
   end
-  ops.puts[#ops.puts + 1] = { view.CHECKPOINTS, key, new_checkpoint }
+  if cursor then cursor.commit(ops, new_checkpoint)
+  else ops.puts[#ops.puts + 1] = { view.CHECKPOINTS, key, new_checkpoint } end
   local result, werr, raised = fault_util.write(store, ops)
   if not result then
     if not store:is_open() then error(werr, 0) end
     if not raised and werr.code == "check_failed" then
+      if g then g:lost() end            -- a lease was taken: its new owner reacts to these events
       return "progress"                 -- another runner reacted to this batch: start again from its checkpoint
     end
     if not raised and fault_util.environmental(werr) then return nil, werr end
@@ -302,6 +320,7 @@ function M.run_batch(store, r)
     return "faulted"
   end
   r.streak = nil
+  if cursor then cursor.done() end
   require("chronicle.write.repository").place_snapshots(store, ops, result)
   uow:written(written, result)
   return "progress"

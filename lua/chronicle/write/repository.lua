@@ -128,7 +128,8 @@ function Repository:load_state(id, at, may_snapshot)
   end
   local final, count, last_position, last_version = store:fold(query, state, self:applier())
   if final == nil and type(count) == "table" then return nil, count end
-  if count > 0 then version = last_version end
+  -- Hidden (truncated, deleted) events count as read: last_version is past them.
+  if last_version > version then version = last_version end
   -- A load that replayed a whole period writes the snapshot it could have used.
   if may_snapshot and at == nil and agg.snapshot_every and count >= agg.snapshot_every
       and not store.options.readonly then

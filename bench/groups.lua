@@ -1,0 +1,117 @@
+--- bench/groups.lua: consumer groups and persistent subscriptions (issue 15).
+--
+-- The store: BENCH_GROUP_EVENTS events (default 2,000) of type "Placed" over
+-- BENCH_GROUP_STREAMS streams (default 400), durability "nosync". Members and
+-- consumers are lua5.4 processes (bench/support_group.lua); a measurement
+-- starts them together and ends when the last has exited.
+--
+--   group_handler_2ms_x2, _x4  a handler whose every event waits 2 ms (an
+--                        I/O-bound side effect) served by 2 and 4 member
+--                        processes, against the same with 1 member (each
+--                        round a new handler name: a new group from position
+--                        0). events/s; target for 4 members >= 3.5.
+--   group_overhead_noop  one runner, in this process, catching a no-op handler
+--                        up over BENCH_GROUP_NOOP events (default 50,000),
+--                        as a group of one (leases, partition checkpoints)
+--                        against { groups = false }. Target >= 0.8.
+--   subscription_x4      take(50)/ack of every event of a new subscription by
+--                        4 consumer processes, against 1 consumer.
+--
+-- Rounds alternate the order of the measurements.
+local B = require "benchlib"
+local chronicle = B.chronicle()
+
+local N = B.env("BENCH_GROUP_EVENTS", 2000)
+local NSTREAMS = B.env("BENCH_GROUP_STREAMS", 400)
+local NOOP = B.env("BENCH_GROUP_NOOP", 50000)
+local ROUNDS = B.env("BENCH_ROUNDS", 3)
+local DELAY = B.env("BENCH_GROUP_DELAY_MS", 2)
+
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local SUPPORT = here .. "support_group.lua"
+
+local dir = B.fresh_dir("groups")
+local s = assert(chronicle.open(dir, { durability = "nosync" }))
+for i = 0, N - 1, 100 do
+  local batch = {}
+  for j = i, math.min(i + 99, N - 1) do
+    batch[#batch + 1] = { stream = "order-" .. (j % NSTREAMS), events = { { type = "Placed", data = { n = j } } } }
+  end
+  assert(s:append_many(batch))
+end
+B.note("groups: %d events over %d streams; handler delay %d ms; %d rounds", N, NSTREAMS, DELAY, ROUNDS)
+
+local serial = 0
+local function processes(k, args)
+  local cmds = {}
+  for i = 1, k do
+    local parts = { "timeout -s KILL 60", "lua5.4", B.shell_quote(SUPPORT) }
+    for _, a in ipairs(args) do parts[#parts + 1] = B.shell_quote(a) end
+    cmds[i] = table.concat(parts, " ") .. " &"
+  end
+  return B.time(function()
+    local ok = os.execute("{ " .. table.concat(cmds, " ") .. " wait; }")
+    assert(ok, "a member failed")
+  end)
+end
+
+local function members(k)
+  return function()
+    serial = serial + 1
+    local secs = processes(k, { "handler", dir, "mail" .. serial, tostring(DELAY), "2" })
+    assert(s:kv_get("checkpoints", "h:mail" .. serial) == s:head())
+    return N / secs
+  end
+end
+
+local function consumers(k)
+  return function()
+    serial = serial + 1
+    local name = "sub" .. serial
+    assert(s:subscription(name, { max_in_flight = 1000 }))
+    local secs = processes(k, { "consumer", dir, name })
+    local st = s:subscription_status(name)
+    assert(st.lag == 0 and st.in_flight == 0)
+    return N / secs
+  end
+end
+
+local ndir = B.fresh_dir("groups_noop")
+local ns = assert(chronicle.open(ndir, { durability = "nosync" }))
+for i = 0, NOOP - 1, 1000 do
+  local batch = {}
+  for j = i, math.min(i + 999, NOOP - 1) do
+    batch[#batch + 1] = { stream = "order-" .. (j % NSTREAMS), events = { { type = "Placed" } } }
+  end
+  assert(ns:append_many(batch))
+end
+local function noop(groups)
+  return function()
+    serial = serial + 1
+    local name = "noop" .. serial
+    ns:on("Placed", function() end, { name = name })
+    local runner = chronicle.runner(ns, { groups = groups })
+    local secs = B.time(function()
+      repeat until runner:run_once() == 0
+    end)
+    runner:leave()
+    ns:unregister(name)
+    return NOOP / secs
+  end
+end
+
+local got = B.rotate({ "m1", "m2", "m4", "grouped", "plain", "c1", "c4" }, {
+  m1 = members(1), m2 = members(2), m4 = members(4),
+  grouped = noop(true), plain = noop(false),
+  c1 = consumers(1), c4 = consumers(4),
+}, ROUNDS)
+
+B.result("group_handler_2ms_x2", B.max(got.m2), B.max(got.m1), "events/s", nil, B.ratios(got, "m2", "m1"))
+B.result("group_handler_2ms_x4", B.max(got.m4), B.max(got.m1), "events/s", 3.5, B.ratios(got, "m4", "m1"))
+B.result("group_overhead_noop", B.max(got.grouped), B.max(got.plain), "events/s", 0.8, B.ratios(got, "grouped", "plain"))
+B.result("subscription_x4", B.max(got.c4), B.max(got.c1), "events/s", nil, B.ratios(got, "c4", "c1"))
+s:close()
+ns:close()
+B.rm(dir)
+B.rm(ndir)
+B.cleanup()

@@ -1,0 +1,582 @@
+--- Consumer groups: runner processes (on one host, or on several hosts
+-- sharing a PostgreSQL store) that serve the same handler, reactor or
+-- projection share its work without configuration.
+--
+-- The work of a group is split into `partitions` by a hash of the stream
+-- name (all events of one stream fall in one partition, so one member sees
+-- them in order). Each partition is owned by one live member at a time
+-- through a **lease**: a row in the `groups` key-value space naming the
+-- owner and when the lease expires by the store's clock (`store:now()`:
+-- the server's clock on PostgreSQL, so hosts need not agree on the time).
+-- Members renew their leases (and their membership row) a few times per
+-- lease time; the partitions are dealt to the live members, sorted by id,
+-- round robin; a member that is no longer dealt a partition releases it
+-- between batches, after its checkpoint committed; a member takes a
+-- partition dealt to it once it is free or its lease has expired. A member
+-- whose process is gone (same host, its pid no longer running) is treated as
+-- expired at once.
+--
+-- Each partition keeps its own checkpoint (`groups` space, `<kind>:<name>:c:<p>`);
+-- a batch's checkpoints commit in one write that checks each lease is still
+-- the member's, so a member whose lease was taken cannot commit: a reactor's
+-- outputs (which commit with its checkpoints) happen exactly once, a handler
+-- is at-least-once (an event handled by a member that lost its lease before
+-- committing is handled again by the next owner). A projection's group has
+-- one partition: one member at a time builds the view (the others stand by),
+-- so the view stays equal to a rebuild.
+--
+-- The old single checkpoint (`checkpoints` space, `h:<name>` / `r:<name>`)
+-- is kept as the group's low-water mark (every partition is at least
+-- there), written with each batch: status calls and `chronicle project`
+-- read it, and a handler that ran before groups existed starts its
+-- partitions from it.
+-- @module chronicle.read.group
+local core = require "chronicle.common"
+local view = require "chronicle.read.view"
+
+local M = {}
+
+--- The key-value space of leases, members and partition checkpoints.
+M.SPACE = "groups"
+--- Default lease time, seconds.
+M.LEASE = 5
+--- Default number of partitions of a handler's or reactor's group.
+M.PARTITIONS = 16
+--- The most partitions a group may have.
+M.MAX_PARTITIONS = 1024
+
+local NS = 1000000000
+-- How often a member looks again while a rebalance is under way, at most.
+local REBALANCE_NS = 50000000
+
+---------------------------------------------------------------------------
+-- Who this process is
+
+local function read_line(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local line = f:read("l")
+  f:close()
+  return line
+end
+
+local boot_id = (read_line("/proc/sys/kernel/random/boot_id") or ""):gsub("%s", "")
+if boot_id == "" then boot_id = nil end
+local host = (read_line("/proc/sys/kernel/hostname") or read_line("/etc/hostname") or "?"):gsub("%s", "")
+
+-- pid and start time (clock ticks since boot) of process `pid` ("self" for this one).
+local function proc_stat(pid)
+  local line = read_line("/proc/" .. pid .. "/stat")
+  if not line then return nil end
+  local id, rest = line:match("^(%d+) %b() (.*)$")
+  if not id then return nil end
+  local fields = {}
+  for f in rest:gmatch("%S+") do fields[#fields + 1] = f end
+  return tonumber(id), fields[20]   -- field 22 of stat, counted from the state (field 3)
+end
+
+local member_cache = {}
+
+--- This process's member identity: `{id, pid, start, boot, host}`. One per
+-- process (a forked child gets its own), shared by its runners.
+function M.me()
+  local pid, start = proc_stat("self")
+  local key = pid or "?"
+  local m = member_cache[key]
+  if not m then
+    m = { id = (core.uuid():gsub("-", "")):sub(-16), pid = pid or 0, start = start or "0", boot = boot_id or "-", host = host }
+    member_cache = { [key] = m }
+  end
+  return m
+end
+
+-- Member rows are strings, so checks on them compare exact bytes.
+local function member_row(me, expires, joined)
+  return ("%d %d %d %s %s %s"):format(expires, joined, me.pid, me.start, me.boot, me.host)
+end
+
+local function parse_member(s)
+  if type(s) ~= "string" then return nil end
+  local expires, joined, pid, start, boot, h = s:match("^(%-?%d+) (%-?%d+) (%d+) (%S+) (%S+) (%S+)$")
+  if not expires then return nil end
+  return { expires = math.tointeger(tonumber(expires)), joined = math.tointeger(tonumber(joined)),
+           pid = math.tointeger(tonumber(pid)), start = start, boot = boot, host = h }
+end
+
+-- True when member row `m` names a process on this host that is gone.
+local function gone(m)
+  if not boot_id or m.boot ~= boot_id then return false end
+  local pid, start = proc_stat(m.pid)
+  return pid == nil or start ~= m.start
+end
+
+local function lease_row(owner, expires) return owner .. " " .. expires end
+local function parse_lease(s)
+  if type(s) ~= "string" then return nil end
+  local owner, expires = s:match("^(%S+) (%-?%d+)$")
+  if not owner then return nil end
+  return owner, math.tointeger(tonumber(expires))
+end
+
+---------------------------------------------------------------------------
+-- Partitions
+
+local part_cache, part_cache_n = {}, 0
+
+--- The partition (0 .. n-1) of stream `stream` in a group of `n` partitions.
+function M.partition(stream, n)
+  if n == 1 then return 0 end
+  local h = part_cache[stream]
+  if not h then
+    h = tonumber(core.hash(stream):sub(1, 8), 16)
+    if part_cache_n >= 100000 then part_cache, part_cache_n = {}, 0 end
+    part_cache[stream], part_cache_n = h, part_cache_n + 1
+  end
+  return h % n
+end
+
+local function pkey(p) return ("%04d"):format(p) end
+
+-- A member's checkpoints row: "<p>:<checkpoint> ..." for the partitions it held
+-- when its last batch committed (never checked, so a table would do; a string
+-- keeps integer keys plain).
+local function encode_marks(marks)
+  local parts, i = {}, 0
+  for p, c in pairs(marks) do
+    i = i + 1
+    parts[i] = p .. ":" .. c
+  end
+  return table.concat(parts, " ")
+end
+local function decode_marks(s)
+  local out = {}
+  if type(s) ~= "string" then return out end
+  for p, c in s:gmatch("(%d+):(%-?%d+)") do out[math.tointeger(tonumber(p))] = math.tointeger(tonumber(c)) end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- A member's view of one group
+
+local Group = {}
+Group.__index = Group
+M.Group = Group
+
+local KIND_KEY = { handler = "h", reactor = "r", projection = "p" }
+
+--- The group `kind` ("handler", "reactor", "projection") `name` as member
+-- `me` sees it. `opts`: `lease` (seconds), `partitions`.
+function M.new(store, kind, name, opts)
+  local pfx = kind .. ":" .. name .. ":"
+  return setmetatable({
+    store = store, kind = kind, name = name, pfx = pfx, me = opts.me or M.me(),
+    lease_ns = math.floor((opts.lease or M.LEASE) * NS), partitions = opts.partitions or M.PARTITIONS,
+    base_key = KIND_KEY[kind] and (KIND_KEY[kind] .. ":" .. name),
+    owned = {}, owned_count = 0, valid_until = 0, next_beat = 0, next_look = 0, joined = nil, settled = false,
+    dealt = {}, config_checked = false,
+  }, Group)
+end
+
+-- Reads (or creates) the group's config row: the partition count is fixed when
+-- the group is first made, and members that disagree refuse to serve it.
+local function check_config(g)
+  if g.config_checked then return true end
+  local key = g.pfx .. "g"
+  local stored, err = g.store:kv_get(M.SPACE, key)
+  if err then return nil, err end
+  if stored == nil then
+    local ok, werr = g.store:write { checks = { { M.SPACE, key, nil } }, puts = { { M.SPACE, key, g.partitions } } }
+    if not ok and werr.code ~= "check_failed" then return nil, werr end
+    stored = g.store:kv_get(M.SPACE, key)
+  end
+  if stored ~= g.partitions then
+    return nil, core.error("group_mismatch", ("%s %s: its group has %s partitions in this store, this runner asks for %d "
+      .. "(every member must use the same 'partitions')"):format(g.kind, g.name, tostring(stored), g.partitions),
+      { kind = g.kind, name = g.name, partitions = stored })
+  end
+  g.config_checked = true
+  return true
+end
+
+-- Where a partition's checkpoint lives: its `c:` row (written when a member
+-- releases it, or takes it over from a member whose lease expired), else the
+-- group's low-water mark; and, while a member holds it, that member's `k:` row
+-- (one row per member, written with each of its batches): the checkpoint is
+-- the highest of these.
+local function marks_of(g, id)
+  local raw = g.store:kv_get(M.SPACE, g.pfx .. "k:" .. id)
+  return decode_marks(raw), raw
+end
+
+local function checkpoints(g)
+  local store = g.store
+  local base = g.base_key and store:kv_get(view.CHECKPOINTS, g.base_key) or 0
+  if type(base) ~= "number" then base = 0 end
+  local out = {}
+  for key, value in store:kv_scan(M.SPACE, { prefix = g.pfx .. "c:" }) do
+    local p = math.tointeger(tonumber(key:sub(#g.pfx + 3)))
+    if p then out[p] = value end
+  end
+  return out, base
+end
+
+--- Renews this member's row and leases, releases partitions dealt to others
+-- and takes the free ones dealt to it: one write (tried again on a race).
+-- @return true, or nil, err (a store failure)
+function Group:beat()
+  local ok, err = check_config(self)
+  if not ok then return nil, err end
+  local store = self.store
+  for _ = 1, 5 do
+    local t0 = core.now()
+    local now, nerr = store:now()
+    if not now then return nil, nerr end
+    local me = self.me
+    local members, leases, member_raw = {}, {}, {}
+    for key, value in store:kv_scan(M.SPACE, { prefix = self.pfx .. "m:" }) do
+      members[#members + 1] = { id = key:sub(#self.pfx + 3), raw = value, row = parse_member(value) }
+      member_raw[members[#members].id] = value
+    end
+    for key, value in store:kv_scan(M.SPACE, { prefix = self.pfx .. "l:" }) do
+      local p = math.tointeger(tonumber(key:sub(#self.pfx + 3)))
+      if p then leases[p] = value end
+    end
+    local ops = { checks = {}, puts = {}, deletes = {} }
+    local alive, tidied = { me.id }, {}
+    for _, m in ipairs(members) do
+      if m.id ~= me.id then
+        local r = m.row
+        if r and r.expires > now and not gone(r) then
+          alive[#alive + 1] = m.id
+        elseif not r or r.expires + self.lease_ns < now or gone(r) then
+          -- long expired, or its process is gone: tidy its row away
+          ops.checks[#ops.checks + 1] = { M.SPACE, self.pfx .. "m:" .. m.id, m.raw }
+          ops.deletes[#ops.deletes + 1] = { M.SPACE, self.pfx .. "m:" .. m.id }
+          tidied[m.id] = true
+        end
+      end
+    end
+    local stored, base = checkpoints(self)
+    local marks, fenced = {}, {}
+    local function value_of(p, owner)
+      local c = stored[p] or base
+      if owner then
+        if not marks[owner] then
+          local raw
+          marks[owner], raw = marks_of(self, owner)
+          if owner ~= me.id then
+            -- the member's checkpoints row must not move under this write (a batch of it
+            -- committing meanwhile would be lost), and its member row goes: its next
+            -- batch, which checks that row, cannot commit
+            ops.checks[#ops.checks + 1] = { M.SPACE, self.pfx .. "k:" .. owner, raw }
+            if member_raw[owner] and not tidied[owner] then
+              ops.checks[#ops.checks + 1] = { M.SPACE, self.pfx .. "m:" .. owner, member_raw[owner] }
+              ops.deletes[#ops.deletes + 1] = { M.SPACE, self.pfx .. "m:" .. owner }
+            end
+            fenced[owner] = true
+          end
+        end
+        local m = marks[owner][p]
+        if m and m > c then c = m end
+      end
+      return c
+    end
+    local named = {}       -- members whose checkpoints row still holds a partition's checkpoint
+    table.sort(alive)
+    local live = {}
+    for _, id in ipairs(alive) do live[id] = true end
+    local expires = now + self.lease_ns
+    self.joined = self.joined or now
+    local my_row = member_row(me, expires, self.joined)
+    ops.puts[#ops.puts + 1] = { M.SPACE, self.pfx .. "m:" .. me.id, my_row }
+    local owned, count, settled = {}, 0, true
+    local dealt = {}
+    for p = 0, self.partitions - 1 do
+      local target = alive[(p % #alive) + 1]
+      local raw = leases[p]
+      local owner, until_ = parse_lease(raw)
+      local key = self.pfx .. "l:" .. pkey(p)
+      if target == me.id then
+        dealt[#dealt + 1] = p
+        if owner == nil or owner == me.id or until_ <= now or not live[owner] then
+          local value = lease_row(me.id, expires)
+          ops.checks[#ops.checks + 1] = { M.SPACE, key, raw }
+          ops.puts[#ops.puts + 1] = { M.SPACE, key, value }
+          if owner and owner ~= me.id then
+            -- taken over from a member whose lease ran out: its checkpoint moves to the c: row
+            ops.puts[#ops.puts + 1] = { M.SPACE, self.pfx .. "c:" .. pkey(p), value_of(p, owner) }
+          end
+          owned[p], count = value, count + 1
+        else
+          settled = false           -- dealt to me, still held by a live member
+          named[owner] = true
+        end
+      elseif owner == me.id then
+        -- released: its checkpoint moves to the c: row for the member it is dealt to
+        ops.checks[#ops.checks + 1] = { M.SPACE, key, raw }
+        ops.deletes[#ops.deletes + 1] = { M.SPACE, key }
+        ops.puts[#ops.puts + 1] = { M.SPACE, self.pfx .. "c:" .. pkey(p), value_of(p, me.id) }
+      else
+        if owner then named[owner] = true end
+        if owner == nil or until_ <= now or not live[owner] then
+          settled = false           -- waits for the member it is dealt to
+        end
+      end
+    end
+    for id in pairs(tidied) do
+      if not named[id] and not fenced[id] then ops.deletes[#ops.deletes + 1] = { M.SPACE, self.pfx .. "k:" .. id } end
+    end
+    local res, werr = store:write(ops)
+    if res then
+      self.owned, self.owned_count, self.settled, self.dealt = owned, count, settled, dealt
+      self.alive = alive
+      self.member_raw = my_row
+      self.valid_until = t0 + self.lease_ns
+      -- renew after a third of the lease; sooner while a rebalance is under way
+      self.next_beat = t0 + (settled and self.lease_ns // 3 or math.min(self.lease_ns // 10, REBALANCE_NS))
+      self.member_rows = store:kv_count(M.SPACE, self.pfx .. "m:")
+      self.cache = nil          -- read the checkpoints again: the partitions held may have changed
+      return true
+    end
+    if werr.code ~= "check_failed" then return nil, werr end
+  end
+  -- Lost every race: hold nothing until the next beat.
+  self.owned, self.owned_count, self.settled, self.next_beat = {}, 0, false, 0
+  return true
+end
+
+--- Beats when it is time to (a third of the lease since the last one, or
+-- sooner while a rebalance is under way), or when a member joined or left
+-- since the last beat (so a joining member gets its share after the
+-- current batch). @return true, or nil, err
+function Group:tick()
+  if core.now() >= self.next_beat or self:changed() then return self:beat() end
+  return true
+end
+
+--- True when a member joined or left since the last beat (looked up at most
+-- every 50 ms): a long batch ends early so the partitions can move.
+function Group:changed(now)
+  now = now or core.now()
+  if now < self.next_look then return false end
+  self.next_look = now + REBALANCE_NS
+  local rows = self.store:kv_count(M.SPACE, self.pfx .. "m:")
+  if rows ~= nil and rows ~= self.member_rows then
+    self.next_beat = 0                -- the next tick beats
+    return true
+  end
+  return false
+end
+
+--- Forgets the leases (after a write found one taken): the next tick beats.
+function Group:lost()
+  self.owned, self.owned_count, self.next_beat, self.cache = {}, 0, 0, nil
+end
+
+--- The local time (core.now) until which this member may work on its
+-- partitions: a margin before its leases expire.
+function Group:deadline()
+  return self.valid_until - self.lease_ns // 5
+end
+
+--- Leaves the group: deletes this member's row and releases its leases.
+function Group:leave()
+  local ops = { checks = {}, puts = {}, deletes = { { M.SPACE, self.pfx .. "m:" .. self.me.id },
+                                                    { M.SPACE, self.pfx .. "k:" .. self.me.id } } }
+  local stored, base = checkpoints(self)
+  local mine = marks_of(self, self.me.id)
+  for p, value in pairs(self.owned) do
+    local key = self.pfx .. "l:" .. pkey(p)
+    ops.checks[#ops.checks + 1] = { M.SPACE, key, value }
+    ops.deletes[#ops.deletes + 1] = { M.SPACE, key }
+    local c = math.max(stored[p] or base, mine[p] or 0)
+    ops.puts[#ops.puts + 1] = { M.SPACE, self.pfx .. "c:" .. pkey(p), c }
+  end
+  self.owned, self.owned_count, self.next_beat, self.joined = {}, 0, 0, nil
+  local ok, err = self.store:write(ops)
+  if not ok and err.code == "check_failed" then
+    -- a lease was taken meanwhile: whoever took it moved its checkpoint; the
+    -- checkpoints row stays for the partitions whose leases still name this member
+    return self.store:write { deletes = { { M.SPACE, self.pfx .. "m:" .. self.me.id } } }
+  end
+  return ok, err
+end
+
+---------------------------------------------------------------------------
+-- Batches over a member's partitions
+
+--- Where a batch of this member starts, and how to commit it.
+-- @return a cursor `{from, head, wants(ev), ops(ops, upto), count}`, or nil when
+--   this member has nothing to do now, or nil, err
+function Group:cursor(batch_size)
+  if self.owned_count == 0 then return nil end
+  -- The checkpoints of the partitions this member holds are only written by it
+  -- (under a check of its leases), so what it last read or wrote holds until its
+  -- next beat; the others' are only used for the low-water mark.
+  local cache = self.cache
+  if not cache then
+    local stored, base = checkpoints(self)
+    local mine = marks_of(self, self.me.id)
+    for p in pairs(self.owned) do
+      if mine[p] and mine[p] > (stored[p] or base) then stored[p] = mine[p] end
+    end
+    cache = { stored = stored, base = base }
+    self.cache = cache
+  end
+  local stored, base = cache.stored, cache.base
+  local head = self.store:head()
+  local from
+  local at = {}
+  for p in pairs(self.owned) do
+    local c = stored[p] or base
+    at[p] = c
+    if from == nil or c < from then from = c end
+  end
+  if from >= head then
+    -- Nothing to do here: bring the low-water mark up if every partition is past it
+    -- (the last batches of two members may each have seen the other behind).
+    if self.base_key and base < head then
+      local at_all
+      at_all, base = M.partition_checkpoints(self.store, self.pfx, self.partitions, self.base_key)
+      cache.base = base
+      local low = base
+      for p = 0, self.partitions - 1 do
+        local c = at_all[p]
+        if p == 0 or c < low then low = c end
+      end
+      if low > base then
+        local ok, err = self.store:write { puts = { { view.CHECKPOINTS, self.base_key, low } } }
+        if not ok then return nil, err end
+        cache.base = low
+      end
+    end
+    return nil
+  end
+  local n, owned, g = self.partitions, self.owned, self
+  local cursor = {
+    from = from, head = head,
+    -- read more events per batch when this member owns a small share of the partitions
+    count = math.min(batch_size * math.max(1, n // math.max(1, self.owned_count)), batch_size * 16),
+  }
+  local memo = self.memo
+  if not memo or self.memo_n > 100000 then memo = {}; self.memo, self.memo_n = memo, 0 end
+  function cursor.wants(ev)
+    local stream = ev.stream
+    local p = memo[stream]
+    if p == nil then
+      p = M.partition(stream, n)
+      memo[stream], g.memo_n = p, g.memo_n + 1
+    end
+    local a = at[p]                   -- only the partitions this member holds have one
+    return a ~= nil and ev.position > a
+  end
+  local pending, pending_low = {}, nil
+  local mark_key = g.pfx .. "k:" .. g.me.id
+  --- Adds to `ops` the checks that this member's leases hold and the new
+  -- checkpoints (every owned partition is done up to `upto`), and the base.
+  function cursor.commit(ops, upto)
+    ops.checks, ops.puts = ops.checks or {}, ops.puts or {}
+    -- Every lease this member holds is still its own while its member row is the one
+    -- its last beat wrote: a member taking one over deletes that row in the same write.
+    ops.checks[#ops.checks + 1] = { M.SPACE, g.pfx .. "m:" .. g.me.id, g.member_raw }
+    local low = nil
+    for p = 0, n - 1 do
+      local c
+      if owned[p] then
+        c = math.max(upto, at[p])
+        pending[p] = c
+      else
+        c = stored[p] or base
+      end
+      if low == nil or c < low then low = c end
+    end
+    ops.puts[#ops.puts + 1] = { M.SPACE, mark_key, encode_marks(pending) }
+    if g.base_key and low and low > base then
+      ops.puts[#ops.puts + 1] = { view.CHECKPOINTS, g.base_key, low }
+      pending_low = low
+    end
+  end
+  --- After the batch's write succeeded: what it wrote is what the member holds now.
+  function cursor.done()
+    if g.cache ~= cache then return end
+    for p, c in pairs(pending) do stored[p] = c end
+    if pending_low then cache.base = pending_low end
+  end
+  return cursor
+end
+
+--- True when every partition of the group is caught up to `head` (by whichever member).
+--- The checkpoint of every partition of a group (p -> position) and its
+-- low-water mark, as stored now.
+function M.partition_checkpoints(store, pfx, partitions, base_key)
+  local g = { store = store, pfx = pfx, base_key = base_key }
+  local stored, base = checkpoints(g)
+  local marks, out = {}, {}
+  for p = 0, partitions - 1 do
+    local c = stored[p] or base
+    local owner = parse_lease(store:kv_get(M.SPACE, pfx .. "l:" .. pkey(p)))
+    if owner then
+      marks[owner] = marks[owner] or marks_of(g, owner)
+      local m = marks[owner][p]
+      if m and m > c then c = m end
+    end
+    out[p] = c
+  end
+  return out, base
+end
+
+--- True when every partition of the group is caught up to `head` (by whichever member).
+function Group:caught_up(head)
+  local at = M.partition_checkpoints(self.store, self.pfx, self.partitions, self.base_key)
+  for p = 0, self.partitions - 1 do
+    if at[p] < head then return false end
+  end
+  return true
+end
+
+---------------------------------------------------------------------------
+-- Status
+
+--- The status of group `kind` `name` in `store`: `{partitions, lease (s),
+-- members = {{member, host, pid, joined, expires, alive, partitions = {p...},
+-- share, checkpoint, lag}}, unowned = {p...}, checkpoint, lag}` (`checkpoint`
+-- is the lowest of the partitions'), or nil when the store has no such group.
+function M.status(store, kind, name)
+  local pfx = kind .. ":" .. name .. ":"
+  local partitions = store:kv_get(M.SPACE, pfx .. "g")
+  if math.type(partitions) ~= "integer" then return nil end
+  local now = store:now()
+  local head = store:head()
+  local at = M.partition_checkpoints(store, pfx, partitions, KIND_KEY[kind] and (KIND_KEY[kind] .. ":" .. name))
+  local members, by_id = {}, {}
+  for key, value in store:kv_scan(M.SPACE, { prefix = pfx .. "m:" }) do
+    local r = parse_member(value) or {}
+    local m = { member = key:sub(#pfx + 3), host = r.host, pid = r.pid, joined = r.joined, expires = r.expires,
+                alive = r.expires ~= nil and r.expires > now and not gone(r), partitions = {} }
+    members[#members + 1], by_id[m.member] = m, m
+  end
+  local unowned = {}
+  local low
+  for p = 0, partitions - 1 do
+    local c = at[p]
+    if kind == "projection" then c = nil end
+    local owner, until_ = parse_lease(store:kv_get(M.SPACE, pfx .. "l:" .. pkey(p)))
+    local m = owner and until_ > now and by_id[owner]
+    if m then
+      m.partitions[#m.partitions + 1] = p
+      if c and (m.checkpoint == nil or c < m.checkpoint) then m.checkpoint = c end
+    else
+      unowned[#unowned + 1] = p
+    end
+    if c and (low == nil or c < low) then low = c end
+  end
+  table.sort(members, function(a, b) return a.member < b.member end)
+  for _, m in ipairs(members) do
+    m.share = #m.partitions / partitions
+    if m.checkpoint then m.lag = head - m.checkpoint end
+  end
+  return { kind = kind, name = name, partitions = partitions, members = members, unowned = unowned,
+           checkpoint = low, head = head, lag = low and head - low or nil }
+end
+
+return M
