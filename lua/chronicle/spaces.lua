@@ -11,6 +11,11 @@
 --    v:<name>#<gen>   the projection's own keys       its rows
 --    dead_letters     <handler>:<position, 20 digits> { handler, position, stream, version, type, id, error, attempts, time }
 --    snapshots        <stream>                        { version, position, time, schema, state }
+--    stream_metadata  <stream>                        the stream's metadata row (lifecycle.lua, docs/FORMAT.md)
+--    stream_metadata_version  <stream>                an integer, the row's version (compare-and-set)
+--    groups           <kind>:<name>:m:|l:|k:|c:...     members, leases, partition checkpoints (read/group.lua)
+--    subscriptions    <name>:...                      settings, cursor, leases (f:), parked events (p:)
+--                                                     (read/subscription.lua)
 -- @module chronicle.spaces
 local M = {}
 
@@ -22,6 +27,14 @@ M.CHECKPOINTS = "checkpoints"
 M.SNAPSHOTS = "snapshots"
 --- Events a handler gave up on, keyed by handler and position.
 M.DEAD_LETTERS = "dead_letters"
+--- Stream metadata rows (retention, truncation, deletion, custom keys), keyed by stream.
+M.STREAM_METADATA = "stream_metadata"
+--- The version of each stream's metadata row, keyed by stream.
+M.STREAM_METADATA_VERSIONS = "stream_metadata_version"
+--- Consumer groups: members, leases and partition checkpoints (keys: read/group.lua).
+M.GROUPS = "groups"
+--- Persistent subscriptions' state (keys: read/subscription.lua).
+M.SUBSCRIPTIONS = "subscriptions"
 
 --- The prefix of every handler checkpoint key in CHECKPOINTS.
 M.HANDLER_PREFIX = "h:"
