@@ -2,7 +2,7 @@
 -- and scavenging. Metadata rows live in the key-value space `stream_metadata`
 -- (one MessagePack map per stream, see docs/FORMAT.md), written with the
 -- store's one write transaction (`write`), and every backend's read path
--- applies them in C (csrc/retention.c), inside the read's own transaction.
+-- applies them in C (csrc/common/retention.c), inside the read's own transaction.
 -- @module chronicle.lifecycle
 local common = require "chronicle.common"
 local options = require "chronicle.options"
