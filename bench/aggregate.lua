@@ -1,4 +1,4 @@
---- bench/aggregate.lua: repositories (issue 3): load and execute.
+--- bench/aggregate.lua: repositories: load and execute.
 --
 -- The aggregate is bench/support_aggregate.lua's account: Opened, then
 -- Deposited / Withdrawn / Renamed in turn, data the 8-field map of

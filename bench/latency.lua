@@ -1,4 +1,4 @@
---- bench/latency.lua: how soon another process sees an append (issue 4).
+--- bench/latency.lua: how soon another process sees an append.
 --
 -- One process (this one) appends `Ping` events one at a time, each carrying
 -- its send time, `data.sent = chronicle.now()` (CLOCK_REALTIME in ns, the
@@ -29,7 +29,7 @@
 -- wake-up of the other process. For this benchmark the figures are latencies
 -- in microseconds (lower is better), p50 and p99 (the 198th of 200 samples;
 -- with 50 it is the largest), and the ratio is baseline_us / subject_us, so
--- 1.0 means "as fast as in-process". No target: the issue asks to measure it
+-- 1.0 means "as fast as in-process". No target: the aim is to measure it
 -- ("within milliseconds").
 local chronicle = require "chronicle"
 

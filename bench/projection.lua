@@ -1,4 +1,4 @@
---- bench/projection.lua: catching up a projection (issue 4) against store:fold.
+--- bench/projection.lua: catching up a projection against store:fold.
 --
 -- The store is bench/fold.lua's: BENCH_EVENTS events (default 1,000,000)
 -- over BENCH_STREAMS streams (default 1,000) in 4 categories, 5 event types,

@@ -1,4 +1,4 @@
---- bench/transfer.lua: `chronicle export` and `chronicle import` (issue 5).
+--- bench/transfer.lua: `chronicle export` and `chronicle import`.
 -- Exports BENCH_TRANSFER_EVENTS events (default 1,000,000) to JSON Lines and
 -- imports them into an empty store, running the real command. Baselines,
 -- measured in the same run: for export, a Lua loop over `read_all` writing

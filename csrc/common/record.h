@@ -18,11 +18,24 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include "bytes.h"
 
 #define RECORD_HEADER 52
 #define RECORD_FORMAT 1
 #define RECORD_MAX_STREAM 200
 #define RECORD_MAX_TYPE 200
+#define RECORD_VERSION_AT 16   /* the offset of the stream version (above) */
+
+/* The stream version of a record already checked (record_parse or record_layout). */
+static inline uint64_t record_version(const unsigned char *rec) { return get_u64be(rec + RECORD_VERSION_AT); }
+
+/* A stream's category: its name up to the first '-', all of it when there is none. The one
+ * place this rule is written; both backends and every index use it. */
+static inline size_t record_category_len(const void *name, size_t len) {
+  const char *dash = memchr(name, '-', len);
+  return dash ? (size_t)(dash - (const char *)name) : len;
+}
 
 typedef struct record_view {
   const unsigned char *stream; size_t stream_len;

@@ -8,6 +8,7 @@
 #include "common/cerror.h"
 #include "common/options.h"
 #include "common/codec.h"
+#include "append.h"
 #include "kv.h"
 #include "logdb.h"
 #include "common/retention.h"
@@ -20,6 +21,9 @@ static const char *const expect_names[] = { "any", "no_stream", "exists", NULL }
 /* Returned by append_in_txn when a check failed; details are in append_failure. */
 #define APPEND_REFUSED 0x100000
 #define APPEND_MAX_GROWTHS 40
+
+/* What the caller asked for: append, append_many or write (results and messages differ). */
+typedef enum { CALL_APPEND, CALL_APPEND_MANY, CALL_WRITE } call_kind;
 
 typedef struct pending_event {
   size_t type_off, type_len;   /* offsets into scratch_bytes */
@@ -539,7 +543,7 @@ static store *append_check_store(lua_State *L, const char *fn) {
   return s;
 }
 
-static void append_push_conflict(lua_State *L, store *s, const append_failure *f, int many) {
+static void append_push_conflict(lua_State *L, store *s, const append_failure *f, call_kind kind) {
   pending_stream *ps = &PENDING_STREAMS(s)[f->stream];
   char name[RECORD_MAX_STREAM + 1];
   memcpy(name, s->scratch_bytes.data + ps->name_off, ps->name_len);
@@ -607,27 +611,26 @@ static void append_push_conflict(lua_State *L, store *s, const append_failure *f
   }
   lua_pushlstring(L, name, ps->name_len);
   lua_setfield(L, -2, "stream");
-  if (many) {
+  if (kind != CALL_APPEND) {
     lua_pushinteger(L, (lua_Integer)f->stream + 1);
     lua_setfield(L, -2, "index");
   }
 }
 
-/* many: 0 for append, 1 for append_many, 2 for write. */
-static int append_finish(lua_State *L, store *s, size_t nstreams, int many, int dry_run) {
+static int append_finish(lua_State *L, store *s, size_t nstreams, call_kind kind, int dry_run) {
   append_failure f;
   memset(&f, 0, sizeof f);
   int rc = append_commit(s, nstreams, &f, dry_run);
   if (rc == APPEND_REFUSED) {
-    append_push_conflict(L, s, &f, many);
+    append_push_conflict(L, s, &f, kind);
     return 2;
   }
   if (rc == KV_CHECK_FAILED) {
     kv_push_check_failure(L, s, f.kv_op);
     return 2;
   }
-  if (rc) return cerr_mdb_result(L, rc, many == 2 ? "write" : many ? "append_many" : "append");
-  if (!many) {
+  if (rc) return cerr_mdb_result(L, rc, kind == CALL_WRITE ? "write" : kind == CALL_APPEND_MANY ? "append_many" : "append");
+  if (kind == CALL_APPEND) {
     pending_stream *ps = &PENDING_STREAMS(s)[0];
     lua_createtable(L, 0, 3);
     lua_pushinteger(L, (lua_Integer)ps->version);
@@ -681,7 +684,7 @@ static int append_one(lua_State *L) {
   lua_settop(L, 4);
   append_encode_stream(L, s, "append", 2, 3, 4);
   if (s->readonly) return append_readonly(L);
-  return append_finish(L, s, 1, 0, 0);
+  return append_finish(L, s, 1, CALL_APPEND, 0);
 }
 
 /* Encodes the list at idx of {stream=, events=, expected=} entries; returns how many. */
@@ -721,7 +724,7 @@ static int append_many(lua_State *L) {
   lua_settop(L, 2);
   size_t n = append_encode_list(L, s, 2, "append_many", 0);
   if (s->readonly) return append_readonly(L);
-  return append_finish(L, s, n, 1, 0);
+  return append_finish(L, s, n, CALL_APPEND_MANY, 0);
 }
 
 /* store:write({ appends=, checks=, clears=, deletes=, puts=, dry_run= }) -> result | nil, err
@@ -748,7 +751,7 @@ static int append_write(lua_State *L) {
   int dry_run = lua_toboolean(L, -1);
   lua_pop(L, 1);
   if (s->readonly) return append_readonly(L);
-  return append_finish(L, s, n, 2, dry_run);
+  return append_finish(L, s, n, CALL_WRITE, dry_run);
 }
 
 static const luaL_Reg append_methods[] = {

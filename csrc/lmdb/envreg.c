@@ -138,7 +138,7 @@ static envref *envreg_find(dev_t dev, ino_t ino, pid_t pid) {
   return NULL;
 }
 
-/* Reliability fix (issue 6, spec/reliability/damage_spec.lua): LMDB trusts data.mdb's meta page, so a
+/* Reliability fix (spec/reliability/damage_spec.lua): LMDB trusts data.mdb's meta page, so a
  * data.mdb cut short after its meta pages (a truncated copy, a full disk while copying) made
  * LMDB touch mapped pages past the end of the file: SIGBUS at open or at the first read.
  * Refuse the environment when the file is shorter than the pages its meta says are in use.
@@ -177,7 +177,7 @@ static int envreg_create(const char *dir, const envopts *opts, const struct stat
   mdb_env_set_mapsize(e->env, opts->map_size ? opts->map_size : ENVREG_DEFAULT_MAP);
   /* MDB_NOTLS: Lua code may hold several read transactions in one thread. */
   rc = mdb_env_open(e->env, dir, MDB_NOTLS | (opts->readonly ? MDB_RDONLY : 0), 0644);
-  if (!rc) rc = envreg_check_size(e, why);   /* issue 6: see envreg_check_size */
+  if (!rc) rc = envreg_check_size(e, why);   /* a data.mdb cut short: see envreg_check_size */
   if (!rc) {
     int dead = 0;
     mdb_reader_check(e->env, &dead);

@@ -27,6 +27,7 @@ int kv_apply_ops(store *s, MDB_txn *txn, size_t *failed);
 /* Pushes the error for a failed check. */
 void kv_push_check_failure(lua_State *L, store *s, size_t failed);
 
+/* Adds kv_get, kv_count and kv_spaces to the method table on top of the stack (kv_scan is scan.c's). */
 void kv_register(lua_State *L);
 
 #endif

@@ -54,10 +54,7 @@ static inline int stream_meta_get(MDB_txn *txn, const envref *e, const void *nam
 }
 
 /* The category of a stream: its name up to the first '-', or all of it. */
-static inline size_t category_len(const void *name, size_t len) {
-  const char *dash = memchr(name, '-', len);
-  return dash ? (size_t)(dash - (const char *)name) : len;
-}
+static inline size_t category_len(const void *name, size_t len) { return record_category_len(name, len); }
 
 /* Builds a category_index key; returns its length. */
 static inline size_t category_key(unsigned char *out, const void *cat, size_t cat_len, uint64_t pos) {

@@ -12,6 +12,7 @@
 #include "common/cerror.h"
 #include "common/codec.h"
 #include "common/event_table.h"
+#include "scan.h"
 #include "kv.h"
 #include "logdb.h"
 #include "common/options.h"
@@ -907,7 +908,7 @@ static int scan_fold(lua_State *L) {
     else lua_replace(L, 3);
     n++;
     last_pos = (lua_Integer)it->position;
-    last_version = (lua_Integer)get_u64be(sc->records.data + it->off + 16);
+    last_version = (lua_Integer)record_version(sc->records.data + it->off);
   }
   if (sc->err_rc) {
     lua_pushnil(L);

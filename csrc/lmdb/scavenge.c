@@ -10,6 +10,7 @@
 #include <lauxlib.h>
 #include "common/cerror.h"
 #include "kv.h"
+#include "scavenge.h"
 #include "logdb.h"
 #include "common/retention.h"
 #include "store.h"

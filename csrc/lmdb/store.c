@@ -126,7 +126,7 @@ static lua_Integer store_opt_integer(lua_State *L, const char *name, lua_Integer
 }
 
 /* core.open(dir, opts) -> store | nil, err */
-static int store_open(lua_State *L) {
+int store_open(lua_State *L) {
   const char *dir = store_check_path(L, 1);
   static const opt_spec options[] = {
     { "durability", OPT_STRING }, { "readonly", OPT_BOOLEAN }, { "map_size", OPT_INTEGER },
@@ -359,19 +359,10 @@ static const luaL_Reg store_metamethods[] = {
   { NULL, NULL }
 };
 
-void store_open_lib(lua_State *L) {
-  luaL_newmetatable(L, STORE_MT);
-  luaL_setfuncs(L, store_metamethods, 0);
-  luaL_newlibtable(L, store_methods);
+void store_push_metatable(lua_State *L) {
+  if (luaL_newmetatable(L, STORE_MT)) luaL_setfuncs(L, store_metamethods, 0);
+}
+
+void store_register(lua_State *L) {
   luaL_setfuncs(L, store_methods, 0);
-  append_register(L);
-  scan_register(L);
-  verify_register(L);
-  kv_register(L);
-  watch_register(L);
-  scavenge_register(L);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
-  lua_pushcfunction(L, store_open);
-  lua_setfield(L, -2, "open");
 }

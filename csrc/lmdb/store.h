@@ -58,12 +58,11 @@ int store_report_progress(lua_State *L, int fn, long long done, long long total)
 /* Pushes the table stream_info and streams() return. */
 void store_push_stream_meta(lua_State *L, const void *name, size_t len, const stream_meta *m);
 
-void store_open_lib(lua_State *L);      /* core.open and the store metatable */
-void append_register(lua_State *L);     /* adds append methods to the table on top */
-void scan_register(lua_State *L);       /* adds read/read_all/fold/streams */
-void verify_register(lua_State *L);     /* adds verify */
-void kv_register(lua_State *L);         /* adds kv_get/kv_count */
-void watch_register(lua_State *L);      /* adds wait and backup */
-void scavenge_register(lua_State *L);   /* adds scavenge_stream and scavenged */
+/* core.open(dir [, opts]) -> a store handle | nil, err */
+int store_open(lua_State *L);
+/* Pushes the handle's metatable (__gc, __close, __tostring; __index is set by core.c). */
+void store_push_metatable(lua_State *L);
+/* Adds close, is_open, head, now, stream_info, stream_version and stats to the table on top. */
+void store_register(lua_State *L);
 
 #endif

@@ -9,6 +9,7 @@
 #include "common/cerror.h"
 #include "common/options.h"
 #include "common/codec.h"
+#include "verify.h"
 #include "logdb.h"
 #include "store.h"
 

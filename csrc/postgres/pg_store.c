@@ -22,10 +22,7 @@ CHRONICLE_EXPORT int luaopen_chronicle_postgres(lua_State *L);
 
 #define PGS_POLL_MS 1000   /* wait(): re-check the head this often even without a notification */
 
-size_t pgs_category_len(const void *name, size_t len) {
-  const char *dash = memchr(name, '-', len);
-  return dash ? (size_t)(dash - (const char *)name) : len;
-}
+size_t pgs_category_len(const void *name, size_t len) { return record_category_len(name, len); }
 
 /* ---------------------------------------------------------------- parameters */
 

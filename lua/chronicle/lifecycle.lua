@@ -2,30 +2,31 @@
 -- and scavenging. Metadata rows live in the key-value space `stream_metadata`
 -- (one MessagePack map per stream, see docs/FORMAT.md), written with the
 -- store's one write transaction (`write`), and every backend's read path
--- applies them in C (csrc/retention.c), inside the read's own transaction.
+-- applies them in C (csrc/common/retention.c), inside the read's own transaction.
 -- @module chronicle.lifecycle
-local core = require "chronicle.core"
+local common = require "chronicle.common"
 local options = require "chronicle.options"
+local spaces = require "chronicle.spaces"
 
 local M = {}
 
 --- The key-value space of metadata rows (key: the stream name).
-M.SPACE = "stream_metadata"
+M.SPACE = spaces.STREAM_METADATA
 --- The space of metadata versions (key: the stream name, value: an integer):
 -- an integer compares byte for byte, so a `write` check on it is an exact
 -- compare-and-set, which a check on the (map) row could not be.
-M.VERSIONS = "stream_metadata_version"
+M.VERSIONS = spaces.STREAM_METADATA_VERSIONS
 --- The type of the system event a deletion appends to the deleted stream.
 M.DELETED_TYPE = "$stream_deleted"
 
-local SNAPSHOTS = "snapshots"
+local SNAPSHOTS = spaces.SNAPSHOTS
 local RULES = { max_count = true, max_age = true, truncate_before = true }
 -- Row keys the store keeps for itself: not settable as custom metadata.
 local SYSTEM = { version = true, deleted = true, deleted_before = true, custom = true }
 local RETRIES = 20
 
 local function fail(code, message, fields)
-  return nil, core.error(code, message, fields)
+  return nil, common.error(code, message, fields)
 end
 
 local function check_stream(fname, stream, level)

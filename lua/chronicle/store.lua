@@ -3,6 +3,7 @@
 -- @classmod Store
 local options = require "chronicle.options"
 local personal = require "chronicle.personal"
+local spaces = require "chronicle.spaces"
 
 local Store = {}
 Store.__index = Store
@@ -349,7 +350,7 @@ function Store:projection_status()
   for name, meta in self:kv_scan(view.PROJECTIONS) do
     if not name:find("^reactor:") then
       local gen = meta.building or meta.generation
-      meta.checkpoint = self:kv_get(view.CHECKPOINTS, "p:" .. name .. "#" .. tostring(gen)) or 0
+      meta.checkpoint = self:kv_get(view.CHECKPOINTS, spaces.projection_checkpoint(name, tostring(gen))) or 0
       meta.head = self:head()
       meta.group = require("chronicle.read.group").status(self, "projection", name)
       out[name] = meta
@@ -366,8 +367,8 @@ function Store:reactor_status()
   local out = {}
   local head = self:head()
   for name in pairs(self:registrations().reactors) do
-    local row = self:kv_get(view.PROJECTIONS, "reactor:" .. name) or { status = "live" }
-    row.checkpoint = self:kv_get(view.CHECKPOINTS, "r:" .. name) or 0
+    local row = self:kv_get(view.PROJECTIONS, spaces.reactor_status(name)) or { status = "live" }
+    row.checkpoint = self:kv_get(view.CHECKPOINTS, spaces.reactor_checkpoint(name)) or 0
     row.head, row.lag = head, head - row.checkpoint
     row.group = require("chronicle.read.group").status(self, "reactor", name)
     out[name] = row
@@ -386,8 +387,8 @@ function Store:handler_status()
   local head = self:head()
   local function add(name)
     if out[name] then return end
-    local checkpoint = self:kv_get(view.CHECKPOINTS, "h:" .. name) or 0
-    local letters = self:kv_count(handler.DEAD_LETTERS, name .. ":")
+    local checkpoint = self:kv_get(view.CHECKPOINTS, spaces.handler_checkpoint(name)) or 0
+    local letters = self:kv_count(handler.DEAD_LETTERS, spaces.dead_letters_of(name))
     out[name] = { status = letters > 0 and "dead_letters" or "live", dead_letters = letters,
                   checkpoint = checkpoint, head = head, lag = head - checkpoint,
                   registered = self:registrations().handlers[name] ~= nil,
@@ -395,7 +396,7 @@ function Store:handler_status()
   end
   for name in pairs(self:registrations().handlers) do add(name) end
   -- Dead letters are written with a checkpoint, so the checkpoints name every handler that has any.
-  for key in self:kv_scan(view.CHECKPOINTS, { prefix = "h:" }) do add(key:sub(3)) end
+  for key in self:kv_scan(view.CHECKPOINTS, { prefix = spaces.HANDLER_PREFIX }) do add(key:sub(#spaces.HANDLER_PREFIX + 1)) end
   return out
 end
 

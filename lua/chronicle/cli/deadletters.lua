@@ -7,13 +7,14 @@
 local context = require "chronicle.cli.context"
 local output = require "chronicle.cli.output"
 local terminal = require "chronicle.cli.terminal"
+local spaces = require "chronicle.spaces"
 local time = require "chronicle.cli.time"
 
 local M = {}
 
-local SPACE = "dead_letters"
+local SPACE = spaces.DEAD_LETTERS
 
-local function key_of(handler, position) return ("%s:%020d"):format(handler, position) end
+local key_of = spaces.dead_letter
 
 --- The ID a person types for a dead letter row.
 function M.id(row) return tostring(row.handler) .. ":" .. tostring(row.position) end

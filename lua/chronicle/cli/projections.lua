@@ -8,6 +8,7 @@ local context = require "chronicle.cli.context"
 local output = require "chronicle.cli.output"
 local progress = require "chronicle.cli.progress"
 local terminal = require "chronicle.cli.terminal"
+local spaces = require "chronicle.spaces"
 
 local M = {}
 
@@ -66,7 +67,7 @@ function M.subscribers(store)
     end
     return e
   end
-  for name, meta in store:kv_scan("projections") do
+  for name, meta in store:kv_scan(spaces.PROJECTIONS) do
     local reactor_name = name:match("^reactor:(.+)$")
     if reactor_name then
       local e = entry("reactor", reactor_name)
@@ -74,13 +75,13 @@ function M.subscribers(store)
     elseif type(meta) == "table" then
       local e = entry("projection", name)
       local gen = meta.building or meta.generation
-      e.position = store:kv_get("checkpoints", "p:" .. name .. "#" .. tostring(gen)) or 0
+      e.position = store:kv_get(spaces.CHECKPOINTS, spaces.projection_checkpoint(name, tostring(gen))) or 0
       e.status, e.fault = tostring(meta.status or "?"), meta.fault
     end
   end
-  for key, position in store:kv_scan("checkpoints", { prefix = "h:" }) do entry("handler", key:sub(3)).position = position end
-  for key, position in store:kv_scan("checkpoints", { prefix = "r:" }) do entry("reactor", key:sub(3)).position = position end
-  for key, row in store:kv_scan("dead_letters") do
+  for key, position in store:kv_scan(spaces.CHECKPOINTS, { prefix = spaces.HANDLER_PREFIX }) do entry("handler", key:sub(#spaces.HANDLER_PREFIX + 1)).position = position end
+  for key, position in store:kv_scan(spaces.CHECKPOINTS, { prefix = spaces.REACTOR_PREFIX }) do entry("reactor", key:sub(#spaces.REACTOR_PREFIX + 1)).position = position end
+  for key, row in store:kv_scan(spaces.DEAD_LETTERS) do
     local name = type(row) == "table" and row.handler or key:match("^(.*):%d+$")
     local e = entry("handler", name)
     e.dead = e.dead + 1

@@ -33,11 +33,12 @@
 -- @module chronicle.read.group
 local core = require "chronicle.common"
 local view = require "chronicle.read.view"
+local spaces = require "chronicle.spaces"
 
 local M = {}
 
 --- The key-value space of leases, members and partition checkpoints.
-M.SPACE = "groups"
+M.SPACE = spaces.GROUPS
 --- Default lease time, seconds.
 M.LEASE = 5
 --- Default number of partitions of a handler's or reactor's group.

@@ -8,11 +8,12 @@ local common = require "chronicle.common"
 local upcast = require "chronicle.write.upcast"
 local view = require "chronicle.read.view"
 local names = require "chronicle.names"
+local spaces = require "chronicle.spaces"
 
 local M = {}
 
 --- The key-value space of dead letters, keyed `handler:position`.
-M.DEAD_LETTERS = "dead_letters"
+M.DEAD_LETTERS = spaces.DEAD_LETTERS
 
 local options = require "chronicle.options"
 
@@ -50,8 +51,8 @@ function M.define(types, fn, opts, level)
   return { name = name, types = sorted, fn = fn, retries = retries, batch_size = batch, category = opts.category }
 end
 
-local function checkpoint_key(h) return "h:" .. h.name end
-local function letter_key(name, position) return ("%s:%020d"):format(name, position) end
+local function checkpoint_key(h) return spaces.handler_checkpoint(h.name) end
+local letter_key = spaces.dead_letter
 
 local function attempt(h, ev)
   local upcast_ok, upcast_err = pcall(upcast.current, ev)   -- no upcaster: a dead letter
@@ -156,7 +157,7 @@ end
 --- The dead letters of handler `name` (all handlers when nil), oldest first.
 function M.dead_letters(store, name)
   local out = {}
-  for _, row in store:kv_scan(M.DEAD_LETTERS, name and { prefix = name .. ":" } or nil) do out[#out + 1] = row end
+  for _, row in store:kv_scan(M.DEAD_LETTERS, name and { prefix = spaces.dead_letters_of(name) } or nil) do out[#out + 1] = row end
   return out
 end
 

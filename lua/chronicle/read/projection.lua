@@ -11,6 +11,7 @@ local common = require "chronicle.common"
 local upcast = require "chronicle.write.upcast"
 local view = require "chronicle.read.view"
 local names = require "chronicle.names"
+local spaces = require "chronicle.spaces"
 local fault_util = require "chronicle.fault"
 
 local M = {}
@@ -129,7 +130,7 @@ M.BATCH_BYTES = 32 * 1024 * 1024
 
 local FULL = setmetatable({}, { __tostring = function() return "batch full" end })
 
-local function checkpoint_key(name, gen) return "p:" .. name .. "#" .. gen end
+local checkpoint_key = spaces.projection_checkpoint
 
 local function copy(t)
   local out = {}

@@ -27,6 +27,7 @@ local common = require "chronicle.common"
 local upcast = require "chronicle.write.upcast"
 local view = require "chronicle.read.view"
 local names = require "chronicle.names"
+local spaces = require "chronicle.spaces"
 local unit_of_work = require "chronicle.write.unit_of_work"
 local repository = require "chronicle.write.repository"
 local fault_util = require "chronicle.fault"
@@ -179,10 +180,10 @@ function Context:append(stream, events, expected)
   self.append_sources[#self.appends] = self.event
 end
 
-local function checkpoint_key(r) return "r:" .. r.name end
+local function checkpoint_key(r) return spaces.reactor_checkpoint(r.name) end
 
 local function fault(store, r, ev, message)
-  pcall(store.write, store, { puts = { { view.PROJECTIONS, "reactor:" .. r.name, {
+  pcall(store.write, store, { puts = { { view.PROJECTIONS, spaces.reactor_status(r.name), {
     status = "faulted", fault = { position = ev and ev.position, stream = ev and ev.stream, type = ev and ev.type,
       id = ev and ev.id, error = fault_util.message(message), time = common.now() } } } } })
   r.streak = nil
@@ -221,7 +222,7 @@ end
 -- leases are still its own, see chronicle.group).
 -- @return "idle" | "progress" | "faulted", or nil, err for a store failure
 function M.run_batch(store, r, g)
-  local status = store:kv_get(view.PROJECTIONS, "reactor:" .. r.name)
+  local status = store:kv_get(view.PROJECTIONS, spaces.reactor_status(r.name))
   if type(status) == "table" and status.status == "faulted" then return "faulted" end
   local key = checkpoint_key(r)
   local checkpoint, head, count_wanted, cursor
@@ -328,7 +329,7 @@ end
 --- Clears a faulted reactor so it runs again from its checkpoint.
 function M.reset(store, r)
   r.streak = nil
-  return store:write { deletes = { { view.PROJECTIONS, "reactor:" .. r.name } } }
+  return store:write { deletes = { { view.PROJECTIONS, spaces.reactor_status(r.name) } } }
 end
 
 return M

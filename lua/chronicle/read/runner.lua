@@ -11,6 +11,7 @@ local projection = require "chronicle.read.projection"
 local handler = require "chronicle.read.handler"
 local reactor = require "chronicle.read.reactor"
 local view = require "chronicle.read.view"
+local spaces = require "chronicle.spaces"
 local fault_util = require "chronicle.fault"
 local options = require "chronicle.options"
 local group = require "chronicle.read.group"
@@ -206,7 +207,7 @@ function Runner:report()
     end
   end
   for _, name in ipairs(sorted_keys(reg.reactors)) do
-    local row = store:kv_get(view.PROJECTIONS, "reactor:" .. name)
+    local row = store:kv_get(view.PROJECTIONS, spaces.reactor_status(name))
     if type(row) == "table" and row.status == "faulted" then
       local f = row.fault or {}
       out.faulted[#out.faulted + 1] = { kind = "reactor", name = name, error = f.error, position = f.position,
@@ -214,7 +215,7 @@ function Runner:report()
     end
   end
   for _, name in ipairs(sorted_keys(reg.handlers)) do
-    local n = store:kv_count(handler.DEAD_LETTERS, name .. ":")
+    local n = store:kv_count(handler.DEAD_LETTERS, spaces.dead_letters_of(name))
     if n > 0 then out.dead_letters[name] = n end
   end
   out.ok = #out.faulted == 0 and #out.skipped == 0 and next(out.dead_letters) == nil and #out.errors == 0

@@ -28,11 +28,12 @@
 local core = require "chronicle.common"
 local options = require "chronicle.options"
 local names = require "chronicle.names"
+local spaces = require "chronicle.spaces"
 
 local M = {}
 
 --- The key-value space of subscriptions' state.
-M.SPACE = "subscriptions"
+M.SPACE = spaces.SUBSCRIPTIONS
 M.ACK_TIMEOUT = 30
 M.MAX_RETRIES = 10
 M.MAX_IN_FLIGHT = 100

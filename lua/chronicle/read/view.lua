@@ -4,18 +4,17 @@
 -- committed with the projection's checkpoint in one transaction.
 -- @module chronicle.read.view
 local options = require "chronicle.options"
+local spaces = require "chronicle.spaces"
 
 local M = {}
 
---- The key-value space holding projection metadata, keyed by projection name.
-M.PROJECTIONS = "projections"
---- The key-value space holding every checkpoint.
-M.CHECKPOINTS = "checkpoints"
+--- The key-value space holding projection metadata (chronicle.spaces).
+M.PROJECTIONS = spaces.PROJECTIONS
+--- The key-value space holding every checkpoint (chronicle.spaces).
+M.CHECKPOINTS = spaces.CHECKPOINTS
 
 --- The space holding generation `gen` of projection `name`'s rows.
-function M.space(name, gen)
-  return "v:" .. name .. "#" .. gen
-end
+M.space = spaces.view
 
 --- The longest key of a row, in bytes (the store's limit on keys).
 M.MAX_KEY = 400

@@ -6,6 +6,7 @@ local common = require "chronicle.common"
 local upcast = require "chronicle.write.upcast"
 local aggregate_mod = require "chronicle.write.aggregate"
 local options = require "chronicle.options"
+local spaces = require "chronicle.spaces"
 
 local M = {}
 local Repository = {}
@@ -13,7 +14,7 @@ Repository.__index = Repository
 M.Repository = Repository
 
 --- The key-value space holding snapshots, keyed by stream name.
-M.SNAPSHOTS = "snapshots"
+M.SNAPSHOTS = spaces.SNAPSHOTS
 
 local NO_STREAM = "no_stream"
 

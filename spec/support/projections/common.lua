@@ -1,4 +1,4 @@
---- Shared by the issue-4 specs and their subprocess scripts: the "ledger"
+--- Shared by the projection, handler, reactor and runner specs and their subprocess scripts: the "ledger"
 -- projection over bank-like events, the same ledger computed the plain way
 -- from read_all, and a deterministic text form of rows for comparisons
 -- across processes.

@@ -1,0 +1,10 @@
+/* The store methods of scan.c: read, read_all, fold, streams, kv_scan, position_of. */
+#ifndef CHRONICLE_SCAN_H
+#define CHRONICLE_SCAN_H
+
+#include <lua.h>
+
+/* Adds read, read_all, fold, streams, kv_scan, position_of to the method table on top of the stack. */
+void scan_register(lua_State *L);
+
+#endif

@@ -1,0 +1,10 @@
+/* The store methods of watch.c: wait, wait_fd. */
+#ifndef CHRONICLE_WATCH_H
+#define CHRONICLE_WATCH_H
+
+#include <lua.h>
+
+/* Adds wait, wait_fd to the method table on top of the stack. */
+void watch_register(lua_State *L);
+
+#endif
