@@ -331,7 +331,7 @@ function M.iterate(store, step, st, init, closer)
     local ev = step(s, c)
     if ev then
       local m = ev.meta
-      if m then
+      if type(m) == "table" then   -- meta may be any value
         local env = m[META]
         if env then
           local ok, err = reader:reveal(ev, m, env)
@@ -359,7 +359,7 @@ function M.fold(store, h, query, state0, fn)
   local failure
   local function apply(s, ev)
     local m = ev.meta
-    if m then
+    if type(m) == "table" then
       local env = m[META]
       if env then
         local ok, err = reader:reveal(ev, m, env)

@@ -114,7 +114,9 @@ end
 -- @return state, count, last_position, last_version (or nil, err)
 function Store:fold(query, state, fn)
   local h = handle(self)
-  if type(fn) ~= "function" then return h:fold(query, state, fn) end   -- the backend raises
+  if type(fn) ~= "function" or (type(query) ~= "string" and type(query) ~= "table") then
+    return h:fold(query, state, fn)                                     -- the backend raises, naming fold
+  end
   return personal.fold(self, h, query, state, fn)
 end
 
