@@ -156,6 +156,14 @@ static int pgs_flight_done(pgs *s, int st) {
   return st;
 }
 
+/* Sends sql with the parameters added, as the prepared statement `name` or unnamed;
+ * libpq's answer (0: not sent). */
+static int pgs_send_query(pgs *s, const char *name, const char *sql) {
+  pgparams *p = &s->p;
+  return name ? PQsendQueryPrepared(s->conn, name, p->n, p->values, p->lengths, p->formats, 1)
+              : PQsendQueryParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1);
+}
+
 int pgs_send(pgs *s, const char *sql) {
   pgs_params_fix(s);
   if (!s->piped) {
@@ -171,9 +179,7 @@ int pgs_send(pgs *s, const char *sql) {
     if (!PQsendPrepare(s->conn, name, sql, p->n, NULL)) goto failed;
     s->pending++;
   }
-  if (name ? !PQsendQueryPrepared(s->conn, name, p->n, p->values, p->lengths, p->formats, 1)
-           : !PQsendQueryParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1))
-    goto failed;
+  if (!pgs_send_query(s, name, sql)) goto failed;
   s->pending++;
   return PGS_OK;
 failed:
@@ -221,44 +227,39 @@ int pgs_pipe_end(pgs *s) {
   return pgs_flight_done(s, st);
 }
 
-int pgs_exec(pgs *s, const char *sql, PGresult **res) {
+/* Makes sql ready to run outside a pipeline: ends one under way, fixes the parameters up and
+ * prepares the statement when it is due; *name is its prepared name, or NULL. */
+static int pgs_statement_ready(pgs *s, const char *sql, char *buf, size_t size, const char **name) {
   if (s->piped) {
     int st = pgs_pipe_end(s);
     if (st) return st;
   }
   pgs_params_fix(s);
-  pgparams *p = &s->p;
-  char buf[24];
   int prepare;
-  const char *name = pgs_stmt_name(s, sql, &prepare, buf, sizeof buf);
-  if (prepare) {
-    int st = pgs_prepare_now(s, name, sql);
-    if (st) return st;
-  }
+  *name = pgs_stmt_name(s, sql, &prepare, buf, size);
+  return prepare ? pgs_prepare_now(s, *name, sql) : PGS_OK;
+}
+
+int pgs_exec(pgs *s, const char *sql, PGresult **res) {
+  char buf[24];
+  const char *name;
+  int st = pgs_statement_ready(s, sql, buf, sizeof buf, &name);
+  if (st) return st;
+  pgparams *p = &s->p;
   PGresult *r = name ? PQexecPrepared(s->conn, name, p->n, p->values, p->lengths, p->formats, 1)
                      : PQexecParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1);
-  int st = pgs_result_status(s, r);
+  st = pgs_result_status(s, r);
   if (st) { PQclear(r); return st; }
   *res = r;
   return PGS_OK;
 }
 
 int pgs_send_rows(pgs *s, const char *sql) {
-  if (s->piped) {
-    int st = pgs_pipe_end(s);
-    if (st) return st;
-  }
-  pgs_params_fix(s);
-  pgparams *p = &s->p;
   char buf[24];
-  int prepare;
-  const char *name = pgs_stmt_name(s, sql, &prepare, buf, sizeof buf);
-  if (prepare) {
-    int st = pgs_prepare_now(s, name, sql);
-    if (st) return st;
-  }
-  if (name ? !PQsendQueryPrepared(s->conn, name, p->n, p->values, p->lengths, p->formats, 1)
-           : !PQsendQueryParams(s->conn, sql, p->n, NULL, p->values, p->lengths, p->formats, 1)) {
+  const char *name;
+  int st = pgs_statement_ready(s, sql, buf, sizeof buf, &name);
+  if (st) return st;
+  if (!pgs_send_query(s, name, sql)) {
     pgs_note_conn_error(s, "postgres");
     s->sqlstate[0] = '\0';
     return PQstatus(s->conn) == CONNECTION_BAD ? PGS_UNAVAILABLE : PGS_SQL;
