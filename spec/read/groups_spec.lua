@@ -298,6 +298,35 @@ describe("a consumer group", function()
     assert.same({ 0, 1, 2, 3 }, owned(a))
   end)
 
+  it("takes the partitions of a member whose process on this host is gone, even as an unreaped zombie", function()
+    local store = helpers.open()
+    -- a child of this process, killed and left unreaped until the end: a zombie,
+    -- as a killed runner is when no one waits for it
+    local child = assert(io.popen("echo $$; exec sleep 30"))
+    local pid = child:read("l")
+    finally(function()
+      os.execute("kill -9 " .. pid .. " 2>/dev/null")
+      child:close()
+    end)
+    local stat = slurp("/proc/" .. pid .. "/stat")
+    local start = stat:match("^%d+ %b() %a (.*)$"):match(("%S+ "):rep(18) .. "(%S+)")
+    local boot = slurp("/proc/sys/kernel/random/boot_id"):gsub("%s", "")
+    local a = member(store, "aaaa")
+    local b = group.new(store, "handler", "mailer", {
+      lease = 30, partitions = 4, me = { id = "0000", pid = tonumber(pid), start = start, boot = boot, host = "here" } })
+    assert.is_true(b:beat())
+    assert.is_true(a:beat())
+    assert.same({}, owned(a), "a live member keeps what it holds")
+    assert.is_true(b:beat())          -- b sees a and releases what is dealt to a
+    assert.is_true(a:beat())
+    assert.same({ 1, 3 }, owned(a))
+    os.execute("kill -9 " .. pid)
+    wait_for("the child to die", 10, function() return slurp("/proc/" .. pid .. "/stat"):match("^%d+ %b() Z") ~= nil end)
+    assert.is_true(a:beat())
+    assert.same({ 0, 1, 2, 3 }, owned(a), "a zombie holds nothing")
+    assert.is_true(a.settled)
+  end)
+
   it("does not let a member whose lease was taken commit: a reactor's outputs happen once", function()
     local reactor = require "chronicle.read.reactor"
     local store = helpers.open()

@@ -65,15 +65,17 @@ local boot_id = (read_line("/proc/sys/kernel/random/boot_id") or ""):gsub("%s", 
 if boot_id == "" then boot_id = nil end
 local host = (read_line("/proc/sys/kernel/hostname") or read_line("/etc/hostname") or "?"):gsub("%s", "")
 
--- pid and start time (clock ticks since boot) of process `pid` ("self" for this one).
+-- pid and start time (clock ticks since boot) of process `pid` ("self" for this one);
+-- nil when it is gone. A zombie is gone: a killed member whose parent does not reap
+-- it (an orphan under a PID 1 that never calls wait) must not keep its leases.
 local function proc_stat(pid)
   local line = read_line("/proc/" .. pid .. "/stat")
   if not line then return nil end
-  local id, rest = line:match("^(%d+) %b() (.*)$")
-  if not id then return nil end
+  local id, state, rest = line:match("^(%d+) %b() (%a) (.*)$")
+  if not id or state == "Z" or state == "X" then return nil end
   local fields = {}
   for f in rest:gmatch("%S+") do fields[#fields + 1] = f end
-  return tonumber(id), fields[20]   -- field 22 of stat, counted from the state (field 3)
+  return tonumber(id), fields[19]   -- field 22 of stat, counted from the field after the state (field 4)
 end
 
 local member_cache = {}
