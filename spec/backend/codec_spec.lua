@@ -324,11 +324,13 @@ describe("values that cannot be stored", function()
       assert(store:append("maps", { { type = "T", data = t } }))
       local got
       for ev in store:read("maps", { backward = true, count = 1 }) do got = ev.data end
-      local count = 0
+      -- compared in plain Lua, one assertion per size (65,536 luassert calls take minutes under valgrind)
+      local count, wrong = 0, nil
       for k, v in pairs(got) do
         count = count + 1
-        assert.are.equal(t[k], v)
+        if t[k] ~= v and wrong == nil then wrong = tostring(k) end
       end
+      assert.is_nil(wrong, "a key came back with another value")
       assert.are.equal(n, count)
     end
   end)
