@@ -81,13 +81,14 @@ VALGRIND = valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds
 	--show-leak-kinds=definite --keep-debuginfo=yes --num-callers=30 --quiet
 # Without SPECS or VALGRIND_SPECS it leaves out the specs whose work runs in the processes they
 # start (the CLI, the server, luarocks, README snippets, crash runners): valgrind follows only the
-# busted process, and those run under ASan, children included. The crash specs kill fewer times
-# under valgrind (the ASan pass and make test run every kill).
+# busted process, and those run under ASan, children included. crash_spec kills fewer times
+# under valgrind (the ASan pass and make test run every kill). ALL_SPECS is the list run_specs.lua
+# finds by itself when given none.
 VALGRIND_SKIP = $(wildcard spec/cli/*_spec.lua spec/server/*_spec.lua) spec/rockspec_spec.lua \
 	spec/readme_spec.lua spec/reliability/projection_crash_spec.lua
 ALL_SPECS = $(shell find spec -name '*_spec.lua' -not -path '*/.*' | LC_ALL=C sort)
 VALGRIND_SPECS ?= $(if $(SPECS),$(SPECS),$(filter-out $(VALGRIND_SKIP),$(ALL_SPECS)))
-VALGRIND_RUN_ENV = CHRONICLE_CRASH_KILLS=3 CHRONICLE_CRASH_ROUNDS=4
+VALGRIND_RUN_ENV = CHRONICLE_CRASH_KILLS=3
 VALGRIND_TIMEOUT ?= 1800
 
 .PHONY: all build asan test check deps install bench demo clean rockspec env crash fuzz fuzz-long reliability-long docs
