@@ -4,6 +4,7 @@
 #define CHRONICLE_OPTIONS_H
 
 #include <lua.h>
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 /* The types an option may have: one or several, or'ed. */
 #define OPT_BOOLEAN  1u
@@ -25,4 +26,5 @@ typedef struct opt_spec {
  * (allowed: a, b)" or "fn: option 'x' must be a boolean, got string". */
 int opt_check(lua_State *L, int idx, const char *fn, const opt_spec *specs);
 
+#pragma GCC visibility pop
 #endif

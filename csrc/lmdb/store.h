@@ -6,6 +6,7 @@
 #include "common/buf.h"
 #include "envreg.h"
 #include "logdb.h"
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 #define STORE_MT "chronicle.store"
 #define STORE_DEFAULT_MAX_EVENT (4u << 20)
@@ -65,4 +66,5 @@ void store_push_metatable(lua_State *L);
 /* Adds close, is_open, head, now, stream_info, stream_version and stats to the table on top. */
 void store_register(lua_State *L);
 
+#pragma GCC visibility pop
 #endif
