@@ -26,5 +26,12 @@ typedef struct opt_spec {
  * (allowed: a, b)" or "fn: option 'x' must be a boolean, got string". */
 int opt_check(lua_State *L, int idx, const char *fn, const opt_spec *specs);
 
+/* The options of store:verify and store:backup, read the same way on every backend. verify's
+ * at idx: {max_problems = an integer >= 1 (default 100), progress = fn}; sets *max_problems.
+ * backup's: {progress = fn}. Both push `progress` and return its stack index when it is given,
+ * else push nothing and return 0; they raise on misuse, naming verify or backup. */
+int opt_verify(lua_State *L, int idx, lua_Integer *max_problems);
+int opt_backup(lua_State *L, int idx);
+
 #pragma GCC visibility pop
 #endif
