@@ -60,6 +60,7 @@ build = {
         "csrc/lmdb/store.c",
         "csrc/lmdb/verify.c",
         "csrc/lmdb/watch.c",
+        "csrc/lmdb/write.c",
         "csrc/sandbox/sandbox.c",
         "csrc/sandbox/sandbox_budget.c",
         "csrc/sandbox/sandbox_lib.c",
