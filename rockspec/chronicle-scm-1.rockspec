@@ -48,6 +48,7 @@ build = {
         "csrc/common/lib.c",
         "csrc/common/options.c",
         "csrc/common/record.c",
+        "csrc/common/refusal.c",
         "csrc/common/retention.c",
         "csrc/common/uuid.c",
         "csrc/lmdb/append.c",
@@ -88,6 +89,7 @@ build = {
         "csrc/common/lib.c",
         "csrc/common/options.c",
         "csrc/common/record.c",
+        "csrc/common/refusal.c",
         "csrc/common/retention.c",
         "csrc/common/uuid.c",
         -- end: make rockspec pgsources
@@ -107,6 +109,7 @@ build = {
         "csrc/common/lib.c",
         "csrc/common/options.c",
         "csrc/common/record.c",
+        "csrc/common/refusal.c",
         "csrc/common/retention.c",
         "csrc/common/uuid.c",
         -- end: make rockspec commonsources
@@ -127,6 +130,7 @@ build = {
         "csrc/common/lib.c",
         "csrc/common/options.c",
         "csrc/common/record.c",
+        "csrc/common/refusal.c",
         "csrc/common/retention.c",
         "csrc/common/uuid.c",
         -- end: make rockspec cryptosources

@@ -98,3 +98,15 @@ int opt_backup(lua_State *L, int idx) {
   if (!(idx = opt_check(L, idx, "backup", specs))) return 0;
   return opt_push_function(L, idx, "progress");
 }
+
+int opt_write(lua_State *L, int idx) {
+  static const opt_spec specs[] = {
+    { "appends", OPT_TABLE }, { "checks", OPT_TABLE }, { "clears", OPT_TABLE }, { "deletes", OPT_TABLE },
+    { "puts", OPT_TABLE }, { "dry_run", OPT_BOOLEAN }, { NULL, 0 }
+  };
+  if (!(idx = opt_check(L, idx, "write", specs))) return 0;
+  lua_getfield(L, idx, "dry_run");
+  int dry_run = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return dry_run;
+}

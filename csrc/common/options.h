@@ -32,6 +32,9 @@ int opt_check(lua_State *L, int idx, const char *fn, const opt_spec *specs);
  * else push nothing and return 0; they raise on misuse, naming verify or backup. */
 int opt_verify(lua_State *L, int idx, lua_Integer *max_problems);
 int opt_backup(lua_State *L, int idx);
+/* store:write's table at idx, on every backend: appends, checks, clears, deletes, puts (lists)
+ * and dry_run (a boolean), nothing else. Returns whether dry_run is true. */
+int opt_write(lua_State *L, int idx);
 
 #pragma GCC visibility pop
 #endif

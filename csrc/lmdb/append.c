@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 #include "common/cerror.h"
 #include "common/codec.h"
+#include "common/refusal.h"
 #include "append.h"
 #include "kv.h"
 #include "logdb.h"
@@ -15,8 +16,6 @@
 #include "store.h"
 #include "common/uuid.h"
 
-enum { EXPECT_ANY, EXPECT_NO_STREAM, EXPECT_EXISTS, EXPECT_VERSION };
-static const char *const expect_names[] = { "any", "no_stream", "exists", NULL };
 
 /* Returned by append_in_txn when a check failed; details are in append_failure. */
 #define APPEND_REFUSED 0x100000
@@ -62,32 +61,7 @@ static void append_nomem(lua_State *L) { luaL_error(L, "append: out of memory");
 
 /* Reads `expected` at idx: nil (any), a constant name, or a version >= 0. */
 static void append_check_expected(lua_State *L, int idx, const char *where, pending_stream *ps) {
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL: case LUA_TNONE:
-      ps->expected = EXPECT_ANY;
-      return;
-    case LUA_TSTRING: {
-      const char *name = lua_tostring(L, idx);
-      for (int i = 0; expect_names[i]; i++)
-        if (strcmp(name, expect_names[i]) == 0) { ps->expected = i; return; }
-      break;
-    }
-    case LUA_TNUMBER: {
-      int ok;
-      lua_Integer v = lua_tointegerx(L, idx, &ok);
-      if (ok && v >= 0) {
-        ps->expected = EXPECT_VERSION;
-        ps->expected_version = (uint64_t)v;
-        return;
-      }
-      break;
-    }
-  }
-  if (lua_type(L, idx) == LUA_TSTRING)
-    luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 "
-               "(got string '%s')", where, lua_tostring(L, idx));
-  luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 (got %s)",
-             where, lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
+  ps->expected = refusal_check_expected(L, idx, where, &ps->expected_version);
 }
 
 static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
@@ -245,10 +219,6 @@ static int append_put_u64(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t kle
   return mdb_put(txn, dbi, &k, &d, flags);
 }
 
-/* What a refused replay reports (append_failure.replay). */
-enum { REPLAY_NONE, REPLAY_MIXED, REPLAY_TWICE, REPLAY_STREAM, REPLAY_TYPE, REPLAY_DATA, REPLAY_META,
-       REPLAY_PLACE, REPLAY_ORDER };
-static const char *const replay_what[] = { "", "", "", "stream", "type", "data", "meta", "", "" };
 
 /* Does one of the pending events [from, upto) carry the id of pending event `index`? */
 static int append_id_among(store *s, size_t from, size_t upto, size_t index) {
@@ -557,77 +527,14 @@ store *append_begin(lua_State *L, const char *fn) {
 }
 
 static void append_push_conflict(lua_State *L, store *s, const append_failure *f, call_kind kind) {
-  pending_stream *ps = &PENDING_STREAMS(s)[f->stream];
-  char name[RECORD_MAX_STREAM + 1];
-  memcpy(name, s->scratch->bytes.data + ps->name_off, ps->name_len);
-  name[ps->name_len] = '\0';
-  lua_pushnil(L);
-  if (strcmp(f->code, "stream_deleted") == 0) {
-    cerr_new(L, "stream_deleted", "stream '%s' is deleted (a hard delete: it cannot be written again)", name);
-  } else if (strcmp(f->code, "conflict") == 0) {
-    char want[48], got[48];
-    if (ps->expected == EXPECT_VERSION)
-      snprintf(want, sizeof want, "version %llu", (unsigned long long)ps->expected_version);
-    else
-      snprintf(want, sizeof want, "%s", ps->expected == EXPECT_NO_STREAM ? "no stream" : "an existing stream");
-    if (f->exists) snprintf(got, sizeof got, "is at version %llu", (unsigned long long)(f->actual_count - 1));
-    else snprintf(got, sizeof got, "does not exist");
-    int err;
-    if (f->replay == REPLAY_ORDER)
-      err = cerr_new(L, "conflict", "stream '%s' %s: the events of this append are stored in it, "
-                     "but not one after the other in this order", name, got);
-    else if (f->replay == REPLAY_PLACE)
-      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s: the events of this append are "
-                     "already stored in it from version %I on", name, got, want,
-                     (lua_Integer)f->replay_version);
-    else
-      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s", name, got, want);
-    if (f->replay == REPLAY_PLACE || f->replay == REPLAY_ORDER) {
-      lua_pushinteger(L, (lua_Integer)f->replay_version);
-      lua_setfield(L, err, "stored_version");
-    }
-    if (ps->expected == EXPECT_VERSION) lua_pushinteger(L, (lua_Integer)ps->expected_version);
-    else lua_pushstring(L, expect_names[ps->expected]);
-    lua_setfield(L, err, "expected");
-    if (f->exists) {
-      lua_pushinteger(L, (lua_Integer)f->actual_count - 1);
-      lua_setfield(L, err, "actual");
-    }
-  } else {
-    char id[UUID_TEXT_LEN + 1];
-    uuid_format(f->id, id);
-    id[UUID_TEXT_LEN] = '\0';
-    int err;
-    if (strcmp(f->code, "corrupt") == 0)
-      err = cerr_new(L, "corrupt", "the stored event with id %s (position %I) is damaged", id,
-                     (lua_Integer)f->position);
-    else if (f->replay == REPLAY_MIXED)
-      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I, and this append "
-                     "mixes it with new events (a replay repeats stored events only)", id,
-                     (lua_Integer)f->position);
-    else if (f->position && f->replay >= REPLAY_STREAM && f->replay <= REPLAY_META) {
-      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different "
-                     "event: its %s differs", id, (lua_Integer)f->position, replay_what[f->replay]);
-      lua_pushstring(L, replay_what[f->replay]);
-      lua_setfield(L, err, "differs");
-    } else if (f->position)
-      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different event",
-                     id, (lua_Integer)f->position);
-    else
-      err = cerr_new(L, "duplicate_id", "event id %s is used twice in this append", id);
-    lua_pushstring(L, id);
-    lua_setfield(L, err, "id");
-    if (f->position) {
-      lua_pushinteger(L, (lua_Integer)f->position);
-      lua_setfield(L, err, "position");
-    }
-  }
-  lua_pushlstring(L, name, ps->name_len);
-  lua_setfield(L, -2, "stream");
-  if (kind != CALL_APPEND) {
-    lua_pushinteger(L, (lua_Integer)f->stream + 1);
-    lua_setfield(L, -2, "index");
-  }
+  const pending_stream *ps = &PENDING_STREAMS(s)[f->stream];
+  refusal r = {
+    .code = f->code, .stream = (const char *)s->scratch->bytes.data + ps->name_off, .stream_len = ps->name_len,
+    .index = kind == CALL_APPEND ? 0 : f->stream + 1, .expected = ps->expected,
+    .expected_version = ps->expected_version, .exists = f->exists, .actual_count = (uint64_t)f->actual_count,
+    .id = f->id, .position = (uint64_t)f->position, .replay = f->replay, .replay_version = f->replay_version,
+  };
+  refusal_push(L, &r);
 }
 
 int append_finish(lua_State *L, store *s, size_t nstreams, call_kind kind, int dry_run) {

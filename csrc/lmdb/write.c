@@ -12,14 +12,10 @@
  * Everything in one transaction: appends as append_many, then the key-value
  * ops in the order checks, clears, deletes, puts. */
 static int write_store(lua_State *L) {
-  static const opt_spec op_fields[] = {
-    { "appends", OPT_TABLE }, { "checks", OPT_TABLE }, { "clears", OPT_TABLE }, { "deletes", OPT_TABLE },
-    { "puts", OPT_TABLE }, { "dry_run", OPT_BOOLEAN }, { NULL, 0 }
-  };
   store *s = append_begin(L, "write");
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  opt_check(L, 2, "write", op_fields);
+  int dry_run = opt_write(L, 2);
   size_t n = 0;
   lua_getfield(L, 2, "appends");
   if (!lua_isnil(L, 3)) {
@@ -28,9 +24,6 @@ static int write_store(lua_State *L) {
   }
   lua_settop(L, 2);
   kv_encode_ops(L, s, 2);
-  lua_getfield(L, 2, "dry_run");
-  int dry_run = lua_toboolean(L, -1);
-  lua_pop(L, 1);
   return append_finish(L, s, n, CALL_WRITE, dry_run);
 }
 
