@@ -48,6 +48,7 @@ build = {
         "csrc/common/lib.c",
         "csrc/common/options.c",
         "csrc/common/record.c",
+        "csrc/common/refusal.c",
         "csrc/common/retention.c",
         "csrc/common/uuid.c",
         "csrc/lmdb/append.c",
@@ -60,6 +61,7 @@ build = {
         "csrc/lmdb/store.c",
         "csrc/lmdb/verify.c",
         "csrc/lmdb/watch.c",
+        "csrc/lmdb/write.c",
         "csrc/sandbox/sandbox.c",
         "csrc/sandbox/sandbox_budget.c",
         "csrc/sandbox/sandbox_lib.c",
@@ -87,6 +89,7 @@ build = {
         "csrc/common/lib.c",
         "csrc/common/options.c",
         "csrc/common/record.c",
+        "csrc/common/refusal.c",
         "csrc/common/retention.c",
         "csrc/common/uuid.c",
         -- end: make rockspec pgsources
@@ -106,6 +109,7 @@ build = {
         "csrc/common/lib.c",
         "csrc/common/options.c",
         "csrc/common/record.c",
+        "csrc/common/refusal.c",
         "csrc/common/retention.c",
         "csrc/common/uuid.c",
         -- end: make rockspec commonsources
@@ -126,6 +130,7 @@ build = {
         "csrc/common/lib.c",
         "csrc/common/options.c",
         "csrc/common/record.c",
+        "csrc/common/refusal.c",
         "csrc/common/retention.c",
         "csrc/common/uuid.c",
         -- end: make rockspec cryptosources

@@ -218,5 +218,18 @@ describe("luarocks make with the rockspec", function()
     assert.is_truthy(page, "the console's index.html is not installed")
     page:close()
     assert.matches("read\tgreeting%-1\t0\t1\tSaid\thello\tinteger\t42\n", out, 1)
+
+    -- Each module exports its luaopen_* and nothing else (csrc/common/export.h): LuaRocks'
+    -- builtin build passes no -fvisibility=hidden, so this holds only if the headers hide.
+    local libdir = tree .. "/lib/lua/5.4/chronicle"
+    for _, name in ipairs({ "core", "common", "postgres", "crypto" }) do
+      local so = libdir .. "/" .. name .. ".so"
+      out, ok = run("nm -D --defined-only " .. quote(so))
+      assert(ok, "nm -D " .. so .. " failed:\n" .. out)
+      local exported = {}
+      for symbol in out:gmatch("%x+ %a ([%w_]+)") do exported[#exported + 1] = symbol end
+      table.sort(exported)
+      assert.same({ "luaopen_chronicle_" .. name }, exported)
+    end
   end)
 end)

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <string.h>
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 typedef struct buf {
   unsigned char *data;
@@ -24,4 +25,5 @@ static inline int buf_append(buf *b, const void *p, size_t n) {
   return 0;
 }
 
+#pragma GCC visibility pop
 #endif

@@ -4,6 +4,7 @@
 #define CHRONICLE_BYTES_H
 
 #include <stdint.h>
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 static inline void put_u64be(unsigned char *p, uint64_t v) {
   for (int i = 7; i >= 0; i--) { p[i] = (unsigned char)(v & 0xff); v >>= 8; }
@@ -32,4 +33,5 @@ static inline uint16_t get_u16be(const unsigned char *p) {
   return (uint16_t)(((unsigned)p[0] << 8) | p[1]);
 }
 
+#pragma GCC visibility pop
 #endif

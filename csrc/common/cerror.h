@@ -4,6 +4,7 @@
 #define CHRONICLE_CERROR_H
 
 #include <lua.h>
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 /* Pushes a new error table (code, message); returns its stack index. */
 int cerr_new(lua_State *L, const char *code, const char *fmt, ...);
@@ -16,4 +17,5 @@ int cerr_mdb_result(lua_State *L, int rc, const char *what);
 /* Registers the metatable and `core.error(code, message, fields)`. */
 void cerr_open(lua_State *L);
 
+#pragma GCC visibility pop
 #endif

@@ -6,6 +6,7 @@
 
 #include <lua.h>
 #include "buf.h"
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 /* Deepest nesting of tables that can be stored or read back: 32 levels,
  * where msgpack-c's own unpacker stops (MSGPACK_EMBED_STACK_SIZE), so that
@@ -53,4 +54,5 @@ int codec_equal(const unsigned char *a, size_t alen, const unsigned char *b, siz
 /* Skips one encoded value starting at p[*off]; returns 0 or -1 if malformed. */
 int codec_skip(const unsigned char *p, size_t len, size_t *off);
 
+#pragma GCC visibility pop
 #endif

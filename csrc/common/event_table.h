@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <lua.h>
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 /* The field names, in this order, are the first EVENT_KEYS upvalues of every C function
  * that calls event_push (push them with event_push_keys before luaL_setfuncs), so that
@@ -32,4 +33,5 @@ unsigned event_fields_option(lua_State *L, int opts, const char *fn);
  * value does not decode. */
 void event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields);
 
+#pragma GCC visibility pop
 #endif

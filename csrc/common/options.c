@@ -70,3 +70,43 @@ int opt_check(lua_State *L, int idx, const char *fn, const opt_spec *specs) {
   }
   return idx;
 }
+
+/* The function option `name` of a checked options table: pushed (index returned), or 0. */
+static int opt_push_function(lua_State *L, int idx, const char *name) {
+  if (lua_getfield(L, idx, name) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return lua_gettop(L);      /* opt_check saw that it is a function */
+}
+
+int opt_verify(lua_State *L, int idx, lua_Integer *max_problems) {
+  static const opt_spec specs[] = { { "max_problems", OPT_INTEGER }, { "progress", OPT_FUNCTION }, { NULL, 0 } };
+  *max_problems = 100;
+  if (!(idx = opt_check(L, idx, "verify", specs))) return 0;
+  int progress = opt_push_function(L, idx, "progress");
+  if (lua_getfield(L, idx, "max_problems") != LUA_TNIL) {
+    *max_problems = lua_tointeger(L, -1);    /* an exact integer (opt_check) */
+    if (*max_problems < 1) luaL_error(L, "verify: option 'max_problems' must be an integer >= 1");
+  }
+  lua_pop(L, 1);
+  return progress;
+}
+
+int opt_backup(lua_State *L, int idx) {
+  static const opt_spec specs[] = { { "progress", OPT_FUNCTION }, { NULL, 0 } };
+  if (!(idx = opt_check(L, idx, "backup", specs))) return 0;
+  return opt_push_function(L, idx, "progress");
+}
+
+int opt_write(lua_State *L, int idx) {
+  static const opt_spec specs[] = {
+    { "appends", OPT_TABLE }, { "checks", OPT_TABLE }, { "clears", OPT_TABLE }, { "deletes", OPT_TABLE },
+    { "puts", OPT_TABLE }, { "dry_run", OPT_BOOLEAN }, { NULL, 0 }
+  };
+  if (!(idx = opt_check(L, idx, "write", specs))) return 0;
+  lua_getfield(L, idx, "dry_run");
+  int dry_run = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return dry_run;
+}

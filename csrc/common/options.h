@@ -4,6 +4,7 @@
 #define CHRONICLE_OPTIONS_H
 
 #include <lua.h>
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 /* The types an option may have: one or several, or'ed. */
 #define OPT_BOOLEAN  1u
@@ -25,4 +26,15 @@ typedef struct opt_spec {
  * (allowed: a, b)" or "fn: option 'x' must be a boolean, got string". */
 int opt_check(lua_State *L, int idx, const char *fn, const opt_spec *specs);
 
+/* The options of store:verify and store:backup, read the same way on every backend. verify's
+ * at idx: {max_problems = an integer >= 1 (default 100), progress = fn}; sets *max_problems.
+ * backup's: {progress = fn}. Both push `progress` and return its stack index when it is given,
+ * else push nothing and return 0; they raise on misuse, naming verify or backup. */
+int opt_verify(lua_State *L, int idx, lua_Integer *max_problems);
+int opt_backup(lua_State *L, int idx);
+/* store:write's table at idx, on every backend: appends, checks, clears, deletes, puts (lists)
+ * and dry_run (a boolean), nothing else. Returns whether dry_run is true. */
+int opt_write(lua_State *L, int idx);
+
+#pragma GCC visibility pop
 #endif

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "bytes.h"
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 #define RECORD_HEADER 52
 #define RECORD_FORMAT 1
@@ -62,4 +63,5 @@ int record_layout(const unsigned char *rec, size_t len, record_view *v, const ch
 /* The checksum alone, for verification that wants no parse. */
 uint64_t record_checksum(const unsigned char *rec, size_t len);
 
+#pragma GCC visibility pop
 #endif

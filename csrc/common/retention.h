@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 #define RETENTION_SPACE "stream_metadata"
 #define RETENTION_SPACE_LEN 15
@@ -48,4 +49,5 @@ int retention_hides(const stream_rule *rule, uint64_t count, uint64_t version, i
 /* The clock reads use for max_age: ns since the epoch. */
 int64_t retention_now(void);
 
+#pragma GCC visibility pop
 #endif

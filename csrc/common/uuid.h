@@ -4,6 +4,7 @@
 #define CHRONICLE_UUID_H
 
 #include <stddef.h>
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 #define UUID_TEXT_LEN 36
 
@@ -19,4 +20,5 @@ int uuid_parse(const char *s, size_t len, unsigned char out[16]);
 /* Writes the lowercase canonical form (36 chars, no NUL). */
 void uuid_format(const unsigned char id[16], char out[UUID_TEXT_LEN]);
 
+#pragma GCC visibility pop
 #endif

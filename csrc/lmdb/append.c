@@ -1,13 +1,14 @@
-/* store:append and store:append_many. Everything a caller can get wrong is
- * checked and encoded first, with no transaction open; then one short write
- * transaction checks expected versions and writes all events or none. */
+/* store:append and store:append_many (and, for write.c, store:write's appends). Everything a
+ * caller can get wrong is checked and encoded first, with no transaction open; then one short
+ * write transaction checks expected versions and writes all events or none. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <lauxlib.h>
 #include "common/cerror.h"
-#include "common/options.h"
 #include "common/codec.h"
+#include "common/refusal.h"
 #include "append.h"
 #include "kv.h"
 #include "logdb.h"
@@ -15,18 +16,13 @@
 #include "store.h"
 #include "common/uuid.h"
 
-enum { EXPECT_ANY, EXPECT_NO_STREAM, EXPECT_EXISTS, EXPECT_VERSION };
-static const char *const expect_names[] = { "any", "no_stream", "exists", NULL };
 
 /* Returned by append_in_txn when a check failed; details are in append_failure. */
 #define APPEND_REFUSED 0x100000
 #define APPEND_MAX_GROWTHS 40
 
-/* What the caller asked for: append, append_many or write (results and messages differ). */
-typedef enum { CALL_APPEND, CALL_APPEND_MANY, CALL_WRITE } call_kind;
-
 typedef struct pending_event {
-  size_t type_off, type_len;   /* offsets into scratch_bytes */
+  size_t type_off, type_len;   /* offsets into the scratch's bytes */
   size_t meta_off, meta_len;
   size_t data_off, data_len;
   unsigned char id[16];
@@ -58,39 +54,14 @@ typedef struct append_failure {
   size_t kv_op;                /* the write() check that failed */
 } append_failure;
 
-#define PENDING_EVENTS(s) ((pending_event *)(s)->scratch_events.data)
-#define PENDING_STREAMS(s) ((pending_stream *)(s)->scratch_streams.data)
+#define PENDING_EVENTS(s) ((pending_event *)(s)->scratch->events.data)
+#define PENDING_STREAMS(s) ((pending_stream *)(s)->scratch->streams.data)
 
 static void append_nomem(lua_State *L) { luaL_error(L, "append: out of memory"); }
 
 /* Reads `expected` at idx: nil (any), a constant name, or a version >= 0. */
 static void append_check_expected(lua_State *L, int idx, const char *where, pending_stream *ps) {
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL: case LUA_TNONE:
-      ps->expected = EXPECT_ANY;
-      return;
-    case LUA_TSTRING: {
-      const char *name = lua_tostring(L, idx);
-      for (int i = 0; expect_names[i]; i++)
-        if (strcmp(name, expect_names[i]) == 0) { ps->expected = i; return; }
-      break;
-    }
-    case LUA_TNUMBER: {
-      int ok;
-      lua_Integer v = lua_tointegerx(L, idx, &ok);
-      if (ok && v >= 0) {
-        ps->expected = EXPECT_VERSION;
-        ps->expected_version = (uint64_t)v;
-        return;
-      }
-      break;
-    }
-  }
-  if (lua_type(L, idx) == LUA_TSTRING)
-    luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 "
-               "(got string '%s')", where, lua_tostring(L, idx));
-  luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 (got %s)",
-             where, lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
+  ps->expected = refusal_check_expected(L, idx, where, &ps->expected_version);
 }
 
 static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
@@ -136,7 +107,7 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   }
   pending_event pe;
   memset(&pe, 0, sizeof pe);
-  buf *bytes = &s->scratch_bytes;
+  buf *bytes = &s->scratch->bytes;
 
   lua_pushvalue(L, slots + F_TYPE);
   size_t tlen;
@@ -197,7 +168,7 @@ static void append_encode_event(lua_State *L, store *s, const char *where, lua_I
   if (size > s->max_event_size)
     luaL_error(L, "%s: events[%I] is %I bytes stored, over max_event_size (%I)", where, i,
                (lua_Integer)size, (lua_Integer)s->max_event_size);
-  if (buf_append(&s->scratch_events, &pe, sizeof pe)) append_nomem(L);
+  if (buf_append(&s->scratch->events, &pe, sizeof pe)) append_nomem(L);
   lua_settop(L, ev);
 }
 
@@ -220,10 +191,10 @@ static void append_encode_stream(lua_State *L, store *s, const char *where, int 
   lua_Integer n = (lua_Integer)lua_rawlen(L, events_idx);
   if (n == 0)
     luaL_error(L, "%s: events must be a non-empty list of events (wrap a single event in { })", where);
-  ps.name_off = s->scratch_bytes.len;
+  ps.name_off = s->scratch->bytes.len;
   ps.name_len = len;
-  if (buf_append(&s->scratch_bytes, name, len)) append_nomem(L);
-  ps.first_event = s->scratch_events.len / sizeof(pending_event);
+  if (buf_append(&s->scratch->bytes, name, len)) append_nomem(L);
+  ps.first_event = s->scratch->events.len / sizeof(pending_event);
   ps.n_events = (size_t)n;
   unsigned long long ms = uuid_now_ms();     /* one clock reading for the new ids */
   for (lua_Integer i = 1; i <= n; i++) {
@@ -231,7 +202,7 @@ static void append_encode_stream(lua_State *L, store *s, const char *where, int 
     append_encode_event(L, s, where, i, len, ms);
     lua_pop(L, 1);
   }
-  if (buf_append(&s->scratch_streams, &ps, sizeof ps)) append_nomem(L);
+  if (buf_append(&s->scratch->streams, &ps, sizeof ps)) append_nomem(L);
 }
 
 static int64_t append_now(void) {
@@ -248,10 +219,6 @@ static int append_put_u64(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t kle
   return mdb_put(txn, dbi, &k, &d, flags);
 }
 
-/* What a refused replay reports (append_failure.replay). */
-enum { REPLAY_NONE, REPLAY_MIXED, REPLAY_TWICE, REPLAY_STREAM, REPLAY_TYPE, REPLAY_DATA, REPLAY_META,
-       REPLAY_PLACE, REPLAY_ORDER };
-static const char *const replay_what[] = { "", "", "", "stream", "type", "data", "meta", "", "" };
 
 /* Does one of the pending events [from, upto) carry the id of pending event `index`? */
 static int append_id_among(store *s, size_t from, size_t upto, size_t index) {
@@ -312,7 +279,7 @@ static int append_replay_place_ok(const pending_stream *ps, uint64_t first_versi
 static int append_check_replay(store *s, MDB_txn *txn, pending_stream *ps, uint64_t head,
                                uint64_t count, append_failure *f) {
   envref *e = s->e;
-  const unsigned char *bytes = s->scratch_bytes.data;
+  const unsigned char *bytes = s->scratch->bytes.data;
   pending_event *events = &PENDING_EVENTS(s)[ps->first_event];
   uint64_t pos;
   int rc;
@@ -396,7 +363,7 @@ static int append_expected_ok(const pending_stream *ps, int exists, const stream
 static int append_write_event(store *s, MDB_txn *txn, pending_stream *ps, pending_event *pe,
                               const stream_meta *m, uint64_t pos, int64_t now, append_failure *f) {
   envref *e = s->e;
-  const unsigned char *bytes = s->scratch_bytes.data;
+  const unsigned char *bytes = s->scratch->bytes.data;
   const unsigned char *name = bytes + ps->name_off;
   size_t len = RECORD_HEADER + ps->name_len + pe->type_len + pe->meta_len + pe->data_len;
   unsigned char key[CATEGORY_KEY_MAX];
@@ -454,7 +421,7 @@ static int append_in_txn(store *s, MDB_txn *txn, size_t nstreams, append_failure
   for (size_t i = 0; i < nstreams; i++) {
     pending_stream *ps = &PENDING_STREAMS(s)[i];
     pending_event *events = &PENDING_EVENTS(s)[ps->first_event];
-    const void *name = s->scratch_bytes.data + ps->name_off;
+    const void *name = s->scratch->bytes.data + ps->name_off;
     f->stream = i;
     stream_meta m;
     rc = stream_meta_get(txn, e, name, ps->name_len, &m);
@@ -530,94 +497,48 @@ static int append_commit(store *s, size_t nstreams, append_failure *f, int dry_r
   }
 }
 
-static void append_reset(store *s) {
-  s->scratch_bytes.len = 0;
-  s->scratch_events.len = 0;
-  s->scratch_streams.len = 0;
-  s->scratch_kv.len = 0;
+void append_scratch_free(store *s) {
+  append_scratch *sc = s->scratch;
+  if (!sc) return;
+  s->scratch = NULL;
+  buf_free(&sc->bytes);
+  buf_free(&sc->events);
+  buf_free(&sc->streams);
+  buf_free(&sc->kv);
+  free(sc);
 }
 
-static store *append_check_store(lua_State *L, const char *fn) {
+store *append_begin(lua_State *L, const char *fn) {
   store *s = store_check_write(L, 1, fn);
-  append_reset(s);
+  append_scratch *sc = s->scratch;
+  if (!sc) {
+    if (!(sc = malloc(sizeof *sc))) luaL_error(L, "%s: out of memory", fn);
+    buf_init(&sc->bytes);
+    buf_init(&sc->events);
+    buf_init(&sc->streams);
+    buf_init(&sc->kv);
+    s->scratch = sc;
+  }
+  sc->bytes.len = 0;
+  sc->events.len = 0;
+  sc->streams.len = 0;
+  sc->kv.len = 0;
   return s;
 }
 
 static void append_push_conflict(lua_State *L, store *s, const append_failure *f, call_kind kind) {
-  pending_stream *ps = &PENDING_STREAMS(s)[f->stream];
-  char name[RECORD_MAX_STREAM + 1];
-  memcpy(name, s->scratch_bytes.data + ps->name_off, ps->name_len);
-  name[ps->name_len] = '\0';
-  lua_pushnil(L);
-  if (strcmp(f->code, "stream_deleted") == 0) {
-    cerr_new(L, "stream_deleted", "stream '%s' is deleted (a hard delete: it cannot be written again)", name);
-  } else if (strcmp(f->code, "conflict") == 0) {
-    char want[48], got[48];
-    if (ps->expected == EXPECT_VERSION)
-      snprintf(want, sizeof want, "version %llu", (unsigned long long)ps->expected_version);
-    else
-      snprintf(want, sizeof want, "%s", ps->expected == EXPECT_NO_STREAM ? "no stream" : "an existing stream");
-    if (f->exists) snprintf(got, sizeof got, "is at version %llu", (unsigned long long)(f->actual_count - 1));
-    else snprintf(got, sizeof got, "does not exist");
-    int err;
-    if (f->replay == REPLAY_ORDER)
-      err = cerr_new(L, "conflict", "stream '%s' %s: the events of this append are stored in it, "
-                     "but not one after the other in this order", name, got);
-    else if (f->replay == REPLAY_PLACE)
-      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s: the events of this append are "
-                     "already stored in it from version %I on", name, got, want,
-                     (lua_Integer)f->replay_version);
-    else
-      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s", name, got, want);
-    if (f->replay == REPLAY_PLACE || f->replay == REPLAY_ORDER) {
-      lua_pushinteger(L, (lua_Integer)f->replay_version);
-      lua_setfield(L, err, "stored_version");
-    }
-    if (ps->expected == EXPECT_VERSION) lua_pushinteger(L, (lua_Integer)ps->expected_version);
-    else lua_pushstring(L, expect_names[ps->expected]);
-    lua_setfield(L, err, "expected");
-    if (f->exists) {
-      lua_pushinteger(L, (lua_Integer)f->actual_count - 1);
-      lua_setfield(L, err, "actual");
-    }
-  } else {
-    char id[UUID_TEXT_LEN + 1];
-    uuid_format(f->id, id);
-    id[UUID_TEXT_LEN] = '\0';
-    int err;
-    if (strcmp(f->code, "corrupt") == 0)
-      err = cerr_new(L, "corrupt", "the stored event with id %s (position %I) is damaged", id,
-                     (lua_Integer)f->position);
-    else if (f->replay == REPLAY_MIXED)
-      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I, and this append "
-                     "mixes it with new events (a replay repeats stored events only)", id,
-                     (lua_Integer)f->position);
-    else if (f->position && f->replay >= REPLAY_STREAM && f->replay <= REPLAY_META) {
-      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different "
-                     "event: its %s differs", id, (lua_Integer)f->position, replay_what[f->replay]);
-      lua_pushstring(L, replay_what[f->replay]);
-      lua_setfield(L, err, "differs");
-    } else if (f->position)
-      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different event",
-                     id, (lua_Integer)f->position);
-    else
-      err = cerr_new(L, "duplicate_id", "event id %s is used twice in this append", id);
-    lua_pushstring(L, id);
-    lua_setfield(L, err, "id");
-    if (f->position) {
-      lua_pushinteger(L, (lua_Integer)f->position);
-      lua_setfield(L, err, "position");
-    }
-  }
-  lua_pushlstring(L, name, ps->name_len);
-  lua_setfield(L, -2, "stream");
-  if (kind != CALL_APPEND) {
-    lua_pushinteger(L, (lua_Integer)f->stream + 1);
-    lua_setfield(L, -2, "index");
-  }
+  const pending_stream *ps = &PENDING_STREAMS(s)[f->stream];
+  refusal r = {
+    .code = f->code, .stream = (const char *)s->scratch->bytes.data + ps->name_off, .stream_len = ps->name_len,
+    .index = kind == CALL_APPEND ? 0 : f->stream + 1, .expected = ps->expected,
+    .expected_version = ps->expected_version, .exists = f->exists, .actual_count = (uint64_t)f->actual_count,
+    .id = f->id, .position = (uint64_t)f->position, .replay = f->replay, .replay_version = f->replay_version,
+  };
+  refusal_push(L, &r);
 }
 
-static int append_finish(lua_State *L, store *s, size_t nstreams, call_kind kind, int dry_run) {
+int append_finish(lua_State *L, store *s, size_t nstreams, call_kind kind, int dry_run) {
+  if (s->readonly) return cerr_result(L, "readonly", "the store was opened read-only");
   append_failure f;
   memset(&f, 0, sizeof f);
   int rc = append_commit(s, nstreams, &f, dry_run);
@@ -652,7 +573,7 @@ static int append_finish(lua_State *L, store *s, size_t nstreams, call_kind kind
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, ps->time);
     lua_setfield(L, -2, "time");
-    lua_pushlstring(L, (const char *)s->scratch_bytes.data + ps->name_off, ps->name_len);
+    lua_pushlstring(L, (const char *)s->scratch->bytes.data + ps->name_off, ps->name_len);
     lua_setfield(L, -2, "stream");
     lua_pushinteger(L, (lua_Integer)ps->version);
     lua_setfield(L, -2, "version");
@@ -674,21 +595,15 @@ static int append_finish(lua_State *L, store *s, size_t nstreams, call_kind kind
   return 1;
 }
 
-static int append_readonly(lua_State *L) {
-  return cerr_result(L, "readonly", "the store was opened read-only");
-}
-
 /* store:append(stream, events [, expected]) -> {version, position} | nil, err */
 static int append_one(lua_State *L) {
-  store *s = append_check_store(L, "append");
+  store *s = append_begin(L, "append");
   lua_settop(L, 4);
   append_encode_stream(L, s, "append", 2, 3, 4);
-  if (s->readonly) return append_readonly(L);
   return append_finish(L, s, 1, CALL_APPEND, 0);
 }
 
-/* Encodes the list at idx of {stream=, events=, expected=} entries; returns how many. */
-static size_t append_encode_list(lua_State *L, store *s, int idx, const char *fn, int allow_empty) {
+size_t append_encode_list(lua_State *L, store *s, int idx, const char *fn, int allow_empty) {
   static const char *const entry_fields[] = { "stream", "events", "expected", NULL };
   lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
   if (n == 0 && !allow_empty)
@@ -719,49 +634,25 @@ static size_t append_encode_list(lua_State *L, store *s, int idx, const char *fn
 
 /* store:append_many({ {stream=, events=, expected=}, ... }) -> results | nil, err */
 static int append_many(lua_State *L) {
-  store *s = append_check_store(L, "append_many");
+  store *s = append_begin(L, "append_many");
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   size_t n = append_encode_list(L, s, 2, "append_many", 0);
-  if (s->readonly) return append_readonly(L);
   return append_finish(L, s, n, CALL_APPEND_MANY, 0);
-}
-
-/* store:write({ appends=, checks=, clears=, deletes=, puts=, dry_run= }) -> result | nil, err
- * Everything in one transaction: appends as append_many, then the key-value
- * ops in the order checks, clears, deletes, puts. */
-static int append_write(lua_State *L) {
-  static const opt_spec op_fields[] = {
-    { "appends", OPT_TABLE }, { "checks", OPT_TABLE }, { "clears", OPT_TABLE }, { "deletes", OPT_TABLE },
-    { "puts", OPT_TABLE }, { "dry_run", OPT_BOOLEAN }, { NULL, 0 }
-  };
-  store *s = append_check_store(L, "write");
-  luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 2);
-  opt_check(L, 2, "write", op_fields);
-  size_t n = 0;
-  lua_getfield(L, 2, "appends");
-  if (!lua_isnil(L, 3)) {
-    if (!lua_istable(L, 3)) luaL_error(L, "write: appends must be a list");
-    n = append_encode_list(L, s, 3, "write.appends", 1);
-  }
-  lua_settop(L, 2);
-  kv_encode_ops(L, s, 2);
-  lua_getfield(L, 2, "dry_run");
-  int dry_run = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  if (s->readonly) return append_readonly(L);
-  return append_finish(L, s, n, CALL_WRITE, dry_run);
 }
 
 static const luaL_Reg append_methods[] = {
   { "append", append_one },
   { "append_many", append_many },
-  { "write", append_write },
   { NULL, NULL }
 };
 
-void append_register(lua_State *L) {
+int append_push_upvalues(lua_State *L) {
+  luaL_checkstack(L, F_COUNT, "append");
   for (int f = 0; f < F_COUNT; f++) lua_pushstring(L, event_fields[f]);
-  luaL_setfuncs(L, append_methods, F_COUNT);
+  return F_COUNT;
+}
+
+void append_register(lua_State *L) {
+  luaL_setfuncs(L, append_methods, append_push_upvalues(L));
 }

@@ -44,17 +44,7 @@ static void *backup_thread(void *arg) {
 static int backup_copy(lua_State *L) {
   store *s = store_check(L, 1);
   const char *dest = store_check_path(L, 2);
-  static const opt_spec options[] = { { "progress", OPT_FUNCTION }, { NULL, 0 } };
-  int fn = 0;
-  if (opt_check(L, 3, "backup", options)) {
-    lua_getfield(L, 3, "progress");
-    if (!lua_isnil(L, -1)) {
-      luaL_argexpected(L, lua_isfunction(L, -1), 3, "progress function");
-      fn = lua_gettop(L);
-    } else {
-      lua_pop(L, 1);
-    }
-  }
+  int fn = opt_backup(L, 3);
   luaL_checkstack(L, 4, "backup");
   char file[4200];
   snprintf(file, sizeof file, "%s/data.mdb", dest);

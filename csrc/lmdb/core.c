@@ -16,6 +16,7 @@
 #include "store.h"
 #include "verify.h"
 #include "watch.h"
+#include "write.h"
 
 CHRONICLE_EXPORT int luaopen_chronicle_core(lua_State *L);
 
@@ -23,7 +24,8 @@ CHRONICLE_EXPORT int luaopen_chronicle_core(lua_State *L);
 static void core_methods(lua_State *L) {
   lua_createtable(L, 0, 24);
   store_register(L);     /* close, is_open, head, now, stream_info, stream_version, stats */
-  append_register(L);    /* append, append_many, write */
+  append_register(L);    /* append, append_many */
+  write_register(L);     /* write */
   scan_register(L);      /* read, read_all, fold, streams, kv_scan, position_of */
   kv_register(L);        /* kv_get, kv_count, kv_spaces */
   verify_register(L);    /* verify */

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sys/types.h>
 #include <lmdb.h>
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 /* Named databases; see the on-disk format in README.md. */
 enum {
@@ -77,4 +78,5 @@ void envreg_unpin(envref *e);
  * and leaves the map as it was (usable). */
 int envreg_grow(envref *e);
 
+#pragma GCC visibility pop
 #endif

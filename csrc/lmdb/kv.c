@@ -6,6 +6,7 @@
 #include <lauxlib.h>
 #include "common/cerror.h"
 #include "common/codec.h"
+#include "append.h"
 #include "kv.h"
 #include "logdb.h"
 
@@ -13,12 +14,12 @@ enum { KV_CHECK, KV_CLEAR, KV_DELETE, KV_PUT };
 
 typedef struct pending_kv {
   int op;
-  size_t key_off, key_len;     /* the LMDB key, in scratch_bytes */
+  size_t key_off, key_len;     /* the LMDB key, in the scratch's bytes */
   size_t val_off, val_len;     /* the encoded value (check, put) */
   int absent;                  /* check: the key must not exist */
 } pending_kv;
 
-#define PENDING_KV(s) ((pending_kv *)(s)->scratch_kv.data)
+#define PENDING_KV(s) ((pending_kv *)(s)->scratch->kv.data)
 #define KVREAD_MT "chronicle.kvread"
 
 size_t kv_key(unsigned char *out, const char *space, size_t slen, const char *key, size_t klen) {
@@ -75,19 +76,19 @@ static void kv_encode_list(lua_State *L, store *s, int ops_idx, const char *fiel
     pk.op = op;
     unsigned char k[KV_KEY_MAX];
     pk.key_len = kv_key(k, space, slen, key, klen);
-    pk.key_off = s->scratch_bytes.len;
-    if (buf_append(&s->scratch_bytes, k, pk.key_len)) kv_nomem(L);
+    pk.key_off = s->scratch->bytes.len;
+    if (buf_append(&s->scratch->bytes, k, pk.key_len)) kv_nomem(L);
     if (op == KV_CHECK || op == KV_PUT) {
       lua_rawgeti(L, -2, 3);
       if (lua_isnil(L, -1) && op == KV_PUT) luaL_error(L, "%s: value is nil (use deletes to remove a key)", where);
       pk.absent = lua_isnil(L, -1);
-      pk.val_off = s->scratch_bytes.len;
-      if (!pk.absent) codec_encode_at(L, -1, &s->scratch_bytes, field, (long long)i, "value");
-      pk.val_len = s->scratch_bytes.len - pk.val_off;
+      pk.val_off = s->scratch->bytes.len;
+      if (!pk.absent) codec_encode_at(L, -1, &s->scratch->bytes, field, (long long)i, "value");
+      pk.val_len = s->scratch->bytes.len - pk.val_off;
       lua_pop(L, 1);
     }
     lua_settop(L, list);
-    if (buf_append(&s->scratch_kv, &pk, sizeof pk)) kv_nomem(L);
+    if (buf_append(&s->scratch->kv, &pk, sizeof pk)) kv_nomem(L);
   }
   lua_pop(L, 1);
 }
@@ -116,8 +117,8 @@ static int kv_clear(MDB_txn *txn, MDB_dbi dbi, const unsigned char *prefix, size
 
 int kv_apply_ops(store *s, MDB_txn *txn, size_t *failed) {
   MDB_dbi dbi = s->e->dbi[DB_KV];
-  size_t n = s->scratch_kv.len / sizeof(pending_kv);
-  const unsigned char *bytes = s->scratch_bytes.data;
+  size_t n = s->scratch->kv.len / sizeof(pending_kv);
+  const unsigned char *bytes = s->scratch->bytes.data;
   for (size_t i = 0; i < n; i++) {
     const pending_kv *pk = &PENDING_KV(s)[i];
     MDB_val k = { pk->key_len, (void *)(bytes + pk->key_off) }, d;
@@ -150,7 +151,7 @@ int kv_apply_ops(store *s, MDB_txn *txn, size_t *failed) {
 
 void kv_push_check_failure(lua_State *L, store *s, size_t failed) {
   const pending_kv *pk = &PENDING_KV(s)[failed];
-  const unsigned char *k = s->scratch_bytes.data + pk->key_off;
+  const unsigned char *k = s->scratch->bytes.data + pk->key_off;
   size_t slen = k[0];
   lua_pushnil(L);
   lua_pushlstring(L, (const char *)k + 1, slen);

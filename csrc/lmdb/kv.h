@@ -7,6 +7,7 @@
 #include <lua.h>
 #include <lmdb.h>
 #include "store.h"
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 #define KV_MAX_SPACE 64
 #define KV_MAX_KEY 400
@@ -30,4 +31,5 @@ void kv_push_check_failure(lua_State *L, store *s, size_t failed);
 /* Adds kv_get, kv_count and kv_spaces to the method table on top of the stack (kv_scan is scan.c's). */
 void kv_register(lua_State *L);
 
+#pragma GCC visibility pop
 #endif

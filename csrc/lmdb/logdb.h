@@ -11,6 +11,7 @@
 #include "common/bytes.h"
 #include "envreg.h"
 #include "common/record.h"
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 #define STREAM_META_SIZE 48
 #define CATEGORY_KEY_MAX (1 + RECORD_MAX_STREAM + 8)
@@ -84,4 +85,5 @@ static inline int log_head(MDB_txn *txn, const envref *e, uint64_t *head) {
   return rc;
 }
 
+#pragma GCC visibility pop
 #endif

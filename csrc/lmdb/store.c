@@ -8,8 +8,10 @@
 #include <lauxlib.h>
 #include "common/cerror.h"
 #include "common/options.h"
+#include "append.h"
 #include "logdb.h"
 #include "store.h"
+#include "watch.h"
 #include "common/uuid.h"
 
 store *store_check(lua_State *L, int idx) {
@@ -69,10 +71,7 @@ int store_read_begin(store *s, MDB_txn **txn) { return envreg_read_begin(s->e, &
 void store_read_end(store *s, MDB_txn *txn) { envreg_read_end(s->e, &s->spare_read, txn); }
 
 static void store_release(store *s) {
-  if (s->watch_fd >= 0) {
-    close(s->watch_fd);
-    s->watch_fd = -1;
-  }
+  watch_close(s);
   if (s->e) {
     envref *e = s->e;
     s->e = NULL;             /* closed before releasing: a second close is a no-op */
@@ -83,10 +82,7 @@ static void store_release(store *s) {
     s->spare_read = NULL;
     envreg_release(e);
   }
-  buf_free(&s->scratch_bytes);
-  buf_free(&s->scratch_events);
-  buf_free(&s->scratch_streams);
-  buf_free(&s->scratch_kv);
+  append_scratch_free(s);
 }
 
 static int store_close(lua_State *L) {
@@ -158,10 +154,6 @@ int store_open(lua_State *L) {
   s->write_flags = durability_flags[dur];
   s->readonly = opts.readonly;
   s->max_event_size = max_event;
-  buf_init(&s->scratch_bytes);
-  buf_init(&s->scratch_events);
-  buf_init(&s->scratch_streams);
-  buf_init(&s->scratch_kv);
   s->watch_fd = -1;
 
   char why[256];

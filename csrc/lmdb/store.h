@@ -6,20 +6,22 @@
 #include "common/buf.h"
 #include "envreg.h"
 #include "logdb.h"
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 #define STORE_MT "chronicle.store"
 #define STORE_DEFAULT_MAX_EVENT (4u << 20)
+
+struct append_scratch;
 
 typedef struct store {
   envref *e;               /* NULL once closed */
   unsigned write_flags;    /* durability: 0, MDB_NOMETASYNC or MDB_NOSYNC */
   int readonly;
   size_t max_event_size;
-  buf scratch_bytes;       /* appends encode here before their transaction */
-  buf scratch_events;
-  buf scratch_streams;
-  buf scratch_kv;          /* write(): pending key-value operations */
-  int watch_fd;            /* wait(): an inotify handle on data.mdb, opened on first use (-1: none) */
+  struct append_scratch *scratch;  /* append.h's: where a write encodes before its transaction
+                                    * (NULL until the first; append_scratch_free) */
+  int watch_fd;            /* watch.c's: wait()'s inotify handle on data.mdb, opened on first
+                            * use (-1: none; watch_close) */
   MDB_txn *spare_read;     /* a reset read transaction, renewed by the next read (NULL: none) */
   const char *busy;        /* "verify" or "backup" while one of this handle runs (its progress
                             * callback may read, but not write or close: NULL otherwise) */
@@ -65,4 +67,5 @@ void store_push_metatable(lua_State *L);
 /* Adds close, is_open, head, now, stream_info, stream_version and stats to the table on top. */
 void store_register(lua_State *L);
 
+#pragma GCC visibility pop
 #endif

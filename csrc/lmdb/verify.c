@@ -201,26 +201,9 @@ static int verify_counts(verify_state *v) {
 /* store:verify([{max_problems=100, progress=fn}]) -> {ok=, events=, streams=, problems={...}} | nil, err */
 static int verify_store(lua_State *L) {
   store *s = store_check(L, 1);
-  lua_Integer max = 100;
-  int progress = 0;
-  static const opt_spec options[] = { { "max_problems", OPT_INTEGER }, { "progress", OPT_FUNCTION }, { NULL, 0 } };
+  lua_Integer max;
   lua_settop(L, 2);
-  if (opt_check(L, 2, "verify", options)) {
-    lua_getfield(L, 2, "progress");
-    if (!lua_isnil(L, -1)) {
-      if (!lua_isfunction(L, -1)) luaL_error(L, "verify: option 'progress' must be a function");
-      progress = lua_gettop(L);
-    } else {
-      lua_pop(L, 1);
-    }
-    lua_getfield(L, 2, "max_problems");
-    if (!lua_isnil(L, -1)) {
-      int ok;
-      max = lua_tointegerx(L, -1, &ok);
-      if (!ok || max < 1) luaL_error(L, "verify: option 'max_problems' must be an integer >= 1");
-    }
-    lua_pop(L, 1);
-  }
+  int progress = opt_verify(L, 2, &max);
   verify_state v;
   memset(&v, 0, sizeof v);
   v.e = s->e;

@@ -42,6 +42,12 @@ static int watch_fd(store *s) {
   return s->watch_fd;
 }
 
+void watch_close(store *s) {
+  if (s->watch_fd < 0) return;
+  close(s->watch_fd);
+  s->watch_fd = -1;
+}
+
 static void watch_drain(int fd) {
   char drain[4096];
   while (read(fd, drain, sizeof drain) > 0) {}

@@ -23,6 +23,7 @@
 #include <libpq-fe.h>
 #include <lua.h>
 #include "common/buf.h"
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 #define PGS_MT "chronicle.postgres.store"
 #define PGS_FORMAT 1
@@ -147,5 +148,9 @@ void pgs_report_progress(lua_State *L, int fn, long long done, long long total);
 
 /* The category of a stream: its name up to the first '-'. */
 size_t pgs_category_len(const void *name, size_t len);
+/* Pushes stream_info's table (pg_store.c; pg_scan.c's streams() pushes one per stream). */
+void pgs_push_stream_info(lua_State *L, const char *name, size_t len, int64_t count, int64_t first,
+                          int64_t last, int64_t created, int64_t updated);
 
+#pragma GCC visibility pop
 #endif

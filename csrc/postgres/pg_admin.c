@@ -129,26 +129,9 @@ static int verify_run(pgs *s, verify_state *v, lua_State *L, int progress) {
 /* store:verify([{max_problems=100, progress=fn}]) -> {ok=, events=, streams=, problem_count=, problems=} */
 static int pgs_verify(lua_State *L) {
   pgs *s = pgs_check(L, 1);
-  lua_Integer max = 100;
-  int progress = 0;
-  static const opt_spec options[] = { { "max_problems", OPT_INTEGER }, { "progress", OPT_FUNCTION }, { NULL, 0 } };
+  lua_Integer max;
   lua_settop(L, 2);
-  if (opt_check(L, 2, "verify", options)) {
-    lua_getfield(L, 2, "progress");
-    if (!lua_isnil(L, -1)) {
-      if (!lua_isfunction(L, -1)) luaL_error(L, "verify: option 'progress' must be a function");
-      progress = lua_gettop(L);
-    } else {
-      lua_pop(L, 1);
-    }
-    lua_getfield(L, 2, "max_problems");
-    if (!lua_isnil(L, -1)) {
-      int ok;
-      max = lua_tointegerx(L, -1, &ok);
-      if (!ok || max < 1) luaL_error(L, "verify: option 'max_problems' must be an integer >= 1");
-    }
-    lua_pop(L, 1);
-  }
+  int progress = opt_verify(L, 2, &max);
   luaL_checkstack(L, 8, "verify");
   verify_state v;
   memset(&v, 0, sizeof v);
@@ -186,12 +169,11 @@ static int pgs_verify(lua_State *L) {
 
 /* store:backup(dest) -> nil, err(unsupported): the server's own tools do this. */
 static int pgs_backup(lua_State *L) {
-  static const opt_spec options[] = { { "progress", OPT_FUNCTION }, { NULL, 0 } };
   pgs *s = pgs_check(L, 1);
   size_t len;
   const char *dest = luaL_checklstring(L, 2, &len);
   luaL_argcheck(L, strlen(dest) == len, 2, "path must not contain a NUL byte");
-  opt_check(L, 3, "backup", options);
+  opt_backup(L, 3);
   return cerr_result(L, "unsupported",
                      "backup: a PostgreSQL store is backed up with the server's tools, e.g. "
                      "pg_dump --schema=%s (one store) or pg_basebackup (the whole cluster)", s->schema);

@@ -16,12 +16,11 @@
 #include "common/options.h"
 #include "common/codec.h"
 #include "common/record.h"
+#include "common/refusal.h"
 #include "common/retention.h"
 #include "common/uuid.h"
 #include "pg.h"
 
-enum { EXPECT_ANY, EXPECT_NO_STREAM, EXPECT_EXISTS, EXPECT_VERSION };
-static const char *const expect_names[] = { "any", "no_stream", "exists", NULL };
 
 /* What the caller asked for: append, append_many or write (results and messages differ). */
 typedef enum { CALL_APPEND, CALL_APPEND_MANY, CALL_WRITE } call_kind;
@@ -72,10 +71,6 @@ typedef struct append_failure {
   size_t kv_op;
 } append_failure;
 
-/* What a refused replay reports (append_failure.replay), as the LMDB backend does. */
-enum { REPLAY_NONE, REPLAY_MIXED, REPLAY_TWICE, REPLAY_STREAM, REPLAY_TYPE, REPLAY_DATA, REPLAY_META,
-       REPLAY_PLACE, REPLAY_ORDER };
-static const char *const replay_what[] = { "", "", "", "stream", "type", "data", "meta", "", "" };
 
 #define PENDING_EVENTS(s) ((pending_event *)(s)->scratch_events.data)
 #define PENDING_STREAMS(s) ((pending_stream *)(s)->scratch_streams.data)
@@ -86,32 +81,7 @@ static void append_nomem(lua_State *L) { luaL_error(L, "append: out of memory");
 /* ---------------------------------------------------------------- encoding (no transaction open) */
 
 static void append_check_expected(lua_State *L, int idx, const char *where, pending_stream *ps) {
-  switch (lua_type(L, idx)) {
-    case LUA_TNIL: case LUA_TNONE:
-      ps->expected = EXPECT_ANY;
-      return;
-    case LUA_TSTRING: {
-      const char *name = lua_tostring(L, idx);
-      for (int i = 0; expect_names[i]; i++)
-        if (strcmp(name, expect_names[i]) == 0) { ps->expected = i; return; }
-      break;
-    }
-    case LUA_TNUMBER: {
-      int ok;
-      lua_Integer v = lua_tointegerx(L, idx, &ok);
-      if (ok && v >= 0) {
-        ps->expected = EXPECT_VERSION;
-        ps->expected_version = (uint64_t)v;
-        return;
-      }
-      break;
-    }
-  }
-  if (lua_type(L, idx) == LUA_TSTRING)
-    luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 "
-               "(got string '%s')", where, lua_tostring(L, idx));
-  luaL_error(L, "%s: expected must be chronicle.ANY, NO_STREAM, EXISTS or a version >= 0 (got %s)",
-             where, lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
+  ps->expected = refusal_check_expected(L, idx, where, &ps->expected_version);
 }
 
 static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
@@ -986,77 +956,14 @@ static int append_commit(pgs *s, size_t nstreams, append_failure *f, int dry_run
 /* ---------------------------------------------------------------- results */
 
 static void append_push_conflict(lua_State *L, pgs *s, const append_failure *f, call_kind kind) {
-  pending_stream *ps = &PENDING_STREAMS(s)[f->stream];
-  char name[RECORD_MAX_STREAM + 1];
-  memcpy(name, s->scratch_bytes.data + ps->name_off, ps->name_len);
-  name[ps->name_len] = '\0';
-  lua_pushnil(L);
-  if (strcmp(f->code, "stream_deleted") == 0) {
-    cerr_new(L, "stream_deleted", "stream '%s' is deleted (a hard delete: it cannot be written again)", name);
-  } else if (strcmp(f->code, "conflict") == 0) {
-    char want[48], got[48];
-    if (ps->expected == EXPECT_VERSION)
-      snprintf(want, sizeof want, "version %llu", (unsigned long long)ps->expected_version);
-    else
-      snprintf(want, sizeof want, "%s", ps->expected == EXPECT_NO_STREAM ? "no stream" : "an existing stream");
-    if (f->exists) snprintf(got, sizeof got, "is at version %lld", (long long)(f->actual_count - 1));
-    else snprintf(got, sizeof got, "does not exist");
-    int err;
-    if (f->replay == REPLAY_ORDER)
-      err = cerr_new(L, "conflict", "stream '%s' %s: the events of this append are stored in it, "
-                     "but not one after the other in this order", name, got);
-    else if (f->replay == REPLAY_PLACE)
-      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s: the events of this append are "
-                     "already stored in it from version %I on", name, got, want,
-                     (lua_Integer)f->replay_version);
-    else
-      err = cerr_new(L, "conflict", "stream '%s' %s, expected %s", name, got, want);
-    if (f->replay == REPLAY_PLACE || f->replay == REPLAY_ORDER) {
-      lua_pushinteger(L, (lua_Integer)f->replay_version);
-      lua_setfield(L, err, "stored_version");
-    }
-    if (ps->expected == EXPECT_VERSION) lua_pushinteger(L, (lua_Integer)ps->expected_version);
-    else lua_pushstring(L, expect_names[ps->expected]);
-    lua_setfield(L, err, "expected");
-    if (f->exists) {
-      lua_pushinteger(L, (lua_Integer)f->actual_count - 1);
-      lua_setfield(L, err, "actual");
-    }
-  } else {
-    char id[UUID_TEXT_LEN + 1];
-    uuid_format(f->id, id);
-    id[UUID_TEXT_LEN] = '\0';
-    int err;
-    if (strcmp(f->code, "corrupt") == 0)
-      err = cerr_new(L, "corrupt", "the stored event with id %s (position %I) is damaged", id,
-                     (lua_Integer)f->position);
-    else if (f->replay == REPLAY_MIXED)
-      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I, and this append "
-                     "mixes it with new events (a replay repeats stored events only)", id,
-                     (lua_Integer)f->position);
-    else if (f->position && f->replay >= REPLAY_STREAM && f->replay <= REPLAY_META) {
-      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different "
-                     "event: its %s differs", id, (lua_Integer)f->position, replay_what[f->replay]);
-      lua_pushstring(L, replay_what[f->replay]);
-      lua_setfield(L, err, "differs");
-    } else if (f->position)
-      err = cerr_new(L, "duplicate_id", "event id %s is already stored at position %I as a different event",
-                     id, (lua_Integer)f->position);
-    else
-      err = cerr_new(L, "duplicate_id", "event id %s is used twice in this append", id);
-    lua_pushstring(L, id);
-    lua_setfield(L, err, "id");
-    if (f->position) {
-      lua_pushinteger(L, (lua_Integer)f->position);
-      lua_setfield(L, err, "position");
-    }
-  }
-  lua_pushlstring(L, name, ps->name_len);
-  lua_setfield(L, -2, "stream");
-  if (kind != CALL_APPEND) {
-    lua_pushinteger(L, (lua_Integer)f->stream + 1);
-    lua_setfield(L, -2, "index");
-  }
+  const pending_stream *ps = &PENDING_STREAMS(s)[f->stream];
+  refusal r = {
+    .code = f->code, .stream = (const char *)s->scratch_bytes.data + ps->name_off, .stream_len = ps->name_len,
+    .index = kind == CALL_APPEND ? 0 : f->stream + 1, .expected = ps->expected,
+    .expected_version = ps->expected_version, .exists = f->exists, .actual_count = (uint64_t)f->actual_count,
+    .id = f->id, .position = (uint64_t)f->position, .replay = f->replay, .replay_version = f->replay_version,
+  };
+  refusal_push(L, &r);
 }
 
 static void kv_push_check_failure(lua_State *L, pgs *s, size_t failed) {
@@ -1151,14 +1058,10 @@ static int append_many(lua_State *L) {
 }
 
 static int append_write(lua_State *L) {
-  static const opt_spec op_fields[] = {
-    { "appends", OPT_TABLE }, { "checks", OPT_TABLE }, { "clears", OPT_TABLE }, { "deletes", OPT_TABLE },
-    { "puts", OPT_TABLE }, { "dry_run", OPT_BOOLEAN }, { NULL, 0 }
-  };
   pgs *s = append_check_store(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  opt_check(L, 2, "write", op_fields);
+  int dry_run = opt_write(L, 2);
   size_t n = 0;
   lua_getfield(L, 2, "appends");
   if (!lua_isnil(L, 3)) {
@@ -1170,9 +1073,6 @@ static int append_write(lua_State *L) {
   kv_encode_list(L, s, 2, "clears", KV_CLEAR);
   kv_encode_list(L, s, 2, "deletes", KV_DELETE);
   kv_encode_list(L, s, 2, "puts", KV_PUT);
-  lua_getfield(L, 2, "dry_run");
-  int dry_run = lua_toboolean(L, -1);
-  lua_pop(L, 1);
   if (s->readonly) return append_readonly(L);
   return append_finish(L, s, n, CALL_WRITE, dry_run);
 }

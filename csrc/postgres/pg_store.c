@@ -770,8 +770,6 @@ static int pgs_stream_row_get(pgs *s, const char *name, size_t len, pgs_stream_r
 }
 
 void pgs_push_stream_info(lua_State *L, const char *name, size_t len, int64_t count, int64_t first,
-                          int64_t last, int64_t created, int64_t updated);
-void pgs_push_stream_info(lua_State *L, const char *name, size_t len, int64_t count, int64_t first,
                           int64_t last, int64_t created, int64_t updated) {
   lua_createtable(L, 0, 8);
   lua_pushlstring(L, name, len);

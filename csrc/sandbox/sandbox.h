@@ -5,6 +5,7 @@
 #define CHRONICLE_SANDBOX_H
 
 #include <lua.h>
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 #define SANDBOX_MT "chronicle.sandbox"
 
@@ -27,4 +28,5 @@
  * top, and registers the sandbox metatable. */
 void sandbox_open(lua_State *L);
 
+#pragma GCC visibility pop
 #endif

@@ -5,6 +5,7 @@
 
 #include <lua.h>
 #include "sandbox_internal.h"
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 /* The allocator of a sandbox's state (ud is its sbox): growth past the memory
  * budget is refused and sets sb->oom. */
@@ -16,4 +17,5 @@ int budget_resume(sbox *sb, lua_State *co, int *nres);
 /* Charges `n` instructions for work done in C; raises once the call is over budget. */
 void budget_charge(lua_State *L, lua_Integer n);
 
+#pragma GCC visibility pop
 #endif

@@ -9,6 +9,7 @@
 #include "common/buf.h"
 #include "common/codec.h"
 #include "sandbox.h"
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 enum { SBOX_RUNNING = 0, SBOX_BUDGET, SBOX_DEADLINE };   /* sbox.stop */
 
@@ -58,4 +59,5 @@ static inline sbox *sbox_of(lua_State *S) {
  * out[0..size), without allocating in T (so without running any metamethod). */
 void sbox_value_text(lua_State *T, int idx, char *out, size_t size);
 
+#pragma GCC visibility pop
 #endif

@@ -34,7 +34,8 @@ end
 --- Appends events to one stream in one transaction.
 -- @tparam string stream the stream name (1 to 200 bytes)
 -- @tparam {table,...} events `{type=, data=, meta=, id=, schema=}` tables
--- @param[opt] expected `chronicle.ANY` (default), `NO_STREAM`, `EXISTS` or the version of the stream's last event
+-- @param[opt] opts `{expected=}`, or the expected value itself: `chronicle.ANY` (default),
+--   `NO_STREAM`, `EXISTS` or the version of the stream's last event
 -- @treturn[1] table `{version=, position=}` of the last event written
 -- @treturn[2] nil
 -- @treturn[2] table error: `conflict` (with `expected`, `actual`), `duplicate_id`, `readonly`, `disk_full`, ...
@@ -152,6 +153,8 @@ end
 -- visible), `max_age` (seconds: older events are hidden), `truncate_before` (a version: events
 -- below it are hidden), and any custom keys. Hidden events disappear from every read at once;
 -- `scavenge` removes them for good.
+-- @tparam string stream the stream
+-- @tparam table metadata the new metadata
 -- @tparam[opt] table opts `expected`: the metadata's version (-1 or `NO_STREAM`: none set yet)
 -- @treturn[1] table `{version=}` the metadata's new version
 -- @treturn[2] nil
@@ -278,7 +281,7 @@ function Store:unit_of_work(fn, opts)
   return require("chronicle.write.unit_of_work").run(self, fn, opts)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Projections, handlers and reactors (the read side)
 
 --- What is registered on this store object: projections, handlers, reactors,

@@ -50,7 +50,7 @@ local NS = 1000000000
 -- How often a member looks again while a rebalance is under way, at most.
 local REBALANCE_NS = 50000000
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Who this process is
 
 local function read_line(path)
@@ -121,7 +121,7 @@ local function parse_lease(s)
   return owner, math.tointeger(tonumber(expires))
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Partitions
 
 local part_cache, part_cache_n = {}, 0
@@ -158,7 +158,7 @@ local function decode_marks(s)
   return out
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- A member's view of one group
 
 local Group = {}
@@ -405,7 +405,7 @@ function Group:leave()
   return ok, err
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Batches over a member's partitions
 
 --- Where a batch of this member starts, and how to commit it.
@@ -537,7 +537,7 @@ function Group:caught_up(head)
   return true
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Status
 
 --- The status of group `kind` `name` in `store`: `{partitions, lease (s),

@@ -73,6 +73,7 @@ end
 --- Checks a projection definition.
 -- @tparam table def `name`, `version` (default 1), `from` ({category=, types=, streams=}),
 --   `init(view)` (optional), `handlers[Type](view, event)`, `batch_size` (default 1000)
+-- @tparam[opt] integer level the stack level an error names (1: the caller of define)
 function M.define(def, level)
   level = (level or 1) + 1
   if type(def) ~= "table" then fail("definition must be a table, got " .. type(def), level) end

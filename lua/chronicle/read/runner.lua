@@ -21,16 +21,6 @@ local M = {}
 local Runner = {}
 Runner.__index = Runner
 
---- A runner over everything registered on `store` (now and later).
---
--- Runners (in this process or others, on this host or others sharing the
--- store) serving the same handler, reactor or projection form its group and
--- share its work (see chronicle.group).
--- @tparam[opt] table opts `wait` (seconds per sleep, default 1), `lease`
---   (seconds a member's leases last without renewal, default 5; > 0),
---   `partitions` (of a new handler's or reactor's group, default 16; every
---   member must give the same), `groups` (false: no group, this runner does
---   all the work of what it serves, as if alone)
 local function positive(v)
   if type(v) == "number" and v > 0 and v < math.huge then return true end
   return false, "a number > 0"
@@ -42,6 +32,17 @@ local new_options = { wait = options.number_at_least(0), lease = positive, group
   end }
 local run_options = { until_idle = "boolean", max_seconds = options.number_at_least(0) }
 
+--- A runner over everything registered on `store` (now and later).
+--
+-- Runners (in this process or others, on this host or others sharing the
+-- store) serving the same handler, reactor or projection form its group and
+-- share its work (see chronicle.group).
+-- @tparam Store store the store
+-- @tparam[opt] table opts `wait` (seconds per sleep, default 1), `lease`
+--   (seconds a member's leases last without renewal, default 5; > 0),
+--   `partitions` (of a new handler's or reactor's group, default 16; every
+--   member must give the same), `groups` (false: no group, this runner does
+--   all the work of what it serves, as if alone)
 function M.new(store, opts)
   opts = options.check("runner", opts, new_options, 3)
   return setmetatable({ store = store, wait = opts.wait or 1, stopped = false, errors = {},

@@ -290,12 +290,14 @@ function Scripts:repository(name)
   return self.store:repository(agg)
 end
 
+local load_options = { sandbox = "boolean", limits = "table" }
+
 --- Loads every `*.lua` in `dir` into `store`.
+-- @tparam Store store the store
+-- @tparam string dir the folder
 -- @tparam[opt] table opts `sandbox` (run projections and reactors isolated),
 --   `limits` (sandbox budgets: memory, instructions, time_ms)
 -- @return the Scripts object (see `errors`, `aggregates`, `reload()`)
-local load_options = { sandbox = "boolean", limits = "table" }
-
 function M.load(store, dir, opts)
   if type(dir) ~= "string" then error("load_scripts: folder name expected", 2) end
   if dir:find("\0", 1, true) then error("load_scripts: the folder name must not contain a NUL byte", 2) end

@@ -21,14 +21,16 @@ local NO_STREAM = "no_stream"
 --- How many aggregate states a repository keeps between executes.
 M.CACHE_SIZE = 10000
 
+local repository_options = { retries = options.integer_at_least(0), cache = "boolean" }
+
 --- A repository of `aggregate` in `store` (use `store:repository(Aggregate)`).
+-- @tparam Store store the store
+-- @tparam table aggregate made by `chronicle.aggregate{...}`
 -- @tparam[opt] table opts `retries` (conflict retries, default the aggregate's, 3),
 --   `cache` (default true: when the stream is still at the version its last
 --   successful execute left, `execute` starts from that state instead of
 --   replaying the stream; `result.state` is that kept state, so treat it as
 --   read-only, and commands must not change the state they are given)
-local repository_options = { retries = options.integer_at_least(0), cache = "boolean" }
-
 function M.new(store, aggregate, opts)
   if not aggregate_mod.is_aggregate(aggregate) then
     error("repository: expected an aggregate made by chronicle.aggregate{...}", 3)

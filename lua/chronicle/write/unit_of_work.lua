@@ -105,17 +105,18 @@ function UnitOfWork:commit(dry_run)
   return result
 end
 
+local run_options = { retries = options.integer_at_least(0), dry_run = "boolean" }
+
 --- Runs `fn(uow)` and commits everything it did in one transaction. On a
 -- conflict the whole function runs again (up to `retries` times), so it must
 -- do its work through `uow` only. If a command is rejected, or `fn` returns
 -- `nil, err`, nothing is written.
+-- @tparam Store store the store
 -- @tparam function fn the work
 -- @tparam[opt] table opts `retries` (default 3), `dry_run`
 -- @treturn[1] table `{streams = {[stream] = {state=, version=, events=}}, position=}`
 -- @treturn[2] nil
 -- @treturn[2] table error (`rejected`, `conflict`, ...)
-local run_options = { retries = options.integer_at_least(0), dry_run = "boolean" }
-
 function M.run(store, fn, opts)
   if type(fn) ~= "function" then error("unit_of_work: function expected", 3) end
   opts = options.check("unit_of_work", opts, run_options, 3)
