@@ -69,7 +69,8 @@ static void event_push_value(lua_State *L, const unsigned char *p, size_t len, u
 
 #define EVENT_KEY(L, key) lua_pushvalue(L, lua_upvalueindex(key))
 
-void event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields) {
+int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields) {
+  int personal = 0;
   record_view v;
   const char *why;
   if (record_layout(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
@@ -116,6 +117,11 @@ void event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos
   if (fields & EVENT_FIELD(EVENT_META)) {
     EVENT_KEY(L, EVENT_META);
     event_push_value(L, v.meta, v.meta_len, pos, "meta");
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_pushliteral(L, EVENT_PERSONAL_KEY);
+      personal = lua_rawget(L, -2) != LUA_TNIL && lua_toboolean(L, -1);
+      lua_pop(L, 1);
+    }
     lua_rawset(L, -3);
   }
   if (fields & EVENT_FIELD(EVENT_DATA)) {
@@ -123,4 +129,23 @@ void event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos
     event_push_value(L, v.data, v.data_len, pos, "data");
     lua_rawset(L, -3);
   }
+  return personal;
+}
+
+int event_reveal(lua_State *L, int reveal) {
+  lua_pushvalue(L, reveal);
+  lua_pushvalue(L, -2);
+  lua_call(L, 1, 2);
+  if (lua_toboolean(L, -2)) {
+    lua_pop(L, 2);
+    return 1;
+  }
+  lua_remove(L, -2);
+  return 0;
+}
+
+void event_reveal_end(lua_State *L, int reveal) {
+  lua_pushvalue(L, reveal);
+  lua_pushnil(L);
+  lua_call(L, 1, 0);
 }

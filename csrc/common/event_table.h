@@ -29,7 +29,20 @@ unsigned event_fields_option(lua_State *L, int opts, const char *fn);
  * checksummed), holding the fields in `fields`; meta is left out when the record has none.
  * `cache` is 0 or the first of two stack slots caching the last stream and type strings
  * (consecutive events mostly share them). Raises a Lua error (code "corrupt") when a
- * value does not decode. */
-void event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields);
+ * value does not decode. Returns 1 when the event's meta (decoded) carries personal data
+ * under EVENT_PERSONAL_KEY, which only the store's reveal function can open; 0 otherwise,
+ * so that reads of events without personal data never call into Lua for it. */
+int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields);
+
+/* The meta key of personal data (lua/chronicle/personal.lua's META). */
+#define EVENT_PERSONAL_KEY "$personal"
+
+/* The reveal function (lua/chronicle/personal.lua's revealer) is given by the store's Lua
+ * layer to read, read_all and fold. event_reveal calls reveal(event) on the event at the
+ * top of the stack: it opens the event's personal data in place. Returns 1 (the stack as
+ * it was), or 0 with the error value pushed above the event. event_reveal_end calls
+ * reveal(nil) when a read that revealed events ends, so its keys are wiped at once. */
+int event_reveal(lua_State *L, int reveal);
+void event_reveal_end(lua_State *L, int reveal);
 
 #endif
