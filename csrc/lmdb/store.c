@@ -87,6 +87,8 @@ static void store_release(store *s) {
   buf_free(&s->scratch_events);
   buf_free(&s->scratch_streams);
   buf_free(&s->scratch_kv);
+  buf_free(&s->spare_records);
+  buf_free(&s->spare_items);
 }
 
 static int store_close(lua_State *L) {
@@ -162,6 +164,8 @@ int store_open(lua_State *L) {
   buf_init(&s->scratch_events);
   buf_init(&s->scratch_streams);
   buf_init(&s->scratch_kv);
+  buf_init(&s->spare_records);
+  buf_init(&s->spare_items);
   s->watch_fd = -1;
 
   char why[256];
