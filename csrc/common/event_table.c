@@ -57,9 +57,10 @@ static void event_push_cached(lua_State *L, int slot, const unsigned char *s, si
   }
 }
 
-static void event_push_value(lua_State *L, const unsigned char *p, size_t len, uint64_t pos, const char *field) {
+static void event_push_value(lua_State *L, const unsigned char *p, size_t len, uint64_t pos, const char *field,
+                             int strings) {
   const char *why;
-  if (!codec_decode(L, p, len, &why)) {
+  if (!codec_decode_cached(L, p, len, strings, &why)) {
     cerr_new(L, "corrupt", "event at position %I: %s does not decode: %s", (lua_Integer)pos, field, why);
     lua_pushinteger(L, (lua_Integer)pos);
     lua_setfield(L, -2, "position");
@@ -116,7 +117,7 @@ int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos,
   }
   if (fields & EVENT_FIELD(EVENT_META)) {
     EVENT_KEY(L, EVENT_META);
-    event_push_value(L, v.meta, v.meta_len, pos, "meta");
+    event_push_value(L, v.meta, v.meta_len, pos, "meta", cache ? cache + 2 : 0);
     if (lua_type(L, -1) == LUA_TTABLE) {
       lua_pushliteral(L, EVENT_PERSONAL_KEY);
       personal = lua_rawget(L, -2) != LUA_TNIL && lua_toboolean(L, -1);
@@ -126,7 +127,7 @@ int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos,
   }
   if (fields & EVENT_FIELD(EVENT_DATA)) {
     EVENT_KEY(L, EVENT_DATA);
-    event_push_value(L, v.data, v.data_len, pos, "data");
+    event_push_value(L, v.data, v.data_len, pos, "data", cache ? cache + 2 : 0);
     lua_rawset(L, -3);
   }
   return personal;

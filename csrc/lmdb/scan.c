@@ -966,8 +966,7 @@ static int scan_fold(lua_State *L) {
     scan_configure(L, sc, 2, 6, "fold");
   }
   int sc_idx = lua_gettop(L);
-  lua_pushnil(L);                      /* the last stream and type strings */
-  lua_pushnil(L);
+  EVENT_CACHE_PUSH(L);                 /* the last stream and type strings, short strings */
   int cache = sc_idx + 1;
   lua_Integer n = 0, last_pos = 0, last_version = -1;
   while (sc->at < sc->count || scan_fill(L, sc, sc_idx)) {

@@ -762,12 +762,14 @@ static int scan_fold(lua_State *L) {
     scan_configure(L, sc, 2, 6, "fold");
   }
   int sc_idx = lua_gettop(L);
+  EVENT_CACHE_PUSH(L);                 /* the last stream and type strings, short strings */
+  int cache = sc_idx + 1;
   lua_Integer n = 0, last_pos = 0, last_version = -1;
   while (sc->at < sc->count || scan_fill(L, sc, sc_idx)) {
     scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
     lua_pushvalue(L, 4);
     lua_pushvalue(L, 3);
-    if (event_push(L, sc->records.data + it->off, it->len, it->position, 0, sc->fields) && reveal) {
+    if (event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields) && reveal) {
       revealed = 1;
       if (!event_reveal(L, reveal)) {         /* it ended itself */
         lua_pushnil(L);
