@@ -4,16 +4,30 @@
 #define CHRONICLE_BYTES_H
 
 #include <stdint.h>
+#include <string.h>
 #pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
+/* memcpy and a byte swap compile to one load or store and one bswap (a loop over the
+ * bytes did not: record_layout, which reads four of these per event, took 150 instructions). */
 static inline void put_u64be(unsigned char *p, uint64_t v) {
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  v = __builtin_bswap64(v);
+  memcpy(p, &v, 8);
+#else
   for (int i = 7; i >= 0; i--) { p[i] = (unsigned char)(v & 0xff); v >>= 8; }
+#endif
 }
 
 static inline uint64_t get_u64be(const unsigned char *p) {
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return __builtin_bswap64(v);
+#else
   uint64_t v = 0;
   for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
   return v;
+#endif
 }
 
 static inline void put_u32be(unsigned char *p, uint32_t v) {

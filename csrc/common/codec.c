@@ -454,7 +454,26 @@ typedef struct codec_dec {
   const unsigned char *p, *end;
   const char *why;
   int depth;
+  int strings;             /* stack index of a short-string cache (codec_decode_cached), or 0 */
 } codec_dec;
+
+/* Pushes s[0..n), taken from the cache table at `cache` when its slot for these bytes
+ * holds the same string. Map keys and short values (a stream name in the data) repeat
+ * from one event to the next: a slot lookup and a memcmp cost half of what Lua's
+ * interning of a new short string does (hashing every byte, then walking its bucket). */
+static void codec_push_short(lua_State *L, int cache, const unsigned char *s, size_t n) {
+  unsigned h = (unsigned)n * 31u + s[0] * 7u + s[n - 1] * 131u + s[n / 2];
+  lua_Integer slot = (lua_Integer)(h % CODEC_STRING_SLOTS) + 1;
+  if (lua_rawgeti(L, cache, slot) == LUA_TSTRING) {
+    size_t clen;
+    const char *c = lua_tolstring(L, -1, &clen);
+    if (clen == n && memcmp(c, s, n) == 0) return;
+  }
+  lua_pop(L, 1);
+  lua_pushlstring(L, (const char *)s, n);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, cache, slot);
+}
 
 static int codec_dec_fail(codec_dec *d, const char *why) {
   d->why = why;
@@ -506,14 +525,21 @@ static int codec_dec_value(codec_dec *d) {
     case ITEM_INT: lua_pushinteger(L, (lua_Integer)it.i); return 1;
     case ITEM_UINT: lua_pushnumber(L, (lua_Number)it.u); return 1;   /* beyond Lua's integers */
     case ITEM_FLOAT: lua_pushnumber(L, (lua_Number)it.f); return 1;
-    case ITEM_BYTES: lua_pushlstring(L, (const char *)it.bytes, (size_t)it.n); return 1;
+    case ITEM_BYTES:
+      if (d->strings && it.n > 0 && it.n <= CODEC_STRING_MAX) codec_push_short(L, d->strings, it.bytes, (size_t)it.n);
+      else lua_pushlstring(L, (const char *)it.bytes, (size_t)it.n);
+      return 1;
     case ITEM_ARRAY: return codec_dec_array(d, it.n);
     default: return codec_dec_map(d, it.n);
   }
 }
 
 int codec_decode(lua_State *L, const unsigned char *p, size_t len, const char **why) {
-  codec_dec d = { L, p, p + len, NULL, 0 };
+  return codec_decode_cached(L, p, len, 0, why);
+}
+
+int codec_decode_cached(lua_State *L, const unsigned char *p, size_t len, int strings, const char **why) {
+  codec_dec d = { L, p, p + len, NULL, 0, strings ? lua_absindex(L, strings) : 0 };
   int top = lua_gettop(L);
   if (!codec_dec_value(&d)) {
     lua_settop(L, top);

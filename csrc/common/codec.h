@@ -48,6 +48,13 @@ void codec_encode_capped(lua_State *L, int idx, buf *out, const char *root, code
  * a Lua error could leak (it may raise only Lua's own memory error). */
 int codec_decode(lua_State *L, const unsigned char *p, size_t len, const char **why);
 
+/* codec_decode with a cache of short strings: `strings` is the stack index of a table
+ * (made by the caller, kept for a whole scan) whose CODEC_STRING_SLOTS array slots hold
+ * recent strings of 1 to CODEC_STRING_MAX bytes; 0 is codec_decode. */
+#define CODEC_STRING_SLOTS 64
+#define CODEC_STRING_MAX 40
+int codec_decode_cached(lua_State *L, const unsigned char *p, size_t len, int strings, const char **why);
+
 /* True when two encoded values decode to equal Lua values (maps in any order). */
 int codec_equal(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen);
 

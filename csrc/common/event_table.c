@@ -57,9 +57,10 @@ static void event_push_cached(lua_State *L, int slot, const unsigned char *s, si
   }
 }
 
-static void event_push_value(lua_State *L, const unsigned char *p, size_t len, uint64_t pos, const char *field) {
+static void event_push_value(lua_State *L, const unsigned char *p, size_t len, uint64_t pos, const char *field,
+                             int strings) {
   const char *why;
-  if (!codec_decode(L, p, len, &why)) {
+  if (!codec_decode_cached(L, p, len, strings, &why)) {
     cerr_new(L, "corrupt", "event at position %I: %s does not decode: %s", (lua_Integer)pos, field, why);
     lua_pushinteger(L, (lua_Integer)pos);
     lua_setfield(L, -2, "position");
@@ -69,7 +70,8 @@ static void event_push_value(lua_State *L, const unsigned char *p, size_t len, u
 
 #define EVENT_KEY(L, key) lua_pushvalue(L, lua_upvalueindex(key))
 
-void event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields) {
+int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields) {
+  int personal = 0;
   record_view v;
   const char *why;
   if (record_layout(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
@@ -115,12 +117,36 @@ void event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos
   }
   if (fields & EVENT_FIELD(EVENT_META)) {
     EVENT_KEY(L, EVENT_META);
-    event_push_value(L, v.meta, v.meta_len, pos, "meta");
+    event_push_value(L, v.meta, v.meta_len, pos, "meta", cache ? cache + 2 : 0);
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_pushliteral(L, EVENT_PERSONAL_KEY);
+      personal = lua_rawget(L, -2) != LUA_TNIL && lua_toboolean(L, -1);
+      lua_pop(L, 1);
+    }
     lua_rawset(L, -3);
   }
   if (fields & EVENT_FIELD(EVENT_DATA)) {
     EVENT_KEY(L, EVENT_DATA);
-    event_push_value(L, v.data, v.data_len, pos, "data");
+    event_push_value(L, v.data, v.data_len, pos, "data", cache ? cache + 2 : 0);
     lua_rawset(L, -3);
   }
+  return personal;
+}
+
+int event_reveal(lua_State *L, int reveal) {
+  lua_pushvalue(L, reveal);
+  lua_pushvalue(L, -2);
+  lua_call(L, 1, 2);
+  if (lua_toboolean(L, -2)) {
+    lua_pop(L, 2);
+    return 1;
+  }
+  lua_remove(L, -2);
+  return 0;
+}
+
+void event_reveal_end(lua_State *L, int reveal) {
+  lua_pushvalue(L, reveal);
+  lua_pushnil(L);
+  lua_call(L, 1, 0);
 }

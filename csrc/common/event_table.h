@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <lua.h>
+#include "codec.h"
 #pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 /* The field names, in this order, are the first EVENT_KEYS upvalues of every C function
@@ -28,10 +29,26 @@ unsigned event_fields_option(lua_State *L, int opts, const char *fn);
 
 /* Pushes the event table for record rec[0..len) at global position `pos` (already
  * checksummed), holding the fields in `fields`; meta is left out when the record has none.
- * `cache` is 0 or the first of two stack slots caching the last stream and type strings
- * (consecutive events mostly share them). Raises a Lua error (code "corrupt") when a
- * value does not decode. */
-void event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields);
+ * `cache` is 0 or the first of three stack slots: the last stream and type strings
+ * (consecutive events mostly share them), and a table of CODEC_STRING_SLOTS slots for
+ * the short strings of meta and data (codec_decode_cached); EVENT_CACHE_PUSH makes them. Raises a Lua error (code "corrupt") when a
+ * value does not decode. Returns 1 when the event's meta (decoded) carries personal data
+ * under EVENT_PERSONAL_KEY, which only the store's reveal function can open; 0 otherwise,
+ * so that reads of events without personal data never call into Lua for it. */
+int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields);
+
+#define EVENT_CACHE_PUSH(L) (lua_pushnil(L), lua_pushnil(L), lua_createtable(L, CODEC_STRING_SLOTS, 0))
+
+/* The meta key of personal data (lua/chronicle/personal.lua's META). */
+#define EVENT_PERSONAL_KEY "$personal"
+
+/* The reveal function (lua/chronicle/personal.lua's revealer) is given by the store's Lua
+ * layer to read, read_all and fold. event_reveal calls reveal(event) on the event at the
+ * top of the stack: it opens the event's personal data in place. Returns 1 (the stack as
+ * it was), or 0 with the error value pushed above the event. event_reveal_end calls
+ * reveal(nil) when a read that revealed events ends, so its keys are wiped at once. */
+int event_reveal(lua_State *L, int reveal);
+void event_reveal_end(lua_State *L, int reveal);
 
 #pragma GCC visibility pop
 #endif

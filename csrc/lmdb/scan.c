@@ -94,6 +94,8 @@ typedef struct scanner {
   int show_hidden;         /* read_all{hidden = true}: metadata hides nothing (chronicle copy) */
   int64_t hidden_upto;     /* forward stream scans: every version up to it that was not
                             * yielded is hidden (or removed): fold's last_version */
+  int revealed;            /* read, read_all: the reveal function (user value 2) opened an event */
+  store *home;             /* the store the batch buffers came from (held by user value 1), NULL once given back */
 } scanner;
 
 _Static_assert(sizeof(scanner) < 1000, "a scanner must stay a small allocation (see scan_types)");
@@ -103,11 +105,31 @@ _Static_assert(sizeof(scanner) < 1000, "a scanner must stay a small allocation (
 #define SCAN_DELETED 0x200001   /* err_rc: a stream read of a hard-deleted stream */
 #define SCAN_BAD_RULE 0x200002  /* err_rc: a stream's metadata row does not parse */
 
+/* A scan's batch buffers are lent by its store and go back to it: a new scan
+ * growing its own for every 100-event load spent 8% of the load in realloc and
+ * in the fast-bin consolidation glibc does before a first large allocation
+ * (callgrind, bench/README.md). A closed store takes nothing back; nor is a
+ * buffer kept that grew beyond a batch and a large record. */
+#define SCAN_SPARE_MAX (4u << 20)
+
+static void scan_lend(buf *from, buf *to) {
+  *to = *from;
+  to->len = 0;
+  buf_init(from);
+}
+
+static void scan_give_back(buf *b, buf *spare, int open) {
+  if (open && spare->data == NULL && b->cap <= SCAN_SPARE_MAX) scan_lend(b, spare);
+  else buf_free(b);
+}
+
 static void scan_release(scanner *sc) {
   sc->done = 1;
   sc->at = sc->count = 0;
-  buf_free(&sc->records);
-  buf_free(&sc->items);
+  store *s = sc->home;
+  sc->home = NULL;
+  scan_give_back(&sc->records, s ? &s->spare_records : NULL, s && s->e);
+  scan_give_back(&sc->items, s ? &s->spare_items : NULL, s && s->e);
   free(sc->types);
   sc->types = NULL;
   free(sc->kv);
@@ -125,6 +147,23 @@ static void *scan_calloc(lua_State *L, size_t size) {
 
 static int scan_gc(lua_State *L) {
   scan_release(luaL_checkudata(L, 1, SCANNER_MT));
+  return 0;
+}
+
+/* A read that revealed personal data ends: its reveal function wipes the keys it opened. */
+static void scan_end_reveal(lua_State *L, scanner *sc, int sc_idx) {
+  if (!sc->revealed) return;
+  sc->revealed = 0;
+  lua_getiuservalue(L, sc_idx, 2);
+  event_reveal_end(L, lua_gettop(L));
+  lua_pop(L, 1);
+}
+
+/* __close (a generic for left early): also ends the reveal, which __gc cannot call. */
+static int scan_close(lua_State *L) {
+  scanner *sc = luaL_checkudata(L, 1, SCANNER_MT);
+  scan_end_reveal(L, sc, 1);
+  scan_release(sc);
   return 0;
 }
 
@@ -193,7 +232,7 @@ static void scan_set_types(lua_State *L, scanner *sc, int opts, const char *fn) 
 
 /* Pushes a new scanner over the store at index 1. */
 static scanner *scan_new(lua_State *L, int mode) {
-  scanner *sc = lua_newuserdatauv(L, sizeof *sc, 1);
+  scanner *sc = lua_newuserdatauv(L, sizeof *sc, 2);   /* the store, the reveal function */
   memset(sc, 0, sizeof *sc);
   buf_init(&sc->records);
   buf_init(&sc->items);
@@ -202,6 +241,12 @@ static scanner *scan_new(lua_State *L, int mode) {
   sc->fields = EVENT_ALL_FIELDS;
   sc->now = retention_now();
   sc->hidden_upto = -1;
+  store *s = lua_touserdata(L, 1);      /* checked by the caller */
+  if (s->e) {
+    sc->home = s;
+    scan_lend(&s->spare_records, &sc->records);
+    scan_lend(&s->spare_items, &sc->items);
+  }
   luaL_setmetatable(L, SCANNER_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
@@ -712,10 +757,28 @@ static int scan_push_kv_item(lua_State *L, scanner *sc, const scan_item *it) {
   return 2;
 }
 
+/* The event at the top carries personal data: the read's reveal function (if any) opens it,
+ * or its error is raised. */
+static void scan_reveal(lua_State *L, scanner *sc) {
+  if (lua_getiuservalue(L, 1, 2) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  sc->revealed = 1;
+  lua_insert(L, -2);
+  if (!event_reveal(L, lua_gettop(L) - 1)) {
+    sc->revealed = 0;              /* a reveal that fails has ended itself */
+    scan_release(sc);
+    lua_error(L);
+  }
+  lua_remove(L, -2);
+}
+
 /* The generic-for step: the next item, or nil at the end (releasing the batch). */
 static int scan_iter(lua_State *L) {
   scanner *sc = luaL_checkudata(L, 1, SCANNER_MT);
   if (sc->at == sc->count && !scan_fill(L, sc, 1)) {
+    scan_end_reveal(L, sc, 1);
     if (sc->err_rc) {
       scan_push_error(L, sc);
       sc->err_rc = 0;
@@ -729,13 +792,18 @@ static int scan_iter(lua_State *L) {
   const unsigned char *p = sc->records.data + it->off;
   if (sc->mode == SCAN_KV) return scan_push_kv_item(L, sc, it);
   if (sc->mode == SCAN_STREAMS) scan_push_stream_item(L, p);
-  else event_push(L, p, it->len, it->position, 0, sc->fields);
+  else if (event_push(L, p, it->len, it->position, 0, sc->fields)) scan_reveal(L, sc);
   return 1;
 }
 
-/* Returns the four values of a generic for: step, scanner, nil, scanner (to close). */
-static int scan_return_iterator(lua_State *L, int sc_idx) {
+/* Returns the four values of a generic for: step, scanner, nil, scanner (to close).
+ * `reveal` is the stack index of the read's reveal function (store.lua), or 0. */
+static int scan_return_iterator(lua_State *L, int sc_idx, int reveal) {
   sc_idx = lua_absindex(L, sc_idx);
+  if (reveal && !lua_isnoneornil(L, reveal)) {
+    lua_pushvalue(L, reveal);
+    lua_setiuservalue(L, sc_idx, 2);
+  }
   for (int i = 1; i <= EVENT_KEYS; i++) lua_pushvalue(L, lua_upvalueindex(i));
   lua_pushcclosure(L, scan_iter, EVENT_KEYS);
   lua_pushvalue(L, sc_idx);
@@ -744,24 +812,26 @@ static int scan_return_iterator(lua_State *L, int sc_idx) {
   return 4;
 }
 
-/* store:read(stream [, {from, count, backward}]) -> iterator */
+/* store:read(stream [, {from, count, backward}] [, reveal]) -> iterator */
 static int scan_read(lua_State *L) {
   store_check(L, 1);
+  lua_settop(L, 4);                    /* the reveal function's slot, before the scanner's */
   int opts = scan_options(L, 3, "read", read_options);
   scanner *sc = scan_new(L, SCAN_STREAM);
   int sc_idx = lua_gettop(L);
   scan_configure(L, sc, opts, 2, "read");
-  return scan_return_iterator(L, sc_idx);
+  return scan_return_iterator(L, sc_idx, 4);
 }
 
-/* store:read_all([{from, to, count, backward, category, types}]) -> iterator */
+/* store:read_all([{from, to, count, backward, category, types}] [, reveal]) -> iterator */
 static int scan_read_all(lua_State *L) {
   store_check(L, 1);
+  lua_settop(L, 3);
   int opts = scan_options(L, 2, "read_all", read_all_options);
   scanner *sc = scan_new(L, SCAN_ALL);
   int sc_idx = lua_gettop(L);
   scan_configure(L, sc, opts, 0, "read_all");
-  return scan_return_iterator(L, sc_idx);
+  return scan_return_iterator(L, sc_idx, 3);
 }
 
 /* store:streams([{prefix, after, count}]) -> iterator of stream_info tables, by name */
@@ -791,7 +861,7 @@ static int scan_streams(lua_State *L) {
     }
     lua_pop(L, 2);
   }
-  return scan_return_iterator(L, sc_idx);
+  return scan_return_iterator(L, sc_idx, 0);
 }
 
 /* Sets `out` to the smallest key greater than every key starting with p[0..n);
@@ -864,16 +934,18 @@ static int scan_kv(lua_State *L) {
       sc->started = 1;         /* step back from the successor, which is outside the range */
     }
   }
-  return scan_return_iterator(L, sc_idx);
+  return scan_return_iterator(L, sc_idx, 0);
 }
 
-/* store:fold(query, state, fn) -> state, count, last_position, last_version
+/* store:fold(query, state, fn [, reveal]) -> state, count, last_position, last_version
  * query: a stream name, or a table of read_all options plus `stream`.
- * fn(state, event) returns the new state, or nil to keep the (mutated) one. */
+ * fn(state, event) returns the new state, or nil to keep the (mutated) one.
+ * reveal (store.lua) opens the events that carry personal data before fn sees them. */
 static int scan_fold(lua_State *L) {
   store_check(L, 1);
   luaL_checktype(L, 4, LUA_TFUNCTION);
-  lua_settop(L, 4);
+  lua_settop(L, 5);
+  int reveal = lua_isnil(L, 5) ? 0 : 5, revealed = 0;
   scanner *sc;
   if (lua_type(L, 2) == LUA_TSTRING) {
     sc = scan_new(L, SCAN_STREAM);
@@ -891,18 +963,25 @@ static int scan_fold(lua_State *L) {
         luaL_error(L, "fold: a stream query cannot filter by category or types");
       lua_pop(L, 2);
     }
-    scan_configure(L, sc, 2, 5, "fold");
+    scan_configure(L, sc, 2, 6, "fold");
   }
   int sc_idx = lua_gettop(L);
-  lua_pushnil(L);                      /* the last stream and type strings */
-  lua_pushnil(L);
+  EVENT_CACHE_PUSH(L);                 /* the last stream and type strings, short strings */
   int cache = sc_idx + 1;
   lua_Integer n = 0, last_pos = 0, last_version = -1;
   while (sc->at < sc->count || scan_fill(L, sc, sc_idx)) {
     scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
     lua_pushvalue(L, 4);
     lua_pushvalue(L, 3);
-    event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields);
+    if (event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields) && reveal) {
+      revealed = 1;
+      if (!event_reveal(L, reveal)) {         /* it ended itself */
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        scan_release(sc);
+        return 2;
+      }
+    }
     lua_call(L, 2, 1);
     if (lua_isnil(L, -1)) lua_pop(L, 1);
     else lua_replace(L, 3);
@@ -910,6 +989,7 @@ static int scan_fold(lua_State *L) {
     last_pos = (lua_Integer)it->position;
     last_version = (lua_Integer)record_version(sc->records.data + it->off);
   }
+  if (revealed) event_reveal_end(L, reveal);
   if (sc->err_rc) {
     lua_pushnil(L);
     scan_push_error(L, sc);
@@ -972,7 +1052,7 @@ void scan_register(lua_State *L) {
   if (luaL_newmetatable(L, SCANNER_MT)) {
     lua_pushcfunction(L, scan_gc);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, scan_gc);
+    lua_pushcfunction(L, scan_close);
     lua_setfield(L, -2, "__close");
   }
   lua_pop(L, 1);

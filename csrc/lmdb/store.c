@@ -83,6 +83,8 @@ static void store_release(store *s) {
     envreg_release(e);
   }
   append_scratch_free(s);
+  buf_free(&s->spare_records);
+  buf_free(&s->spare_items);
 }
 
 static int store_close(lua_State *L) {
@@ -154,6 +156,8 @@ int store_open(lua_State *L) {
   s->write_flags = durability_flags[dur];
   s->readonly = opts.readonly;
   s->max_event_size = max_event;
+  buf_init(&s->spare_records);
+  buf_init(&s->spare_items);
   s->watch_fd = -1;
 
   char why[256];

@@ -25,6 +25,8 @@ typedef struct store {
   MDB_txn *spare_read;     /* a reset read transaction, renewed by the next read (NULL: none) */
   const char *busy;        /* "verify" or "backup" while one of this handle runs (its progress
                             * callback may read, but not write or close: NULL otherwise) */
+  buf spare_records;       /* a finished scan's batch buffers, for the next scan (scan.c) */
+  buf spare_items;
 } store;
 
 /* A short read transaction on the store, and its end (store_read_end): the

@@ -67,6 +67,7 @@ typedef struct scanner {
   int64_t hidden_upto;                      /* forward stream scans: versions up to it not yielded are
                                              * hidden or scavenged: fold's last_version */
   int64_t err_position;
+  int revealed;                             /* read, read_all: the reveal function (user value 2) opened an event */
   char err[600];
 } scanner;
 
@@ -85,6 +86,40 @@ static void scan_release(scanner *sc) {
 static int scan_gc(lua_State *L) {
   scan_release(luaL_checkudata(L, 1, PGSCAN_MT));
   return 0;
+}
+
+/* A read that revealed personal data ends: its reveal function wipes the keys it opened. */
+static void scan_end_reveal(lua_State *L, scanner *sc, int sc_idx) {
+  if (!sc->revealed) return;
+  sc->revealed = 0;
+  lua_getiuservalue(L, sc_idx, 2);
+  event_reveal_end(L, lua_gettop(L));
+  lua_pop(L, 1);
+}
+
+/* __close (a generic for left early): also ends the reveal, which __gc cannot call. */
+static int scan_close(lua_State *L) {
+  scanner *sc = luaL_checkudata(L, 1, PGSCAN_MT);
+  scan_end_reveal(L, sc, 1);
+  scan_release(sc);
+  return 0;
+}
+
+/* The event at the top carries personal data: the read's reveal function (if any) opens it,
+ * or its error is raised. */
+static void scan_reveal(lua_State *L, scanner *sc) {
+  if (lua_getiuservalue(L, 1, 2) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  sc->revealed = 1;
+  lua_insert(L, -2);
+  if (!event_reveal(L, lua_gettop(L) - 1)) {
+    sc->revealed = 0;              /* a reveal that fails has ended itself */
+    scan_release(sc);
+    lua_error(L);
+  }
+  lua_remove(L, -2);
 }
 
 static pgs *scan_store(lua_State *L, int idx) {
@@ -150,7 +185,7 @@ static void scan_set_types(lua_State *L, scanner *sc, int opts, const char *fn) 
 }
 
 static scanner *scan_new(lua_State *L, int mode) {
-  scanner *sc = lua_newuserdatauv(L, sizeof *sc, 1);
+  scanner *sc = lua_newuserdatauv(L, sizeof *sc, 2);   /* the store, the reveal function */
   memset(sc, 0, sizeof *sc);
   buf_init(&sc->records);
   buf_init(&sc->items);
@@ -579,13 +614,14 @@ static int scan_push_item(lua_State *L, scanner *sc, const scan_item *it) {
                          (int64_t)get_u64be(m + 16), (int64_t)get_u64be(m + 24), (int64_t)get_u64be(m + 32));
     return 1;
   }
-  event_push(L, p, it->len, it->position, 0, sc->fields);
+  if (event_push(L, p, it->len, it->position, 0, sc->fields)) scan_reveal(L, sc);
   return 1;
 }
 
 static int scan_iter(lua_State *L) {
   scanner *sc = luaL_checkudata(L, 1, PGSCAN_MT);
   if (sc->at == sc->count && !scan_fill(L, sc, 1)) {
+    scan_end_reveal(L, sc, 1);
     if (sc->err_status) {
       scan_push_error(L, sc);
       sc->err_status = 0;
@@ -599,8 +635,13 @@ static int scan_iter(lua_State *L) {
   return scan_push_item(L, sc, it);
 }
 
-static int scan_return_iterator(lua_State *L, int sc_idx) {
+/* `reveal`: the stack index of the read's reveal function (store.lua), or 0. */
+static int scan_return_iterator(lua_State *L, int sc_idx, int reveal) {
   sc_idx = lua_absindex(L, sc_idx);
+  if (reveal && !lua_isnoneornil(L, reveal)) {
+    lua_pushvalue(L, reveal);
+    lua_setiuservalue(L, sc_idx, 2);
+  }
   for (int i = 1; i <= EVENT_KEYS; i++) lua_pushvalue(L, lua_upvalueindex(i));
   lua_pushcclosure(L, scan_iter, EVENT_KEYS);
   lua_pushvalue(L, sc_idx);
@@ -611,20 +652,22 @@ static int scan_return_iterator(lua_State *L, int sc_idx) {
 
 static int scan_read(lua_State *L) {
   pgs_check(L, 1);
+  lua_settop(L, 4);                    /* the reveal function's slot, before the scanner's */
   int opts = scan_options(L, 3, "read", read_options);
   scanner *sc = scan_new(L, SCAN_STREAM);
   int sc_idx = lua_gettop(L);
   scan_configure(L, sc, opts, 2, "read");
-  return scan_return_iterator(L, sc_idx);
+  return scan_return_iterator(L, sc_idx, 4);
 }
 
 static int scan_read_all(lua_State *L) {
   pgs_check(L, 1);
+  lua_settop(L, 3);
   int opts = scan_options(L, 2, "read_all", read_all_options);
   scanner *sc = scan_new(L, SCAN_ALL);
   int sc_idx = lua_gettop(L);
   scan_configure(L, sc, opts, 0, "read_all");
-  return scan_return_iterator(L, sc_idx);
+  return scan_return_iterator(L, sc_idx, 3);
 }
 
 static int scan_streams(lua_State *L) {
@@ -648,7 +691,7 @@ static int scan_streams(lua_State *L) {
     }
     lua_pop(L, 2);
   }
-  return scan_return_iterator(L, sc_idx);
+  return scan_return_iterator(L, sc_idx, 0);
 }
 
 static const char *kv_name(lua_State *L, int idx, const char *where, size_t *len, size_t max, const char *what) {
@@ -691,13 +734,14 @@ static int scan_kv(lua_State *L) {
       sc->has_to = 1;
     }
   }
-  return scan_return_iterator(L, sc_idx);
+  return scan_return_iterator(L, sc_idx, 0);
 }
 
 static int scan_fold(lua_State *L) {
   pgs_check(L, 1);
   luaL_checktype(L, 4, LUA_TFUNCTION);
-  lua_settop(L, 4);
+  lua_settop(L, 5);
+  int reveal = lua_isnil(L, 5) ? 0 : 5, revealed = 0;   /* as in csrc/lmdb/scan.c */
   scanner *sc;
   if (lua_type(L, 2) == LUA_TSTRING) {
     sc = scan_new(L, SCAN_STREAM);
@@ -715,15 +759,25 @@ static int scan_fold(lua_State *L) {
         luaL_error(L, "fold: a stream query cannot filter by category or types");
       lua_pop(L, 2);
     }
-    scan_configure(L, sc, 2, 5, "fold");
+    scan_configure(L, sc, 2, 6, "fold");
   }
   int sc_idx = lua_gettop(L);
+  EVENT_CACHE_PUSH(L);                 /* the last stream and type strings, short strings */
+  int cache = sc_idx + 1;
   lua_Integer n = 0, last_pos = 0, last_version = -1;
   while (sc->at < sc->count || scan_fill(L, sc, sc_idx)) {
     scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
     lua_pushvalue(L, 4);
     lua_pushvalue(L, 3);
-    event_push(L, sc->records.data + it->off, it->len, it->position, 0, sc->fields);
+    if (event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields) && reveal) {
+      revealed = 1;
+      if (!event_reveal(L, reveal)) {         /* it ended itself */
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        scan_release(sc);
+        return 2;
+      }
+    }
     lua_call(L, 2, 1);
     if (lua_isnil(L, -1)) lua_pop(L, 1);
     else lua_replace(L, 3);
@@ -731,6 +785,7 @@ static int scan_fold(lua_State *L) {
     last_pos = (lua_Integer)it->position;
     last_version = (lua_Integer)get_u64be(sc->records.data + it->off + 16);
   }
+  if (revealed) event_reveal_end(L, reveal);
   if (sc->err_status) {
     lua_pushnil(L);
     scan_push_error(L, sc);
@@ -892,7 +947,7 @@ void pgs_scan_register(lua_State *L) {
   if (luaL_newmetatable(L, PGSCAN_MT)) {
     lua_pushcfunction(L, scan_gc);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, scan_gc);
+    lua_pushcfunction(L, scan_close);
     lua_setfield(L, -2, "__close");
   }
   lua_pop(L, 1);

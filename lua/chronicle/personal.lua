@@ -324,54 +324,32 @@ function Reader:reveal(ev, m, env)
   return true
 end
 
---- Wraps a backend read iterator (`step, state, init, closer`) so its events come out revealed.
-function M.iterate(store, step, st, init, closer)
-  local reader = M.reader(store)
-  local function next_event(s, c)
-    local ev = step(s, c)
-    if ev then
-      local m = ev.meta
-      if type(m) == "table" then   -- meta may be any value
-        local env = m[META]
-        if env then
-          local ok, err = reader:reveal(ev, m, env)
-          if not ok then reader:close(); error(err, 0) end
-        end
-      end
-    else
-      reader:close()
-    end
-    return ev
+-- The reveal function a store gives its backend's read, read_all and fold (csrc/common/event_table.h):
+-- the backend calls it only for events whose meta carries `$personal`, so reads of other events
+-- never leave C for it. reveal(ev) opens ev in place and returns true, or nil, err (and ends
+-- itself); reveal(nil) ends it (the backend calls it when a read that revealed something ends):
+-- the keys it opened are wiped then. Also a to-be-closed value, for fold.
+local Revealer = {}
+Revealer.__index = Revealer
+
+function Revealer:__call(ev)
+  local reader = self.reader
+  if ev == nil then
+    if reader then self.reader = nil; reader:close() end
+    return true
   end
-  local close = setmetatable({}, { __close = function()
-    reader:close()
-    if closer ~= nil then
-      local mt = getmetatable(closer)
-      if mt and mt.__close then mt.__close(closer) end
-    end
-  end })
-  return next_event, st, init, close
+  if not reader then reader = M.reader(self.store); self.reader = reader end
+  local m = ev.meta
+  local ok, err = reader:reveal(ev, m, m[META])
+  if not ok then self.reader = nil; reader:close() end
+  return ok, err
 end
 
---- store:fold with every event revealed before `fn` sees it.
-function M.fold(store, h, query, state0, fn)
-  local reader <close> = M.reader(store)
-  local failure
-  local function apply(s, ev)
-    local m = ev.meta
-    if type(m) == "table" then
-      local env = m[META]
-      if env then
-        local ok, err = reader:reveal(ev, m, env)
-        if not ok then failure = err; error(reader, 0) end
-      end
-    end
-    return fn(s, ev)
-  end
-  local r = table.pack(pcall(h.fold, h, query, state0, apply))
-  if r[1] then return table.unpack(r, 2, r.n) end
-  if r[2] == reader then return nil, failure end
-  error(r[2], 0)
+function Revealer:__close() self(nil) end
+
+--- The reveal function of one read of `store` (see above).
+function M.revealer(store)
+  return setmetatable({ store = store }, Revealer)
 end
 
 ---------------------------------------------------------------------------

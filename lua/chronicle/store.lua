@@ -94,7 +94,7 @@ function Store:read(stream, opts)
     if sealed then return h:read(stream, rest) end
     opts = rest
   end
-  return personal.iterate(self, h:read(stream, opts))
+  return h:read(stream, opts, personal.revealer(self))
 end
 
 --- Iterates the whole log: `{from=, to=, count=, backward=, category=, types=}`.
@@ -105,7 +105,7 @@ function Store:read_all(opts)
     if sealed then return h:read_all(rest) end
     opts = rest
   end
-  return personal.iterate(self, h:read_all(opts))
+  return h:read_all(opts, personal.revealer(self))
 end
 
 --- Folds events into a state with the loop in C.
@@ -118,7 +118,8 @@ function Store:fold(query, state, fn)
   if type(fn) ~= "function" or (type(query) ~= "string" and type(query) ~= "table") then
     return h:fold(query, state, fn)                                     -- the backend raises, naming fold
   end
-  return personal.fold(self, h, query, state, fn)
+  local reveal <close> = personal.revealer(self)
+  return h:fold(query, state, fn, reveal)
 end
 
 --- The global position of the event with id `id` (a UUID string), or nil when no event has it.

@@ -89,6 +89,29 @@ describe("store:fold", function()
     assert.equals(0, calls)
   end)
 
+  it("gives every short string of data and meta as stored, however many look alike (its string cache)", function()
+    local store = helpers.open()
+    -- same length, first, middle and last byte: one slot of the cache for all of them
+    local events, want = {}, {}
+    for i = 1, 300 do
+      local k = string.format("a%03d%sz", i, "m")
+      local v = string.format("a%03dmz", 300 - i)
+      events[i] = { type = "T", data = { [k] = v, [v] = k, s = k .. v, n = i, [""] = "" }, meta = { [k] = i } }
+      want[i] = { k, v }
+    end
+    assert(store:append("s-1", events))
+    local _, n = store:fold({}, 0, function(c, ev)
+      local k, v = want[ev.version + 1][1], want[ev.version + 1][2]
+      assert.equals(v, ev.data[k])
+      assert.equals(k, ev.data[v])
+      assert.equals(k .. v, ev.data.s)
+      assert.equals("", ev.data[""])
+      assert.equals(ev.version + 1, ev.meta[k])
+      return c + 1
+    end)
+    assert.equals(300, n)
+  end)
+
   it("runs over more events than one batch", function()
     for _ = 1, 3 do helpers.fill(store, "bulk-1", 200) end
     local state, count, last_position, last_version = store:fold("bulk-1", 0, function(n, ev)

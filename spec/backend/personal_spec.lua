@@ -56,6 +56,40 @@ describe("personal data", function()
     assert.same({ "Alice Liddell", "-" }, names)
   end)
 
+  it("is opened by the store's reveal function, which the backend calls for those events only", function()
+    local store = helpers.open()
+    assert(register(store, "alice", "Alice", "a@example.org"))
+    assert(store:append("customer-bob", { { type = "Noted", meta = { ["$personal"] = false, source = "x" } },
+                                          { type = "Noted", meta = "just a string" } }))
+    local h, calls = store._h, {}
+    local function reveal(ev)
+      calls[#calls + 1] = ev and ev.type or "end"
+      if ev then ev.meta["$personal"] = nil; ev.personal = "opened" end
+      return true
+    end
+    local seen = {}
+    for ev in h:read_all(nil, reveal) do seen[#seen + 1] = ev.type .. ":" .. tostring(ev.personal) end
+    assert.same({ "Registered:opened", "PlanChanged:nil", "Noted:nil", "Noted:nil" }, seen)
+    assert.same({ "Registered", "end" }, calls)
+    calls = {}
+    for ev in h:read("customer-alice", nil, reveal) do assert.is_table(ev); break end
+    assert.same({ "Registered", "end" }, calls)             -- a loop left early ends it too
+    calls = {}
+    for _ in h:read("customer-bob", nil, reveal) do end
+    assert.same({}, calls)                                   -- nothing revealed: never called
+    calls = {}
+    local n = assert(h:fold({}, 0, function(c, ev) return c + (ev.personal == "opened" and 1 or 0) end, reveal))
+    assert.equals(1, n)
+    assert.same({ "Registered", "end" }, calls)
+    local failing = function(ev) if ev then return nil, { code = "corrupt", message = "no key" } end return true end
+    local st, err = h:fold("customer-alice", 0, function(c) return c + 1 end, failing)
+    assert.is_nil(st)
+    assert.equals("corrupt", err.code)
+    local ok, raised = pcall(function() for _ in h:read_all(nil, failing) do end end)
+    assert.is_false(ok)
+    assert.equals("corrupt", raised.code)
+  end)
+
   it("is sealed in the record: the plaintext is in no read with sealed = true nor in the store's bytes", function()
     local store, dir = helpers.open()
     assert(register(store, "alice", "Alice Liddell", "alice@example.org"))
