@@ -16,6 +16,8 @@
 --
 -- ratio = subject throughput / baseline throughput, so the 1.5x cost target is ratio >= 0.667.
 -- BENCH_ROUNDS rounds (default 3); the best time of each side counts. QUICK=1: 20,000 events.
+-- The `_cpu` rows are the same rounds timed by this process's CPU time (benchclock.cpu, user
+-- and system) instead of the wall clock: on a shared machine they move less with the load.
 package.path = arg[0]:gsub("[^/]*$", "") .. "?.lua;" .. package.path
 local bench = require "benchlib"
 local chronicle = bench.chronicle()
@@ -57,11 +59,27 @@ end
 local prepared = { plain = batches(false), personal = batches(true) }
 local last = {}
 
+-- CPU seconds of the last bench.time call, by case name, one per round.
+local cpu = {}
+local function time(name, fn)
+  local c0
+  local t = bench.time(function() c0 = bench.cpu(); fn() end)
+  local list = cpu[name] or {}
+  cpu[name] = list
+  list[#list + 1] = bench.cpu() - c0
+  return t
+end
+
+local function cpu_result(name, subject, baseline)
+  bench.result(name .. "_cpu", N / bench.min(cpu[subject]), N / bench.min(cpu[baseline]), "events/s", 1 / 1.5,
+               bench.ratios(cpu, baseline, subject))
+end
+
 local function append_case(kind)
   return function()
     local dir = bench.scratch(kind)
     local store = assert(chronicle.open(dir, { durability = "nosync" }))
-    local t = bench.time(function()
+    local t = time("append_" .. kind, function()
       for _, b in ipairs(prepared[kind]) do assert(store:append_many(b)) end
     end)
     if last[kind] then last[kind]:close() end
@@ -74,7 +92,7 @@ local function fold_case(kind, field)
   return function()
     local store = last[kind]
     local n = 0
-    local t = bench.time(function()
+    local t = time("fold_" .. kind, function()
       store:fold({}, 0, function(_, ev)
         local who = ev[field]
         if who and who.name then n = n + 1 end
@@ -100,10 +118,12 @@ local got = bench.rotate({ "plain", "personal" },
   { plain = append_case("plain"), personal = append_case("personal") }, ROUNDS)
 bench.result("append_personal", N / bench.min(got.personal), N / bench.min(got.plain), "events/s", 1 / 1.5,
              bench.ratios(got, "plain", "personal"))
+cpu_result("append_personal", "append_personal", "append_plain")
 got = bench.rotate({ "plain", "personal" },
   { plain = fold_case("plain", "data"), personal = fold_case("personal", "personal") }, ROUNDS)
 bench.result("fold_personal", N / bench.min(got.personal), N / bench.min(got.plain), "events/s", 1 / 1.5,
              bench.ratios(got, "plain", "personal"))
+cpu_result("fold_personal", "fold_personal", "fold_plain")
 got = bench.rotate({ "store", "handle" }, { store = fold_case("plain", "data"), handle = raw_fold }, ROUNDS)
 bench.result("fold_wrapper", N / bench.min(got.store), N / bench.min(got.handle), "events/s", nil,
              bench.ratios(got, "handle", "store"))

@@ -122,6 +122,7 @@ build = {
     ["chronicle.crypto"] = {
       sources = {
         -- begin: make rockspec cryptosources
+        "csrc/crypto/batch.c",
         "csrc/crypto/crypto.c",
         "csrc/common/buf.c",
         "csrc/common/cerror.c",

@@ -15,12 +15,10 @@
 #include "common/codec.h"
 #include "common/export.h"
 #include "common/uuid.h"
+#include "crypto/ring.h"
 
 CHRONICLE_EXPORT int luaopen_chronicle_crypto(lua_State *L);
 
-#define KEY_BYTES crypto_aead_xchacha20poly1305_ietf_KEYBYTES     /* 32 */
-#define NONCE_BYTES crypto_aead_xchacha20poly1305_ietf_NPUBBYTES  /* 24 */
-#define TAG_BYTES crypto_aead_xchacha20poly1305_ietf_ABYTES       /* 16 */
 
 /* A subject key row, as stored in the `subject_keys` space: one tag byte, then the key
  * (ROW_PLAIN) or a nonce and the key sealed with the key file's key (ROW_WRAPPED). */
@@ -34,7 +32,6 @@ static const char ad_check[] = "chronicle key check";
 static const char nonce_context[] = "chronicle personal nonce";
 
 #define KEY_MT "chronicle.crypto.key"
-#define RING_MT "chronicle.crypto.keyring"
 
 /* One secret key (the key file's, or a subject's) in guarded memory. */
 typedef struct secret {
@@ -200,40 +197,26 @@ static int crypto_new_row(lua_State *L) {
   return 1;
 }
 
-/* A subject key in a keyring: inline in a userdata (sodium_malloc maps guard pages per call,
- * too slow for a key per subject per read), wiped by ring:close and __gc. `nonce_key` is the
- * BLAKE2b subkey that derives sealing nonces, made once per key. */
-#define SUBJECT_MT "chronicle.crypto.subject_key"
-typedef struct subject_key {
-  unsigned char key[KEY_BYTES];
-  unsigned char nonce_key[crypto_generichash_KEYBYTES];
-  int live;
-} subject_key;
-
 static int subject_key_gc(lua_State *L) {
   subject_key *k = lua_touserdata(L, 1);
   sodium_memzero(k, sizeof *k);
   return 0;
 }
 
-/* A keyring: the subject keys one read or write has unwrapped. Its uservalue maps
- * subject -> key userdata; the master (or nil) is in slot 2. */
-typedef struct keyring {
-  int closed;
-  buf plain;     /* the encoding being sealed, reused (wiped after each seal, freed on close) */
-} keyring;
-
-static keyring *check_ring(lua_State *L) {
-  keyring *r = luaL_checkudata(L, 1, RING_MT);
+keyring *ring_check(lua_State *L, int idx) {
+  keyring *r = luaL_checkudata(L, idx, RING_MT);
   if (r->closed) luaL_error(L, "crypto: keyring used after close");
   return r;
 }
+
+static keyring *check_ring(lua_State *L) { return ring_check(L, 1); }
 
 /* crypto.keyring(master | nil) -> ring */
 static int crypto_keyring(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) check_master(L, 1);
   keyring *r = lua_newuserdatauv(L, sizeof *r, 2);
   r->closed = 0;
+  r->count = 0;
   buf_init(&r->plain);
   luaL_setmetatable(L, RING_MT);
   lua_newtable(L);
@@ -243,33 +226,47 @@ static int crypto_keyring(lua_State *L) {
   return 1;
 }
 
-/* The subject key of `subject` in ring at 1 (stack: nothing left), or NULL. */
-static subject_key *ring_key(lua_State *L, int subject) {
-  lua_getiuservalue(L, 1, 1);
+subject_key *ring_lookup(lua_State *L, int ring, int subject, int *gone) {
+  lua_getiuservalue(L, ring, 1);
   lua_pushvalue(L, subject);
   lua_rawget(L, -2);
   subject_key *k = lua_touserdata(L, -1);
+  *gone = lua_type(L, -1) == LUA_TBOOLEAN;
   lua_pop(L, 2);
   return k && k->live ? k : NULL;
 }
 
-/* ring:add(subject, row) -> true | nil, err(bad_key): unwraps a subject key row */
-static int ring_add(lua_State *L) {
-  check_ring(L);
+void ring_mark_gone(lua_State *L, int ring, int subject) {
+  lua_getiuservalue(L, ring, 1);
+  lua_pushvalue(L, subject);
+  lua_pushboolean(L, 0);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+subject_key *ring_add_row(lua_State *L, int ring, int subject_idx, int row_idx) {
   size_t slen, len;
-  const char *subject = luaL_checklstring(L, 2, &slen);
-  const unsigned char *row = (const unsigned char *)luaL_checklstring(L, 3, &len);
-  lua_getiuservalue(L, 1, 2);
+  const char *subject = lua_tolstring(L, subject_idx, &slen);
+  const unsigned char *row = (const unsigned char *)lua_tolstring(L, row_idx, &len);
+  lua_getiuservalue(L, ring, 2);
   secret *m = lua_isnil(L, -1) ? NULL : check_master(L, -1);
   lua_pop(L, 1);
   subject_key *s = lua_newuserdatauv(L, sizeof *s, 0);   /* stack: ... key */
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, SUBJECT_MT);
   if (len == ROW_PLAIN_LEN && row[0] == ROW_PLAIN) {
-    if (m) return cerr_result(L, "bad_key", "subject '%s': its key is not wrapped, but the store was opened with a key file", subject);
+    if (m) {
+      lua_pop(L, 1);
+      cerr_result(L, "bad_key", "subject '%s': its key is not wrapped, but the store was opened with a key file", subject);
+      return NULL;
+    }
     memcpy(s->key, row + 1, KEY_BYTES);
   } else if (len == ROW_WRAPPED_LEN && row[0] == ROW_WRAPPED) {
-    if (!m) return cerr_result(L, "bad_key", "subject '%s': its key is wrapped by a key file: open the store with key_file", subject);
+    if (!m) {
+      lua_pop(L, 1);
+      cerr_result(L, "bad_key", "subject '%s': its key is wrapped by a key file: open the store with key_file", subject);
+      return NULL;
+    }
     unsigned char ad[sizeof ad_wrap - 1 + 256];
     size_t adlen = sizeof ad_wrap - 1;
     memcpy(ad, ad_wrap, adlen);
@@ -278,18 +275,31 @@ static int ring_add(lua_State *L) {
     if (crypto_aead_xchacha20poly1305_ietf_decrypt(s->key, NULL, NULL, row + 1 + NONCE_BYTES,
           KEY_BYTES + TAG_BYTES, ad, adlen, row + 1, m->key) != 0) {
       sodium_memzero(s, sizeof *s);
-      return cerr_result(L, "bad_key", "subject '%s': its key does not unwrap with this key file", subject);
+      lua_pop(L, 1);
+      cerr_result(L, "bad_key", "subject '%s': its key does not unwrap with this key file", subject);
+      return NULL;
     }
   } else {
-    return cerr_result(L, "corrupt", "subject '%s': its key row is damaged", subject);
+    lua_pop(L, 1);
+    cerr_result(L, "corrupt", "subject '%s': its key row is damaged", subject);
+    return NULL;
   }
-  crypto_generichash(s->nonce_key, sizeof s->nonce_key, (const unsigned char *)nonce_context,
-                     sizeof nonce_context - 1, s->key, KEY_BYTES);
   s->live = 1;
-  lua_getiuservalue(L, 1, 1);
-  lua_pushvalue(L, 2);
+  lua_getiuservalue(L, ring, 1);
+  lua_pushvalue(L, subject_idx);
   lua_pushvalue(L, -3);
   lua_rawset(L, -3);
+  lua_pop(L, 2);
+  ((keyring *)lua_touserdata(L, ring))->count++;
+  return s;
+}
+
+/* ring:add(subject, row) -> true | nil, err(bad_key): unwraps a subject key row */
+static int ring_add(lua_State *L) {
+  check_ring(L);
+  luaL_checkstring(L, 2);
+  luaL_checkstring(L, 3);
+  if (!ring_add_row(L, 1, 2, 3)) return 2;
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -298,7 +308,14 @@ static int ring_add(lua_State *L) {
 static int ring_has(lua_State *L) {
   check_ring(L);
   luaL_checkstring(L, 2);
-  lua_pushboolean(L, ring_key(L, 2) != NULL);
+  int gone;
+  lua_pushboolean(L, ring_lookup(L, 1, 2, &gone) != NULL);
+  return 1;
+}
+
+/* ring:count() -> the number of keys added to the ring */
+static int ring_count(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)check_ring(L)->count);
   return 1;
 }
 
@@ -308,28 +325,27 @@ static size_t box_ad(lua_State *L, int subject, int id, unsigned char *ad) {
   size_t slen, idlen;
   const char *s = lua_tolstring(L, subject, &slen);
   const char *text = luaL_checklstring(L, id, &idlen);
-  if (slen > 200) luaL_error(L, "personal: subject is longer than 200 bytes");
+  if (slen > MAX_SUBJECT) luaL_error(L, "personal: subject is longer than 200 bytes");
   if (uuid_parse(text, idlen, ad) != 0) luaL_error(L, "personal: event id is not a UUID");
   memcpy(ad + 16, s, slen);
   return 16 + slen;
 }
 
-/* ring:seal(subject, id, value) -> box: nonce | ciphertext of the value's encoding. The nonce is
- * a keyed BLAKE2b of the event id and the plaintext (under a subkey of the subject key), so
+/* The box is nonce | ciphertext of the value's encoding. The nonce is a keyed BLAKE2b of the
+ * associated data (event id, subject) and the plaintext, under a subkey of the subject key, so
  * sending the same event again seals it to the same bytes and idempotent replay still
  * recognises it; two different plaintexts never share a nonce. */
-static int ring_seal(lua_State *L) {
-  keyring *r = check_ring(L);
-  luaL_checkstring(L, 2);
-  subject_key *k = ring_key(L, 2);
-  if (!k) return luaL_error(L, "crypto: no key for this subject in the keyring");
-  unsigned char ad[16 + 200];
-  size_t adlen = box_ad(L, 2, 3, ad);
+void box_seal(lua_State *L, keyring *r, subject_key *k, const unsigned char *ad, size_t adlen, int value) {
+  if (!k->nonce_ready) {
+    crypto_generichash(k->nonce_key, sizeof k->nonce_key, (const unsigned char *)nonce_context,
+                       sizeof nonce_context - 1, k->key, KEY_BYTES);
+    k->nonce_ready = 1;
+  }
   /* The ring owns the encoding buffer, so an encode error (misuse) leaks nothing. */
   buf *plain = &r->plain;
   if (plain->data) sodium_memzero(plain->data, plain->len);
   plain->len = 0;
-  codec_encode(L, 4, plain, "personal");
+  codec_encode(L, value, plain, "personal");
   size_t boxlen = NONCE_BYTES + plain->len + TAG_BYTES;
   luaL_Buffer b;
   unsigned char *box = (unsigned char *)luaL_buffinitsize(L, &b, boxlen);
@@ -344,6 +360,38 @@ static int ring_seal(lua_State *L) {
   sodium_memzero(plain->data, plain->len);
   plain->len = 0;
   luaL_pushresultsize(&b, boxlen);
+}
+
+/* ring:seal(subject, id, value) -> box (see box_seal) */
+static int ring_seal(lua_State *L) {
+  keyring *r = check_ring(L);
+  luaL_checkstring(L, 2);
+  int gone;
+  subject_key *k = ring_lookup(L, 1, 2, &gone);
+  if (!k) return luaL_error(L, "crypto: no key for this subject in the keyring");
+  unsigned char ad[BOX_AD_MAX];
+  size_t adlen = box_ad(L, 2, 3, ad);
+  box_seal(L, r, k, ad, adlen, 4);
+  return 1;
+}
+
+int box_open(lua_State *L, const subject_key *k, const unsigned char *ad, size_t adlen,
+             const unsigned char *box, size_t len, const char *id) {
+  if (len < NONCE_BYTES + TAG_BYTES) return cerr_result(L, "corrupt", "personal data of event %s is truncated", id);
+  size_t plen = len - NONCE_BYTES - TAG_BYTES;
+  unsigned char small[512];
+  unsigned char *plain = plen <= sizeof small ? small : malloc(plen);
+  if (!plain) return luaL_error(L, "personal: out of memory");
+  if (crypto_aead_xchacha20poly1305_ietf_decrypt(plain, NULL, NULL, box + NONCE_BYTES, len - NONCE_BYTES,
+        ad, adlen, box, k->key) != 0) {
+    if (plain != small) free(plain);
+    return cerr_result(L, "corrupt", "personal data of event %s does not authenticate", id);
+  }
+  const char *why;
+  int ok = codec_decode(L, plain, plen, &why);
+  sodium_memzero(plain, plen);
+  if (plain != small) free(plain);
+  if (!ok) return cerr_result(L, "corrupt", "personal data of event %s does not decode: %s", id, why);
   return 1;
 }
 
@@ -353,32 +401,17 @@ static int ring_seal(lua_State *L) {
 static int ring_open(lua_State *L) {
   check_ring(L);
   luaL_checkstring(L, 2);
-  subject_key *k = ring_key(L, 2);
+  int gone;
+  subject_key *k = ring_lookup(L, 1, 2, &gone);
   if (!k) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  const unsigned char *key = k->key;
   size_t len;
   const unsigned char *box = (const unsigned char *)luaL_checklstring(L, 4, &len);
-  unsigned char ad[16 + 200];
+  unsigned char ad[BOX_AD_MAX];
   size_t adlen = box_ad(L, 2, 3, ad);
-  if (len < NONCE_BYTES + TAG_BYTES) return cerr_result(L, "corrupt", "personal data of event %s is truncated", lua_tostring(L, 3));
-  size_t plen = len - NONCE_BYTES - TAG_BYTES;
-  unsigned char small[512];
-  unsigned char *plain = plen <= sizeof small ? small : malloc(plen);
-  if (!plain) return luaL_error(L, "personal: out of memory");
-  if (crypto_aead_xchacha20poly1305_ietf_decrypt(plain, NULL, NULL, box + NONCE_BYTES, len - NONCE_BYTES,
-        ad, adlen, box, key) != 0) {
-    if (plain != small) free(plain);
-    return cerr_result(L, "corrupt", "personal data of event %s does not authenticate", lua_tostring(L, 3));
-  }
-  const char *why;
-  int ok = codec_decode(L, plain, plen, &why);
-  sodium_memzero(plain, plen);
-  if (plain != small) free(plain);
-  if (!ok) return cerr_result(L, "corrupt", "personal data of event %s does not decode: %s", lua_tostring(L, 3), why);
-  return 1;
+  return box_open(L, k, ad, adlen, box, len, lua_tostring(L, 3));
 }
 
 /* ring:close(): wipes every key it holds (also __gc and __close) */
@@ -417,6 +450,7 @@ static int buf_gc(lua_State *L) {
 static const luaL_Reg ring_methods[] = {
   { "add", ring_add },
   { "has", ring_has },
+  { "count", ring_count },
   { "seal", ring_seal },
   { "open", ring_open },
   { "close", ring_close },
@@ -452,6 +486,7 @@ int luaopen_chronicle_crypto(lua_State *L) {
   lua_pop(L, 1);
   luaL_newmetatable(L, RING_MT);
   luaL_newlib(L, ring_methods);
+  batch_register(L);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, ring_close);
   lua_setfield(L, -2, "__gc");

@@ -38,6 +38,15 @@ local function state(store)
   return s
 end
 
+-- The row of M.CHECK that counts forgets (see `writer`).
+local FORGETS = "forgets"
+
+-- Drops (wipes) the writes' keyring of store state `st`.
+local function drop_writer(st)
+  local w = st.writer
+  if w then st.writer = nil; w.ring:close() end
+end
+
 local function fail(code, message, fields)
   return nil, common.error(code, message, fields)
 end
@@ -78,7 +87,9 @@ end
 --- Wipes the key file's key (Store:close).
 function M.close(store)
   local s = rawget(store, "_personal")
-  if s and s.master then crypto().close_key(s.master); s.master = nil end
+  if not s then return end
+  drop_writer(s)
+  if s.master then crypto().close_key(s.master); s.master = nil end
 end
 
 local function check_subject(subject, where, level)
@@ -108,59 +119,56 @@ function M.any_in(list)
   return false
 end
 
--- A sealing pass over one write: the subject keys it uses, and the checks and puts that
--- make the write commit only with those keys (none forgotten or made meanwhile).
-local function sealer(store)
-  local s = state(store)
-  local ring = crypto().keyring(s.master)
-  return { store = store, master = s.master, ring = ring, checks = {}, puts = {}, seen = {}, rows = {} }
-end
+-- The writes' keyring: the subject keys this store object has sealed with, kept from one write
+-- to the next (so a subject's key row is read and unwrapped once, not once per write), with the
+-- value of the `forgets` counter (M.CHECK) it was read under. Every write checks that counter:
+-- `forget` moves it in the same transaction that drops a key, so a write whose cached keys
+-- could include a forgotten one fails its check, the keyring is dropped and the write is tried
+-- again with the rows read afresh. New keys are put in the write with a check that the subject
+-- had none. Dropped (wiped) on any failed write, on forget and on close; kept to MAX_CACHED keys.
+local MAX_CACHED = 10000
 
--- The key rows this store object last read or wrote, by subject: appends use them without
--- reading them again, since the write checks that each is still the stored row (and a stale
--- one fails the check, empties the cache and the write is tried again).
-local function cached_rows(store)
+local function writer(store)
   local st = state(store)
-  if not st.rows then st.rows = {} end
-  return st.rows
+  local w = st.writer
+  if w then return w end
+  local forgets, err = store:kv_get(CHECK, FORGETS)
+  if err then return nil, err end
+  w = { ring = crypto().keyring(st.master), forgets = forgets }
+  st.writer = w
+  return w
 end
 
-local function subject_key(w, subject)
-  if w.seen[subject] then return true end
-  local rows = cached_rows(w.store)
-  local row, err = rows[subject], nil
-  if row == nil then
-    row, err = w.store:kv_get(KEYS, subject)
+-- The key-row lookup of one write: the row of a subject the keyring lacks, read (or made, and
+-- put by the write) once; adds the checks and puts the write needs for it.
+local function fetcher(store, w, checks, puts)
+  local master = state(store).master
+  local unkeyed = false
+  return function(subject)
+    local row, err = store:kv_get(KEYS, subject)
     if err then return nil, err end
-  end
-  if math.type(row) == "integer" then
-    return fail("forgotten", "subject '" .. subject .. "' was forgotten: its personal data cannot be written again",
-                { subject = subject })
-  end
-  if row == nil then
-    if not w.master and not w.unkeyed then
-      local check
-      check, err = w.store:kv_get(CHECK, "key_file")
-      if err then return nil, err end
-      if check ~= nil then
-        return fail("bad_key", "this store's subject keys are wrapped by a key file: open it with key_file",
-                    { subject = subject })
-      end
-      w.checks[#w.checks + 1] = { CHECK, "key_file", nil }
-      w.unkeyed = true
+    if math.type(row) == "integer" then
+      return fail("forgotten", "subject '" .. subject .. "' was forgotten: its personal data cannot be written again",
+                  { subject = subject })
     end
-    row = crypto().new_row(w.master, subject)
-    w.checks[#w.checks + 1] = { KEYS, subject, nil }
-    w.puts[#w.puts + 1] = { KEYS, subject, row }
-  else
-    w.checks[#w.checks + 1] = { KEYS, subject, row }
+    if row == nil then
+      if not master and not unkeyed then
+        local check
+        check, err = store:kv_get(CHECK, "key_file")
+        if err then return nil, err end
+        if check ~= nil then
+          return fail("bad_key", "this store's subject keys are wrapped by a key file: open it with key_file",
+                      { subject = subject })
+        end
+        checks[#checks + 1] = { CHECK, "key_file", nil }
+        unkeyed = true
+      end
+      row = crypto().new_row(master, subject)
+      checks[#checks + 1] = { KEYS, subject, nil }
+      puts[#puts + 1] = { KEYS, subject, row }
+    end
+    return row
   end
-  local ok
-  ok, err = w.ring:add(subject, row)
-  if not ok then return nil, err end
-  w.seen[subject] = true
-  w.rows[subject] = row
-  return true
 end
 
 local function copy(t)
@@ -169,80 +177,42 @@ local function copy(t)
   return out
 end
 
--- The events of one entry with `personal` sealed into meta; raises on misuse.
-local function seal_events(w, events, where, level)
-  if not M.any(events) then return events end
-  local out = {}
-  for i = 1, #events do
-    local e = events[i]
-    if type(e) == "table" and (e.personal ~= nil or e.subject ~= nil) then
-      local at = where .. "[" .. i .. "]"
-      if e.subject == nil then error(at .. ": personal data needs a subject (whose data it is)", level + 1) end
-      check_subject(e.subject, at, level + 1)
-      if e.personal ~= nil and type(e.personal) ~= "table" then
-        error(at .. ".personal must be a table, got " .. type(e.personal), level + 1)
-      end
-      if e.meta ~= nil and type(e.meta) ~= "table" then error(at .. ".meta must be a table, got " .. type(e.meta), level + 1) end
-      if e.meta and e.meta[META] ~= nil then error(at .. ".meta: the key '" .. META .. "' is chronicle's", level + 1) end
-      local sealed = copy(e)
-      sealed.personal, sealed.subject = nil, nil
-      sealed.id = e.id or common.uuid()
-      local envelope = { s = e.subject }
-      if e.personal ~= nil then
-        local ok, err = subject_key(w, e.subject)
-        if not ok then return nil, err end
-        envelope.c = w.ring:seal(e.subject, sealed.id, e.personal)
-      end
-      sealed.meta = e.meta and copy(e.meta) or {}
-      sealed.meta[META] = envelope
-      out[i] = sealed
-    else
-      out[i] = e
-    end
-  end
-  return out
-end
-
 local function retryable(err)
   return err and err.code == "check_failed" and (err.space == KEYS or err.space == CHECK)
 end
 
--- Runs write `ops` (whose appends may carry personal data) with the subject-key checks and
--- puts added; once more when another process made or forgot a key meanwhile.
+-- Runs write `ops` (whose appends may carry personal data) sealed, with the subject-key checks
+-- and puts added; again when another process made or forgot a key meanwhile.
 local function write_sealed(store, h, ops, level)
+  local st = state(store)
   for attempt = 1, 3 do
-    local w = sealer(store)
-    local appends = {}
-    for i, entry in ipairs(ops.appends) do
-      if type(entry) == "table" and M.any(entry.events) then
-        local events, err = seal_events(w, entry.events, (#ops.appends > 1 and "entries[" .. i .. "]." or "") .. "events", level + 1)
-        if not events then w.ring:close(); return nil, err end
-        local e = copy(entry)
-        e.events = events
-        appends[i] = e
-      else
-        appends[i] = entry
-      end
+    local w, err = writer(store)
+    if not w then return nil, err end
+    local checks, puts = { { CHECK, FORGETS, w.forgets } }, {}
+    local ok, appends, why = pcall(w.ring.seal_appends, w.ring, ops.appends, fetcher(store, w, checks, puts))
+    if not ok or not appends then
+      drop_writer(st)                     -- it may hold a key no write stored
+      if not ok then error(appends, 0) end
+      if appends == false then error(why, level + 1) end
+      return nil, why
     end
-    w.ring:close()
     local full = copy(ops)
     full.appends = appends
-    if #w.checks > 0 then
-      full.checks = ops.checks and table.move(ops.checks, 1, #ops.checks, 1, {}) or {}
-      table.move(w.checks, 1, #w.checks, #full.checks + 1, full.checks)
-    end
-    if #w.puts > 0 then
+    full.checks = ops.checks and table.move(ops.checks, 1, #ops.checks, 1, {}) or {}
+    table.move(checks, 1, #checks, #full.checks + 1, full.checks)
+    if #puts > 0 then
       full.puts = ops.puts and table.move(ops.puts, 1, #ops.puts, 1, {}) or {}
-      table.move(w.puts, 1, #w.puts, #full.puts + 1, full.puts)
+      table.move(puts, 1, #puts, #full.puts + 1, full.puts)
     end
-    local res, err = h:write(full)
-    local st = state(store)
-    if res then
-      local rows = cached_rows(store)
-      for subject, row in pairs(w.rows) do rows[subject] = row end
+    local done, res
+    done, res, err = pcall(h.write, h, full)
+    if not done then drop_writer(st); error(res, 0) end   -- misuse the backend raised
+    if res and not res.dry_run then
+      if w.ring:count() > MAX_CACHED then drop_writer(st) end
       return res
     end
-    st.rows = nil
+    if #puts > 0 or not res then drop_writer(st) end
+    if res then return res end
     if not retryable(err) or attempt == 3 then return res, err end
   end
 end
@@ -273,7 +243,8 @@ end
 ---------------------------------------------------------------------------
 -- Reading
 
--- The keys one read uses: opened on first need, wiped by `close`.
+-- The keys one read uses: opened on first need, wiped by `close`. Its lookup reads a
+-- subject's key row once per read (false: the subject was forgotten, or has no key).
 local Reader = {}
 Reader.__index = Reader
 
@@ -285,43 +256,26 @@ Reader.__close = Reader.close
 
 --- A reader for one read of `store` (close it when the read ends; also a to-be-closed value).
 function M.reader(store)
-  return setmetatable({ store = store, gone = {} }, Reader)
+  local reader = setmetatable({ store = store }, Reader)
+  reader.fetch = function(subject)
+    local row, err = store:kv_get(KEYS, subject)
+    if err then return nil, err end
+    if type(row) ~= "string" then return false end
+    return row
+  end
+  return reader
 end
 
--- Opens the envelope of `ev` (meta `m`, envelope `env`): sets subject, personal or erased.
--- Returns true, or nil, err (the key row could not be read, the key file is missing or
--- wrong, the box is damaged).
-function Reader:reveal(ev, m, env)
-  m[META] = nil
-  if next(m) == nil then ev.meta = nil end
-  local subject = env.s
-  ev.subject = subject
-  local box = env.c
-  if box == nil or ev.id == nil then return true end
-  if self.gone[subject] then ev.erased = true; return true end
+-- Opens the envelope in `ev`'s meta, in C (ring:reveal): sets subject, and personal or erased;
+-- takes `$personal` out of meta. Returns true, or nil, err (the key row could not be read, the
+-- key file is missing or wrong, the box is damaged).
+function Reader:open(ev)
   local ring = self.ring
   if not ring then
     ring = crypto().keyring(state(self.store).master)
     self.ring = ring
   end
-  local value, err = ring:open(subject, ev.id, box)
-  if value == false then
-    local row
-    row, err = self.store:kv_get(KEYS, subject)
-    if err then return nil, err end
-    if type(row) ~= "string" then
-      self.gone[subject] = true
-      ev.erased = true
-      return true
-    end
-    local ok
-    ok, err = ring:add(subject, row)
-    if not ok then return nil, err end
-    value, err = ring:open(subject, ev.id, box)
-  end
-  if not value then return nil, err end
-  ev.personal = value
-  return true
+  return ring:reveal(ev, self.fetch)
 end
 
 -- The reveal function a store gives its backend's read, read_all and fold (csrc/common/event_table.h):
@@ -339,8 +293,7 @@ function Revealer:__call(ev)
     return true
   end
   if not reader then reader = M.reader(self.store); self.reader = reader end
-  local m = ev.meta
-  local ok, err = reader:reveal(ev, m, m[META])
+  local ok, err = reader:open(ev)
   if not ok then self.reader = nil; reader:close() end
   return ok, err
 end
@@ -361,7 +314,7 @@ end
 --   nil, err (`not_found`: the store holds no key of that subject)
 function M.forget(store, subject)
   check_subject(subject, "forget", 3)
-  for _ = 1, 3 do
+  for _ = 1, 5 do
     local row, err = store:kv_get(KEYS, subject)
     if err then return nil, err end
     if row == nil then
@@ -369,10 +322,14 @@ function M.forget(store, subject)
                   { subject = subject })
     end
     if math.type(row) == "integer" then return { subject = subject, forgotten = row, already = true } end
+    local forgets
+    forgets, err = store:kv_get(CHECK, FORGETS)
+    if err then return nil, err end
     local now = common.now()
     local res
-    res, err = store:write { checks = { { KEYS, subject, row } }, puts = { { KEYS, subject, now } } }
-    state(store).rows = nil
+    res, err = store:write { checks = { { KEYS, subject, row }, { CHECK, FORGETS, forgets } },
+                             puts = { { KEYS, subject, now }, { CHECK, FORGETS, (forgets or 0) + 1 } } }
+    drop_writer(state(store))
     if res then return { subject = subject, forgotten = now } end
     if not retryable(err) then return nil, err end
   end

@@ -182,6 +182,51 @@ describe("personal data", function()
       assert.is_true(helpers.collect(other:read("customer-alice"))[1].erased)
     end)
 
+    it("is seen by the writes of another handle that sealed with the subject's key before", function()
+      local store, dir = helpers.open()
+      local other = helpers.track(assert(chronicle.open(dir)))
+      assert(register(other, "alice", "Alice", "a@example.org"))  -- other keeps alice's key for its writes
+      assert(register(other, "bob", "Bob", "b@example.org"))
+      assert(store:forget("alice"))
+      local res, err = other:append("customer-alice", { { type = "Renamed", subject = "alice", personal = { name = "A" } } })
+      assert.is_nil(res)
+      assert.equals("forgotten", err.code)
+      -- its other subjects' keys still seal, and a new subject gets a key
+      assert(other:append_many({
+        { stream = "customer-bob", events = { { type = "Renamed", subject = "bob", personal = { name = "Robert" } } } },
+        { stream = "customer-eve", events = { { type = "Registered", subject = "eve", personal = { name = "Eve" } } } },
+      }))
+      assert.equals("Robert", helpers.collect(store:read("customer-bob", { from = 2 }))[1].personal.name)
+      assert.equals("Eve", helpers.collect(store:read("customer-eve"))[1].personal.name)
+      assert.is_true(helpers.collect(store:read("customer-alice"))[1].erased)
+    end)
+
+    it("a failed write keeps no key it made: the subject gets its key from the write that stores it", function()
+      local store = helpers.open()
+      local res, err = store:append("customer-zoe", {
+        { type = "Registered", subject = "zoe", personal = { name = "Zoe" } } }, { expected = 5 })
+      assert.is_nil(res)
+      assert.equals("conflict", err.code)
+      assert.is_nil(store:kv_get("subject_keys", "zoe"))
+      assert(store:append("customer-zoe", { { type = "Registered", subject = "zoe", personal = { name = "Zoe" } } }))
+      local row = store:kv_get("subject_keys", "zoe")
+      assert.is_string(row)
+      assert.equals("Zoe", helpers.collect(store:read("customer-zoe"))[1].personal.name)
+      -- a misuse in the middle of a batch leaves nothing behind either
+      assert.matches("personal must be a table", helpers.raises(store.append_many, store, {
+        { stream = "customer-yan", events = { { type = "Registered", subject = "yan", personal = { name = "Yan" } } } },
+        { stream = "customer-yan", events = { { type = "Registered", subject = "yan", personal = "Yan" } } } }))
+      assert.is_nil(store:kv_get("subject_keys", "yan"))
+      assert(store:append("customer-yan", { { type = "Registered", subject = "yan", personal = { name = "Yan" } } }))
+      assert.equals("Yan", helpers.collect(store:read("customer-yan"))[1].personal.name)
+      -- and so does one the backend refuses after the sealing
+      assert.matches("unknown field", helpers.raises(store.append, store, "customer-ida",
+        { { type = "Registered", subject = "ida", personal = { name = "Ida" }, colour = "red" } }))
+      assert.is_nil(store:kv_get("subject_keys", "ida"))
+      assert(store:append("customer-ida", { { type = "Registered", subject = "ida", personal = { name = "Ida" } } }))
+      assert.equals("Ida", helpers.collect(store:read("customer-ida"))[1].personal.name)
+    end)
+
     it("aggregates load, projections rebuild and handlers run without the data", function()
       local store = helpers.open()
       assert(register(store, "alice", "Alice", "a@example.org"))
