@@ -9,7 +9,9 @@
 --                        I/O-bound side effect) served by 2 and 4 member
 --                        processes, against the same with 1 member (each
 --                        round a new handler name: a new group from position
---                        0). events/s; target for 4 members >= 3.5.
+--                        0). events/s; target for 4 members >= 3.5. A note
+--                        gives what the hash split allows (the busiest
+--                        member's share of the events).
 --   group_overhead_noop  one runner, in this process, catching a no-op handler
 --                        up over BENCH_GROUP_NOOP events (default 50,000),
 --                        as a group of one (leases, partition checkpoints)
@@ -40,6 +42,22 @@ for i = 0, N - 1, 100 do
   assert(s:append_many(batch))
 end
 B.note("groups: %d events over %d streams; handler delay %d ms; %d rounds", N, NSTREAMS, DELAY, ROUNDS)
+-- What the hash split allows: k members are dealt the 16 partitions round robin, so the
+-- busiest handles the most events of one residue class; k members are at most N / busiest
+-- times one (before any cost of theirs).
+do
+  local group = require "chronicle.read.group"
+  for _, k in ipairs({ 2, 4 }) do
+    local load = {}
+    for j = 0, N - 1 do
+      local m = group.partition("order-" .. (j % NSTREAMS), group.PARTITIONS) % k
+      load[m] = (load[m] or 0) + 1
+    end
+    local busiest = 0
+    for _, n in pairs(load) do busiest = math.max(busiest, n) end
+    B.note("groups: with %d members the busiest has %d of the %d events: at most %.2fx one member", k, busiest, N, N / busiest)
+  end
+end
 
 local serial = 0
 local function processes(k, args)

@@ -48,7 +48,7 @@ M.MAX_PARTITIONS = 1024
 
 local NS = 1000000000
 -- How often a member looks again while a rebalance is under way, at most.
-local REBALANCE_NS = 50000000
+local REBALANCE_NS = 20000000
 
 ---------------------------------------------------------------------------
 -- Who this process is
@@ -365,7 +365,7 @@ function Group:tick()
 end
 
 --- True when a member joined or left since the last beat (looked up at most
--- every 50 ms): a long batch ends early so the partitions can move.
+-- every 20 ms): a long batch ends early so the partitions can move.
 function Group:changed(now)
   now = now or core.now()
   if now < self.next_look then return false end
