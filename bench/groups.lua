@@ -9,13 +9,19 @@
 --                        I/O-bound side effect) served by 2 and 4 member
 --                        processes, against the same with 1 member (each
 --                        round a new handler name: a new group from position
---                        0). events/s; target for 4 members >= 3.5.
+--                        0). events/s; target for 4 members >= 3.5. A note
+--                        gives what the hash split allows (the busiest
+--                        member's share of the events).
 --   group_overhead_noop  one runner, in this process, catching a no-op handler
 --                        up over BENCH_GROUP_NOOP events (default 50,000),
 --                        as a group of one (leases, partition checkpoints)
 --                        against { groups = false }. Target >= 0.8.
 --   subscription_x4      take(50)/ack of every event of a new subscription by
---                        4 consumer processes, against 1 consumer.
+--                        4 consumer processes, against 1 consumer, over a store
+--                        of BENCH_GROUP_SUB_EVENTS events (default 10,000).
+--   subscription_many_x4 the same with take(50)/ack_many (one write per 50
+--                        acks): 4 consumers against 1.
+--   subscription_ack_many  1 consumer: take(50)/ack_many against take(50)/ack.
 --
 -- Rounds alternate the order of the measurements.
 local B = require "benchlib"
@@ -24,6 +30,7 @@ local chronicle = B.chronicle()
 local N = B.env("BENCH_GROUP_EVENTS", 2000)
 local NSTREAMS = B.env("BENCH_GROUP_STREAMS", 400)
 local NOOP = B.env("BENCH_GROUP_NOOP", 50000)
+local SUB_N = B.env("BENCH_GROUP_SUB_EVENTS", 10000)
 local ROUNDS = B.env("BENCH_ROUNDS", 3)
 local DELAY = B.env("BENCH_GROUP_DELAY_MS", 2)
 
@@ -40,6 +47,22 @@ for i = 0, N - 1, 100 do
   assert(s:append_many(batch))
 end
 B.note("groups: %d events over %d streams; handler delay %d ms; %d rounds", N, NSTREAMS, DELAY, ROUNDS)
+-- What the hash split allows: k members are dealt the 16 partitions round robin, so the
+-- busiest handles the most events of one residue class; k members are at most N / busiest
+-- times one (before any cost of theirs).
+do
+  local group = require "chronicle.read.group"
+  for _, k in ipairs({ 2, 4 }) do
+    local load = {}
+    for j = 0, N - 1 do
+      local m = group.partition("order-" .. (j % NSTREAMS), group.PARTITIONS) % k
+      load[m] = (load[m] or 0) + 1
+    end
+    local busiest = 0
+    for _, n in pairs(load) do busiest = math.max(busiest, n) end
+    B.note("groups: with %d members the busiest has %d of the %d events: at most %.2fx one member", k, busiest, N, N / busiest)
+  end
+end
 
 local serial = 0
 local function processes(k, args)
@@ -64,15 +87,24 @@ local function members(k)
   end
 end
 
-local function consumers(k)
+local sdir = B.fresh_dir("groups_sub")
+local ss = assert(chronicle.open(sdir, { durability = "nosync" }))
+for i = 0, SUB_N - 1, 1000 do
+  local batch = {}
+  for j = i, math.min(i + 999, SUB_N - 1) do
+    batch[#batch + 1] = { stream = "order-" .. (j % NSTREAMS), events = { { type = "Placed", data = { n = j } } } }
+  end
+  assert(ss:append_many(batch))
+end
+local function consumers(k, many)
   return function()
     serial = serial + 1
     local name = "sub" .. serial
-    assert(s:subscription(name, { max_in_flight = 1000 }))
-    local secs = processes(k, { "consumer", dir, name })
-    local st = s:subscription_status(name)
+    assert(ss:subscription(name, { max_in_flight = 1000 }))
+    local secs = processes(k, { "consumer", sdir, name, many and "many" or "one" })
+    local st = ss:subscription_status(name)
     assert(st.lag == 0 and st.in_flight == 0)
-    return N / secs
+    return SUB_N / secs
   end
 end
 
@@ -100,18 +132,22 @@ local function noop(groups)
   end
 end
 
-local got = B.rotate({ "m1", "m2", "m4", "grouped", "plain", "c1", "c4" }, {
+local got = B.rotate({ "m1", "m2", "m4", "grouped", "plain", "c1", "c4", "cm1", "cm4" }, {
   m1 = members(1), m2 = members(2), m4 = members(4),
   grouped = noop(true), plain = noop(false),
-  c1 = consumers(1), c4 = consumers(4),
+  c1 = consumers(1), c4 = consumers(4), cm1 = consumers(1, true), cm4 = consumers(4, true),
 }, ROUNDS)
 
 B.result("group_handler_2ms_x2", B.max(got.m2), B.max(got.m1), "events/s", nil, B.ratios(got, "m2", "m1"))
 B.result("group_handler_2ms_x4", B.max(got.m4), B.max(got.m1), "events/s", 3.5, B.ratios(got, "m4", "m1"))
 B.result("group_overhead_noop", B.max(got.grouped), B.max(got.plain), "events/s", 0.8, B.ratios(got, "grouped", "plain"))
 B.result("subscription_x4", B.max(got.c4), B.max(got.c1), "events/s", nil, B.ratios(got, "c4", "c1"))
+B.result("subscription_many_x4", B.max(got.cm4), B.max(got.cm1), "events/s", nil, B.ratios(got, "cm4", "cm1"))
+B.result("subscription_ack_many", B.max(got.cm1), B.max(got.c1), "events/s", nil, B.ratios(got, "cm1", "c1"))
 s:close()
 ns:close()
+ss:close()
 B.rm(dir)
 B.rm(ndir)
+B.rm(sdir)
 B.cleanup()

@@ -107,7 +107,7 @@ for b in $BENCH_ONLY; do
   case $b in
     append) want=append_durable_full ;; fold) want=read_all_iter ;; read) want=fold_stream100 ;;
     aggregate) want=agg_execute_cpu ;; projection) want=projection_vs_fold_types ;; latency) want=latency_runner_ ;;
-    transfer) want=import ;; serve) want=serve ;; scavenge) want=scavenge_half ;; groups) want=subscription_x4 ;;
+    transfer) want=import ;; serve) want=serve ;; scavenge) want=scavenge_half ;; groups) want=subscription_ack_many ;;
     *) want=$b ;;
   esac
   if [ "$BENCH_DURABLE_COMMITS" = 0 ] && [ "$b" = append ]; then want=append_batch; fi

@@ -1,8 +1,8 @@
 -- Subprocess for bench/groups.lua.
 --   handler TARGET NAME DELAY_MS LEASE: a runner serving handler NAME (each event waits
 --     DELAY_MS, an I/O-bound side effect); exits when the group's low-water mark is the head.
---   consumer TARGET NAME: takes 50 at a time from subscription NAME and acks each; exits when
---     the subscription is drained.
+--   consumer TARGET NAME [many]: takes 50 at a time from subscription NAME and acks each
+--     (with "many": acks the 50 with one ack_many); exits when the subscription is drained.
 local chronicle = require "chronicle"
 local mode, target, name = arg[1], arg[2], arg[3]
 local store = assert(chronicle.open(target, { durability = "nosync" }))
@@ -18,9 +18,15 @@ if mode == "handler" then
   runner:leave()
 else
   local sub = assert(store:subscription(name))
+  local many = arg[4] == "many"
   while true do
     local _, list = sub:take(50, { wait = 0.05 })
-    for _, ev in ipairs(list) do assert(sub:ack(ev)) end
+    if many then
+      local n, refused = assert(sub:ack_many(list))
+      assert(n == #list and #refused == 0)
+    else
+      for _, ev in ipairs(list) do assert(sub:ack(ev)) end
+    end
     if #list == 0 then
       local st = sub:status()
       if st.lag == 0 and st.in_flight == 0 then break end

@@ -387,6 +387,39 @@ describe("a consumer group", function()
     assert.equals(5, n, "every event answered once: b started from what a committed")
   end)
 
+  it("starts each partition from its own checkpoint, then moves them all together", function()
+    local handler = require "chronicle.read.handler"
+    local store = helpers.open()
+    fill(store, 8, 3)                  -- positions 1..24: version v of order-s at 8 * (v - 1) + s
+    local a = member(store, "aaaa")
+    -- partitions 0 and 1 were released at 8 and 16; a's own row has 2 at 16
+    assert(store:write { puts = { { group.SPACE, "handler:mailer:c:0000", 8 }, { group.SPACE, "handler:mailer:c:0001", 16 },
+                                  { group.SPACE, "handler:mailer:k:aaaa", "2:16 3:0" } } })
+    local from = { [0] = 8, [1] = 16, [2] = 16, [3] = 0 }
+    local seen = {}
+    local h = handler.define("Ticked", function(ev)
+      assert.is_nil(seen[ev.position], "handled twice: " .. ev.position)
+      seen[ev.position] = ev.stream
+    end, { name = "mailer", batch_size = 3 })
+    assert.is_true(a:beat())
+    assert.same({ 0, 1, 2, 3 }, owned(a))
+    for _ = 1, 50 do
+      if handler.run_batch(store, h, a) == "idle" then break end
+    end
+    for pos = 1, 24 do
+      local stream = "order-" .. ((pos - 1) % 8 + 1)
+      local wanted = pos > from[group.partition(stream, 4)]
+      assert.equals(wanted, seen[pos] ~= nil, ("position %d of %s"):format(pos, stream))
+    end
+    assert.same({ [0] = 24, [1] = 24, [2] = 24, [3] = 24 }, group.decode_marks(store:kv_get(group.SPACE, "handler:mailer:k:aaaa")))
+    assert.equals(24, store:kv_get("checkpoints", "h:mailer"))
+    -- the row, with one checkpoint for every partition or one each
+    assert.equals("0:7 1:7 5:7", group.encode_marks({ 0, 1, 5 }, 7))
+    local row = group.encode_marks({ 0, 1, 5 }, { [0] = 7, [1] = 9, [5] = 7 })
+    assert.equals("0:7 1:9 5:7", row)
+    assert.same({ [0] = 7, [1] = 9, [5] = 7 }, group.decode_marks(row))
+  end)
+
   it("runs a projection on one member at a time", function()
     local store = helpers.open()
     local a = member(store, "aaaa", { kind = "projection", name = "counts", partitions = 1 })

@@ -65,6 +65,54 @@ describe("a persistent subscription", function()
     assert.equals(0, store:subscription_status("slow").in_flight)
   end)
 
+  it("acks many events in one write; the ones not leased to this consumer are refused and left as they are", function()
+    local store = helpers.open()
+    for i = 1, 5 do fill(store, { { "order-" .. i } }) end
+    local a = assert(store:subscription("many", { ack_timeout = 0.2 }))
+    local b = assert(store:subscription("many"))
+    local mine = take(a, 4)                               -- 1..4
+    local theirs = take(b, 1)                             -- 5
+    local writes, write = 0, store.write
+    rawset(store, "write", function(...) writes = writes + 1; return write(...) end)
+    local n, refused = a:ack_many({ mine[1], mine[2], mine[2], theirs[1] })
+    assert.equals(2, n)
+    assert.equals(1, writes, "one write for the acks")
+    assert.equals(1, #refused)
+    assert.equals("not_leased", refused[1].code)
+    assert.equals(5, refused[1].position)
+    -- 3's lease runs out and b takes it: a's ack of 3 is refused, 4 is acked, in one call
+    local again = take(b, 2, { wait = 10 })
+    while #again < 2 do again[#again + 1] = take(b, 1, { wait = 10 })[1] end
+    assert.same({ 3, 4 }, helpers.pluck(again, "position"))
+    assert.is_true(b:ack(again[2]))                      -- b is done with 4: a's ack of it is refused too
+    n, refused = a:ack_many({ mine[3], mine[4] })
+    assert.equals(0, n)
+    assert.same({ 3, 4 }, helpers.pluck(refused, "position"))
+    -- the refusals changed nothing: b's leases are as b's takes wrote them (5's ran out, but
+    -- no one took it), so b acks both
+    n, refused = b:ack_many({ again[1], theirs[1] })
+    assert.equals(2, n)
+    assert.same({}, refused)
+    assert.equals(0, store:subscription_status("many").in_flight)
+    for i = 6, 8 do fill(store, { { "order-" .. i } }) end
+    assert.same({ 6, 7, 8 }, positions(a:take(10)))
+    n, refused = a:ack_many({})
+    assert.equals(0, n)
+    assert.same({}, refused)
+  end)
+
+  it("acks a lease that ran out but was not given away, in a batch with others", function()
+    local store = helpers.open()
+    for i = 1, 3 do fill(store, { { "order-" .. i } }) end
+    local sub = assert(store:subscription("late", { ack_timeout = 0.1 }))
+    local list = take(sub, 3)
+    os.execute("sleep 0.2")
+    local n, refused = sub:ack_many(list)
+    assert.equals(3, n)
+    assert.same({}, refused)
+    assert.equals(0, store:subscription_status("late").in_flight)
+  end)
+
   it("parks an event after max_retries retries, lists it with its error, and replays it", function()
     local store = helpers.open()
     fill(store, { { "order-1" }, { "order-2" } })
@@ -149,21 +197,27 @@ describe("a persistent subscription", function()
     for i = 1, 5 do fill(store, { { "order-" .. i } }) end
     local sub = assert(store:subscription("durable", { ack_timeout = 0.2 }))
     local list = take(sub, 3)
-    sub:ack(list[1])
-    sub:nack(list[2], "park", "later")
+    assert.is_true(sub:ack(list[1]))                -- (a lease that ran out but was not given away)
+    assert.is_true(sub:nack(list[2], "park", "later"))
     store:close()
     local again = assert(chronicle.open(dir))
     helpers.track(again)
     local sub2 = assert(again:subscription("durable"))
-    local got = take(sub2, 10, { wait = 5 })
-    table.sort(got, function(x, y) return x.position < y.position end)
-    -- 4 and 5 are new; 3 comes back once its lease ran out
-    local ps = helpers.pluck(got, "position")
-    if #ps < 3 then
-      for ev in sub2:take(10, { wait = 5 }) do ps[#ps + 1] = ev.position end
-      table.sort(ps)
+    -- 4 and 5 are new; 3 comes back once its lease ran out, as its second delivery; 1 (acked)
+    -- and 2 (parked) do not. Each is acked at once: on a loaded machine a lease may run out
+    -- between two takes, and an event delivered again is no failure.
+    local seen, attempt3 = {}, nil
+    local deadline = chronicle.now() + 10 * 1000000000
+    while not (seen[3] and seen[4] and seen[5]) do
+      assert(chronicle.now() < deadline, "gave up waiting for positions 3, 4 and 5")
+      for ev in sub2:take(10, { wait = 1 }) do
+        assert.is_true(ev.position >= 3, ("position %d was acked or parked before the restart"):format(ev.position))
+        seen[ev.position] = true
+        if ev.position == 3 then attempt3 = attempt3 or ev.attempt end
+        assert.is_true(sub2:ack(ev))
+      end
     end
-    assert.same({ 3, 4, 5 }, ps)
+    assert.equals(2, attempt3, "the delivery count survived the restart")
     assert.equals(1, again:subscription_status("durable").parked)
   end)
 
@@ -189,6 +243,11 @@ describe("a persistent subscription", function()
     refuses("action must be \"retry\", \"park\" or \"skip\", got \"drop\"", sub.nack, sub, ev, "drop")
     refuses("reason must be a string", sub.nack, sub, ev, "retry", 42)
     refuses("an event taken from this subscription expected", sub.ack, sub, "1")
+    refuses("ack_many: a list of events taken from this subscription expected, got string", sub.ack_many, sub, "1")
+    refuses("ack_many: [2] must be an event taken from this subscription, got number", sub.ack_many, sub, { ev, 2 })
+    local long = {}
+    for i = 1, 10001 do long[i] = ev end
+    refuses("ack_many: at most 10000 events at a time, got 10001", sub.ack_many, sub, long)
     local other = assert(store:subscription("s"))
     local ok, err = other:ack(ev)
     assert.is_nil(ok)

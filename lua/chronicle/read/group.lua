@@ -48,7 +48,7 @@ M.MAX_PARTITIONS = 1024
 
 local NS = 1000000000
 -- How often a member looks again while a rebalance is under way, at most.
-local REBALANCE_NS = 50000000
+local REBALANCE_NS = 20000000
 
 -- ------------------------------------------------------------------------
 -- Who this process is
@@ -142,13 +142,19 @@ local function pkey(p) return ("%04d"):format(p) end
 
 -- A member's checkpoints row: "<p>:<checkpoint> ..." for the partitions it held
 -- when its last batch committed (never checked, so a table would do; a string
--- keeps integer keys plain).
-local function encode_marks(marks)
-  local parts, i = {}, 0
-  for p, c in pairs(marks) do
-    i = i + 1
-    parts[i] = p .. ":" .. c
-  end
+-- keeps integer keys plain). `list` is the partitions, sorted; `values` their
+-- checkpoints, or one checkpoint for all of them (a batch mostly moves every
+-- partition it holds to the same place: then the row is `template(list)` with
+-- that number put in, and making it converts one number to a string, not 16).
+local function template(list)
+  local parts = {}
+  for i, p in ipairs(list) do parts[i] = p .. ":#" end
+  return table.concat(parts, " ")
+end
+local function encode_marks(list, values, tmpl)
+  if type(values) ~= "table" then return ((tmpl or template(list)):gsub("#", tostring(values))) end
+  local parts = {}
+  for i, p in ipairs(list) do parts[i] = p .. ":" .. values[p] end
   return table.concat(parts, " ")
 end
 local function decode_marks(s)
@@ -157,6 +163,7 @@ local function decode_marks(s)
   for p, c in s:gmatch("(%d+):(%-?%d+)") do out[math.tointeger(tonumber(p))] = math.tointeger(tonumber(c)) end
   return out
 end
+M.encode_marks, M.decode_marks = encode_marks, decode_marks   -- for the specs
 
 -- ------------------------------------------------------------------------
 -- A member's view of one group
@@ -358,7 +365,7 @@ function Group:tick()
 end
 
 --- True when a member joined or left since the last beat (looked up at most
--- every 50 ms): a long batch ends early so the partitions can move.
+-- every 20 ms): a long batch ends early so the partitions can move.
 function Group:changed(now)
   now = now or core.now()
   if now < self.next_look then return false end
@@ -408,39 +415,130 @@ end
 -- ------------------------------------------------------------------------
 -- Batches over a member's partitions
 
+-- What a member knows of its partitions between two beats: the checkpoints of
+-- the partitions it holds are only written by it (under a check of its leases),
+-- so what it last read or wrote holds until its next beat; the others' are only
+-- used for the low-water mark. Read again after a beat, and after a batch whose
+-- write failed (it may have committed all the same).
+local function load_cache(g)
+  local stored, base = checkpoints(g)
+  local mine = marks_of(g, g.me.id)
+  local at, list = {}, {}
+  for p in pairs(g.owned) do
+    local c = stored[p] or base
+    if mine[p] and mine[p] > c then c = mine[p] end
+    at[p] = c
+    list[#list + 1] = p
+  end
+  table.sort(list)
+  local others                -- the lowest checkpoint of the partitions others hold
+  for p = 0, g.partitions - 1 do
+    if not g.owned[p] then
+      local c = stored[p] or base
+      if others == nil or c < others then others = c end
+    end
+  end
+  local cache = { at = at, list = list, tmpl = template(list), others = others, base = base,
+                  pending = {}, dirty = false }
+  local from, same = nil, true
+  for _, p in ipairs(list) do
+    local c = at[p]
+    if from == nil then from = c elseif c ~= from then same = false; if c < from then from = c end end
+  end
+  -- uniform: every partition held is at `from` (then `at` may lag behind: it only
+  -- says which partitions are held, since the batches start after `from`); a batch
+  -- moves every partition held to the same place, so a cache stays uniform once it is.
+  cache.from, cache.uniform = from, same
+  return cache
+end
+
+-- The batch cursor of `cache` (made once per cache: a batch makes no closures).
+local function make_cursor(g, cache)
+  local n, at, list, pending = g.partitions, cache.at, cache.list, cache.pending
+  local memo = g.memo
+  if not memo or g.memo_n > 100000 then memo = {}; g.memo, g.memo_n = memo, 0 end
+  local mark_key, member_key = g.pfx .. "k:" .. g.me.id, g.pfx .. "m:" .. g.me.id
+  local cursor = {}
+  --- True when event `ev` (after `from`) is this member's to handle now.
+  function cursor.wants(ev)
+    local stream = ev.stream
+    local p = memo[stream]
+    if p == nil then
+      p = M.partition(stream, n)
+      memo[stream], g.memo_n = p, g.memo_n + 1
+    end
+    local a = at[p]                   -- only the partitions this member holds have one
+    return a ~= nil and ev.position > a
+  end
+  --- Adds to `ops` the check that this member's leases hold and the new
+  -- checkpoints (every owned partition is done up to `upto`), and the base.
+  function cursor.commit(ops, upto)
+    ops.checks, ops.puts = ops.checks or {}, ops.puts or {}
+    -- Every lease this member holds is still its own while its member row is the one
+    -- its last beat wrote: a member taking one over deletes that row in the same write.
+    ops.checks[#ops.checks + 1] = { M.SPACE, member_key, g.member_raw }
+    local low, marks = cache.others, nil
+    if cache.uniform then
+      local c = cache.from
+      if upto > c then c = upto end
+      cache.next = c
+      if low == nil or c < low then low = c end
+      marks = encode_marks(list, c, cache.tmpl)
+    else
+      for _, p in ipairs(list) do
+        local c = at[p]
+        if upto > c then c = upto end
+        pending[p] = c
+        if low == nil or c < low then low = c end
+      end
+      marks = encode_marks(list, pending)
+    end
+    ops.puts[#ops.puts + 1] = { M.SPACE, mark_key, marks }
+    cache.pending_low = nil
+    if g.base_key and low and low > cache.base then
+      ops.puts[#ops.puts + 1] = { view.CHECKPOINTS, g.base_key, low }
+      cache.pending_low = low
+    end
+    cache.dirty = true
+  end
+  --- After the batch's write succeeded: what it wrote is what the member holds now.
+  function cursor.done()
+    if g.cache ~= cache then return end
+    if cache.uniform then
+      cache.from = cache.next
+    else
+      local from, same = nil, true
+      for _, p in ipairs(list) do
+        local c = pending[p]
+        at[p] = c
+        if from == nil then from = c elseif c ~= from then same = false; if c < from then from = c end end
+      end
+      cache.from, cache.uniform = from, same
+    end
+    if cache.pending_low then cache.base = cache.pending_low end
+    cache.dirty = false
+  end
+  return cursor
+end
+
 --- Where a batch of this member starts, and how to commit it.
--- @return a cursor `{from, head, wants(ev), ops(ops, upto), count}`, or nil when
---   this member has nothing to do now, or nil, err
+-- @return a cursor `{from, head, count, every, wants(ev), commit(ops, upto), done()}`
+--   (`every`: every event after `from` is wanted), or nil when this member has
+--   nothing to do now, or nil, err
 function Group:cursor(batch_size)
   if self.owned_count == 0 then return nil end
-  -- The checkpoints of the partitions this member holds are only written by it
-  -- (under a check of its leases), so what it last read or wrote holds until its
-  -- next beat; the others' are only used for the low-water mark.
   local cache = self.cache
-  if not cache then
-    local stored, base = checkpoints(self)
-    local mine = marks_of(self, self.me.id)
-    for p in pairs(self.owned) do
-      if mine[p] and mine[p] > (stored[p] or base) then stored[p] = mine[p] end
-    end
-    cache = { stored = stored, base = base }
+  if not cache or cache.dirty then
+    cache = load_cache(self)
     self.cache = cache
   end
-  local stored, base = cache.stored, cache.base
   local head = self.store:head()
-  local from
-  local at = {}
-  for p in pairs(self.owned) do
-    local c = stored[p] or base
-    at[p] = c
-    if from == nil or c < from then from = c end
-  end
+  local from = cache.from
   if from >= head then
     -- Nothing to do here: bring the low-water mark up if every partition is past it
     -- (the last batches of two members may each have seen the other behind).
-    if self.base_key and base < head then
-      local at_all
-      at_all, base = M.partition_checkpoints(self.store, self.pfx, self.partitions, self.base_key)
+    if self.base_key and cache.base < head then
+      local at_all, base = M.partition_checkpoints(self.store, self.pfx, self.partitions, self.base_key)
       cache.base = base
       local low = base
       for p = 0, self.partitions - 1 do
@@ -455,56 +553,15 @@ function Group:cursor(batch_size)
     end
     return nil
   end
-  local n, owned, g = self.partitions, self.owned, self
-  local cursor = {
-    from = from, head = head,
-    -- read more events per batch when this member owns a small share of the partitions
-    count = math.min(batch_size * math.max(1, n // math.max(1, self.owned_count)), batch_size * 16),
-  }
-  local memo = self.memo
-  if not memo or self.memo_n > 100000 then memo = {}; self.memo, self.memo_n = memo, 0 end
-  function cursor.wants(ev)
-    local stream = ev.stream
-    local p = memo[stream]
-    if p == nil then
-      p = M.partition(stream, n)
-      memo[stream], g.memo_n = p, g.memo_n + 1
-    end
-    local a = at[p]                   -- only the partitions this member holds have one
-    return a ~= nil and ev.position > a
+  local cursor = cache.cursor
+  if not cursor then
+    cursor = make_cursor(self, cache)
+    cache.cursor = cursor
   end
-  local pending, pending_low = {}, nil
-  local mark_key = g.pfx .. "k:" .. g.me.id
-  --- Adds to `ops` the checks that this member's leases hold and the new
-  -- checkpoints (every owned partition is done up to `upto`), and the base.
-  function cursor.commit(ops, upto)
-    ops.checks, ops.puts = ops.checks or {}, ops.puts or {}
-    -- Every lease this member holds is still its own while its member row is the one
-    -- its last beat wrote: a member taking one over deletes that row in the same write.
-    ops.checks[#ops.checks + 1] = { M.SPACE, g.pfx .. "m:" .. g.me.id, g.member_raw }
-    local low = nil
-    for p = 0, n - 1 do
-      local c
-      if owned[p] then
-        c = math.max(upto, at[p])
-        pending[p] = c
-      else
-        c = stored[p] or base
-      end
-      if low == nil or c < low then low = c end
-    end
-    ops.puts[#ops.puts + 1] = { M.SPACE, mark_key, encode_marks(pending) }
-    if g.base_key and low and low > base then
-      ops.puts[#ops.puts + 1] = { view.CHECKPOINTS, g.base_key, low }
-      pending_low = low
-    end
-  end
-  --- After the batch's write succeeded: what it wrote is what the member holds now.
-  function cursor.done()
-    if g.cache ~= cache then return end
-    for p, c in pairs(pending) do stored[p] = c end
-    if pending_low then cache.base = pending_low end
-  end
+  cursor.from, cursor.head = from, head
+  cursor.every = cache.uniform and #cache.list == self.partitions
+  -- read more events per batch when this member owns a small share of the partitions
+  cursor.count = math.min(batch_size * math.max(1, self.partitions // math.max(1, self.owned_count)), batch_size * 16)
   return cursor
 end
 

@@ -88,28 +88,43 @@ local function run_group_batch(store, h, g)
   local deadline, done = g:deadline(), nil
   -- The clock is read after every event while events take a millisecond or more,
   -- and after every 2, 4, ... 32 while they are quicker (a no-op handler does not
-  -- pay a clock reading per event).
-  local stride, left, last = 1, 1, common.now()
-  local wants = cursor.wants
-  local ok, n, count, last_position = pcall(store.fold, store,
-    { from = cursor.from + 1, to = cursor.head, count = cursor.count, types = h.types, category = h.category },
-    0, function(seen, ev)
+  -- pay a clock reading per event). The fold's state counts down to the next reading.
+  local stride, last = 1, common.now()
+  local function look(ev)
+    local now = common.now()
+    if now >= deadline or (now >= g.next_look and g:changed(now)) then
+      done = ev.position
+      error(STOP, 0)
+    end
+    if now - last < 1000000 * stride then stride = math.min(stride * 2, 32) else stride = 1 end
+    last = now
+    return stride
+  end
+  local fn
+  if cursor.every then
+    -- every event of the batch is this member's (it holds every partition, all at `from`)
+    fn = function(left, ev)
+      local good, failure = attempt(h, ev)
+      if not good then letters[#letters + 1] = letter(h, ev, failure) end
+      left = left - 1
+      if left == 0 then left = look(ev) end
+      return left
+    end
+  else
+    local wants = cursor.wants
+    fn = function(left, ev)
       if wants(ev) then
         local good, failure = attempt(h, ev)
         if not good then letters[#letters + 1] = letter(h, ev, failure) end
         left = left - 1
-        if left == 0 then
-          local now = common.now()
-          if now >= deadline or (now >= g.next_look and g:changed(now)) then
-            done = ev.position
-            error(STOP, 0)
-          end
-          if now - last < 1000000 * stride then stride = math.min(stride * 2, 32) else stride = 1 end
-          left, last = stride, now
-        end
+        if left == 0 then left = look(ev) end
       end
-      return seen + 1
-    end)
+      return left
+    end
+  end
+  local ok, n, count, last_position = pcall(store.fold, store,
+    { from = cursor.from + 1, to = cursor.head, count = cursor.count, types = h.types, category = h.category },
+    1, fn)
   if not ok then
     if n ~= STOP then error(n, 0) end
     n, count, last_position = 0, cursor.count, done

@@ -362,6 +362,71 @@ function Subscription:ack(ev)
   return commit(self, ev, "ack", { checks = { { M.SPACE, key, raw } }, deletes = { { M.SPACE, key } } })
 end
 
+--- Acknowledges every event of `list` (events taken from this subscription,
+-- at most `MAX_TAKE`) in one write: those still leased to this consumer are
+-- done and leave the subscription; the others are refused and unchanged.
+-- An event given twice is acked once.
+-- @return the number acked and the list of refusals (`not_leased` errors,
+--   each with its `position`, in the order of `list`; empty when none), or
+--   nil, err for a store failure (then nothing was acked)
+function Subscription:ack_many(list)
+  if type(list) ~= "table" then
+    error("ack_many: a list of events taken from this subscription expected, got " .. type(list), 2)
+  end
+  if #list > M.MAX_TAKE then error(("ack_many: at most %d events at a time, got %d"):format(M.MAX_TAKE, #list), 2) end
+  local pending, refused, seen = {}, {}, {}
+  for i = 1, #list do
+    local ev = list[i]
+    if type(ev) ~= "table" or math.type(ev.position) ~= "integer" then
+      error(("ack_many: [%d] must be an event taken from this subscription, got %s"):format(i, type(ev)), 2)
+    end
+    if not seen[ev.position] then
+      seen[ev.position] = true
+      local raw, err = leased_raw(self, ev, "ack")
+      if raw then pending[#pending + 1] = { ev = ev, raw = raw, key = fkey(self.name, ev.position) }
+      else refused[#refused + 1] = err end
+    end
+  end
+  local lost_ones = {}
+  while #pending > 0 do
+    local ops = { checks = {}, deletes = {} }
+    for i, p in ipairs(pending) do
+      ops.checks[i] = { M.SPACE, p.key, p.raw }
+      ops.deletes[i] = { M.SPACE, p.key }
+    end
+    local ok, err = self.store:write(ops)
+    if ok then
+      for _, p in ipairs(pending) do self.leased[p.ev.position] = nil end
+      break
+    end
+    if err.code ~= "check_failed" then return nil, err end
+    -- Some leases ran out and were given away: find which (the one the check named
+    -- at least, so this ends), and ack the rest.
+    local still = {}
+    for _, p in ipairs(pending) do
+      local now_raw, gerr = nil, nil
+      if p.key ~= err.key then now_raw, gerr = self.store:kv_get(M.SPACE, p.key) end
+      if gerr then return nil, gerr end
+      if p.key ~= err.key and now_raw == p.raw then still[#still + 1] = p
+      else lost_ones[p.ev.position] = select(2, lost(self, p.ev, "ack")) end
+    end
+    pending = still
+  end
+  if next(lost_ones) then
+    -- refusals in the order of `list`
+    local by_position = {}
+    for _, e in ipairs(refused) do by_position[e.position] = e end
+    for position, e in pairs(lost_ones) do by_position[position] = e end
+    refused = {}
+    local done = {}
+    for i = 1, #list do
+      local e = by_position[list[i].position]
+      if e and not done[e] then done[e] = true; refused[#refused + 1] = e end
+    end
+  end
+  return #pending, refused
+end
+
 --- Gives `ev` back: `"retry"` (delivered again, to any consumer; parked once
 -- delivered 1 + max_retries times), `"park"` (set aside until replay_parked),
 -- `"skip"` (dropped, as an ack would). `reason` (a string) is kept as its
