@@ -9,7 +9,7 @@ packages=(
   liblmdb-dev lmdb-utils libmsgpack-dev libxxhash-dev libsodium-dev
   lua-busted lua-cjson lua-argparse lua-filesystem lua-readline lua-term lua-luv tmux
   lua-http lua-cqueues curl chromium chromium-driver wrk
-  luarocks
+  luarocks lua-ldoc lua-discount
   valgrind clang libclang-rt-14-dev
   postgresql libpq-dev
 )
