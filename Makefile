@@ -172,11 +172,11 @@ PG_CLUSTER = pgdir=$$(bash scripts/pg_cluster.sh start) || exit 1; \
 
 test: deps
 	@$(MAKE) --no-print-directory build
-	@$(PG_CLUSTER); status=0; \
-	$(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout $(SPEC_TIMEOUT) $(SPECS) || status=1; \
+	@$(PG_CLUSTER); status=0; tally=$$(mktemp); trap 'rm -f "$$tally"; bash scripts/pg_cluster.sh stop "$$pgdir"' EXIT INT TERM; \
+	$(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout $(SPEC_TIMEOUT) --tally "$$tally" $(SPECS) || status=1; \
 	if [ -n "$(PG_PASS_SPECS)" ]; then echo "== the backend contract on PostgreSQL: $(PG_PASS_SPECS)"; \
 	  CHRONICLE_SPEC_BACKEND=postgres $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout $(SPEC_TIMEOUT) \
-	    $(PG_PASS_SPECS) || status=1; fi; \
+	    --tally "$$tally" $(PG_PASS_SPECS) || status=1; fi; \
 	exit $$status
 
 check: deps

@@ -7,6 +7,8 @@
 --   --wrap     a command every busted run goes through (valgrind ...); specs see it in
 --              CHRONICLE_TEST_WRAP, to run the programs they start through it too
 --   --timeout  seconds one spec file may take before it is killed and counted as failed
+--   --tally    a file that adds up the counts of several runs (make test's two backends):
+--              this run's counts are added to it, and the last line printed is the sum
 local cjson = require "cjson"
 
 -- busted's runner script, run with lua5.4 whatever interpreter its #! line names (Debian's is `lua`).
@@ -28,7 +30,7 @@ local function say(line)
   io.stdout:flush()
 end
 
-local cpath, wrap, timeout, files = nil, nil, 900, {}
+local cpath, wrap, timeout, tally, files = nil, nil, 900, nil, {}
 do
   local i = 1
   while i <= #arg do
@@ -36,6 +38,7 @@ do
     if a == "--cpath" then cpath = arg[i + 1]; i = i + 1
     elseif a == "--wrap" then wrap = arg[i + 1]; i = i + 1
     elseif a == "--timeout" then timeout = assert(tonumber(arg[i + 1]), "--timeout needs seconds"); i = i + 1
+    elseif a == "--tally" then tally = assert(arg[i + 1], "--tally needs a file"); i = i + 1
     else files[#files + 1] = a end
     i = i + 1
   end
@@ -124,4 +127,23 @@ if #problems > 0 then
 end
 say(("%d spec files in %d s"):format(#files, os.time() - started))
 say(("%d passed, %d failed, %d skipped"):format(totals.passed, totals.failed, totals.skipped))
+if tally then
+  local sum, runs = { passed = 0, failed = 0, skipped = 0 }, 0
+  local f = io.open(tally, "r")
+  if f then
+    local text = f:read("a")
+    f:close()
+    local p, fl, sk, r = text:match("^(%d+) (%d+) (%d+) (%d+)")
+    if p then sum = { passed = tonumber(p), failed = tonumber(fl), skipped = tonumber(sk) }; runs = tonumber(r) end
+  end
+  for k in pairs(sum) do sum[k] = sum[k] + totals[k] end
+  runs = runs + 1
+  f = assert(io.open(tally, "w"))
+  f:write(("%d %d %d %d\n"):format(sum.passed, sum.failed, sum.skipped, runs))
+  f:close()
+  if runs > 1 then
+    say(("all %d runs:"):format(runs))
+    say(("%d passed, %d failed, %d skipped"):format(sum.passed, sum.failed, sum.skipped))
+  end
+end
 os.exit(totals.failed == 0 and #files > 0 and 0 or 1)
