@@ -19,7 +19,7 @@ M.KEYS = "subject_keys"
 --- The space holding the proof of which key file wraps the store's keys (row `key_file`).
 M.CHECK = "subject_key_check"
 
-local META, KEYS, CHECK = M.META, M.KEYS, M.CHECK
+local KEYS, CHECK = M.KEYS, M.CHECK
 local MAX_SUBJECT = 200
 
 local crypto_module
