@@ -78,11 +78,52 @@ local function processes(k, args)
   end)
 end
 
+-- BENCH_GROUP_TRACE=1: each member says where its time went (bench/support_group_trace.lua),
+-- and a note per run sums it up against the run's wall time.
+local TRACE = os.getenv("BENCH_GROUP_TRACE") == "1"
+local function parse_trace(path)
+  local list = {}
+  for line in io.lines(path) do list[#list + 1] = B.parse_kv(line) end
+  os.remove(path)
+  return list
+end
+local function median_of(list, f)
+  local v = {}
+  for i, m in ipairs(list) do v[i] = f(m) end
+  return B.median(v)
+end
+-- One note per run: per member, events, streams, and (seconds after the spawn) when it
+-- first held partitions, handled its first and last event and exited; then the sums:
+-- handler time, beats, batch writes, fold time outside the handler, idle passes.
+local function summarize(k, t0, wall, list)
+  local parts = {}
+  table.sort(list, function(a, b) return a.handled > b.handled end)
+  local beat_s, write_s, fold_x, idle_s, busy, changed_s = 0, 0, 0, 0, 0, 0
+  for _, m in ipairs(list) do
+    parts[#parts + 1] = ("%d ev/%d st up@%.3f own@%.3f first@%.3f last@%.3f exit@%.3f"):format(m.handled, m.streams,
+      m.start - t0, m.first_owned - t0, m.first - t0, m.last - t0, m.exit - t0)
+    beat_s, write_s, idle_s, busy = beat_s + m.beat_s, write_s + m.write_s, idle_s + m.idle_s, busy + m.busy
+    fold_x, changed_s = fold_x + (m.fold_s - m.busy), changed_s + m.changed_s
+  end
+  local per_event = median_of(list, function(m) return m.busy / math.max(1, m.handled) end)
+  B.note("trace x%d wall %.3f s, %.3f ms per handled event; %s", k, wall, per_event * 1000, table.concat(parts, "; "))
+  B.note("trace x%d sums: handler %.3f s, beats %d %.3f s, writes %d %.3f s (beats' included), fold outside the "
+    .. "handler %.3f s, changed %.3f s, idle passes %.3f s; busiest %d events = %.3f s of handler",
+    k, busy, (function() local n = 0 for _, m in ipairs(list) do n = n + m.beats end return n end)(), beat_s,
+    (function() local n = 0 for _, m in ipairs(list) do n = n + m.writes end return n end)(), write_s,
+    fold_x, changed_s, idle_s, list[1].handled, list[1].busy)
+end
+
 local function members(k)
   return function()
     serial = serial + 1
-    local secs = processes(k, { "handler", dir, "mail" .. serial, tostring(DELAY), "2" })
+    local args = { "handler", dir, "mail" .. serial, tostring(DELAY), "2" }
+    local trace = TRACE and (B.tmp .. "/trace" .. serial) or nil
+    if trace then args[#args + 1] = trace end
+    local t0 = B.now()
+    local secs = processes(k, args)
     assert(s:kv_get("checkpoints", "h:mail" .. serial) == s:head())
+    if trace then summarize(k, t0, secs, parse_trace(trace)) end
     return N / secs
   end
 end
@@ -132,18 +173,27 @@ local function noop(groups)
   end
 end
 
-local got = B.rotate({ "m1", "m2", "m4", "grouped", "plain", "c1", "c4", "cm1", "cm4" }, {
+-- BENCH_GROUP_CASES="m1 m4": only these cases (the results whose two sides ran are printed).
+local order = { "m1", "m2", "m4", "grouped", "plain", "c1", "c4", "cm1", "cm4" }
+if os.getenv("BENCH_GROUP_CASES") then
+  order = {}
+  for c in os.getenv("BENCH_GROUP_CASES"):gmatch("%S+") do order[#order + 1] = c end
+end
+local got = B.rotate(order, {
   m1 = members(1), m2 = members(2), m4 = members(4),
   grouped = noop(true), plain = noop(false),
   c1 = consumers(1), c4 = consumers(4), cm1 = consumers(1, true), cm4 = consumers(4, true),
 }, ROUNDS)
 
-B.result("group_handler_2ms_x2", B.max(got.m2), B.max(got.m1), "events/s", nil, B.ratios(got, "m2", "m1"))
-B.result("group_handler_2ms_x4", B.max(got.m4), B.max(got.m1), "events/s", 3.5, B.ratios(got, "m4", "m1"))
-B.result("group_overhead_noop", B.max(got.grouped), B.max(got.plain), "events/s", 0.8, B.ratios(got, "grouped", "plain"))
-B.result("subscription_x4", B.max(got.c4), B.max(got.c1), "events/s", nil, B.ratios(got, "c4", "c1"))
-B.result("subscription_many_x4", B.max(got.cm4), B.max(got.cm1), "events/s", nil, B.ratios(got, "cm4", "cm1"))
-B.result("subscription_ack_many", B.max(got.cm1), B.max(got.c1), "events/s", nil, B.ratios(got, "cm1", "c1"))
+local function result(name, a, b, target)
+  if got[a] and got[b] then B.result(name, B.max(got[a]), B.max(got[b]), "events/s", target, B.ratios(got, a, b)) end
+end
+result("group_handler_2ms_x2", "m2", "m1")
+result("group_handler_2ms_x4", "m4", "m1", 3.5)
+result("group_overhead_noop", "grouped", "plain", 0.8)
+result("subscription_x4", "c4", "c1")
+result("subscription_many_x4", "cm4", "cm1")
+result("subscription_ack_many", "cm1", "c1")
 s:close()
 ns:close()
 ss:close()

@@ -1,5 +1,5 @@
 -- Subprocess for bench/groups.lua.
---   handler TARGET NAME DELAY_MS LEASE: a runner serving handler NAME (each event waits
+--   handler TARGET NAME DELAY_MS LEASE [TRACE]: a runner serving handler NAME (each event waits
 --     DELAY_MS, an I/O-bound side effect); exits when the group's low-water mark is the head.
 --   consumer TARGET NAME [many]: takes 50 at a time from subscription NAME and acks each
 --     (with "many": acks the 50 with one ack_many); exits when the subscription is drained.
@@ -8,14 +8,21 @@ local mode, target, name = arg[1], arg[2], arg[3]
 local store = assert(chronicle.open(target, { durability = "nosync" }))
 if mode == "handler" then
   local delay = tonumber(arg[4]) / 1000
-  store:on("Placed", function() store:wait(math.maxinteger - 1, delay) end, { name = name })
+  -- TRACE (6th argument, a file): where this member's time went, one line appended at
+  -- exit (bench/support_group_trace.lua wraps calls here; the library measures nothing)
+  local trace = arg[6]
+  local t = trace and require("support_group_trace").start(store)
+  local fn = function() store:wait(math.maxinteger - 1, delay) end
+  if t then fn = t.wrap_handler(fn) end
+  store:on("Placed", fn, { name = name })
   local runner = chronicle.runner(store, { lease = tonumber(arg[5]), wait = 0.02 })
   local head = store:head()
   while (store:kv_get("checkpoints", "h:" .. name) or 0) < head do
-    runner:run_once()
-    store:wait(store:head(), 0.02)
+    if t then t.pass(runner) else runner:run_once() end
+    store:wait(store:head(), math.min(0.02, runner:until_beat()))   -- as Runner:run naps
   end
   runner:leave()
+  if t then t.finish(trace) end
 else
   local sub = assert(store:subscription(name))
   local many = arg[4] == "many"
