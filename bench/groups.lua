@@ -105,6 +105,13 @@ local function summarize(k, t0, wall, list)
     beat_s, write_s, idle_s, busy = beat_s + m.beat_s, write_s + m.write_s, idle_s + m.idle_s, busy + m.busy
     fold_x, changed_s = fold_x + (m.fold_s - m.busy), changed_s + m.changed_s
   end
+  -- the member that handled the last event: the run's wall time is its start, its
+  -- handler time, its other time between its first and last event, and the tail
+  local last = list[1]
+  for _, m in ipairs(list) do if m.last > last.last then last = m end end
+  B.note("trace x%d breakdown (the last to finish): start %.3f s, handler %.3f s (%d events, %.3f ms each), "
+    .. "other time in the run %.3f s, tail %.3f s", k, last.first - t0, last.busy, last.handled,
+    last.busy / last.handled * 1000, (last.last - last.first) - last.busy, wall - (last.last - t0))
   local per_event = median_of(list, function(m) return m.busy / math.max(1, m.handled) end)
   B.note("trace x%d wall %.3f s, %.3f ms per handled event; %s", k, wall, per_event * 1000, table.concat(parts, "; "))
   B.note("trace x%d sums: handler %.3f s, beats %d %.3f s, writes %d %.3f s (beats' included), fold outside the "

@@ -397,7 +397,7 @@ function Group:beat()
     local deal_key = self.pfx .. "d"
     local deal_raw = store:kv_get(M.SPACE, deal_key)
     local deal_now = deal_raw
-    if #alive > 1 then
+    if #alive > 1 and self.partitions > 1 then
       local members = table.concat(alive, ",")
       owner_of = decode_deal(deal_raw, members, alive, self.partitions)
       if owner_of == nil and alive[1] == me.id then
