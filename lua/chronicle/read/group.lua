@@ -47,8 +47,9 @@ M.PARTITIONS = 16
 M.MAX_PARTITIONS = 1024
 
 local NS = 1000000000
--- How often a member looks again while a rebalance is under way, at most.
-local REBALANCE_NS = 20000000
+-- How often a member looks whether the members or the deal changed (also mid-batch),
+-- and how often it beats again while a rebalance is under way, at most.
+local REBALANCE_NS = 10000000
 -- How soon after a beat that left a rebalance under way the first look again
 -- comes (then twice as long each time, up to REBALANCE_NS): partitions are
 -- let go within a look of the holder, so the first retries are quick.
@@ -501,7 +502,7 @@ end
 
 --- True when a member joined or left, or the deal changed, since the last beat,
 -- or a rebalance is under way and the next beat is due (looked up at most every
--- 20 ms): a long batch ends early so the partitions can move.
+-- 10 ms): a long batch ends early so the partitions can move.
 function Group:changed(now)
   now = now or core.now()
   if now < self.next_look then return false end
