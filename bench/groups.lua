@@ -260,7 +260,12 @@ local got = B.rotate(order, {
 }, ROUNDS)
 
 local function result(name, a, b, target)
-  if got[a] and got[b] then B.result(name, B.max(got[a]), B.max(got[b]), "events/s", target, B.ratios(got, a, b)) end
+  if got[a] and got[b] then
+    local r, o = B.ratios(got, a, b), {}
+    for i, v in ipairs(r) do o[i] = ("%.2f"):format(v) end
+    B.note("%s per round: %s", name, table.concat(o, " "))
+    B.result(name, B.max(got[a]), B.max(got[b]), "events/s", target, r)
+  end
 end
 if TRACE and got.m1 and got.m4 then
   local r = {}
