@@ -3,6 +3,8 @@
 -- and the group's beat and changed; appends one `member key=value ...` line
 -- (times in seconds of CLOCK_MONOTONIC, as benchclock.now gives them, so the
 -- bench can put them against its own clock) to the trace file at exit.
+-- BENCH_GROUP_TRACE_DEALS=1 also writes a line to stderr per beat: the member, when, how
+-- long the beat took, the live members it saw, the partitions it holds, settled, the deal row.
 local clock = require "benchclock"
 local group = require "chronicle.read.group"
 
