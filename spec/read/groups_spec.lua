@@ -387,6 +387,68 @@ describe("a consumer group", function()
     assert.equals(5, n, "every event answered once: b started from what a committed")
   end)
 
+  it("deals a backlog so the members' pending events are even, not the partitions round robin", function()
+    local store = helpers.open()
+    -- one stream in each of the 4 partitions: 30 events pending in partitions 0 and 2, 10 in 1 and 3
+    -- (round robin over two members would give one of them 60 and the other 20)
+    local stream, n = {}, 0
+    while not (stream[0] and stream[1] and stream[2] and stream[3]) do
+      n = n + 1
+      local p = group.partition("order-" .. n, 4)
+      stream[p] = stream[p] or ("order-" .. n)
+    end
+    local size = { [0] = 30, [1] = 10, [2] = 30, [3] = 10 }
+    for p = 0, 3 do
+      for i = 1, size[p] do assert(store:append(stream[p], { { type = "Ticked", data = { i = i } } })) end
+    end
+    local a, b = member(store, "aaaa"), member(store, "bbbb")
+    assert.is_true(a:beat())
+    assert.is_true(b:beat())
+    assert.is_true(a:changed(), "a notices b joined")
+    assert.is_true(a:beat())          -- a deals (it has the lowest id) and lets b's share go
+    assert.is_true(b:beat())
+    local function pending_of(g)
+      local sum = 0
+      for p in pairs(g.owned) do sum = sum + size[p] end
+      return sum
+    end
+    assert.equals(2, #owned(a))
+    assert.equals(2, #owned(b))
+    assert.equals(40, pending_of(a))
+    assert.equals(40, pending_of(b))
+    assert.is_true(a.settled and b.settled)
+    -- the deal holds while the members stay: no partition moves at the next beats
+    local before_a, before_b = owned(a), owned(b)
+    assert.is_true(a:beat())
+    assert.is_true(b:beat())
+    assert.same(before_a, owned(a))
+    assert.same(before_b, owned(b))
+    -- a settled member looks again when the deal row changes (a holder must let go mid-batch)
+    local later = require("chronicle.common").now() + 1000000000
+    assert.is_false(b:changed(later))
+    local deal = store:kv_get(group.SPACE, "handler:mailer:d")
+    assert(store:write { puts = { { group.SPACE, "handler:mailer:d", deal:gsub("|.*", "|") } } })
+    assert.is_true(b:changed(later + 1000000000))
+    assert(store:write { puts = { { group.SPACE, "handler:mailer:d", deal } } })
+    -- a member joins: the deal is made again, for three
+    local c = member(store, "cccc")
+    assert.is_true(c:beat())
+    assert.is_true(a:beat())
+    assert.is_true(b:beat())
+    assert.is_true(c:beat())
+    assert.equals(4, #owned(a) + #owned(b) + #owned(c))
+    assert.truthy(store:kv_get(group.SPACE, "handler:mailer:d"):match("^aaaa,bbbb,cccc|"))
+  end)
+
+  it("balances weights heaviest first, ties to the member with the fewest partitions", function()
+    local owner = group.balance({ [0] = 5, [1] = 1, [2] = 5, [3] = 1, [4] = 0, [5] = 0 }, { "x", "y" }, 6)
+    local load, count = { x = 0, y = 0 }, { x = 0, y = 0 }
+    local w = { [0] = 5, [1] = 1, [2] = 5, [3] = 1, [4] = 0, [5] = 0 }
+    for p = 0, 5 do load[owner[p]], count[owner[p]] = load[owner[p]] + w[p], count[owner[p]] + 1 end
+    assert.same({ x = 6, y = 6 }, load)
+    assert.same({ x = 3, y = 3 }, count)
+  end)
+
   it("starts each partition from its own checkpoint, then moves them all together", function()
     local handler = require "chronicle.read.handler"
     local store = helpers.open()

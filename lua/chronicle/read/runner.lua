@@ -51,13 +51,15 @@ function M.new(store, opts)
 end
 
 -- This runner's membership of the group of `kind` `name`, or nil without groups.
-function Runner:group(kind, name)
+-- `def` (a handler's or reactor's) gives the events it handles, which the deal weighs.
+function Runner:group(kind, name, def)
   if not self.use_groups then return nil end
   local key = kind .. ":" .. name
   local g = self.groups[key]
   if not g then
     g = group.new(self.store, kind, name, { lease = self.lease,
-                                           partitions = kind == "projection" and 1 or self.partitions })
+                                           partitions = kind == "projection" and 1 or self.partitions,
+                                           filter = def and { types = def.types, category = def.category } })
     self.groups[key] = g
   end
   return g
@@ -104,7 +106,7 @@ function Runner:pass()
     end)
   end
   for name, h in pairs(reg.handlers) do
-    local g = self:group("handler", name)
+    local g = self:group("handler", name, h)
     drain("handler", name, function()
       local held, err = hold(g)
       if held == nil then return nil, err end
@@ -113,7 +115,7 @@ function Runner:pass()
     end)
   end
   for name, r in pairs(reg.reactors) do
-    local g = self:group("reactor", name)
+    local g = self:group("reactor", name, r)
     drain("reactor", name, function()
       local held, err = hold(g)
       if held == nil then return nil, err end
