@@ -41,6 +41,7 @@ build = {
     ["chronicle.core"] = {
       sources = {
         -- begin: make rockspec sources
+        "csrc/common/append_input.c",
         "csrc/common/buf.c",
         "csrc/common/cerror.c",
         "csrc/common/codec.c",
@@ -82,6 +83,7 @@ build = {
         "csrc/postgres/pg_scan.c",
         "csrc/postgres/pg_scavenge.c",
         "csrc/postgres/pg_store.c",
+        "csrc/common/append_input.c",
         "csrc/common/buf.c",
         "csrc/common/cerror.c",
         "csrc/common/codec.c",
@@ -102,6 +104,7 @@ build = {
     ["chronicle.common"] = {
       sources = {
         -- begin: make rockspec commonsources
+        "csrc/common/append_input.c",
         "csrc/common/buf.c",
         "csrc/common/cerror.c",
         "csrc/common/codec.c",
@@ -124,6 +127,7 @@ build = {
         -- begin: make rockspec cryptosources
         "csrc/crypto/batch.c",
         "csrc/crypto/crypto.c",
+        "csrc/common/append_input.c",
         "csrc/common/buf.c",
         "csrc/common/cerror.c",
         "csrc/common/codec.c",
