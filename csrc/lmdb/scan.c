@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 #include "common/cerror.h"
 #include "common/codec.h"
+#include "common/event_batch.h"
 #include "common/event_table.h"
 #include "scan.h"
 #include "kv.h"
@@ -27,11 +28,6 @@
 #define SCAN_MAX_TYPES 64
 
 enum { SCAN_STREAM, SCAN_ALL, SCAN_CATEGORY, SCAN_STREAMS, SCAN_KV };
-
-typedef struct scan_item {
-  size_t off, len;
-  uint64_t position;
-} scan_item;
 
 /* The parts of a scanner that only some scans need, allocated when they do.
  * A scanner is made for every read, fold and aggregate load: kept under 1 KB
@@ -945,7 +941,7 @@ static int scan_fold(lua_State *L) {
   store_check(L, 1);
   luaL_checktype(L, 4, LUA_TFUNCTION);
   lua_settop(L, 5);
-  int reveal = lua_isnil(L, 5) ? 0 : 5, revealed = 0;
+  int reveal = lua_isnil(L, 5) ? 0 : 5;
   scanner *sc;
   if (lua_type(L, 2) == LUA_TSTRING) {
     sc = scan_new(L, SCAN_STREAM);
@@ -968,28 +964,14 @@ static int scan_fold(lua_State *L) {
   int sc_idx = lua_gettop(L);
   EVENT_CACHE_PUSH(L);                 /* the last stream and type strings, short strings */
   int cache = sc_idx + 1;
-  lua_Integer n = 0, last_pos = 0, last_version = -1;
+  fold_walk w = fold_walk_start(4, 3, cache, reveal, sc->fields);
   while (sc->at < sc->count || scan_fill(L, sc, sc_idx)) {
-    scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
-    lua_pushvalue(L, 4);
-    lua_pushvalue(L, 3);
-    if (event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields) && reveal) {
-      revealed = 1;
-      if (!event_reveal(L, reveal)) {         /* it ended itself */
-        lua_pushnil(L);
-        lua_insert(L, -2);
-        scan_release(sc);
-        return 2;
-      }
+    if (!fold_batch(L, &w, sc->records.data, SCAN_ITEMS(sc), &sc->at, sc->count)) {
+      scan_release(sc);
+      return 2;                      /* nil, the reveal function's error */
     }
-    lua_call(L, 2, 1);
-    if (lua_isnil(L, -1)) lua_pop(L, 1);
-    else lua_replace(L, 3);
-    n++;
-    last_pos = (lua_Integer)it->position;
-    last_version = (lua_Integer)record_version(sc->records.data + it->off);
   }
-  if (revealed) event_reveal_end(L, reveal);
+  if (w.revealed) event_reveal_end(L, reveal);
   if (sc->err_rc) {
     lua_pushnil(L);
     scan_push_error(L, sc);
@@ -997,12 +979,12 @@ static int scan_fold(lua_State *L) {
     return 2;
   }
   /* Hidden (or scavenged) versions count as read: the state is at the version after them. */
-  if (sc->mode == SCAN_STREAM && sc->hidden_upto > last_version) last_version = (lua_Integer)sc->hidden_upto;
+  if (sc->mode == SCAN_STREAM && sc->hidden_upto > w.last_version) w.last_version = (lua_Integer)sc->hidden_upto;
   scan_release(sc);
   lua_pushvalue(L, 3);
-  lua_pushinteger(L, n);
-  lua_pushinteger(L, last_pos);
-  lua_pushinteger(L, last_version);
+  lua_pushinteger(L, w.n);
+  lua_pushinteger(L, w.last_position);
+  lua_pushinteger(L, w.last_version);
   return 4;
 }
 

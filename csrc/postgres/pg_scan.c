@@ -9,6 +9,7 @@
 #include "common/bytes.h"
 #include "common/cerror.h"
 #include "common/codec.h"
+#include "common/event_batch.h"
 #include "common/event_table.h"
 #include "common/options.h"
 #include "common/record.h"
@@ -26,11 +27,6 @@ void pgs_push_stream_info(lua_State *L, const char *name, size_t len, int64_t co
                           int64_t last, int64_t created, int64_t updated);
 
 enum { SCAN_STREAM, SCAN_ALL, SCAN_CATEGORY, SCAN_STREAMS, SCAN_KV };
-
-typedef struct scan_item {
-  size_t off, len;
-  uint64_t position;
-} scan_item;
 
 typedef struct scanner {
   int mode, backward, done;
@@ -741,7 +737,7 @@ static int scan_fold(lua_State *L) {
   pgs_check(L, 1);
   luaL_checktype(L, 4, LUA_TFUNCTION);
   lua_settop(L, 5);
-  int reveal = lua_isnil(L, 5) ? 0 : 5, revealed = 0;   /* as in csrc/lmdb/scan.c */
+  int reveal = lua_isnil(L, 5) ? 0 : 5;
   scanner *sc;
   if (lua_type(L, 2) == LUA_TSTRING) {
     sc = scan_new(L, SCAN_STREAM);
@@ -764,40 +760,26 @@ static int scan_fold(lua_State *L) {
   int sc_idx = lua_gettop(L);
   EVENT_CACHE_PUSH(L);                 /* the last stream and type strings, short strings */
   int cache = sc_idx + 1;
-  lua_Integer n = 0, last_pos = 0, last_version = -1;
+  fold_walk w = fold_walk_start(4, 3, cache, reveal, sc->fields);
   while (sc->at < sc->count || scan_fill(L, sc, sc_idx)) {
-    scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
-    lua_pushvalue(L, 4);
-    lua_pushvalue(L, 3);
-    if (event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields) && reveal) {
-      revealed = 1;
-      if (!event_reveal(L, reveal)) {         /* it ended itself */
-        lua_pushnil(L);
-        lua_insert(L, -2);
-        scan_release(sc);
-        return 2;
-      }
+    if (!fold_batch(L, &w, sc->records.data, SCAN_ITEMS(sc), &sc->at, sc->count)) {
+      scan_release(sc);
+      return 2;                      /* nil, the reveal function's error */
     }
-    lua_call(L, 2, 1);
-    if (lua_isnil(L, -1)) lua_pop(L, 1);
-    else lua_replace(L, 3);
-    n++;
-    last_pos = (lua_Integer)it->position;
-    last_version = (lua_Integer)get_u64be(sc->records.data + it->off + 16);
   }
-  if (revealed) event_reveal_end(L, reveal);
+  if (w.revealed) event_reveal_end(L, reveal);
   if (sc->err_status) {
     lua_pushnil(L);
     scan_push_error(L, sc);
     scan_release(sc);
     return 2;
   }
-  if (sc->mode == SCAN_STREAM && sc->hidden_upto > last_version) last_version = (lua_Integer)sc->hidden_upto;
+  if (sc->mode == SCAN_STREAM && sc->hidden_upto > w.last_version) w.last_version = (lua_Integer)sc->hidden_upto;
   scan_release(sc);
   lua_pushvalue(L, 3);
-  lua_pushinteger(L, n);
-  lua_pushinteger(L, last_pos);
-  lua_pushinteger(L, last_version);
+  lua_pushinteger(L, w.n);
+  lua_pushinteger(L, w.last_position);
+  lua_pushinteger(L, w.last_version);
   return 4;
 }
 
