@@ -7,6 +7,7 @@
 #include <sodium.h>
 #include <lua.h>
 #include "common/buf.h"
+#pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 #define KEY_BYTES crypto_aead_xchacha20poly1305_ietf_KEYBYTES     /* 32 */
 #define NONCE_BYTES crypto_aead_xchacha20poly1305_ietf_NPUBBYTES  /* 24 */
@@ -57,4 +58,5 @@ int box_open(lua_State *L, const subject_key *k, const unsigned char *ad, size_t
 /* batch.c: registers ring:seal_appends and ring:reveal in the methods table at the top. */
 void batch_register(lua_State *L);
 
+#pragma GCC visibility pop
 #endif

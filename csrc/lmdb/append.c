@@ -1,6 +1,7 @@
 /* store:append and store:append_many (and, for write.c, store:write's appends). Everything a
- * caller can get wrong is checked and encoded first, with no transaction open; then one short
- * write transaction checks expected versions and writes all events or none. */
+ * caller can get wrong is checked and encoded first (common/append_input.c), with no
+ * transaction open; then one short write transaction checks expected versions and writes all
+ * events or none. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,6 @@
 #include "logdb.h"
 #include "common/retention.h"
 #include "store.h"
-#include "common/uuid.h"
 
 
 /* Returned by append_in_txn when a check failed; details are in append_failure. */

@@ -1,5 +1,6 @@
 /* store:append, append_many and write on PostgreSQL. As on LMDB, everything a
- * caller can get wrong is checked and encoded first with no transaction open;
+ * caller can get wrong is checked and encoded first with no transaction open
+ * (common/append_input.c, the same encoder);
  * then one transaction takes the row lock on meta.head (so appends commit one
  * after another, in position order, with no gaps: a reader that has seen
  * position p never later finds an event below p), checks expected versions
@@ -19,7 +20,6 @@
 #include "common/record.h"
 #include "common/refusal.h"
 #include "common/retention.h"
-#include "common/uuid.h"
 #include "pg.h"
 
 
