@@ -41,9 +41,11 @@ build = {
     ["chronicle.core"] = {
       sources = {
         -- begin: make rockspec sources
+        "csrc/common/append_input.c",
         "csrc/common/buf.c",
         "csrc/common/cerror.c",
         "csrc/common/codec.c",
+        "csrc/common/event_batch.c",
         "csrc/common/event_table.c",
         "csrc/common/lib.c",
         "csrc/common/options.c",
@@ -82,9 +84,11 @@ build = {
         "csrc/postgres/pg_scan.c",
         "csrc/postgres/pg_scavenge.c",
         "csrc/postgres/pg_store.c",
+        "csrc/common/append_input.c",
         "csrc/common/buf.c",
         "csrc/common/cerror.c",
         "csrc/common/codec.c",
+        "csrc/common/event_batch.c",
         "csrc/common/event_table.c",
         "csrc/common/lib.c",
         "csrc/common/options.c",
@@ -102,9 +106,11 @@ build = {
     ["chronicle.common"] = {
       sources = {
         -- begin: make rockspec commonsources
+        "csrc/common/append_input.c",
         "csrc/common/buf.c",
         "csrc/common/cerror.c",
         "csrc/common/codec.c",
+        "csrc/common/event_batch.c",
         "csrc/common/event_table.c",
         "csrc/common/lib.c",
         "csrc/common/options.c",
@@ -124,9 +130,11 @@ build = {
         -- begin: make rockspec cryptosources
         "csrc/crypto/batch.c",
         "csrc/crypto/crypto.c",
+        "csrc/common/append_input.c",
         "csrc/common/buf.c",
         "csrc/common/cerror.c",
         "csrc/common/codec.c",
+        "csrc/common/event_batch.c",
         "csrc/common/event_table.c",
         "csrc/common/lib.c",
         "csrc/common/options.c",

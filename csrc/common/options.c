@@ -110,3 +110,41 @@ int opt_write(lua_State *L, int idx) {
   lua_pop(L, 1);
   return dry_run;
 }
+
+/* The reads' options tables (options.h), one list for every backend. */
+const opt_spec opt_read_spec[] = {
+  { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
+  { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+};
+const opt_spec opt_read_all_spec[] = {
+  { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
+  { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE },
+  { "hidden", OPT_BOOLEAN }, { NULL, 0 }
+};
+const opt_spec opt_fold_spec[] = {
+  { "stream", OPT_STRING }, { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER },
+  { "backward", OPT_BOOLEAN }, { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE },
+  { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+};
+const opt_spec opt_streams_spec[] = {
+  { "prefix", OPT_STRING }, { "after", OPT_STRING }, { "count", OPT_INTEGER }, { NULL, 0 }
+};
+const opt_spec opt_kv_scan_spec[] = {      /* prefix, from, to: the backend checks them as keys */
+  { "prefix", OPT_ANY }, { "from", OPT_ANY }, { "to", OPT_ANY }, { "count", OPT_INTEGER },
+  { "backward", OPT_BOOLEAN }, { NULL, 0 }
+};
+
+lua_Integer opt_integer(lua_State *L, int opts, const char *fn, const char *name, lua_Integer dflt,
+                        lua_Integer min) {
+  if (opts == 0) return dflt;
+  lua_getfield(L, opts, name);
+  lua_Integer v = dflt;
+  if (!lua_isnil(L, -1)) {
+    int ok;
+    v = lua_tointegerx(L, -1, &ok);
+    if (!ok || lua_type(L, -1) != LUA_TNUMBER || v < min)
+      luaL_error(L, "%s: option '%s' must be an integer >= %I", fn, name, min);
+  }
+  lua_pop(L, 1);
+  return v;
+}

@@ -36,5 +36,15 @@ int opt_backup(lua_State *L, int idx);
  * and dry_run (a boolean), nothing else. Returns whether dry_run is true. */
 int opt_write(lua_State *L, int idx);
 
+/* The options tables of the reads, the lists every backend checks them against (opt_check):
+ * read, read_all, fold (a query table: read_all's plus `stream` and `until_position`),
+ * streams and kv_scan. */
+extern const opt_spec opt_read_spec[], opt_read_all_spec[], opt_fold_spec[], opt_streams_spec[],
+    opt_kv_scan_spec[];
+/* The integer option `name` of the checked options table at opts (0: none), dflt when absent;
+ * raises "fn: option 'name' must be an integer >= min" for a value below min. */
+lua_Integer opt_integer(lua_State *L, int opts, const char *fn, const char *name, lua_Integer dflt,
+                        lua_Integer min);
+
 #pragma GCC visibility pop
 #endif

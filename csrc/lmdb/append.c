@@ -1,11 +1,13 @@
 /* store:append and store:append_many (and, for write.c, store:write's appends). Everything a
- * caller can get wrong is checked and encoded first, with no transaction open; then one short
- * write transaction checks expected versions and writes all events or none. */
+ * caller can get wrong is checked and encoded first (common/append_input.c), with no
+ * transaction open; then one short write transaction checks expected versions and writes all
+ * events or none. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <lauxlib.h>
+#include "common/append_input.h"
 #include "common/cerror.h"
 #include "common/codec.h"
 #include "common/refusal.h"
@@ -14,33 +16,11 @@
 #include "logdb.h"
 #include "common/retention.h"
 #include "store.h"
-#include "common/uuid.h"
 
 
 /* Returned by append_in_txn when a check failed; details are in append_failure. */
 #define APPEND_REFUSED 0x100000
 #define APPEND_MAX_GROWTHS 40
-
-typedef struct pending_event {
-  size_t type_off, type_len;   /* offsets into the scratch's bytes */
-  size_t meta_off, meta_len;
-  size_t data_off, data_len;
-  unsigned char id[16];
-  int has_id;                  /* the caller chose the id: idempotency applies */
-  unsigned schema;
-  int has_time;                /* the caller set the time (imports, aggregates) */
-  int64_t time;
-} pending_event;
-
-typedef struct pending_stream {
-  size_t name_off, name_len;
-  int expected;
-  uint64_t expected_version;
-  size_t first_event, n_events;
-  uint64_t version, position;  /* results */
-  int64_t time;
-  int replayed;                /* every event was already stored: nothing written */
-} pending_stream;
 
 typedef struct append_failure {
   const char *code;            /* "conflict", "duplicate_id" or "corrupt" */
@@ -57,152 +37,11 @@ typedef struct append_failure {
 #define PENDING_EVENTS(s) ((pending_event *)(s)->scratch->events.data)
 #define PENDING_STREAMS(s) ((pending_stream *)(s)->scratch->streams.data)
 
-static void append_nomem(lua_State *L) { luaL_error(L, "append: out of memory"); }
 
-/* Reads `expected` at idx: nil (any), a constant name, or a version >= 0. */
-static void append_check_expected(lua_State *L, int idx, const char *where, pending_stream *ps) {
-  ps->expected = refusal_check_expected(L, idx, where, &ps->expected_version);
-}
-
-static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
-/* The same names are upvalues of the append functions: an event's keys are
- * matched against them by identity, with no string lookups per event. */
-enum { F_TYPE = 1, F_DATA, F_META, F_ID, F_SCHEMA, F_TIME, F_COUNT = F_TIME };
-
-/* Raises for the first field of events[i] that is not an event field. */
-static void append_unknown_field(lua_State *L, int ev, const char *where, lua_Integer i) {
-  lua_pushnil(L);
-  while (lua_next(L, ev)) {
-    lua_pop(L, 1);
-    int known = 0;
-    if (lua_type(L, -1) == LUA_TSTRING)
-      for (int f = 0; event_fields[f]; f++)
-        if (strcmp(lua_tostring(L, -1), event_fields[f]) == 0) known = 1;
-    if (!known)
-      luaL_error(L, "%s: events[%I] has an unknown field %s (allowed: type, data, meta, id, schema, time)",
-                 where, i, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
-  }
-}
-
-/* Checks and encodes events[i] (the table on top of the stack). */
-static void append_encode_event(lua_State *L, store *s, const char *where, lua_Integer i,
-                                size_t stream_len, unsigned long long ms) {
-  int ev = lua_gettop(L);
-  if (!lua_istable(L, ev))
-    luaL_error(L, "%s: events[%I] must be a table, got %s", where, i, luaL_typename(L, ev));
-  /* One pass over the event's keys puts each field's value in its own stack
-   * slot (fields are compared by identity with the interned names). */
-  int slots = lua_gettop(L);
-  luaL_checkstack(L, F_COUNT + 3, "append");
-  for (int f = 1; f <= F_COUNT; f++) lua_pushnil(L);
-  lua_pushnil(L);
-  while (lua_next(L, ev)) {
-    int f = 1;
-    while (f <= F_COUNT && !lua_rawequal(L, -2, lua_upvalueindex(f))) f++;
-    if (f > F_COUNT) {
-      lua_pop(L, 1);
-      append_unknown_field(L, ev, where, i);
-    }
-    lua_replace(L, slots + f);
-  }
-  pending_event pe;
-  memset(&pe, 0, sizeof pe);
-  buf *bytes = &s->scratch->bytes;
-
-  lua_pushvalue(L, slots + F_TYPE);
-  size_t tlen;
-  const char *type = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &tlen) : NULL;
-  if (type == NULL || tlen == 0 || tlen > RECORD_MAX_TYPE)
-    luaL_error(L, "%s: events[%I].type must be a string of 1 to %d bytes", where, i, RECORD_MAX_TYPE);
-  pe.type_off = bytes->len;
-  pe.type_len = tlen;
-  if (buf_append(bytes, type, tlen)) append_nomem(L);
-  lua_pop(L, 1);
-
-  lua_pushvalue(L, slots + F_ID);
-  if (lua_isnil(L, -1)) {
-    if (uuid_v7_at(pe.id, ms) != 0) luaL_error(L, "%s: no randomness available for an event id", where);
-  } else {
-    size_t idlen;
-    const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &idlen) : NULL;
-    if (id == NULL || uuid_parse(id, idlen, pe.id) != 0)
-      luaL_error(L, "%s: events[%I].id must be a UUID string like "
-                    "'0190b6c8-2f1e-7a3b-9c4d-5e6f708192a3'", where, i);
-    pe.has_id = 1;
-  }
-  lua_pop(L, 1);
-
-  lua_pushvalue(L, slots + F_SCHEMA);
-  pe.schema = 1;
-  if (!lua_isnil(L, -1)) {
-    int ok;
-    lua_Integer v = lua_tointegerx(L, -1, &ok);
-    if (!ok || lua_type(L, -1) != LUA_TNUMBER || v < 1 || v > 65535)
-      luaL_error(L, "%s: events[%I].schema must be an integer from 1 to 65535", where, i);
-    pe.schema = (unsigned)v;
-  }
-  lua_pop(L, 1);
-
-  lua_pushvalue(L, slots + F_TIME);
-  if (!lua_isnil(L, -1)) {
-    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
-      luaL_error(L, "%s: events[%I].time must be an integer >= 0 (ns since the epoch)", where, i);
-    pe.time = lua_tointeger(L, -1);
-    pe.has_time = 1;
-  }
-  lua_pop(L, 1);
-
-  lua_pushvalue(L, slots + F_META);
-  pe.meta_off = bytes->len;
-  codec_encode_at(L, -1, bytes, "events", (long long)i, "meta");
-  pe.meta_len = bytes->len - pe.meta_off;
-  lua_pop(L, 1);
-
-  lua_pushvalue(L, slots + F_DATA);
-  pe.data_off = bytes->len;
-  codec_encode_at(L, -1, bytes, "events", (long long)i, "data");
-  pe.data_len = bytes->len - pe.data_off;
-  lua_pop(L, 1);
-
-  size_t size = RECORD_HEADER + stream_len + pe.type_len + pe.meta_len + pe.data_len;
-  if (size > s->max_event_size)
-    luaL_error(L, "%s: events[%I] is %I bytes stored, over max_event_size (%I)", where, i,
-               (lua_Integer)size, (lua_Integer)s->max_event_size);
-  if (buf_append(&s->scratch->events, &pe, sizeof pe)) append_nomem(L);
-  lua_settop(L, ev);
-}
-
-/* Checks one (stream, events, expected) triple at the given stack slots. */
-static void append_encode_stream(lua_State *L, store *s, const char *where, int name_idx,
-                                 int events_idx, int expected_idx) {
-  pending_stream ps;
-  memset(&ps, 0, sizeof ps);
-  size_t len;
-  const char *name = lua_type(L, name_idx) == LUA_TSTRING ? lua_tolstring(L, name_idx, &len) : NULL;
-  if (name == NULL || len == 0 || len > RECORD_MAX_STREAM)
-    luaL_error(L, "%s: stream must be a string of 1 to %d bytes", where, RECORD_MAX_STREAM);
-  /* The category is the name up to its first '-': it must not be empty. */
-  if (name[0] == '-')
-    luaL_error(L, "%s: stream name '%s' starts with '-' (a stream's category is its name up to the first '-', "
-               "and must not be empty)", where, name);
-  append_check_expected(L, expected_idx, where, &ps);
-  if (!lua_istable(L, events_idx))
-    luaL_error(L, "%s: events must be a list of event tables, got %s", where, luaL_typename(L, events_idx));
-  lua_Integer n = (lua_Integer)lua_rawlen(L, events_idx);
-  if (n == 0)
-    luaL_error(L, "%s: events must be a non-empty list of events (wrap a single event in { })", where);
-  ps.name_off = s->scratch->bytes.len;
-  ps.name_len = len;
-  if (buf_append(&s->scratch->bytes, name, len)) append_nomem(L);
-  ps.first_event = s->scratch->events.len / sizeof(pending_event);
-  ps.n_events = (size_t)n;
-  unsigned long long ms = uuid_now_ms();     /* one clock reading for the new ids */
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, events_idx, i);
-    append_encode_event(L, s, where, i, len, ms);
-    lua_pop(L, 1);
-  }
-  if (buf_append(&s->scratch->streams, &ps, sizeof ps)) append_nomem(L);
+/* The store's scratch as the place an append is encoded. */
+static append_input append_input_of(store *s) {
+  append_input in = { &s->scratch->bytes, &s->scratch->events, &s->scratch->streams, s->max_event_size };
+  return in;
 }
 
 static int64_t append_now(void) {
@@ -599,37 +438,14 @@ int append_finish(lua_State *L, store *s, size_t nstreams, call_kind kind, int d
 static int append_one(lua_State *L) {
   store *s = append_begin(L, "append");
   lua_settop(L, 4);
-  append_encode_stream(L, s, "append", 2, 3, 4);
+  append_input in = append_input_of(s);
+  append_input_stream(L, &in, "append", 2, 3, 4);
   return append_finish(L, s, 1, CALL_APPEND, 0);
 }
 
 size_t append_encode_list(lua_State *L, store *s, int idx, const char *fn, int allow_empty) {
-  static const char *const entry_fields[] = { "stream", "events", "expected", NULL };
-  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
-  if (n == 0 && !allow_empty)
-    luaL_error(L, "%s: expects a non-empty list of {stream=, events=, expected=}", fn);
-  int top = lua_gettop(L);
-  for (lua_Integer i = 1; i <= n; i++) {
-    char where[48];
-    snprintf(where, sizeof where, "%s[%lld]", fn, (long long)i);
-    if (lua_rawgeti(L, idx, i) != LUA_TTABLE) luaL_error(L, "%s: must be a table", where);
-    int entry = lua_gettop(L);
-    lua_pushnil(L);
-    while (lua_next(L, entry)) {
-      lua_pop(L, 1);
-      int known = 0;
-      for (int f = 0; entry_fields[f] && lua_type(L, -1) == LUA_TSTRING; f++)
-        if (strcmp(lua_tostring(L, -1), entry_fields[f]) == 0) known = 1;
-      if (!known) luaL_error(L, "%s: unknown field %s (allowed: stream, events, expected)", where,
-                             lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
-    }
-    lua_getfield(L, entry, "stream");
-    lua_getfield(L, entry, "events");
-    lua_getfield(L, entry, "expected");
-    append_encode_stream(L, s, where, entry + 1, entry + 2, entry + 3);
-    lua_settop(L, top);
-  }
-  return (size_t)n;
+  append_input in = append_input_of(s);
+  return append_input_list(L, &in, idx, fn, allow_empty);
 }
 
 /* store:append_many({ {stream=, events=, expected=}, ... }) -> results | nil, err */
@@ -647,12 +463,6 @@ static const luaL_Reg append_methods[] = {
   { NULL, NULL }
 };
 
-int append_push_upvalues(lua_State *L) {
-  luaL_checkstack(L, F_COUNT, "append");
-  for (int f = 0; f < F_COUNT; f++) lua_pushstring(L, event_fields[f]);
-  return F_COUNT;
-}
-
 void append_register(lua_State *L) {
-  luaL_setfuncs(L, append_methods, append_push_upvalues(L));
+  luaL_setfuncs(L, append_methods, append_input_push_upvalues(L));
 }

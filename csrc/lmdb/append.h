@@ -27,15 +27,14 @@ typedef enum { CALL_APPEND, CALL_APPEND_MANY, CALL_WRITE } call_kind;
 
 /* The store at index 1, checked for a write by `fn`, with an empty scratch. Raises. */
 store *append_begin(lua_State *L, const char *fn);
-/* Encodes the list at idx of {stream=, events=, expected=} entries; returns how many. Must run in
- * a closure that has append_push_upvalues' values as its upvalues. Raises on bad input. */
+/* Encodes the list at idx of {stream=, events=, expected=} entries into the store's scratch
+ * (common/append_input.h); returns how many. Must run in a closure that has
+ * append_input_push_upvalues' values as its upvalues. Raises on bad input. */
 size_t append_encode_list(lua_State *L, store *s, int idx, const char *fn, int allow_empty);
 /* Runs the write transaction over what was encoded (nstreams streams, and the kv operations)
  * and pushes the call's results: 1 result, or 2 (nil, err). A dry run aborts instead of
  * committing. A read-only store gives nil, err(readonly). */
 int append_finish(lua_State *L, store *s, size_t nstreams, call_kind kind, int dry_run);
-/* Pushes the upvalues of a closure that encodes events; returns how many. */
-int append_push_upvalues(lua_State *L);
 
 /* Adds append, append_many to the method table on top of the stack. */
 void append_register(lua_State *L);

@@ -2,6 +2,7 @@
  * of it. The appends are encoded and committed by append.c, the key-value operations by kv.c,
  * both in the store's scratch and in the same write transaction. */
 #include <lauxlib.h>
+#include "common/append_input.h"
 #include "common/options.h"
 #include "append.h"
 #include "kv.h"
@@ -28,6 +29,6 @@ static int write_store(lua_State *L) {
 }
 
 void write_register(lua_State *L) {
-  lua_pushcclosure(L, write_store, append_push_upvalues(L));   /* it encodes events as append does */
+  lua_pushcclosure(L, write_store, append_input_push_upvalues(L));   /* it encodes events as append does */
   lua_setfield(L, -2, "write");
 }

@@ -72,6 +72,7 @@ typedef struct pgparams {
 typedef struct pgs {
   PGconn *conn;        /* NULL once closed */
   pid_t pid;           /* the process that opened it */
+  const char *busy;    /* "verify" while its progress callback runs: the store refuses any use */
   int readonly;
   int nosync;          /* durability = "nosync": synchronous_commit off */
   int listening;       /* LISTEN done on this connection */
@@ -143,8 +144,10 @@ void pgs_scan_register(lua_State *L);     /* read, read_all, fold, streams, kv_s
 void pgs_admin_register(lua_State *L);    /* verify, backup */
 void pgs_scavenge_register(lua_State *L); /* scavenge_stream, scavenged */
 
-/* Calls the progress function at stack index fn (0: none), protected. */
-void pgs_report_progress(lua_State *L, int fn, long long done, long long total);
+/* Calls the progress function at stack index fn (0: none), protected, with s->busy set to
+ * `what` (any use of the store raises meanwhile). Returns 0, or -1 when it raised: its error is
+ * then on top of the stack, for the caller to raise once it released what it holds. */
+int pgs_report_progress(lua_State *L, pgs *s, const char *what, int fn, long long done, long long total);
 
 /* The category of a stream: its name up to the first '-'. */
 size_t pgs_category_len(const void *name, size_t len);

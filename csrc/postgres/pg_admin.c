@@ -14,6 +14,7 @@
 #include "pg.h"
 
 #define VERIFY_BATCH 1000
+#define VERIFY_STOPPED (-1)  /* not a PGS_ status: the progress callback raised, its error is on the stack */
 
 typedef struct verify_state {
   buf problems;
@@ -86,7 +87,7 @@ static int verify_run(pgs *s, verify_state *v, lua_State *L, int progress) {
       verify_row(v, r, k);
     }
     PQclear(r);
-    if (progress) pgs_report_progress(L, progress, v->events, v->head);
+    if (progress && pgs_report_progress(L, s, "verify", progress, v->events, v->head)) return VERIFY_STOPPED;
     if (rows < VERIFY_BATCH) break;
   }
   if (next - 1 > v->head)
@@ -140,8 +141,9 @@ static int pgs_verify(lua_State *L) {
   int st = pgs_ready(s);
   if (!st) st = verify_run(s, &v, L, progress);
   if (st) {
-    pgs_ready(s);
+    pgs_ready(s);              /* rolls the check's transaction back */
     buf_free(&v.problems);
+    if (st == VERIFY_STOPPED) return lua_error(L);     /* the callback's own error */
     return pgs_push_error(L, s, st, "verify");
   }
   lua_createtable(L, 0, 5);
@@ -163,7 +165,7 @@ static int pgs_verify(lua_State *L) {
   }
   lua_setfield(L, -2, "problems");
   buf_free(&v.problems);
-  if (progress) pgs_report_progress(L, progress, v.events, v.events);
+  if (progress && pgs_report_progress(L, s, "verify", progress, v.events, v.events)) return lua_error(L);
   return 1;
 }
 
@@ -179,12 +181,15 @@ static int pgs_backup(lua_State *L) {
                      "pg_dump --schema=%s (one store) or pg_basebackup (the whole cluster)", s->schema);
 }
 
-void pgs_report_progress(lua_State *L, int fn, long long done, long long total) {
-  if (!fn) return;
+int pgs_report_progress(lua_State *L, pgs *s, const char *what, int fn, long long done, long long total) {
+  if (!fn) return 0;
   lua_pushvalue(L, fn);
   lua_pushinteger(L, done);
   lua_pushinteger(L, total);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+  s->busy = what;
+  int rc = lua_pcall(L, 2, 0, 0);
+  s->busy = NULL;
+  return rc == LUA_OK ? 0 : -1;
 }
 
 void pgs_admin_register(lua_State *L) {

@@ -1,5 +1,6 @@
 /* store:append, append_many and write on PostgreSQL. As on LMDB, everything a
- * caller can get wrong is checked and encoded first with no transaction open;
+ * caller can get wrong is checked and encoded first with no transaction open
+ * (common/append_input.c, the same encoder);
  * then one transaction takes the row lock on meta.head (so appends commit one
  * after another, in position order, with no gaps: a reader that has seen
  * position p never later finds an event below p), checks expected versions
@@ -11,6 +12,7 @@
 #include <time.h>
 #include <lauxlib.h>
 #include <xxhash.h>
+#include "common/append_input.h"
 #include "common/bytes.h"
 #include "common/cerror.h"
 #include "common/options.h"
@@ -18,7 +20,6 @@
 #include "common/record.h"
 #include "common/refusal.h"
 #include "common/retention.h"
-#include "common/uuid.h"
 #include "pg.h"
 
 
@@ -27,27 +28,6 @@ typedef enum { CALL_APPEND, CALL_APPEND_MANY, CALL_WRITE } call_kind;
 
 #define INSERT_ROWS 500          /* events per INSERT statement */
 #define MAX_RETRIES 5            /* serialization failures and deadlocks are retried */
-
-typedef struct pending_event {
-  size_t type_off, type_len;
-  size_t meta_off, meta_len;
-  size_t data_off, data_len;
-  unsigned char id[16];
-  int has_id;
-  unsigned schema;
-  int has_time;
-  int64_t time;
-} pending_event;
-
-typedef struct pending_stream {
-  size_t name_off, name_len;
-  int expected;
-  uint64_t expected_version;
-  size_t first_event, n_events;
-  uint64_t version, position;
-  int64_t time;
-  int replayed;                /* every event was already stored: nothing written */
-} pending_stream;
 
 enum { KV_CHECK, KV_CLEAR, KV_DELETE, KV_PUT };
 
@@ -80,158 +60,10 @@ static void append_nomem(lua_State *L) { luaL_error(L, "append: out of memory");
 
 /* ---------------------------------------------------------------- encoding (no transaction open) */
 
-static void append_check_expected(lua_State *L, int idx, const char *where, pending_stream *ps) {
-  ps->expected = refusal_check_expected(L, idx, where, &ps->expected_version);
-}
-
-static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
-
-static int append_field_index(lua_State *L, int key) {
-  if (lua_type(L, key) != LUA_TSTRING) return -1;
-  const char *k = lua_tostring(L, key);
-  for (int f = 0; event_fields[f]; f++)
-    if (strcmp(k, event_fields[f]) == 0) return f;
-  return -1;
-}
-
-static void append_encode_event(lua_State *L, pgs *s, const char *where, lua_Integer i,
-                                size_t stream_len, unsigned long long ms) {
-  int ev = lua_gettop(L);
-  if (!lua_istable(L, ev))
-    luaL_error(L, "%s: events[%I] must be a table, got %s", where, i, luaL_typename(L, ev));
-  lua_pushnil(L);
-  while (lua_next(L, ev)) {
-    lua_pop(L, 1);
-    if (append_field_index(L, -1) < 0)
-      luaL_error(L, "%s: events[%I] has an unknown field %s (allowed: type, data, meta, id, schema, time)",
-                 where, i, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
-  }
-  pending_event pe;
-  memset(&pe, 0, sizeof pe);
-  buf *bytes = &s->scratch_bytes;
-
-  lua_getfield(L, ev, "type");
-  size_t tlen;
-  const char *type = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &tlen) : NULL;
-  if (type == NULL || tlen == 0 || tlen > RECORD_MAX_TYPE)
-    luaL_error(L, "%s: events[%I].type must be a string of 1 to %d bytes", where, i, RECORD_MAX_TYPE);
-  pe.type_off = bytes->len;
-  pe.type_len = tlen;
-  if (buf_append(bytes, type, tlen)) append_nomem(L);
-  lua_pop(L, 1);
-
-  lua_getfield(L, ev, "id");
-  if (lua_isnil(L, -1)) {
-    if (uuid_v7_at(pe.id, ms) != 0) luaL_error(L, "%s: no randomness available for an event id", where);
-  } else {
-    size_t idlen;
-    const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &idlen) : NULL;
-    if (id == NULL || uuid_parse(id, idlen, pe.id) != 0)
-      luaL_error(L, "%s: events[%I].id must be a UUID string like "
-                    "'0190b6c8-2f1e-7a3b-9c4d-5e6f708192a3'", where, i);
-    pe.has_id = 1;
-  }
-  lua_pop(L, 1);
-
-  lua_getfield(L, ev, "schema");
-  pe.schema = 1;
-  if (!lua_isnil(L, -1)) {
-    int ok;
-    lua_Integer v = lua_tointegerx(L, -1, &ok);
-    if (!ok || lua_type(L, -1) != LUA_TNUMBER || v < 1 || v > 65535)
-      luaL_error(L, "%s: events[%I].schema must be an integer from 1 to 65535", where, i);
-    pe.schema = (unsigned)v;
-  }
-  lua_pop(L, 1);
-
-  lua_getfield(L, ev, "time");
-  if (!lua_isnil(L, -1)) {
-    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
-      luaL_error(L, "%s: events[%I].time must be an integer >= 0 (ns since the epoch)", where, i);
-    pe.time = lua_tointeger(L, -1);
-    pe.has_time = 1;
-  }
-  lua_pop(L, 1);
-
-  lua_getfield(L, ev, "meta");
-  pe.meta_off = bytes->len;
-  codec_encode_at(L, -1, bytes, "events", (long long)i, "meta");
-  pe.meta_len = bytes->len - pe.meta_off;
-  lua_pop(L, 1);
-
-  lua_getfield(L, ev, "data");
-  pe.data_off = bytes->len;
-  codec_encode_at(L, -1, bytes, "events", (long long)i, "data");
-  pe.data_len = bytes->len - pe.data_off;
-  lua_pop(L, 1);
-
-  size_t size = RECORD_HEADER + stream_len + pe.type_len + pe.meta_len + pe.data_len;
-  if (size > s->max_event_size)
-    luaL_error(L, "%s: events[%I] is %I bytes stored, over max_event_size (%I)", where, i,
-               (lua_Integer)size, (lua_Integer)s->max_event_size);
-  if (buf_append(&s->scratch_events, &pe, sizeof pe)) append_nomem(L);
-  lua_settop(L, ev);
-}
-
-static void append_encode_stream(lua_State *L, pgs *s, const char *where, int name_idx,
-                                 int events_idx, int expected_idx) {
-  pending_stream ps;
-  memset(&ps, 0, sizeof ps);
-  size_t len;
-  const char *name = lua_type(L, name_idx) == LUA_TSTRING ? lua_tolstring(L, name_idx, &len) : NULL;
-  if (name == NULL || len == 0 || len > RECORD_MAX_STREAM)
-    luaL_error(L, "%s: stream must be a string of 1 to %d bytes", where, RECORD_MAX_STREAM);
-  /* The category is the name up to its first '-': it must not be empty. */
-  if (name[0] == '-')
-    luaL_error(L, "%s: stream name '%s' starts with '-' (a stream's category is its name up to the first '-', "
-               "and must not be empty)", where, name);
-  append_check_expected(L, expected_idx, where, &ps);
-  if (!lua_istable(L, events_idx))
-    luaL_error(L, "%s: events must be a list of event tables, got %s", where, luaL_typename(L, events_idx));
-  lua_Integer n = (lua_Integer)lua_rawlen(L, events_idx);
-  if (n == 0)
-    luaL_error(L, "%s: events must be a non-empty list of events (wrap a single event in { })", where);
-  ps.name_off = s->scratch_bytes.len;
-  ps.name_len = len;
-  if (buf_append(&s->scratch_bytes, name, len)) append_nomem(L);
-  ps.first_event = s->scratch_events.len / sizeof(pending_event);
-  ps.n_events = (size_t)n;
-  unsigned long long ms = uuid_now_ms();
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, events_idx, i);
-    append_encode_event(L, s, where, i, len, ms);
-    lua_pop(L, 1);
-  }
-  if (buf_append(&s->scratch_streams, &ps, sizeof ps)) append_nomem(L);
-}
-
-static size_t append_encode_list(lua_State *L, pgs *s, int idx, const char *fn, int allow_empty) {
-  static const char *const entry_fields[] = { "stream", "events", "expected", NULL };
-  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
-  if (n == 0 && !allow_empty)
-    luaL_error(L, "%s: expects a non-empty list of {stream=, events=, expected=}", fn);
-  int top = lua_gettop(L);
-  for (lua_Integer i = 1; i <= n; i++) {
-    char where[48];
-    snprintf(where, sizeof where, "%s[%lld]", fn, (long long)i);
-    if (lua_rawgeti(L, idx, i) != LUA_TTABLE) luaL_error(L, "%s: must be a table", where);
-    int entry = lua_gettop(L);
-    lua_pushnil(L);
-    while (lua_next(L, entry)) {
-      lua_pop(L, 1);
-      int known = 0;
-      for (int f = 0; entry_fields[f] && lua_type(L, -1) == LUA_TSTRING; f++)
-        if (strcmp(lua_tostring(L, -1), entry_fields[f]) == 0) known = 1;
-      if (!known) luaL_error(L, "%s: unknown field %s (allowed: stream, events, expected)", where,
-                             lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
-    }
-    lua_getfield(L, entry, "stream");
-    lua_getfield(L, entry, "events");
-    lua_getfield(L, entry, "expected");
-    append_encode_stream(L, s, where, entry + 1, entry + 2, entry + 3);
-    lua_settop(L, top);
-  }
-  return (size_t)n;
+/* The store's scratch as the place an append is encoded. */
+static append_input append_input_of(pgs *s) {
+  append_input in = { &s->scratch_bytes, &s->scratch_events, &s->scratch_streams, s->max_event_size };
+  return in;
 }
 
 static const char *kv_check_name(lua_State *L, int idx, const char *where, size_t *len, size_t max,
@@ -1043,7 +875,8 @@ static int append_readonly(lua_State *L) {
 static int append_one(lua_State *L) {
   pgs *s = append_check_store(L);
   lua_settop(L, 4);
-  append_encode_stream(L, s, "append", 2, 3, 4);
+  append_input in = append_input_of(s);
+  append_input_stream(L, &in, "append", 2, 3, 4);
   if (s->readonly) return append_readonly(L);
   return append_finish(L, s, 1, CALL_APPEND, 0);
 }
@@ -1052,7 +885,8 @@ static int append_many(lua_State *L) {
   pgs *s = append_check_store(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  size_t n = append_encode_list(L, s, 2, "append_many", 0);
+  append_input in = append_input_of(s);
+  size_t n = append_input_list(L, &in, 2, "append_many", 0);
   if (s->readonly) return append_readonly(L);
   return append_finish(L, s, n, CALL_APPEND_MANY, 0);
 }
@@ -1066,7 +900,8 @@ static int append_write(lua_State *L) {
   lua_getfield(L, 2, "appends");
   if (!lua_isnil(L, 3)) {
     if (!lua_istable(L, 3)) luaL_error(L, "write: appends must be a list");
-    n = append_encode_list(L, s, 3, "write.appends", 1);
+    append_input in = append_input_of(s);
+    n = append_input_list(L, &in, 3, "write.appends", 1);
   }
   lua_settop(L, 2);
   kv_encode_list(L, s, 2, "checks", KV_CHECK);
@@ -1084,4 +919,5 @@ static const luaL_Reg append_methods[] = {
   { NULL, NULL }
 };
 
-void pgs_append_register(lua_State *L) { luaL_setfuncs(L, append_methods, 0); }
+/* They encode events with common/append_input.c, which needs its upvalues. */
+void pgs_append_register(lua_State *L) { luaL_setfuncs(L, append_methods, append_input_push_upvalues(L)); }

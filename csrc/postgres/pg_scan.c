@@ -9,6 +9,7 @@
 #include "common/bytes.h"
 #include "common/cerror.h"
 #include "common/codec.h"
+#include "common/event_batch.h"
 #include "common/event_table.h"
 #include "common/options.h"
 #include "common/record.h"
@@ -26,11 +27,6 @@ void pgs_push_stream_info(lua_State *L, const char *name, size_t len, int64_t co
                           int64_t last, int64_t created, int64_t updated);
 
 enum { SCAN_STREAM, SCAN_ALL, SCAN_CATEGORY, SCAN_STREAMS, SCAN_KV };
-
-typedef struct scan_item {
-  size_t off, len;
-  uint64_t position;
-} scan_item;
 
 typedef struct scanner {
   int mode, backward, done;
@@ -129,21 +125,6 @@ static pgs *scan_store(lua_State *L, int idx) {
   return s;
 }
 
-static lua_Integer scan_opt_int(lua_State *L, int opts, const char *fn, const char *name, lua_Integer dflt,
-                                lua_Integer min) {
-  if (opts == 0) return dflt;
-  lua_getfield(L, opts, name);
-  lua_Integer v = dflt;
-  if (!lua_isnil(L, -1)) {
-    int ok;
-    v = lua_tointegerx(L, -1, &ok);
-    if (!ok || lua_type(L, -1) != LUA_TNUMBER || v < min)
-      luaL_error(L, "%s: option '%s' must be an integer >= %I", fn, name, min);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
 /* The options table at idx, checked: its index, or 0 when absent. */
 static int scan_options(lua_State *L, int idx, const char *fn, const opt_spec *allowed) {
   return opt_check(L, idx, fn, allowed);
@@ -201,22 +182,6 @@ static scanner *scan_new(lua_State *L, int mode) {
   return sc;
 }
 
-/* The same options as the LMDB scanner's (csrc/lmdb/scan.c). */
-static const opt_spec read_options[] = {
-  { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
-  { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
-};
-static const opt_spec read_all_options[] = {
-  { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER }, { "backward", OPT_BOOLEAN },
-  { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE },
-  { "hidden", OPT_BOOLEAN }, { NULL, 0 }
-};
-static const opt_spec fold_options[] = {
-  { "stream", OPT_STRING }, { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER },
-  { "backward", OPT_BOOLEAN }, { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE },
-  { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
-};
-
 static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, const char *fn) {
   int backward = 0;
   if (opts) {
@@ -226,10 +191,10 @@ static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, co
     lua_pop(L, 1);
   }
   sc->backward = backward;
-  lua_Integer count = scan_opt_int(L, opts, fn, "count", -1, 0);
+  lua_Integer count = opt_integer(L, opts, fn, "count", -1, 0);
   sc->remaining = count;
   if (count == 0) sc->done = 1;
-  lua_Integer until_position = scan_opt_int(L, opts, fn, "until_position", -1, 0);
+  lua_Integer until_position = opt_integer(L, opts, fn, "until_position", -1, 0);
   sc->has_until_position = until_position >= 0;
   sc->until_position = until_position >= 0 ? (uint64_t)until_position : 0;
   if (opts) {
@@ -242,16 +207,16 @@ static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, co
     }
     lua_pop(L, 1);
   }
-  lua_Integer to = scan_opt_int(L, opts, fn, "to", -1, 0);
+  lua_Integer to = opt_integer(L, opts, fn, "to", -1, 0);
   sc->has_bound = to >= 0;
   sc->bound = to >= 0 ? (uint64_t)to : 0;
   if (sc->mode == SCAN_STREAM) {
     scan_copy_name(L, name_idx, fn, "stream", sc->name, &sc->name_len, RECORD_MAX_STREAM);
-    lua_Integer from = scan_opt_int(L, opts, fn, "from", backward ? -1 : 0, backward ? -1 : 0);
+    lua_Integer from = opt_integer(L, opts, fn, "from", backward ? -1 : 0, backward ? -1 : 0);
     sc->next = from < 0 ? (uint64_t)INT64_MAX : (uint64_t)from;
     return;
   }
-  lua_Integer from = scan_opt_int(L, opts, fn, "from", backward ? -1 : 1, backward ? -1 : 0);
+  lua_Integer from = opt_integer(L, opts, fn, "from", backward ? -1 : 1, backward ? -1 : 0);
   sc->next = from < 0 ? (uint64_t)INT64_MAX : (uint64_t)(from == 0 && !backward ? 1 : from);
   if (opts) {
     lua_getfield(L, opts, "category");
@@ -653,7 +618,7 @@ static int scan_return_iterator(lua_State *L, int sc_idx, int reveal) {
 static int scan_read(lua_State *L) {
   pgs_check(L, 1);
   lua_settop(L, 4);                    /* the reveal function's slot, before the scanner's */
-  int opts = scan_options(L, 3, "read", read_options);
+  int opts = scan_options(L, 3, "read", opt_read_spec);
   scanner *sc = scan_new(L, SCAN_STREAM);
   int sc_idx = lua_gettop(L);
   scan_configure(L, sc, opts, 2, "read");
@@ -663,7 +628,7 @@ static int scan_read(lua_State *L) {
 static int scan_read_all(lua_State *L) {
   pgs_check(L, 1);
   lua_settop(L, 3);
-  int opts = scan_options(L, 2, "read_all", read_all_options);
+  int opts = scan_options(L, 2, "read_all", opt_read_all_spec);
   scanner *sc = scan_new(L, SCAN_ALL);
   int sc_idx = lua_gettop(L);
   scan_configure(L, sc, opts, 0, "read_all");
@@ -671,14 +636,11 @@ static int scan_read_all(lua_State *L) {
 }
 
 static int scan_streams(lua_State *L) {
-  static const opt_spec allowed[] = {
-    { "prefix", OPT_STRING }, { "after", OPT_STRING }, { "count", OPT_INTEGER }, { NULL, 0 }
-  };
   pgs_check(L, 1);
-  int opts = scan_options(L, 2, "streams", allowed);
+  int opts = scan_options(L, 2, "streams", opt_streams_spec);
   scanner *sc = scan_new(L, SCAN_STREAMS);
   int sc_idx = lua_gettop(L);
-  sc->remaining = scan_opt_int(L, opts, "streams", "count", -1, 0);
+  sc->remaining = opt_integer(L, opts, "streams", "count", -1, 0);
   if (sc->remaining == 0) sc->done = 1;
   if (opts) {
     lua_getfield(L, opts, "prefix");
@@ -702,20 +664,16 @@ static const char *kv_name(lua_State *L, int idx, const char *where, size_t *len
 }
 
 static int scan_kv(lua_State *L) {
-  static const opt_spec allowed[] = {
-    { "prefix", OPT_ANY }, { "from", OPT_ANY }, { "to", OPT_ANY }, { "count", OPT_INTEGER },
-    { "backward", OPT_BOOLEAN }, { NULL, 0 }
-  };
   pgs_check(L, 1);
   size_t slen;
   const char *space = kv_name(L, 2, "kv_scan", &slen, PGS_MAX_SPACE, "space");
-  int opts = scan_options(L, 3, "kv_scan", allowed);
+  int opts = scan_options(L, 3, "kv_scan", opt_kv_scan_spec);
   lua_settop(L, 3);
   scanner *sc = scan_new(L, SCAN_KV);
   int sc_idx = lua_gettop(L);
   memcpy(sc->space, space, slen);
   sc->space_len = slen;
-  sc->remaining = scan_opt_int(L, opts, "kv_scan", "count", -1, 0);
+  sc->remaining = opt_integer(L, opts, "kv_scan", "count", -1, 0);
   if (sc->remaining == 0) sc->done = 1;
   if (opts) {
     lua_getfield(L, opts, "backward");
@@ -741,14 +699,14 @@ static int scan_fold(lua_State *L) {
   pgs_check(L, 1);
   luaL_checktype(L, 4, LUA_TFUNCTION);
   lua_settop(L, 5);
-  int reveal = lua_isnil(L, 5) ? 0 : 5, revealed = 0;   /* as in csrc/lmdb/scan.c */
+  int reveal = lua_isnil(L, 5) ? 0 : 5;
   scanner *sc;
   if (lua_type(L, 2) == LUA_TSTRING) {
     sc = scan_new(L, SCAN_STREAM);
     scan_configure(L, sc, 0, 2, "fold");
   } else {
     luaL_argexpected(L, lua_istable(L, 2), 2, "stream name or query table");
-    opt_check(L, 2, "fold", fold_options);
+    opt_check(L, 2, "fold", opt_fold_spec);
     lua_getfield(L, 2, "stream");
     int has_stream = !lua_isnil(L, -1);
     sc = scan_new(L, has_stream ? SCAN_STREAM : SCAN_ALL);
@@ -764,40 +722,26 @@ static int scan_fold(lua_State *L) {
   int sc_idx = lua_gettop(L);
   EVENT_CACHE_PUSH(L);                 /* the last stream and type strings, short strings */
   int cache = sc_idx + 1;
-  lua_Integer n = 0, last_pos = 0, last_version = -1;
+  fold_walk w = fold_walk_start(4, 3, cache, reveal, sc->fields);
   while (sc->at < sc->count || scan_fill(L, sc, sc_idx)) {
-    scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
-    lua_pushvalue(L, 4);
-    lua_pushvalue(L, 3);
-    if (event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields) && reveal) {
-      revealed = 1;
-      if (!event_reveal(L, reveal)) {         /* it ended itself */
-        lua_pushnil(L);
-        lua_insert(L, -2);
-        scan_release(sc);
-        return 2;
-      }
+    if (!fold_batch(L, &w, sc->records.data, SCAN_ITEMS(sc), &sc->at, sc->count)) {
+      scan_release(sc);
+      return 2;                      /* nil, the reveal function's error */
     }
-    lua_call(L, 2, 1);
-    if (lua_isnil(L, -1)) lua_pop(L, 1);
-    else lua_replace(L, 3);
-    n++;
-    last_pos = (lua_Integer)it->position;
-    last_version = (lua_Integer)get_u64be(sc->records.data + it->off + 16);
   }
-  if (revealed) event_reveal_end(L, reveal);
+  if (w.revealed) event_reveal_end(L, reveal);
   if (sc->err_status) {
     lua_pushnil(L);
     scan_push_error(L, sc);
     scan_release(sc);
     return 2;
   }
-  if (sc->mode == SCAN_STREAM && sc->hidden_upto > last_version) last_version = (lua_Integer)sc->hidden_upto;
+  if (sc->mode == SCAN_STREAM && sc->hidden_upto > w.last_version) w.last_version = (lua_Integer)sc->hidden_upto;
   scan_release(sc);
   lua_pushvalue(L, 3);
-  lua_pushinteger(L, n);
-  lua_pushinteger(L, last_pos);
-  lua_pushinteger(L, last_version);
+  lua_pushinteger(L, w.n);
+  lua_pushinteger(L, w.last_position);
+  lua_pushinteger(L, w.last_version);
   return 4;
 }
 

@@ -394,6 +394,10 @@ int pgs_push_error(lua_State *L, pgs *s, int status, const char *what) {
 pgs *pgs_check(lua_State *L, int idx) {
   pgs *s = luaL_checkudata(L, idx, PGS_MT);
   if (s->conn == NULL) luaL_error(L, "attempt to use a closed store");
+  /* The callback runs inside the check's transaction, on the connection every call uses. */
+  if (s->busy)
+    luaL_error(L, "cannot use the store while its %s runs (on PostgreSQL a progress callback may not use the store)",
+               s->busy);
   if (s->pid != getpid())
     luaL_error(L, "store was opened by process %d and cannot be used after fork(); open it again", (int)s->pid);
   return s;
@@ -427,7 +431,9 @@ static void pgs_release(pgs *s) {
 }
 
 static int pgs_close(lua_State *L) {
-  pgs_release(luaL_checkudata(L, 1, PGS_MT));
+  pgs *s = luaL_checkudata(L, 1, PGS_MT);
+  if (s->busy) return luaL_error(L, "close: cannot close the store while its %s runs (from its progress callback)", s->busy);
+  pgs_release(s);
   return 0;
 }
 

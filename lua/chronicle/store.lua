@@ -219,8 +219,9 @@ end
 
 --- Checks every record's checksum and that the indexes agree with the log.
 -- `opts`: `max_problems` (default 100), `progress(events_done, events_total)`
--- (called now and then inside the check's read transaction: it may read the store; writing to
--- it or closing it raises, and an error it raises stops the check and is raised by `verify`).
+-- (called now and then inside the check's read transaction, and last with done == total: on
+-- LMDB it may read the store, on PostgreSQL it may not use it; writing to it or closing it
+-- raises, and an error it raises stops the check, leaves nothing open and is raised by `verify`).
 function Store:verify(opts) return handle(self):verify(opts) end
 
 --- Blocks until the log holds an event after position `after` (another
