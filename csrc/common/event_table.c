@@ -76,6 +76,9 @@ int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos,
   const char *why;
   if (record_layout(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
   if (v.meta_len == 1 && v.meta[0] == 0xc0) fields &= ~EVENT_FIELD(EVENT_META);   /* nil meta: no field */
+  else if ((fields & EVENT_REVEAL_FIELDS) != EVENT_REVEAL_FIELDS &&
+           memmem(v.meta, v.meta_len, EVENT_PERSONAL_MSGPACK, sizeof EVENT_PERSONAL_MSGPACK - 1))
+    fields |= EVENT_REVEAL_FIELDS;   /* a reader of personal data needs them: event_trim drops them after */
   int n = __builtin_popcount(fields);
   lua_createtable(L, 0, n);                     /* 8 fields fit a hash part of 8, 9 need 16 */
   if (fields & EVENT_FIELD(EVENT_POSITION)) {
@@ -133,12 +136,26 @@ int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos,
   return personal;
 }
 
-int event_reveal(lua_State *L, int reveal) {
+void event_trim(lua_State *L, unsigned fields) {
+  if (!(fields & EVENT_FIELD(EVENT_META))) {
+    EVENT_KEY(L, EVENT_META);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  }
+  if (!(fields & EVENT_FIELD(EVENT_ID))) {
+    EVENT_KEY(L, EVENT_ID);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  }
+}
+
+int event_reveal(lua_State *L, int reveal, unsigned fields) {
   lua_pushvalue(L, reveal);
   lua_pushvalue(L, -2);
   lua_call(L, 1, 2);
   if (lua_toboolean(L, -2)) {
     lua_pop(L, 2);
+    event_trim(L, fields);
     return 1;
   }
   lua_remove(L, -2);

@@ -110,11 +110,12 @@ static int scan_close(lua_State *L) {
 static void scan_reveal(lua_State *L, scanner *sc) {
   if (lua_getiuservalue(L, 1, 2) == LUA_TNIL) {
     lua_pop(L, 1);
+    event_trim(L, sc->fields);
     return;
   }
   sc->revealed = 1;
   lua_insert(L, -2);
-  if (!event_reveal(L, lua_gettop(L) - 1)) {
+  if (!event_reveal(L, lua_gettop(L) - 1, sc->fields)) {
     sc->revealed = 0;              /* a reveal that fails has ended itself */
     scan_release(sc);
     lua_error(L);
@@ -769,13 +770,16 @@ static int scan_fold(lua_State *L) {
     scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
     lua_pushvalue(L, 4);
     lua_pushvalue(L, 3);
-    if (event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields) && reveal) {
-      revealed = 1;
-      if (!event_reveal(L, reveal)) {         /* it ended itself */
-        lua_pushnil(L);
-        lua_insert(L, -2);
-        scan_release(sc);
-        return 2;
+    if (event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields)) {
+      if (!reveal) event_trim(L, sc->fields);
+      else {
+        revealed = 1;
+        if (!event_reveal(L, reveal, sc->fields)) {         /* it ended itself */
+          lua_pushnil(L);
+          lua_insert(L, -2);
+          scan_release(sc);
+          return 2;
+        }
       }
     }
     lua_call(L, 2, 1);

@@ -58,11 +58,39 @@ function Repository:applier()
   local registry = self:upcasters()
   if self._applier and self._applier_for == registry then return self._applier end
   self._applier, self._applier_for = self:make_applier(registry), registry
+  self._fields = self:make_fields(registry)
   return self._applier
 end
 
+--- The event fields a load reads (the `fields` of fold): the aggregate's, plus
+-- `type`, `version` and `position` (what the repository itself reads), plus
+-- `stream` and `schema` when upcasters are in force (an upcaster is given the
+-- event with them).
+function Repository:read_fields()
+  self:applier()
+  return self._fields
+end
+
+function Repository:make_fields(registry)
+  local out, seen = {}, {}
+  local function add(name)
+    if not seen[name] then seen[name] = true; out[#out + 1] = name end
+  end
+  for _, name in ipairs(self.aggregate.fields) do add(name) end
+  add("type"); add("version"); add("position")
+  if not registry:is_empty() then add("stream"); add("schema") end
+  return out
+end
+
+-- The stream of the event at `position` (an error message's, when a load did not read streams).
+local function stream_at(store, position)
+  if not position then return "?" end
+  for ev in store:read_all({ from = position, count = 1, fields = { "stream" } }) do return ev.stream end
+  return "?"
+end
+
 function Repository:make_applier(registry)
-  local agg = self.aggregate
+  local agg, store = self.aggregate, self.store
   local apply, ignore = agg.apply, agg.ignore_unknown_events
   local plain = registry:is_empty()
   return function(state, ev)
@@ -71,7 +99,7 @@ function Repository:make_applier(registry)
     if handler == nil then
       if ignore then return nil end
       error(("%s: no apply handler for event type '%s' (stream %s, version %d)")
-        :format(agg.name, ev.type, ev.stream, ev.version), 0)
+        :format(agg.name, ev.type, ev.stream or stream_at(store, ev.position), ev.version), 0)
     end
     return handler(state, ev)
   end
@@ -113,7 +141,7 @@ end
 function Repository:load_state(id, at, may_snapshot)
   local agg, store = self.aggregate, self.store
   local stream = agg:stream(id)
-  local query = { stream = stream }
+  local query = { stream = stream, fields = self:read_fields() }
   local state, version = nil, -1
   local snap = agg.snapshot_every and store:kv_get(M.SNAPSHOTS, stream)
   if type(snap) == "table" and snap.schema == agg.schema_version and snapshot_fits(snap, at) then
@@ -385,7 +413,9 @@ function Repository:rebuild_snapshots()
   for info in self.store:streams({ prefix = agg.name .. "-" }) do names[#names + 1] = info.stream end
   local written = 0
   for _, stream in ipairs(names) do
-    local final, count, last_position, last_version = self.store:fold(stream, agg.initial(), self:applier())
+    local applier = self:applier()
+    local final, count, last_position, last_version =
+      self.store:fold({ stream = stream, fields = self._fields }, agg.initial(), applier)
     if final == nil and type(count) == "table" then return nil, count end
     if count > 0 then
       local ok, err = self:write_snapshot(stream, final, last_version, last_position, self:time_at(last_position))
