@@ -75,9 +75,8 @@ M.deep_copy = deep_copy
 --   optional `snapshot_every`, `schema_version`, `ignore_unknown_events`,
 --   `upcasters` (`{ Type = { [v] = fn } }`), `retries`, `description`,
 --   `fields` (the event fields `apply` uses, a list as `store:fold` takes; the
---   repository's loads read only those, plus `type`, `version` and `position`,
---   plus `stream` and `schema` when upcasters are in force; default
---   `{ "type", "data" }`).
+--   repository's loads read only those, plus `type`, plus `stream`, `version`,
+--   `position` and `schema` when upcasters are in force; default `{ "type", "data" }`).
 function M.define(def)
   if type(def) ~= "table" then fail("definition must be a table, got " .. type(def)) end
   for key in pairs(def) do
