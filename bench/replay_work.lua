@@ -6,6 +6,7 @@
 --   none        open and close (the startup to subtract)
 --   w4          fold over the whole log, fields { stream, type, data }
 --   w4all       the same fold, every field
+--   w4spread    the same fold with spread = true: fn(state, stream, type, data), no event table
 --   w3fold      200 loads of a 100-event stream by fold, fields { type, data }
 --   w3apply     the same 200 loads by fold with the aggregate's apply functions and state (what
 --               the repository runs on)
@@ -38,6 +39,11 @@ elseif what == "w4" or what == "w4all" then
   local fields = what == "w4" and { "stream", "type", "data" } or nil
   local _, n = store:fold({ fields = fields }, {}, function(b, ev)
     b[ev.stream] = evolve(b[ev.stream] or 0, ev.type, ev.data)
+  end)
+  assert(n == STREAMS * PER)
+elseif what == "w4spread" then
+  local _, n = store:fold({ fields = { "stream", "type", "data" }, spread = true }, {}, function(b, stream, type_, data)
+    b[stream] = evolve(b[stream] or 0, type_, data)
   end)
   assert(n == STREAMS * PER)
 elseif what == "w3fold" then

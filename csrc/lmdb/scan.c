@@ -265,7 +265,8 @@ static const opt_spec read_all_options[] = {
 static const opt_spec fold_options[] = {
   { "stream", OPT_STRING }, { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER },
   { "backward", OPT_BOOLEAN }, { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE },
-  { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+  { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE },
+  { "spread", OPT_BOOLEAN }, { NULL, 0 }
 };
 
 static void scan_configure(lua_State *L, scanner *sc, int opts, int name_idx, const char *fn) {
@@ -793,7 +794,7 @@ static int scan_iter(lua_State *L) {
   const unsigned char *p = sc->records.data + it->off;
   if (sc->mode == SCAN_KV) return scan_push_kv_item(L, sc, it);
   if (sc->mode == SCAN_STREAMS) scan_push_stream_item(L, p);
-  else if (event_push(L, p, it->len, it->position, 0, sc->fields)) scan_reveal(L, sc);
+  else if (event_push(L, p, it->len, it->position, NULL, sc->fields)) scan_reveal(L, sc);
   return 1;
 }
 
@@ -946,7 +947,8 @@ static int scan_fold(lua_State *L) {
   store_check(L, 1);
   luaL_checktype(L, 4, LUA_TFUNCTION);
   lua_settop(L, 5);
-  int reveal = lua_isnil(L, 5) ? 0 : 5, revealed = 0;
+  int reveal = lua_isnil(L, 5) ? 0 : 5, revealed = 0, spread = 0;
+  unsigned char order[EVENT_KEYS];     /* spread: the fields passed to fn, in order */
   scanner *sc;
   if (lua_type(L, 2) == LUA_TSTRING) {
     sc = scan_new(L, SCAN_STREAM);
@@ -965,16 +967,20 @@ static int scan_fold(lua_State *L) {
       lua_pop(L, 2);
     }
     scan_configure(L, sc, 2, 6, "fold");
+    spread = event_spread_option(L, 2, "fold", order);
   }
   int sc_idx = lua_gettop(L);
-  EVENT_CACHE_PUSH(L);                 /* the last stream and type strings, short strings */
-  int cache = sc_idx + 1;
+  event_cache cache_state, *cache = &cache_state;   /* strings kept from event to event */
+  event_cache_push(L, cache);
+  luaL_checkstack(L, EVENT_KEYS + 4, "fold");   /* fn, state and up to EVENT_KEYS spread values */
   lua_Integer n = 0, last_pos = 0, last_version = -1;
   while (sc->at < sc->count || scan_fill(L, sc, sc_idx)) {
     scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
     lua_pushvalue(L, 4);
     lua_pushvalue(L, 3);
-    if (event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields)) {
+    if (spread) {
+      event_push_spread(L, sc->records.data + it->off, it->len, it->position, cache, order, spread);
+    } else if (event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields)) {
       if (!reveal) event_trim(L, sc->fields);
       else {
         revealed = 1;
@@ -986,7 +992,7 @@ static int scan_fold(lua_State *L) {
         }
       }
     }
-    lua_call(L, 2, 1);
+    lua_call(L, spread ? 1 + spread : 2, 1);
     if (lua_isnil(L, -1)) lua_pop(L, 1);
     else lua_replace(L, 3);
     n++;
