@@ -1,5 +1,6 @@
 --- bench/peers_fields.lua: the peers' W3 and W4 (../shared/peers, README there) on chronicle
--- with the `fields` option, as a user who names the fields a replay uses would write them.
+-- with the `fields` option (and fold's `spread`, and a repository), as a user who names the
+-- fields a replay uses would write them.
 -- Same events, sizes and checks as the peers' lua/p0_chronicle.lua; prints lines in the
 -- peers' form (`peer workload value unit`), so bench/peers.sh can run it beside them.
 -- Durability "full" (only appends care; the reads are the same).
@@ -115,6 +116,15 @@ local ok, err = pcall(function()
   check(n2 == EVENTS, "W4f count " .. tostring(n2))
   for s = 0, STREAMS - 1 do check((b2[stream_name(s)] or 0) == expected[s], "W4f " .. s) end
   emit("W4f", EVENTS / dt, "events/s")
+
+  -- W4s: the same replay with spread = true: fn(state, stream, type, data), no event table
+  t = gettime()
+  local b3, n3 = store:fold({ fields = { "stream", "type", "data" }, spread = true }, {},
+    function(b, stream, type_, data) b[stream] = evolve(b[stream] or 0, type_, data) end)
+  dt = gettime() - t
+  check(n3 == EVENTS, "W4s count " .. tostring(n3))
+  for s = 0, STREAMS - 1 do check((b3[stream_name(s)] or 0) == expected[s], "W4s " .. s) end
+  emit("W4s", EVENTS / dt, "events/s")
   io.stdout:flush()
   io.stderr:write(("# %s: all checks passed (%d events, %d streams)\n"):format(PEER, EVENTS, STREAMS))
 end)

@@ -463,7 +463,7 @@ typedef struct codec_dec {
  * holds the same string. Map keys and short values (a stream name in the data) repeat
  * from one event to the next: a slot lookup and a memcmp cost half of what Lua's
  * interning of a new short string does (hashing every byte, then walking its bucket). */
-static void codec_push_short(lua_State *L, codec_strings *c, const unsigned char *s, size_t n) {
+void codec_push_short(lua_State *L, codec_strings *c, const unsigned char *s, size_t n) {
   unsigned h = (unsigned)n * 31u + s[0] * 7u + s[n - 1] * 131u + s[n / 2];
   unsigned slot = h % CODEC_STRING_SLOTS;
   if (c->n[slot] == n && c->s[slot] && memcmp(c->s[slot], s, n) == 0) {
@@ -524,6 +524,24 @@ static int codec_dec_map(codec_dec *d, uint64_t n) {
 
 static int codec_dec_value(codec_dec *d) {
   lua_State *L = d->L;
+  if (d->p < d->end) {       /* the usual short forms (fixint, fixstr) without codec_read_item */
+    unsigned c = *d->p;
+    if (c <= 0x7f) {
+      d->p++;
+      d->kind = ITEM_INT;
+      lua_pushinteger(L, (lua_Integer)c);
+      return 1;
+    }
+    size_t n = c & 0x1f;
+    if ((c & 0xe0) == 0xa0 && n <= (size_t)(d->end - d->p) - 1) {
+      const unsigned char *bytes = d->p + 1;
+      d->p = bytes + n;
+      d->kind = ITEM_BYTES;
+      if (d->strings && n > 0) codec_push_short(L, d->strings, bytes, n);   /* n <= 31 <= CODEC_STRING_MAX */
+      else lua_pushlstring(L, (const char *)bytes, n);
+      return 1;
+    }
+  }
   codec_item it;
   if (codec_read_item(&d->p, d->end, &it, &d->why)) return 0;
   d->kind = it.kind;

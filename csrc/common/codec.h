@@ -61,6 +61,8 @@ typedef struct codec_strings {
   size_t n[CODEC_STRING_SLOTS];
 } codec_strings;
 void codec_strings_push(lua_State *L, codec_strings *c);
+/* Pushes s[0..n) (1 <= n <= CODEC_STRING_MAX) through the cache `c`. */
+void codec_push_short(lua_State *L, codec_strings *c, const unsigned char *s, size_t n);
 
 /* codec_decode with a cache of short strings (`strings`, NULL: codec_decode). */
 int codec_decode_cached(lua_State *L, const unsigned char *p, size_t len, codec_strings *strings, const char **why);

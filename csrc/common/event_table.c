@@ -86,7 +86,11 @@ static void event_push_field(lua_State *L, const record_view *v, int key, uint64
   case EVENT_POSITION: lua_pushinteger(L, (lua_Integer)pos); break;
   case EVENT_STREAM: event_push_cached(L, cache, 0, v->stream, v->stream_len); break;
   case EVENT_VERSION: lua_pushinteger(L, (lua_Integer)v->version); break;
-  case EVENT_TYPE: event_push_cached(L, cache, 1, v->type, v->type_len); break;
+  case EVENT_TYPE:   /* types alternate: the short-string cache keeps several */
+    if (cache && v->type_len > 0 && v->type_len <= CODEC_STRING_MAX)
+      codec_push_short(L, &cache->strings, v->type, v->type_len);
+    else event_push_cached(L, cache, 1, v->type, v->type_len);
+    break;
   case EVENT_TIME: lua_pushinteger(L, v->time); break;
   case EVENT_ID: {
     char id[UUID_TEXT_LEN];
