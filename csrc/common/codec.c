@@ -454,25 +454,33 @@ typedef struct codec_dec {
   const unsigned char *p, *end;
   const char *why;
   int depth;
-  int strings;             /* stack index of a short-string cache (codec_decode_cached), or 0 */
+  codec_strings *strings;  /* a short-string cache (codec_decode_cached), or NULL */
+  int kind;                /* the ITEM_ kind of the last value pushed (codec_dec_map's key check) */
+  double f;                /* its value when a float */
 } codec_dec;
 
 /* Pushes s[0..n), taken from the cache table at `cache` when its slot for these bytes
  * holds the same string. Map keys and short values (a stream name in the data) repeat
  * from one event to the next: a slot lookup and a memcmp cost half of what Lua's
  * interning of a new short string does (hashing every byte, then walking its bucket). */
-static void codec_push_short(lua_State *L, int cache, const unsigned char *s, size_t n) {
+void codec_push_short(lua_State *L, codec_strings *c, const unsigned char *s, size_t n) {
   unsigned h = (unsigned)n * 31u + s[0] * 7u + s[n - 1] * 131u + s[n / 2];
-  lua_Integer slot = (lua_Integer)(h % CODEC_STRING_SLOTS) + 1;
-  if (lua_rawgeti(L, cache, slot) == LUA_TSTRING) {
-    size_t clen;
-    const char *c = lua_tolstring(L, -1, &clen);
-    if (clen == n && memcmp(c, s, n) == 0) return;
+  unsigned slot = h % CODEC_STRING_SLOTS;
+  if (c->n[slot] == n && c->s[slot] && memcmp(c->s[slot], s, n) == 0) {
+    lua_rawgeti(L, c->table, (lua_Integer)slot + 1);
+    return;
   }
-  lua_pop(L, 1);
-  lua_pushlstring(L, (const char *)s, n);
+  c->s[slot] = lua_pushlstring(L, (const char *)s, n);   /* Lua's copy, alive while the slot holds it */
+  c->n[slot] = n;
   lua_pushvalue(L, -1);
-  lua_rawseti(L, cache, slot);
+  lua_rawseti(L, c->table, (lua_Integer)slot + 1);
+}
+
+void codec_strings_push(lua_State *L, codec_strings *c) {
+  lua_createtable(L, CODEC_STRING_SLOTS, 0);
+  c->table = lua_gettop(L);
+  memset(c->s, 0, sizeof c->s);
+  memset(c->n, 0, sizeof c->n);
 }
 
 static int codec_dec_fail(codec_dec *d, const char *why) {
@@ -504,9 +512,8 @@ static int codec_dec_map(codec_dec *d, uint64_t n) {
   lua_createtable(L, 0, (int)n);
   for (uint64_t i = 0; i < n; i++) {
     if (!codec_dec_value(d)) return 0;
-    int kt = lua_type(L, -1);
-    if (kt == LUA_TNIL || kt == LUA_TTABLE ||
-        (kt == LUA_TNUMBER && !lua_isinteger(L, -1) && isnan(lua_tonumber(L, -1))))
+    int kind = d->kind;   /* known from the bytes: no need to ask Lua what the key is */
+    if (kind == ITEM_NIL || kind == ITEM_ARRAY || kind == ITEM_MAP || (kind == ITEM_FLOAT && isnan(d->f)))
       return codec_dec_fail(d, "a map key that Lua cannot hold");
     if (!codec_dec_value(d)) return 0;
     lua_rawset(L, -3);
@@ -517,14 +524,33 @@ static int codec_dec_map(codec_dec *d, uint64_t n) {
 
 static int codec_dec_value(codec_dec *d) {
   lua_State *L = d->L;
+  if (d->p < d->end) {       /* the usual short forms (fixint, fixstr) without codec_read_item */
+    unsigned c = *d->p;
+    if (c <= 0x7f) {
+      d->p++;
+      d->kind = ITEM_INT;
+      lua_pushinteger(L, (lua_Integer)c);
+      return 1;
+    }
+    size_t n = c & 0x1f;
+    if ((c & 0xe0) == 0xa0 && n <= (size_t)(d->end - d->p) - 1) {
+      const unsigned char *bytes = d->p + 1;
+      d->p = bytes + n;
+      d->kind = ITEM_BYTES;
+      if (d->strings && n > 0) codec_push_short(L, d->strings, bytes, n);   /* n <= 31 <= CODEC_STRING_MAX */
+      else lua_pushlstring(L, (const char *)bytes, n);
+      return 1;
+    }
+  }
   codec_item it;
   if (codec_read_item(&d->p, d->end, &it, &d->why)) return 0;
+  d->kind = it.kind;
   switch (it.kind) {
     case ITEM_NIL: lua_pushnil(L); return 1;
     case ITEM_BOOL: lua_pushboolean(L, (int)it.i); return 1;
     case ITEM_INT: lua_pushinteger(L, (lua_Integer)it.i); return 1;
     case ITEM_UINT: lua_pushnumber(L, (lua_Number)it.u); return 1;   /* beyond Lua's integers */
-    case ITEM_FLOAT: lua_pushnumber(L, (lua_Number)it.f); return 1;
+    case ITEM_FLOAT: d->f = it.f; lua_pushnumber(L, (lua_Number)it.f); return 1;
     case ITEM_BYTES:
       if (d->strings && it.n > 0 && it.n <= CODEC_STRING_MAX) codec_push_short(L, d->strings, it.bytes, (size_t)it.n);
       else lua_pushlstring(L, (const char *)it.bytes, (size_t)it.n);
@@ -535,11 +561,11 @@ static int codec_dec_value(codec_dec *d) {
 }
 
 int codec_decode(lua_State *L, const unsigned char *p, size_t len, const char **why) {
-  return codec_decode_cached(L, p, len, 0, why);
+  return codec_decode_cached(L, p, len, NULL, why);
 }
 
-int codec_decode_cached(lua_State *L, const unsigned char *p, size_t len, int strings, const char **why) {
-  codec_dec d = { L, p, p + len, NULL, 0, strings ? lua_absindex(L, strings) : 0 };
+int codec_decode_cached(lua_State *L, const unsigned char *p, size_t len, codec_strings *strings, const char **why) {
+  codec_dec d = { L, p, p + len, NULL, 0, strings, 0, 0 };
   int top = lua_gettop(L);
   if (!codec_dec_value(&d)) {
     lua_settop(L, top);

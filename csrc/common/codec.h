@@ -48,12 +48,24 @@ void codec_encode_capped(lua_State *L, int idx, buf *out, const char *root, code
  * a Lua error could leak (it may raise only Lua's own memory error). */
 int codec_decode(lua_State *L, const unsigned char *p, size_t len, const char **why);
 
-/* codec_decode with a cache of short strings: `strings` is the stack index of a table
- * (made by the caller, kept for a whole scan) whose CODEC_STRING_SLOTS array slots hold
- * recent strings of 1 to CODEC_STRING_MAX bytes; 0 is codec_decode. */
+/* A cache of short strings for codec_decode_cached, kept for a whole scan: `table` is the
+ * (absolute) stack index of a table whose array slots 1..CODEC_STRING_SLOTS hold recent
+ * strings of 1 to CODEC_STRING_MAX bytes and keep them alive; s[i], n[i] are the bytes of
+ * slot i + 1 (NULL: empty), so that a lookup compares bytes without calling into Lua.
+ * codec_strings_push makes the table and clears the slots. */
 #define CODEC_STRING_SLOTS 64
 #define CODEC_STRING_MAX 40
-int codec_decode_cached(lua_State *L, const unsigned char *p, size_t len, int strings, const char **why);
+typedef struct codec_strings {
+  int table;
+  const char *s[CODEC_STRING_SLOTS];
+  size_t n[CODEC_STRING_SLOTS];
+} codec_strings;
+void codec_strings_push(lua_State *L, codec_strings *c);
+/* Pushes s[0..n) (1 <= n <= CODEC_STRING_MAX) through the cache `c`. */
+void codec_push_short(lua_State *L, codec_strings *c, const unsigned char *s, size_t n);
+
+/* codec_decode with a cache of short strings (`strings`, NULL: codec_decode). */
+int codec_decode_cached(lua_State *L, const unsigned char *p, size_t len, codec_strings *strings, const char **why);
 
 /* True when two encoded values decode to equal Lua values (maps in any order). */
 int codec_equal(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen);

@@ -1,10 +1,12 @@
 /* fold's walk over a batch of records (see event_batch.h). */
+#include <lauxlib.h>
 #include "event_batch.h"
-#include "event_table.h"
 #include "record.h"
 
-fold_walk fold_walk_start(int fn, int state, int cache, int reveal, unsigned fields) {
-  fold_walk w = { fn, state, cache, reveal, fields, 0, 0, 0, -1 };
+fold_walk fold_walk_start(lua_State *L, int fn, int state, event_cache *cache, int reveal, unsigned fields,
+                          int spread, const unsigned char *order) {
+  luaL_checkstack(L, EVENT_KEYS + 4, "fold");
+  fold_walk w = { fn, state, reveal, cache, fields, spread, order, 0, 0, 0, -1 };
   return w;
 }
 
@@ -16,16 +18,21 @@ int fold_batch(lua_State *L, fold_walk *w, const unsigned char *records, const s
     const scan_item *it = &items[(*at)++];
     lua_pushvalue(L, w->fn);
     lua_pushvalue(L, w->state);
-    if (event_push(L, records + it->off, it->len, it->position, w->cache, w->fields) && w->reveal) {
-      w->revealed = 1;
-      if (!event_reveal(L, w->reveal)) {      /* it ended itself */
-        lua_pushnil(L);
-        lua_insert(L, -2);
-        ok = 0;
-        break;
+    if (w->spread) {
+      event_push_spread(L, records + it->off, it->len, it->position, w->cache, w->order, w->spread);
+    } else if (event_push(L, records + it->off, it->len, it->position, w->cache, w->fields)) {
+      if (!w->reveal) event_trim(L, w->fields);          /* meta and id were built for a reveal */
+      else {
+        w->revealed = 1;
+        if (!event_reveal(L, w->reveal, w->fields)) {   /* it ended itself */
+          lua_pushnil(L);
+          lua_insert(L, -2);
+          ok = 0;
+          break;
+        }
       }
     }
-    lua_call(L, 2, 1);
+    lua_call(L, w->spread ? 1 + w->spread : 2, 1);
     if (lua_isnil(L, -1)) lua_pop(L, 1);
     else lua_replace(L, w->state);
     n++;

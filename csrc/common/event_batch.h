@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <lua.h>
+#include "event_table.h"
 #pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 /* One record of a batch: bytes [off, off + len) of the batch's buffer, at a global position. */
@@ -16,16 +17,23 @@ typedef struct scan_item {
 } scan_item;
 
 /* What a fold carries from batch to batch. fn and state are stack slots (the new state
- * replaces the one at `state`); cache as event_push's; reveal the reveal function's slot or 0. */
+ * replaces the one at `state`); cache as event_push's; reveal the reveal function's slot or 0;
+ * spread 0, or fold's `spread` (event_spread_option: fn gets that many values in the order
+ * of `order` instead of an event table). */
 typedef struct fold_walk {
-  int fn, state, cache, reveal;
+  int fn, state, reveal;
+  event_cache *cache;
   unsigned fields;             /* event_table.h's EVENT_FIELD bits */
+  int spread;
+  const unsigned char *order;
   int revealed;                /* reveal opened an event: call event_reveal_end when the fold ends */
   lua_Integer n, last_position, last_version;
 } fold_walk;
 
-/* A walk at its start: no event folded yet (last_version -1). */
-fold_walk fold_walk_start(int fn, int state, int cache, int reveal, unsigned fields);
+/* A walk at its start: no event folded yet (last_version -1). Checks the Lua stack has room
+ * for fn, state and up to EVENT_KEYS spread values. */
+fold_walk fold_walk_start(lua_State *L, int fn, int state, event_cache *cache, int reveal, unsigned fields,
+                          int spread, const unsigned char *order);
 
 /* Folds items[*at .. count) of the batch in `records`, advancing *at before each call of fn,
  * so a Lua error in fn (which propagates) leaves the scanner consistent for its __gc. Returns

@@ -41,26 +41,36 @@ unsigned event_fields_option(lua_State *L, int opts, const char *fn) {
   return fields;
 }
 
-/* Pushes s[0..n) as a Lua string, reusing the one in stack slot `slot` when it holds
- * the same bytes. */
-static void event_push_cached(lua_State *L, int slot, const unsigned char *s, size_t n) {
-  size_t clen;
-  const char *c = slot ? lua_tolstring(L, slot, &clen) : NULL;
-  if (c && clen == n && memcmp(c, s, n) == 0) {
-    lua_pushvalue(L, slot);
+void event_cache_push(lua_State *L, event_cache *c) {
+  lua_pushnil(L);
+  c->last = lua_gettop(L);
+  lua_pushnil(L);
+  c->last_s[0] = c->last_s[1] = NULL;
+  c->last_n[0] = c->last_n[1] = 0;
+  codec_strings_push(L, &c->strings);
+}
+
+/* Pushes s[0..n) as a Lua string, reusing the last one of its kind (0 stream, 1 type)
+ * when it holds the same bytes. */
+static void event_push_cached(lua_State *L, event_cache *c, int which, const unsigned char *s, size_t n) {
+  if (!c) {
+    lua_pushlstring(L, (const char *)s, n);
     return;
   }
-  lua_pushlstring(L, (const char *)s, n);
-  if (slot) {
-    lua_pushvalue(L, -1);
-    lua_replace(L, slot);
+  if (c->last_s[which] && c->last_n[which] == n && memcmp(c->last_s[which], s, n) == 0) {
+    lua_pushvalue(L, c->last + which);
+    return;
   }
+  c->last_s[which] = lua_pushlstring(L, (const char *)s, n);   /* alive while the slot holds it */
+  c->last_n[which] = n;
+  lua_pushvalue(L, -1);
+  lua_replace(L, c->last + which);
 }
 
 static void event_push_value(lua_State *L, const unsigned char *p, size_t len, uint64_t pos, const char *field,
-                             int strings) {
+                             event_cache *cache) {
   const char *why;
-  if (!codec_decode_cached(L, p, len, strings, &why)) {
+  if (!codec_decode_cached(L, p, len, cache ? &cache->strings : NULL, &why)) {
     cerr_new(L, "corrupt", "event at position %I: %s does not decode: %s", (lua_Integer)pos, field, why);
     lua_pushinteger(L, (lua_Integer)pos);
     lua_setfield(L, -2, "position");
@@ -70,75 +80,102 @@ static void event_push_value(lua_State *L, const unsigned char *p, size_t len, u
 
 #define EVENT_KEY(L, key) lua_pushvalue(L, lua_upvalueindex(key))
 
-int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields) {
+/* Pushes field `key` of the record in `v` (meta: its decoded value, nil included). */
+static void event_push_field(lua_State *L, const record_view *v, int key, uint64_t pos, event_cache *cache) {
+  switch (key) {
+  case EVENT_POSITION: lua_pushinteger(L, (lua_Integer)pos); break;
+  case EVENT_STREAM: event_push_cached(L, cache, 0, v->stream, v->stream_len); break;
+  case EVENT_VERSION: lua_pushinteger(L, (lua_Integer)v->version); break;
+  case EVENT_TYPE:   /* types alternate: the short-string cache keeps several */
+    if (cache && v->type_len > 0 && v->type_len <= CODEC_STRING_MAX)
+      codec_push_short(L, &cache->strings, v->type, v->type_len);
+    else event_push_cached(L, cache, 1, v->type, v->type_len);
+    break;
+  case EVENT_TIME: lua_pushinteger(L, v->time); break;
+  case EVENT_ID: {
+    char id[UUID_TEXT_LEN];
+    uuid_format(v->id, id);
+    lua_pushlstring(L, id, UUID_TEXT_LEN);
+    break;
+  }
+  case EVENT_SCHEMA: lua_pushinteger(L, (lua_Integer)v->schema); break;
+  case EVENT_META: event_push_value(L, v->meta, v->meta_len, pos, "meta", cache); break;
+  default: event_push_value(L, v->data, v->data_len, pos, "data", cache); break;
+  }
+}
+
+int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, event_cache *cache, unsigned fields) {
   int personal = 0;
   record_view v;
   const char *why;
   if (record_layout(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
   if (v.meta_len == 1 && v.meta[0] == 0xc0) fields &= ~EVENT_FIELD(EVENT_META);   /* nil meta: no field */
-  int n = __builtin_popcount(fields);
-  lua_createtable(L, 0, n);                     /* 8 fields fit a hash part of 8, 9 need 16 */
-  if (fields & EVENT_FIELD(EVENT_POSITION)) {
-    EVENT_KEY(L, EVENT_POSITION);
-    lua_pushinteger(L, (lua_Integer)pos);
-    lua_rawset(L, -3);
-  }
-  if (fields & EVENT_FIELD(EVENT_STREAM)) {
-    EVENT_KEY(L, EVENT_STREAM);
-    event_push_cached(L, cache, v.stream, v.stream_len);
-    lua_rawset(L, -3);
-  }
-  if (fields & EVENT_FIELD(EVENT_VERSION)) {
-    EVENT_KEY(L, EVENT_VERSION);
-    lua_pushinteger(L, (lua_Integer)v.version);
-    lua_rawset(L, -3);
-  }
-  if (fields & EVENT_FIELD(EVENT_TYPE)) {
-    EVENT_KEY(L, EVENT_TYPE);
-    event_push_cached(L, cache ? cache + 1 : 0, v.type, v.type_len);
-    lua_rawset(L, -3);
-  }
-  if (fields & EVENT_FIELD(EVENT_TIME)) {
-    EVENT_KEY(L, EVENT_TIME);
-    lua_pushinteger(L, v.time);
-    lua_rawset(L, -3);
-  }
-  if (fields & EVENT_FIELD(EVENT_ID)) {
-    char id[UUID_TEXT_LEN];
-    uuid_format(v.id, id);
-    EVENT_KEY(L, EVENT_ID);
-    lua_pushlstring(L, id, UUID_TEXT_LEN);
-    lua_rawset(L, -3);
-  }
-  if (fields & EVENT_FIELD(EVENT_SCHEMA)) {
-    EVENT_KEY(L, EVENT_SCHEMA);
-    lua_pushinteger(L, (lua_Integer)v.schema);
-    lua_rawset(L, -3);
-  }
-  if (fields & EVENT_FIELD(EVENT_META)) {
-    EVENT_KEY(L, EVENT_META);
-    event_push_value(L, v.meta, v.meta_len, pos, "meta", cache ? cache + 2 : 0);
-    if (lua_type(L, -1) == LUA_TTABLE) {
+  else if ((fields & EVENT_REVEAL_FIELDS) != EVENT_REVEAL_FIELDS &&
+           memmem(v.meta, v.meta_len, EVENT_PERSONAL_MSGPACK, sizeof EVENT_PERSONAL_MSGPACK - 1))
+    fields |= EVENT_REVEAL_FIELDS;   /* a reader of personal data needs them: event_trim drops them after */
+  lua_createtable(L, 0, __builtin_popcount(fields));   /* 8 fields fit a hash part of 8, 9 need 16 */
+  for (unsigned rest = fields; rest; rest &= rest - 1) {
+    int key = __builtin_ctz(rest) + 1;
+    EVENT_KEY(L, key);
+    event_push_field(L, &v, key, pos, cache);
+    if (key == EVENT_META && lua_type(L, -1) == LUA_TTABLE) {
       lua_pushliteral(L, EVENT_PERSONAL_KEY);
       personal = lua_rawget(L, -2) != LUA_TNIL && lua_toboolean(L, -1);
       lua_pop(L, 1);
     }
     lua_rawset(L, -3);
   }
-  if (fields & EVENT_FIELD(EVENT_DATA)) {
-    EVENT_KEY(L, EVENT_DATA);
-    event_push_value(L, v.data, v.data_len, pos, "data", cache ? cache + 2 : 0);
-    lua_rawset(L, -3);
-  }
   return personal;
 }
 
-int event_reveal(lua_State *L, int reveal) {
+int event_spread_option(lua_State *L, int opts, const char *fn, unsigned char order[EVENT_KEYS]) {
+  lua_getfield(L, opts, "spread");
+  int spread = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (!spread) return 0;
+  if (lua_getfield(L, opts, "fields") != LUA_TTABLE)
+    luaL_error(L, "%s: option 'spread' needs 'fields' (the values to pass, in order)", fn);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);   /* names checked by event_fields_option */
+  if (n > EVENT_KEYS) luaL_error(L, "%s: option 'spread' takes at most %d fields", fn, EVENT_KEYS);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    const char *name = lua_tostring(L, -1);
+    for (int k = 0; k < EVENT_KEYS; k++)
+      if (strcmp(name, event_keys[k]) == 0) order[i - 1] = (unsigned char)(k + 1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return (int)n;
+}
+
+void event_push_spread(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, event_cache *cache,
+                       const unsigned char *order, int n) {
+  record_view v;
+  const char *why;
+  if (record_layout(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
+  for (int i = 0; i < n; i++) event_push_field(L, &v, order[i], pos, cache);
+}
+
+void event_trim(lua_State *L, unsigned fields) {
+  if (!(fields & EVENT_FIELD(EVENT_META))) {
+    EVENT_KEY(L, EVENT_META);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  }
+  if (!(fields & EVENT_FIELD(EVENT_ID))) {
+    EVENT_KEY(L, EVENT_ID);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  }
+}
+
+int event_reveal(lua_State *L, int reveal, unsigned fields) {
   lua_pushvalue(L, reveal);
   lua_pushvalue(L, -2);
   lua_call(L, 1, 2);
   if (lua_toboolean(L, -2)) {
     lua_pop(L, 2);
+    event_trim(L, fields);
     return 1;
   }
   lua_remove(L, -2);

@@ -124,7 +124,8 @@ const opt_spec opt_read_all_spec[] = {
 const opt_spec opt_fold_spec[] = {
   { "stream", OPT_STRING }, { "from", OPT_INTEGER }, { "to", OPT_INTEGER }, { "count", OPT_INTEGER },
   { "backward", OPT_BOOLEAN }, { "category", OPT_STRING }, { "types", OPT_STRING | OPT_TABLE },
-  { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE }, { NULL, 0 }
+  { "until_position", OPT_INTEGER }, { "until_time", OPT_INTEGER }, { "fields", OPT_TABLE },
+  { "spread", OPT_BOOLEAN }, { NULL, 0 }
 };
 const opt_spec opt_streams_spec[] = {
   { "prefix", OPT_STRING }, { "after", OPT_STRING }, { "count", OPT_INTEGER }, { NULL, 0 }

@@ -728,11 +728,12 @@ static int scan_push_kv_item(lua_State *L, scanner *sc, const scan_item *it) {
 static void scan_reveal(lua_State *L, scanner *sc) {
   if (lua_getiuservalue(L, 1, 2) == LUA_TNIL) {
     lua_pop(L, 1);
+    event_trim(L, sc->fields);
     return;
   }
   sc->revealed = 1;
   lua_insert(L, -2);
-  if (!event_reveal(L, lua_gettop(L) - 1)) {
+  if (!event_reveal(L, lua_gettop(L) - 1, sc->fields)) {
     sc->revealed = 0;              /* a reveal that fails has ended itself */
     scan_release(sc);
     lua_error(L);
@@ -758,7 +759,7 @@ static int scan_iter(lua_State *L) {
   const unsigned char *p = sc->records.data + it->off;
   if (sc->mode == SCAN_KV) return scan_push_kv_item(L, sc, it);
   if (sc->mode == SCAN_STREAMS) scan_push_stream_item(L, p);
-  else if (event_push(L, p, it->len, it->position, 0, sc->fields)) scan_reveal(L, sc);
+  else if (event_push(L, p, it->len, it->position, NULL, sc->fields)) scan_reveal(L, sc);
   return 1;
 }
 
@@ -904,7 +905,8 @@ static int scan_fold(lua_State *L) {
   store_check(L, 1);
   luaL_checktype(L, 4, LUA_TFUNCTION);
   lua_settop(L, 5);
-  int reveal = lua_isnil(L, 5) ? 0 : 5;
+  int reveal = lua_isnil(L, 5) ? 0 : 5, spread = 0;
+  unsigned char order[EVENT_KEYS];     /* spread: the fields passed to fn, in order */
   scanner *sc;
   if (lua_type(L, 2) == LUA_TSTRING) {
     sc = scan_new(L, SCAN_STREAM);
@@ -923,11 +925,12 @@ static int scan_fold(lua_State *L) {
       lua_pop(L, 2);
     }
     scan_configure(L, sc, 2, 6, "fold");
+    spread = event_spread_option(L, 2, "fold", order);
   }
   int sc_idx = lua_gettop(L);
-  EVENT_CACHE_PUSH(L);                 /* the last stream and type strings, short strings */
-  int cache = sc_idx + 1;
-  fold_walk w = fold_walk_start(4, 3, cache, reveal, sc->fields);
+  event_cache cache;                   /* strings kept from event to event */
+  event_cache_push(L, &cache);
+  fold_walk w = fold_walk_start(L, 4, 3, &cache, reveal, sc->fields, spread, order);
   while (sc->at < sc->count || scan_fill(L, sc, sc_idx)) {
     if (!fold_batch(L, &w, sc->records.data, SCAN_ITEMS(sc), &sc->at, sc->count)) {
       scan_release(sc);

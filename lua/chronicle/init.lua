@@ -75,7 +75,7 @@ function M.open(target, opts)
 end
 
 --- Defines an aggregate: `{ name, initial, apply, commands, snapshot_every,
--- schema_version, ignore_unknown_events, upcasters, retries }`.
+-- schema_version, ignore_unknown_events, upcasters, retries, fields }`.
 -- See chronicle.aggregate.
 M.aggregate = aggregate.define
 

@@ -71,6 +71,36 @@ describe("the fields option", function()
     assert.same({ "order-1", "order-2" }, got)
   end)
 
+  it("spread = true on fold passes the named fields as arguments, in the order named, instead of an event", function()
+    local got = store:fold({ fields = { "data", "type", "meta", "position", "type" }, spread = true }, {},
+      function(acc, data, type_, meta, position, again, extra)
+        acc[#acc + 1] = { data.total, type_, meta and meta.by or false, position, again, extra == nil }
+      end)
+    assert.same({ { 5, "Placed", "ann", 1, "Placed", true }, { 5, "Paid", false, 2, "Paid", true },
+                  { 7, "Placed", false, 3, "Placed", true } }, got)
+    -- the same values as the events of a full read, field by field
+    local full = {}
+    for ev in store:read("order-1") do full[#full + 1] = { ev.id, ev.time, ev.version, ev.stream, ev.schema } end
+    local spread = store:fold({ stream = "order-1", fields = { "id", "time", "version", "stream", "schema" }, spread = true },
+      {}, function(acc, ...) acc[#acc + 1] = { ... } end)
+    assert.same(full, spread)
+    -- a fold's results are the same with and without it
+    local a = { store:fold({ stream = "order-1", fields = { "data" }, spread = true }, 0, function(n, d) return n + d.total end) }
+    local b = { store:fold({ stream = "order-1", fields = { "data" } }, 0, function(n, ev) return n + ev.data.total end) }
+    assert.same(b, a)
+  end)
+
+  it("refuses spread without fields, or not a boolean", function()
+    assert.has_error(function() store:fold({ spread = true }, 0, function() end) end,
+      "fold: option 'spread' needs 'fields' (the values to pass, in order)")
+    assert.has_error(function() store:fold({ spread = 1, fields = { "type" } }, 0, function() end) end,
+      "fold: option 'spread' must be a boolean, got number 1")
+    assert.has_error(function()
+      store:fold({ spread = true, fields = { "type", "type", "type", "type", "type", "type", "type", "type", "type", "type" } },
+                 0, function() end)
+    end, "fold: option 'spread' takes at most 9 fields")
+  end)
+
   it("refuses what is not a list of field names", function()
     assert.has_error(function() store:read("order-1", { fields = "type" }) end,
       "read: option 'fields' must be a table, got string")

@@ -56,6 +56,33 @@ describe("personal data", function()
     assert.same({ "Alice Liddell", "-" }, names)
   end)
 
+  it("is opened for a read naming fields that leave out meta and id, which the events then do not hold", function()
+    local store = helpers.open()
+    assert(register(store, "alice", "Alice Liddell", "alice@example.org"))
+    local function keys_of(t)
+      local out = {}
+      for k in pairs(t) do out[#out + 1] = k end
+      table.sort(out)
+      return out
+    end
+    local fields = { "type", "data" }
+    local evs = helpers.collect(store:read("customer-alice", { fields = fields }))
+    assert.same({ name = "Alice Liddell", email = "alice@example.org" }, evs[1].personal)
+    assert.same({ "data", "personal", "subject", "type" }, keys_of(evs[1]))
+    assert.same({ "data", "type" }, keys_of(evs[2]))
+    local names = store:fold({ stream = "customer-alice", fields = fields }, {}, function(acc, ev)
+      acc[#acc + 1] = (ev.personal and ev.personal.name or "-") .. ":" .. table.concat(keys_of(ev), ",")
+    end)
+    assert.same({ "Alice Liddell:data,personal,subject,type", "-:data,type" }, names)
+    -- meta named, id not: the box still opens (it is sealed to the id), and id stays out
+    evs = helpers.collect(store:read_all({ fields = { "meta" } }))
+    assert.same({ "meta", "personal", "subject" }, keys_of(evs[1]))
+    assert.same({ source = "web" }, evs[1].meta)
+    -- a sealed read (no reveal function) keeps to the fields as well
+    evs = helpers.collect(store:read_all({ sealed = true, fields = fields }))
+    assert.same({ "data", "type" }, keys_of(evs[1]))
+  end)
+
   it("is opened by the store's reveal function, which the backend calls for those events only", function()
     local store = helpers.open()
     assert(register(store, "alice", "Alice", "a@example.org"))

@@ -159,5 +159,107 @@ describe("chronicle.aggregate", function()
       assert.equals(4, res.version)
       assert.equals(20, res.state.balance)
     end)
+
+    it("names the version also past a snapshot and in rebuild_snapshots, and leaves later loads alone", function()
+      local Snapped = chronicle.aggregate(account_def({ snapshot_every = 1 }))
+      local accounts = store:repository(Snapped)
+      assert(store:append("account-8", { { type = "Deposited", data = { amount = 2 } } }))
+      assert.equals(2, accounts:load("8").balance)        -- writes a snapshot at version 0
+      assert(store:append("account-8", { { type = "Audited" }, { type = "Deposited", data = { amount = 1 } },
+                                         { type = "Audited" } }))
+      local ok, err = pcall(accounts.load, accounts, "8")
+      assert.is_false(ok)
+      assert.matches("'Audited' (stream account-8, version 1)", tostring(err), nil, true)
+      ok, err = pcall(accounts.rebuild_snapshots, accounts)
+      assert.is_false(ok)
+      assert.matches("(stream account-7, version 2)", tostring(err), nil, true)
+      assert(store:append("account-9", { { type = "Deposited", data = { amount = 5 } } }))
+      assert.equals(5, accounts:load("9").balance)
+    end)
+  end)
+end)
+
+-- The `fields` of a definition: what apply uses, all a repository's loads read.
+describe("an aggregate's fields", function()
+  after_each(helpers.cleanup)
+
+  local function keys_of(t)
+    local out = {}
+    for k in pairs(t) do out[#out + 1] = k end
+    table.sort(out)
+    return out
+  end
+
+  -- An account whose apply records the keys of every event it is given.
+  local function recording(seen, patch)
+    local def = account_def(patch)
+    def.apply = { Deposited = function(state, ev)
+      seen[#seen + 1] = keys_of(ev)
+      state.balance = state.balance + ev.data.amount
+    end }
+    return chronicle.aggregate(def)
+  end
+
+  local store
+  before_each(function()
+    store = helpers.open({ durability = "nosync" })
+    assert(store:append("account-1", {
+      { type = "Deposited", data = { amount = 3 }, meta = { by = "ann" } },
+      { type = "Deposited", data = { amount = 4 } },
+    }))
+  end)
+
+  it("are type and data by default: a load reads those and nothing else", function()
+    local seen = {}
+    local repo = store:repository(recording(seen))
+    local state, version = repo:load("1")
+    assert.equals(7, state.balance)
+    assert.equals(1, version)
+    assert.same({ { "data", "type" }, { "data", "type" } }, seen)
+    for i = #seen, 1, -1 do seen[i] = nil end
+    assert(repo:execute("1", "deposit", { amount = 1 }))    -- loads, then applies the new event
+    assert.equals(3, #seen)
+    assert.same({ "data", "type" }, seen[2])
+    -- the event a command just made is applied as built, whole
+    assert.same({ "data", "id", "meta", "schema", "stream", "time", "type", "version" }, seen[3])
+  end)
+
+  it("are what the definition names, with type added", function()
+    local seen = {}
+    local repo = store:repository(recording(seen, { fields = { "data", "meta", "time" } }))
+    assert.equals(7, repo:load("1").balance)
+    assert.same({ "data", "meta", "time", "type" }, seen[1])
+    assert.same({ "data", "time", "type" }, seen[2])   -- no meta: none
+  end)
+
+  it("are read whole when the definition names all nine", function()
+    local all = { "position", "stream", "version", "type", "time", "id", "schema", "meta", "data" }
+    local got = {}
+    local Agg = chronicle.aggregate(account_def({ apply = { Deposited = function(_, ev) got[#got + 1] = ev end },
+                                                  fields = all }))
+    store:repository(Agg):load("1")
+    assert.same(helpers.collect(store:read("account-1")), got)
+  end)
+
+  it("gain stream, version, position and schema when upcasters are in force", function()
+    local seen = {}
+    local repo = store:repository(recording(seen, { upcasters = { Deposited = { [1] = function(d) return d end } } }))
+    assert.equals(7, repo:load("1").balance)
+    assert.same({ "data", "position", "schema", "stream", "type", "version" }, seen[2])
+  end)
+
+  it("also apply to rebuild_snapshots", function()
+    local seen = {}
+    local repo = store:repository(recording(seen, { snapshot_every = 100 }))
+    assert.equals(1, repo:rebuild_snapshots())
+    assert.same({ "data", "type" }, seen[1])
+    assert.equals(7, repo:snapshot("1").state.balance)
+  end)
+
+  it("must be a non-empty list of event field names", function()
+    assert.matches("'fields' must be a non-empty list", definition_error(account_def({ fields = "data" })), nil, true)
+    assert.matches("'fields' must be a non-empty list", definition_error(account_def({ fields = {} })), nil, true)
+    assert.matches("fields[2] must be one of position, stream", definition_error(account_def({ fields = { "data", "colour" } })),
+      nil, true)
   end)
 end)

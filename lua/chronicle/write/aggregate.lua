@@ -13,10 +13,34 @@ M.Aggregate = Aggregate
 local fields = {
   kind = true, name = true, initial = true, apply = true, commands = true,
   snapshot_every = true, schema_version = true, ignore_unknown_events = true,
-  upcasters = true, retries = true, description = true,
+  upcasters = true, retries = true, description = true, fields = true,
 }
 
 local function fail(msg, level) error("aggregate: " .. msg, level or 3) end
+
+--- The event fields `apply` uses when a definition names none (`fields`).
+M.DEFAULT_FIELDS = { "type", "data" }
+
+local event_fields = {
+  position = true, stream = true, version = true, type = true, time = true, id = true,
+  schema = true, meta = true, data = true,
+}
+
+-- The `fields` of a definition: a non-empty list of event field names.
+local function check_fields(list)
+  if list == nil then return M.DEFAULT_FIELDS end
+  local n = 0
+  if type(list) == "table" then for _ in pairs(list) do n = n + 1 end end
+  if n == 0 or n ~= #list then fail("'fields' must be a non-empty list of event field names", 4) end
+  local out = {}
+  for i, name in ipairs(list) do
+    if not event_fields[name] then
+      fail(("fields[%d] must be one of position, stream, version, type, time, id, schema, meta, data"):format(i), 4)
+    end
+    out[i] = name
+  end
+  return out
+end
 
 local function check_handlers(def, field, required)
   local handlers = def[field]
@@ -49,7 +73,10 @@ M.deep_copy = deep_copy
 --   it or return a new one), `commands` (`commands[name](state, args, ctx)`
 --   returns an event, a list of events, nothing, or `nil, reason` to reject),
 --   optional `snapshot_every`, `schema_version`, `ignore_unknown_events`,
---   `upcasters` (`{ Type = { [v] = fn } }`), `retries`, `description`.
+--   `upcasters` (`{ Type = { [v] = fn } }`), `retries`, `description`,
+--   `fields` (the event fields `apply` uses, a list as `store:fold` takes; the
+--   repository's loads read only those, plus `type`, plus `stream`, `version`,
+--   `position` and `schema` when upcasters are in force; default `{ "type", "data" }`).
 function M.define(def)
   if type(def) ~= "table" then fail("definition must be a table, got " .. type(def)) end
   for key in pairs(def) do
@@ -75,6 +102,7 @@ function M.define(def)
   if math.type(schema) ~= "integer" or schema < 1 then fail("'schema_version' must be an integer >= 1") end
   local retries = def.retries or 3
   if math.type(retries) ~= "integer" or retries < 0 then fail("'retries' must be an integer >= 0") end
+  local read_fields = check_fields(def.fields)
   local own = upcast.registry()
   if def.upcasters ~= nil then
     if type(def.upcasters) ~= "table" then fail("'upcasters' must be a table { Type = { [version] = fn } }") end
@@ -91,7 +119,7 @@ function M.define(def)
   return setmetatable({
     name = def.name, initial = initial, apply = apply, commands = commands,
     snapshot_every = every, schema_version = schema, ignore_unknown_events = def.ignore_unknown_events == true,
-    upcasters = own, retries = retries, description = def.description,
+    upcasters = own, retries = retries, description = def.description, fields = read_fields,
   }, Aggregate)
 end
 

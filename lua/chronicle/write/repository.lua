@@ -57,24 +57,68 @@ end
 function Repository:applier()
   local registry = self:upcasters()
   if self._applier and self._applier_for == registry then return self._applier end
-  self._applier, self._applier_for = self:make_applier(registry), registry
+  self._applier, self._unknown = self:make_applier(registry)
+  self._applier_for, self._fields = registry, self:make_fields(registry)
   return self._applier
 end
 
+--- The event fields a load reads (the `fields` of fold): the aggregate's, plus
+-- `type` (what the repository dispatches on), plus `stream`, `version`,
+-- `position` and `schema` when upcasters are in force (an upcaster is given
+-- the event with them, and its errors name them). The repository needs no other: fold returns the last version and position.
+function Repository:read_fields()
+  self:applier()
+  return self._fields
+end
+
+function Repository:make_fields(registry)
+  local out, seen = {}, {}
+  local function add(name)
+    if not seen[name] then seen[name] = true; out[#out + 1] = name end
+  end
+  for _, name in ipairs(self.aggregate.fields) do add(name) end
+  add("type")
+  if not registry:is_empty() then add("stream"); add("version"); add("position"); add("schema") end
+  return out
+end
+
+-- The applier, and a function that returns (and forgets) the type of the first event the
+-- applier met with no apply handler and no version to name it by (an event of a load that
+-- did not read versions): it skips that event and those after it, and the load raises
+-- (Repository:raise_unknown), so that loads need not read versions for the error message.
 function Repository:make_applier(registry)
   local agg = self.aggregate
   local apply, ignore = agg.apply, agg.ignore_unknown_events
   local plain = registry:is_empty()
-  return function(state, ev)
+  local unknown
+  local function applier(state, ev)
+    if unknown then return nil end
     if not plain then registry:apply(ev) end
     local handler = apply[ev.type]
     if handler == nil then
       if ignore then return nil end
+      if ev.version == nil then unknown = ev.type; return nil end
       error(("%s: no apply handler for event type '%s' (stream %s, version %d)")
-        :format(agg.name, ev.type, ev.stream, ev.version), 0)
+        :format(agg.name, ev.type, ev.stream or "?", ev.version), 0)
     end
     return handler(state, ev)
   end
+  return applier, function()
+    local t = unknown
+    unknown = nil
+    return t
+  end
+end
+
+-- Raises the error of a load of `stream` (from version `from`) that met an event of type
+-- `type_name` with no apply handler, naming its version (read again: an error path).
+function Repository:raise_unknown(stream, from, type_name)
+  local version = "?"
+  for ev in self.store:read(stream, { from = from, fields = { "type", "version" } }) do
+    if ev.type == type_name then version = ev.version; break end
+  end
+  error(("%s: no apply handler for event type '%s' (stream %s, version %s)")
+    :format(self.aggregate.name, type_name, stream, version), 0)
 end
 
 local function check_at(at)
@@ -113,7 +157,7 @@ end
 function Repository:load_state(id, at, may_snapshot)
   local agg, store = self.aggregate, self.store
   local stream = agg:stream(id)
-  local query = { stream = stream }
+  local query = { stream = stream, fields = self:read_fields() }
   local state, version = nil, -1
   local snap = agg.snapshot_every and store:kv_get(M.SNAPSHOTS, stream)
   if type(snap) == "table" and snap.schema == agg.schema_version and snapshot_fits(snap, at) then
@@ -128,7 +172,11 @@ function Repository:load_state(id, at, may_snapshot)
     elseif at.position then query.until_position = at.position
     else query.until_time = at.time end
   end
-  local final, count, last_position, last_version = store:fold(query, state, self:applier())
+  local applier = self:applier()
+  self._unknown()                      -- a load that raised left nothing for this one
+  local final, count, last_position, last_version = store:fold(query, state, applier)
+  local unknown = self._unknown()
+  if unknown then self:raise_unknown(stream, query.from or 0, unknown) end
   if final == nil and type(count) == "table" then return nil, count end
   -- Hidden (truncated, deleted) events count as read: last_version is past them.
   if last_version > version then version = last_version end
@@ -385,7 +433,12 @@ function Repository:rebuild_snapshots()
   for info in self.store:streams({ prefix = agg.name .. "-" }) do names[#names + 1] = info.stream end
   local written = 0
   for _, stream in ipairs(names) do
-    local final, count, last_position, last_version = self.store:fold(stream, agg.initial(), self:applier())
+    local applier = self:applier()
+    self._unknown()
+    local final, count, last_position, last_version =
+      self.store:fold({ stream = stream, fields = self._fields }, agg.initial(), applier)
+    local unknown = self._unknown()
+    if unknown then self:raise_unknown(stream, 0, unknown) end
     if final == nil and type(count) == "table" then return nil, count end
     if count > 0 then
       local ok, err = self:write_snapshot(stream, final, last_version, last_position, self:time_at(last_position))
