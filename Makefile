@@ -18,9 +18,9 @@ WARN = -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE
 VIS = -fvisibility=hidden
 LIBS = -llmdb -lxxhash -lpthread    # msgpack-c is used through its headers only (csrc/common/codec.c)
 # csrc/common: what both backends compile in (buffers, errors, ids, codec, records, options);
-# csrc/lmdb: the LMDB backend and luaopen_chronicle_core; csrc/sandbox: the script sandbox.
-SRC = $(wildcard csrc/common/*.c csrc/lmdb/*.c csrc/sandbox/*.c)
-HDR = $(wildcard csrc/common/*.h csrc/lmdb/*.h csrc/sandbox/*.h)
+# csrc/lmdb: the LMDB backend and luaopen_chronicle_core.
+SRC = $(wildcard csrc/common/*.c csrc/lmdb/*.c)
+HDR = $(wildcard csrc/common/*.h csrc/lmdb/*.h)
 INC = -Icsrc
 BUILD = build
 SO = $(BUILD)/chronicle/core.so
@@ -41,6 +41,11 @@ CRYPTO_SRC = $(wildcard csrc/crypto/*.c csrc/common/*.c)
 CRYPTO_HDR = $(wildcard csrc/crypto/*.h csrc/common/*.h)
 CRYPTO_LIBS = -lsodium -lxxhash
 CRYPTO_SO = $(BUILD)/chronicle/crypto.so
+# chronicle.sandbox: untrusted scripts in their own Lua states (csrc/sandbox), without LMDB or libpq.
+SANDBOX_SRC = $(wildcard csrc/sandbox/*.c csrc/common/*.c)
+SANDBOX_HDR = $(wildcard csrc/sandbox/*.h csrc/common/*.h)
+SANDBOX_LIBS = -lxxhash
+SANDBOX_SO = $(BUILD)/chronicle/sandbox.so
 
 PREFIX ?= /usr/local
 LUA_LIBDIR = $(PREFIX)/lib/lua/$(LUA_VERSION)
@@ -63,6 +68,7 @@ ASAN_SO = $(ASAN_BUILD)/chronicle/core.so
 ASAN_PG_SO = $(ASAN_BUILD)/chronicle/postgres.so
 ASAN_COMMON_SO = $(ASAN_BUILD)/chronicle/common.so
 ASAN_CRYPTO_SO = $(ASAN_BUILD)/chronicle/crypto.so
+ASAN_SANDBOX_SO = $(ASAN_BUILD)/chronicle/sandbox.so
 ASAN_CC = gcc
 ASAN_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 ASAN_LIB = $(shell $(ASAN_CC) -print-file-name=libasan.so)
@@ -94,7 +100,7 @@ VALGRIND_TIMEOUT ?= 1800
 .PHONY: all build asan test check deps install bench demo clean rockspec env crash fuzz fuzz-long reliability-long docs
 
 all: build
-build: $(SO) $(PG_SO) $(COMMON_SO) $(CRYPTO_SO)
+build: $(SO) $(PG_SO) $(COMMON_SO) $(CRYPTO_SO) $(SANDBOX_SO)
 
 $(SO): $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
@@ -108,7 +114,15 @@ $(COMMON_SO): $(COMMON_SRC) $(COMMON_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -DCHRONICLE_COMMON_MODULE -fPIC -shared $(INC) -I$(LUA_INC) $(COMMON_SRC) -o $@ $(COMMON_LIBS)
 
-asan: $(ASAN_SO) $(ASAN_PG_SO) $(ASAN_COMMON_SO) $(ASAN_CRYPTO_SO) $(ASAN_GUARD) $(ASAN_LUA)
+asan: $(ASAN_SO) $(ASAN_PG_SO) $(ASAN_COMMON_SO) $(ASAN_CRYPTO_SO) $(ASAN_SANDBOX_SO) $(ASAN_GUARD) $(ASAN_LUA)
+
+$(SANDBOX_SO): $(SANDBOX_SRC) $(SANDBOX_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -fPIC -shared $(INC) -I$(LUA_INC) $(SANDBOX_SRC) -o $@ $(SANDBOX_LIBS)
+
+$(ASAN_SANDBOX_SO): $(SANDBOX_SRC) $(SANDBOX_HDR)
+	@mkdir -p $(dir $@)
+	$(ASAN_CC) $(ASAN_CFLAGS) $(WARN) $(VIS) -DCERR_NO_LMDB -fPIC -shared $(INC) -I$(LUA_INC) $(SANDBOX_SRC) -o $@ $(SANDBOX_LIBS)
 
 $(CRYPTO_SO): $(CRYPTO_SRC) $(CRYPTO_HDR)
 	@mkdir -p $(dir $@)
@@ -201,6 +215,7 @@ install: build
 	install -m 755 $(SO) '$(DESTDIR)$(LUA_LIBDIR)/chronicle/core.so'
 	install -m 755 $(COMMON_SO) '$(DESTDIR)$(LUA_LIBDIR)/chronicle/common.so'
 	install -m 755 $(CRYPTO_SO) '$(DESTDIR)$(LUA_LIBDIR)/chronicle/crypto.so'
+	install -m 755 $(SANDBOX_SO) '$(DESTDIR)$(LUA_LIBDIR)/chronicle/sandbox.so'
 	cd lua && find chronicle -name '*.lua' -exec install -D -m 644 {} '$(DESTDIR)$(LUA_SHAREDIR)/{}' \;
 	if [ -f bin/chronicle ]; then install -D -m 755 bin/chronicle '$(DESTDIR)$(PREFIX)/bin/chronicle'; fi
 

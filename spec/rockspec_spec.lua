@@ -85,12 +85,13 @@ describe("the rockspec", function()
            table.concat(missing, ",\n  "))
   end)
 
-  it("builds chronicle.core from every csrc/**/*.c file outside csrc/postgres/ and csrc/crypto/", function()
+  it("builds chronicle.core from every csrc/**/*.c file outside csrc/postgres/, csrc/crypto/ and csrc/sandbox/", function()
     local listed = {}
     for _, src in ipairs(modules["chronicle.core"].sources) do listed[src] = true end
     local missing = {}
     for _, file in ipairs(files_under("csrc", "*.c")) do
-      if not listed[file] and not file:find("^csrc/postgres/") and not file:find("^csrc/crypto/") then
+      if not listed[file] and not file:find("^csrc/postgres/") and not file:find("^csrc/crypto/")
+         and not file:find("^csrc/sandbox/") then
         missing[#missing + 1] = '"' .. file .. '"'
       end
     end
@@ -125,6 +126,21 @@ describe("the rockspec", function()
     end
   end)
 
+  it("builds chronicle.sandbox from every csrc/sandbox/*.c file, and chronicle.core from none", function()
+    assert.is_table(modules["chronicle.sandbox"], "no chronicle.sandbox module")
+    local listed = {}
+    for _, src in ipairs(modules["chronicle.sandbox"].sources) do listed[src] = true end
+    for _, file in ipairs(files_under("csrc/sandbox", "*.c")) do
+      assert.is_true(listed[file] == true, file .. " is not compiled into chronicle.sandbox (run `make rockspec`)")
+    end
+    for _, src in ipairs(modules["chronicle.sandbox"].sources) do
+      assert.is_nil(src:find("^csrc/lmdb/"), src .. " is compiled into chronicle.sandbox, which must not need LMDB")
+    end
+    for _, src in ipairs(modules["chronicle.core"].sources) do
+      assert.is_nil(src:find("^csrc/sandbox/"), src .. " is compiled into chronicle.core: the sandbox is its own module")
+    end
+  end)
+
   it("names no file that does not exist", function()
     local gone = {}
     local function check(file)
@@ -134,7 +150,7 @@ describe("the rockspec", function()
     for name, m in pairs(modules) do
       if type(m) == "string" then check(m)
       elseif name == "chronicle.core" or name == "chronicle.postgres" or name == "chronicle.common"
-             or name == "chronicle.crypto" then
+             or name == "chronicle.crypto" or name == "chronicle.sandbox" then
         for _, src in ipairs(m.sources) do check(src) end
       end
     end
@@ -185,6 +201,10 @@ describe("luarocks make with the rockspec", function()
       print("core", package.searchpath("chronicle.core", package.cpath))
       print("common", package.searchpath("chronicle.common", package.cpath))
       print("postgres", package.searchpath("chronicle.postgres", package.cpath), type(require("chronicle.postgres").open))
+      local sb = require("chronicle.scripts.sandbox").new()
+      assert(sb:load("return { handlers = { twice = function(ev) return ev.n * 2 end } }"))
+      print("sandbox", package.searchpath("chronicle.sandbox", package.cpath), sb:call("twice", { n = 21 }))
+      sb:close()
       local store = assert(chronicle.open(arg[1]))
       local r = assert(store:append("greeting-1", { { type = "Said", data = { text = "hello", n = 42 } } },
                                     { expected = chronicle.NO_STREAM }))
@@ -212,6 +232,7 @@ describe("luarocks make with the rockspec", function()
     assert.matches("core\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5.4/chronicle/core.so\n", out, 1)
     assert.matches("common\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5.4/chronicle/common.so\n", out, 1)
     assert.matches("postgres\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5.4/chronicle/postgres.so\tfunction\n", out, 1)
+    assert.matches("sandbox\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5.4/chronicle/sandbox.so\t42\n", out, 1)
     assert.matches("appended\t0\t1\n", out, 1, true)
     assert.matches("console\t" .. tree:gsub("%p", "%%%0") .. "/share/lua/5.4/chronicle/server/web\n", out, 1)
     local page = io.open(tree .. "/share/lua/5.4/chronicle/server/web/index.html")
@@ -222,7 +243,7 @@ describe("luarocks make with the rockspec", function()
     -- Each module exports its luaopen_* and nothing else (csrc/common/export.h): LuaRocks'
     -- builtin build passes no -fvisibility=hidden, so this holds only if the headers hide.
     local libdir = tree .. "/lib/lua/5.4/chronicle"
-    for _, name in ipairs({ "core", "common", "postgres", "crypto" }) do
+    for _, name in ipairs({ "core", "common", "postgres", "crypto", "sandbox" }) do
       local so = libdir .. "/" .. name .. ".so"
       out, ok = run("nm -D --defined-only " .. quote(so))
       assert(ok, "nm -D " .. so .. " failed:\n" .. out)

@@ -10,7 +10,6 @@
 #include "envreg.h"
 #include "kv.h"
 #include "common/record.h"
-#include "sandbox/sandbox.h"
 #include "scan.h"
 #include "scavenge.h"
 #include "store.h"
@@ -44,7 +43,6 @@ int luaopen_chronicle_core(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, store_open);
   lua_setfield(L, -2, "open");
-  sandbox_open(L);
   lua_pushinteger(L, CHRONICLE_FORMAT);
   lua_setfield(L, -2, "FORMAT");
   lua_pushinteger(L, RECORD_MAX_STREAM);

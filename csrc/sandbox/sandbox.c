@@ -13,6 +13,7 @@
 #include "common/cerror.h"
 #include "common/options.h"
 #include "common/codec.h"
+#include "common/export.h"
 #include "sandbox.h"
 #include "sandbox_budget.h"
 #include "sandbox_internal.h"
@@ -33,7 +34,7 @@ typedef struct sbox_job {
   sbox *sb;
   const char *target;             /* handler or field name */
   size_t target_len;
-  int field;                      /* definition[target] rather than definition.handlers[target] */
+  int field;                      /* definition[target] rather than definition[sb->handlers][target] */
   int with_view;
   int missing;                    /* no such handler */
   const char *source;             /* load */
@@ -116,7 +117,7 @@ static int sbox_p_prepare_call(lua_State *S) {
   lua_State *co = lua_newthread(S);                                  /* 2 */
   lua_rawgetp(S, LUA_REGISTRYINDEX, &sbox_definition_key);           /* 3 */
   if (!job->field) {
-    lua_pushliteral(S, "handlers");
+    lua_pushstring(S, sb->handlers);
     if (lua_rawget(S, 3) != LUA_TTABLE) {
       job->missing = 1;
       return 0;
@@ -173,7 +174,8 @@ static int sbox_name_cmp(const void *a, const void *b) {
 }
 
 /* Runs in S, protected: checks the definition at 2, stores it, and encodes
- * its description (scalar fields, `from`, sorted handler names) into buf. */
+ * its description (scalar fields, `from`, the sorted names in its handlers
+ * field, under that field's name) into buf. */
 static int sbox_p_define(lua_State *S) {
   sbox_job *job = lua_touserdata(S, 1);
   sbox *sb = job->sb;
@@ -183,11 +185,12 @@ static int sbox_p_define(lua_State *S) {
              luaL_typename(S, 2));
     return 0;
   }
-  lua_pushliteral(S, "handlers");
+  lua_pushstring(S, sb->handlers);
   int ht = lua_rawget(S, 2);                                         /* 3 */
   if (ht != LUA_TNIL && ht != LUA_TTABLE) {
     job->bad = 1;
-    snprintf(sb->detail, sizeof sb->detail, "'handlers' must be a table of functions, got %s", lua_typename(S, ht));
+    snprintf(sb->detail, sizeof sb->detail, "'%s' must be a table of functions, got %s", sb->handlers,
+             lua_typename(S, ht));
     return 0;
   }
   lua_newtable(S);                                                   /* 4: the description */
@@ -227,7 +230,7 @@ static int sbox_p_define(lua_State *S) {
     }
   }
   qsort(names, n, sizeof *names, sbox_name_cmp);
-  lua_pushliteral(S, "handlers");
+  lua_pushstring(S, sb->handlers);
   lua_createtable(S, n > INT_MAX ? 0 : (int)n, 0);
   for (i = 0; i < n; i++) {
     lua_pushlstring(S, names[i].s, names[i].len);
@@ -436,11 +439,52 @@ static lua_Integer sbox_opt_integer(lua_State *L, const char *key, lua_Integer d
   return v;
 }
 
-/* core.sandbox_new{memory=, instructions=, time_ms=, name=} -> sandbox */
+/* A name of at most SANDBOX_MAX_METHOD_NAME bytes, without NUL, copied into out. */
+static void sbox_opt_name(lua_State *L, int idx, char *out, const char *what) {
+  size_t len;
+  const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
+  if (s == NULL || len == 0 || len > SANDBOX_MAX_METHOD_NAME || strlen(s) != len)
+    luaL_error(L, "sandbox_new: %s must be a string of 1 to %d bytes", what, SANDBOX_MAX_METHOD_NAME);
+  memcpy(out, s, len + 1);
+}
+
+/* Option `proxy`: a list of {name, kind}, kind "key", "value" or "function" (what
+ * the method hands the host besides its key); n set to how many. */
+static void sbox_opt_proxy(lua_State *L, proxy_method *methods, int *n) {
+  static const char *const kinds[] = { "key", "value", "function", NULL };
+  *n = 0;
+  if (lua_getfield(L, 1, "proxy") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  int list = lua_gettop(L);
+  lua_Integer len = (lua_Integer)lua_rawlen(L, list);
+  if (len > SANDBOX_MAX_METHODS) luaL_error(L, "sandbox_new: option 'proxy' may name at most %d methods", SANDBOX_MAX_METHODS);
+  for (lua_Integer i = 1; i <= len; i++) {
+    if (lua_rawgeti(L, list, i) != LUA_TTABLE)
+      luaL_error(L, "sandbox_new: option 'proxy' must be a list of {name, kind}");
+    lua_rawgeti(L, -1, 1);
+    sbox_opt_name(L, -1, methods[*n].name, "a proxy method's name");
+    lua_rawgeti(L, -2, 2);
+    const char *kind = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    int k = 0;
+    while (kinds[k] && strcmp(kinds[k], kind) != 0) k++;
+    if (!kinds[k]) luaL_error(L, "sandbox_new: proxy method '%s': kind must be \"key\", \"value\" or \"function\"", methods[*n].name);
+    methods[*n].kind = k;
+    for (int j = 0; j < *n; j++)
+      if (strcmp(methods[j].name, methods[*n].name) == 0)
+        luaL_error(L, "sandbox_new: proxy method '%s' is named twice", methods[*n].name);
+    (*n)++;
+    lua_pop(L, 3);
+  }
+  lua_pop(L, 1);
+}
+
+/* sandbox.new{memory=, instructions=, time_ms=, name=, handlers=, proxy=} -> sandbox */
 static int sbox_new(lua_State *L) {
   static const opt_spec options[] = {
     { "memory", OPT_INTEGER }, { "instructions", OPT_INTEGER }, { "time_ms", OPT_INTEGER }, { "name", OPT_STRING },
-    { NULL, 0 }
+    { "handlers", OPT_STRING }, { "proxy", OPT_TABLE }, { NULL, 0 }
   };
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
@@ -451,6 +495,13 @@ static int sbox_new(lua_State *L) {
   lua_Integer instructions = sbox_opt_integer(L, "instructions", SANDBOX_DEFAULT_INSTRUCTIONS, 1);
   lua_Integer time_ms = sbox_opt_integer(L, "time_ms", SANDBOX_DEFAULT_TIME_MS, 1);
   if (time_ms > 365LL * 24 * 3600 * 1000) luaL_error(L, "sandbox_new: option 'time_ms' is too large");
+  char handlers[SANDBOX_MAX_METHOD_NAME + 1] = "handlers";
+  lua_getfield(L, 1, "handlers");
+  if (!lua_isnil(L, -1)) sbox_opt_name(L, -1, handlers, "option 'handlers'");
+  lua_pop(L, 1);
+  proxy_method methods[SANDBOX_MAX_METHODS];
+  int nmethods;
+  sbox_opt_proxy(L, methods, &nmethods);
   lua_getfield(L, 1, "name");
   size_t nlen = 0;
   const char *name = "sandbox";
@@ -469,6 +520,9 @@ static int sbox_new(lua_State *L) {
   sb->limit = (size_t)memory;
   sb->instructions = instructions;
   sb->time_ms = time_ms;
+  memcpy(sb->handlers, handlers, sizeof handlers);
+  memcpy(sb->methods, methods, (size_t)nmethods * sizeof *methods);
+  sb->nmethods = nmethods;
   snprintf(sb->out_message, sizeof sb->out_message,
            "too large: one load or call may copy at most %zu bytes of values out of the sandbox (its memory budget)",
            sb->limit);
@@ -635,14 +689,20 @@ static const luaL_Reg sbox_metamethods[] = {
   { NULL, NULL }
 };
 
-void sandbox_open(lua_State *L) {
+CHRONICLE_EXPORT int luaopen_chronicle_sandbox(lua_State *L);
+
+/* chronicle.sandbox: new(opts), LIMITS, and error/is_error as every module has
+ * (its errors share the one error metatable); no LMDB, no libpq. */
+int luaopen_chronicle_sandbox(lua_State *L) {
   luaL_newmetatable(L, SANDBOX_MT);
   luaL_setfuncs(L, sbox_metamethods, 0);
   luaL_newlib(L, sbox_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
+  lua_newtable(L);
+  cerr_open(L);
   lua_pushcfunction(L, sbox_new);
-  lua_setfield(L, -2, "sandbox_new");
+  lua_setfield(L, -2, "new");
   lua_createtable(L, 0, 8);
   lua_pushinteger(L, SANDBOX_DEFAULT_MEMORY);
   lua_setfield(L, -2, "memory");
@@ -658,5 +718,6 @@ void sandbox_open(lua_State *L) {
   lua_setfield(L, -2, "bytes_per_step");
   lua_pushinteger(L, SANDBOX_MAX_MESSAGE);
   lua_setfield(L, -2, "max_message");
-  lua_setfield(L, -2, "SANDBOX");
+  lua_setfield(L, -2, "LIMITS");
+  return 1;
 }

@@ -13,13 +13,25 @@
 
 enum { SBOX_RUNNING = 0, SBOX_BUDGET, SBOX_DEADLINE };   /* sbox.stop */
 
-/* One sandbox: the userdata core.sandbox_new returns. */
+/* What a proxy method hands the host besides its key (the host names them at sandbox.new). */
+enum { PROXY_KEY, PROXY_VALUE, PROXY_FUNCTION };
+
+/* One method of the proxy: the script's proxy:name(k [, v | fn]) calls host_object:name(...). */
+typedef struct proxy_method {
+  char name[SANDBOX_MAX_METHOD_NAME + 1];
+  int kind;                       /* PROXY_KEY: (k); PROXY_VALUE: (k, copy of v); PROXY_FUNCTION: (k, bridge to fn) */
+} proxy_method;
+
+/* One sandbox: the userdata sandbox.new returns (chronicle.sandbox). */
 typedef struct sbox {
   lua_State *S;                   /* the script's state; NULL once closed */
   size_t used, limit;             /* bytes allocated in S, and the budget */
   lua_Integer instructions;       /* budget per call */
   lua_Integer time_ms;            /* deadline per call */
   char name[SANDBOX_MAX_NAME + 4];
+  char handlers[SANDBOX_MAX_METHOD_NAME + 1];   /* the definition's field that sb:call looks handlers up in */
+  proxy_method methods[SANDBOX_MAX_METHODS];    /* the proxy's methods, in the order the host gave them */
+  int nmethods;
   int loaded;                     /* a definition is stored */
   int busy;                       /* a load or call is under way: no re-entry, no close */
   /* during a load or call */

@@ -1,5 +1,6 @@
---- chronicle.sandbox: untrusted scripts, each in its own Lua state.
--- A sandbox is a `lua_State` made by the C core with a memory budget in its
+--- chronicle.scripts.sandbox: untrusted scripts, each in its own Lua state.
+-- A sandbox is a `lua_State` made by the C module `chronicle.sandbox` (which
+-- loads neither LMDB nor libpq) with a memory budget in its
 -- allocator; each `load` and `call` runs under an instruction budget and a
 -- wall-clock deadline that the script cannot catch with `pcall`. Nothing is
 -- shared with the host but values, copied both ways by the MessagePack codec.
@@ -22,20 +23,26 @@
 -- and "<path>: too large: ...". `view:put` and `view:update` also pay one
 -- instruction per `LIMITS.bytes_per_step` bytes of what they copy.
 -- @module chronicle.scripts.sandbox
-local core = require "chronicle.core"
+local csandbox = require "chronicle.sandbox"
 
 local M = {}
 
---- The defaults and caps, from the C core: `memory`, `instructions`,
+--- The defaults and caps, from the C module: `memory`, `instructions`,
 -- `time_ms` (defaults), `min_memory`, `max_pattern`, `bytes_per_step`,
 -- `max_message` (bytes of an error message kept).
-M.LIMITS = core.SANDBOX
+M.LIMITS = csandbox.LIMITS
 
 local options = require "chronicle.options"
 local new_options = {
-  memory = options.integer_at_least(core.SANDBOX.min_memory), instructions = options.integer_at_least(1),
+  memory = options.integer_at_least(csandbox.LIMITS.min_memory), instructions = options.integer_at_least(1),
   time_ms = options.integer_at_least(1), name = "string",
 }
+
+-- What the C sandbox is told about a projection's script: its callables are in
+-- `definition.handlers`, and the proxy a call with a view hands the script has
+-- the view's four methods, each with what it hands the host besides its key.
+local HANDLERS = "handlers"
+local VIEW_PROXY = { { "get", "key" }, { "put", "value" }, { "update", "function" }, { "delete", "key" } }
 
 --- Makes a sandbox.
 -- @tparam[opt] table opts `memory` (bytes, default 16 MiB), `instructions`
@@ -75,7 +82,8 @@ function M.new(opts)
     error("bad argument #1 to 'new' (table of options expected, got " .. type(opts) .. ")", 2)
   end
   options.check("sandbox.new", opts, new_options, 2)
-  return core.sandbox_new(opts)
+  return csandbox.new({ memory = opts.memory, instructions = opts.instructions, time_ms = opts.time_ms,
+                        name = opts.name, handlers = HANDLERS, proxy = VIEW_PROXY })
 end
 
 return M
