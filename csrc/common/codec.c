@@ -334,6 +334,43 @@ void codec_encode_capped(lua_State *L, int idx, buf *out, const char *root, code
   codec_encode_value(&e, lua_absindex(L, idx));
 }
 
+int codec_put_bytes(buf *out, const char *s, size_t len) {
+  return codec_utf8_valid((const unsigned char *)s, len)
+           ? codec_pack_str(out, len) || codec_pack_str_body(out, s, len)
+           : codec_pack_bin(out, len) || codec_pack_bin_body(out, s, len);
+}
+
+int codec_put_map(buf *out, size_t count) { return codec_pack_map(out, count); }
+
+void codec_encode_map_with(lua_State *L, int idx, buf *out, const char *root, long long index, const char *field,
+                           size_t extra) {
+  codec_enc e;
+  e.L = L;
+  e.out = out;
+  e.root = root;
+  e.root_index = index;
+  e.root_field = field;
+  e.depth = 0;
+  e.cap = NULL;
+  idx = lua_absindex(L, idx);
+  size_t count = 0;
+  if (lua_istable(L, idx)) {
+    lua_pushnil(L);
+    while (lua_next(L, idx)) { lua_pop(L, 1); count++; }
+  }
+  if (count + extra > UINT32_MAX) codec_fail(&e, "cannot store a table of more than 2^32-1 entries");
+  if (codec_pack_map(out, count + extra)) codec_nomem(&e);
+  if (count == 0) return;
+  luaL_checkstack(L, 4, "nesting too deep");
+  e.tables[e.depth++] = lua_topointer(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    codec_encode_key(&e, -2);
+    codec_encode_value(&e, -1);
+    lua_pop(L, 1);
+  }
+}
+
 /* ---- reading one item ----
  * Every reader of untrusted MessagePack below (skip, decode, compare) goes
  * through codec_read_item: one header, every length checked against the

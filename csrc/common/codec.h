@@ -22,6 +22,16 @@ void codec_encode(lua_State *L, int idx, buf *out, const char *root);
  * (index < 0 and field NULL leave those parts out). */
 void codec_encode_at(lua_State *L, int idx, buf *out, const char *root, long long index, const char *field);
 
+/* Appends s[0..len) as a string value (str when valid UTF-8, else bin, as codec_encode
+ * does), or a map header of `count` entries. Return 0, or -1 when out of memory. */
+int codec_put_bytes(buf *out, const char *s, size_t len);
+int codec_put_map(buf *out, size_t count);
+/* Encodes the table at `idx` (or nil: no entries) as a map, always a map even when its keys
+ * are 1..n, whose header counts `extra` more entries that the caller appends after it.
+ * Raises as codec_encode_at does. */
+void codec_encode_map_with(lua_State *L, int idx, buf *out, const char *root, long long index, const char *field,
+                           size_t extra);
+
 /* A cap on what encoded values will take once decoded into a Lua state: each
  * value counts CODEC_COST_VALUE bytes, each table CODEC_COST_TABLE more, each
  * map entry CODEC_COST_ENTRY more, each string its length and

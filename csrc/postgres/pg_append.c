@@ -86,11 +86,15 @@ static void append_check_expected(lua_State *L, int idx, const char *where, pend
 
 static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
 
-static int append_field_index(lua_State *L, int key) {
+/* The field's number in event_fields, or -1; a write that seals (ops.seal) also takes the
+ * events' `personal` and `subject` (6 and 7). */
+static int append_field_index(lua_State *L, int key, int sealing) {
   if (lua_type(L, key) != LUA_TSTRING) return -1;
   const char *k = lua_tostring(L, key);
   for (int f = 0; event_fields[f]; f++)
     if (strcmp(k, event_fields[f]) == 0) return f;
+  if (sealing && strcmp(k, "personal") == 0) return 6;
+  if (sealing && strcmp(k, "subject") == 0) return 7;
   return -1;
 }
 
@@ -102,7 +106,7 @@ static void append_encode_event(lua_State *L, pgs *s, const char *where, lua_Int
   lua_pushnil(L);
   while (lua_next(L, ev)) {
     lua_pop(L, 1);
-    if (append_field_index(L, -1) < 0)
+    if (append_field_index(L, -1, s->sealer != NULL) < 0)
       luaL_error(L, "%s: events[%I] has an unknown field %s (allowed: type, data, meta, id, schema, time)",
                  where, i, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
   }
@@ -155,7 +159,15 @@ static void append_encode_event(lua_State *L, pgs *s, const char *where, lua_Int
 
   lua_getfield(L, ev, "meta");
   pe.meta_off = bytes->len;
-  codec_encode_at(L, -1, bytes, "events", (long long)i, "meta");
+  int sealed = 0;
+  if (s->sealer) {
+    lua_getfield(L, ev, "subject");
+    lua_getfield(L, ev, "personal");
+    sealed = !(lua_isnil(L, -1) && lua_isnil(L, -2));
+    if (sealed) s->sealer->seal_meta(L, s->seal_idx, -3, -2, -1, pe.id, bytes, (long long)i);
+    lua_pop(L, 2);
+  }
+  if (!sealed) codec_encode_at(L, -1, bytes, "events", (long long)i, "meta");
   pe.meta_len = bytes->len - pe.meta_off;
   lua_pop(L, 1);
 
@@ -1033,6 +1045,8 @@ static int append_finish(lua_State *L, pgs *s, size_t nstreams, call_kind kind, 
 static pgs *append_check_store(lua_State *L) {
   pgs *s = pgs_check(L, 1);
   s->scratch_bytes.len = s->scratch_events.len = s->scratch_streams.len = s->scratch_kv.len = 0;
+  s->sealer = NULL;
+  s->seal_idx = 0;
   return s;
 }
 
@@ -1063,11 +1077,17 @@ static int append_write(lua_State *L) {
   lua_settop(L, 2);
   int dry_run = opt_write(L, 2);
   size_t n = 0;
-  lua_getfield(L, 2, "appends");
+  lua_getfield(L, 2, "seal");
   if (!lua_isnil(L, 3)) {
-    if (!lua_istable(L, 3)) luaL_error(L, "write: appends must be a list");
-    n = append_encode_list(L, s, 3, "write.appends", 1);
+    if (!(s->sealer = event_sealer_at(L, 3))) luaL_error(L, "write: seal must be a chronicle.crypto keyring");
+    s->seal_idx = 3;
   }
+  lua_getfield(L, 2, "appends");
+  if (!lua_isnil(L, 4)) {
+    if (!lua_istable(L, 4)) luaL_error(L, "write: appends must be a list");
+    n = append_encode_list(L, s, 4, "write.appends", 1);
+  }
+  s->sealer = NULL;
   lua_settop(L, 2);
   kv_encode_list(L, s, 2, "checks", KV_CHECK);
   kv_encode_list(L, s, 2, "clears", KV_CLEAR);

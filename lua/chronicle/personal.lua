@@ -182,22 +182,25 @@ local function retryable(err)
 end
 
 -- Runs write `ops` (whose appends may carry personal data) sealed, with the subject-key checks
--- and puts added; again when another process made or forgot a key meanwhile.
+-- and puts added; again when another process made or forgot a key meanwhile. ring:prepare checks
+-- the events and loads their subjects' keys; the backend then seals each event's personal data
+-- into its meta while it encodes the append (ops.seal, csrc/common/seal.h): the events are not
+-- copied, and no Lua value is made per event.
 local function write_sealed(store, h, ops, level)
   local st = state(store)
   for attempt = 1, 3 do
     local w, err = writer(store)
     if not w then return nil, err end
     local checks, puts = { { CHECK, FORGETS, w.forgets } }, {}
-    local ok, appends, why = pcall(w.ring.seal_appends, w.ring, ops.appends, fetcher(store, w, checks, puts))
-    if not ok or not appends then
+    local ok, ready, why = pcall(w.ring.prepare, w.ring, ops.appends, fetcher(store, w, checks, puts))
+    if not ok or not ready then
       drop_writer(st)                     -- it may hold a key no write stored
-      if not ok then error(appends, 0) end
-      if appends == false then error(why, level + 1) end
+      if not ok then error(ready, 0) end
+      if ready == false then error(why, level + 1) end
       return nil, why
     end
     local full = copy(ops)
-    full.appends = appends
+    full.seal = w.ring
     full.checks = ops.checks and table.move(ops.checks, 1, #ops.checks, 1, {}) or {}
     table.move(checks, 1, #checks, #full.checks + 1, full.checks)
     if #puts > 0 then
@@ -213,7 +216,8 @@ local function write_sealed(store, h, ops, level)
     end
     if #puts > 0 or not res then drop_writer(st) end
     if res then return res end
-    if not retryable(err) or attempt == 3 then return res, err end
+    if not retryable(err) then return res, err end
+    if attempt == 3 then return res, err end
   end
 end
 

@@ -391,6 +391,39 @@ describe("personal data", function()
       assert.is_nil(store:kv_get("subject_keys", "a"))
     end)
 
+    it("the backend takes personal and subject only in a write sealed with a keyring (ops.seal)", function()
+      local store = helpers.open()
+      local h = rawget(store, "_h")
+      local event = { type = "T", subject = "a", personal = { name = "A" } }
+      assert.matches("unknown field", helpers.raises(h.write, h, { appends = { { stream = "s", events = { event } } } }))
+      assert.matches("unknown field", helpers.raises(h.append, h, "s", { event }))
+      assert.matches("seal must be a chronicle.crypto keyring",
+        helpers.raises(h.write, h, { seal = {}, appends = { { stream = "s", events = { event } } } }))
+      local ring = require("chronicle.crypto").keyring(nil)
+      assert.matches("no key of subject 'a'",      -- ring:prepare puts the keys in first
+        helpers.raises(h.write, h, { seal = ring, appends = { { stream = "s", events = { event } } } }))
+      ring:close()
+      assert.equals(0, store:head())
+    end)
+
+    it("keeps the event's own meta, a list or a map, beside the sealed box", function()
+      local store = helpers.open()
+      assert(store:append("s", {
+        { type = "T", subject = "a", personal = { name = "A" }, meta = { "x", "y" } },
+        { type = "T", subject = "a", personal = { name = "B" }, meta = { [1] = "x", k = { 1, 2 } } },
+        { type = "T", subject = "b" },
+      }))
+      local evs = helpers.collect(store:read("s"))
+      assert.same({ "x", "y" }, evs[1].meta)
+      assert.same({ name = "A" }, evs[1].personal)
+      assert.same({ [1] = "x", k = { 1, 2 } }, evs[2].meta)
+      assert.same({ name = "B" }, evs[2].personal)
+      assert.equals("b", evs[3].subject)
+      assert.is_nil(evs[3].personal)
+      assert.is_nil(evs[3].meta)
+      assert.is_nil(evs[3].erased)
+    end)
+
     it("a damaged box is corrupt, never garbage", function()
       local store = helpers.open()
       assert(register(store, "alice", "Alice", "a@example.org"))
