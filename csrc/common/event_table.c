@@ -5,6 +5,7 @@
 #include "codec.h"
 #include "event_table.h"
 #include "record.h"
+#include "seal.h"
 #include "uuid.h"
 
 static const char *const event_keys[] = {
@@ -134,6 +135,8 @@ int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos,
 }
 
 int event_reveal(lua_State *L, int reveal) {
+  event_revealer *r = event_revealer_at(L, reveal);
+  if (r) return r->reveal(L, reveal, lua_gettop(L));
   lua_pushvalue(L, reveal);
   lua_pushvalue(L, -2);
   lua_call(L, 1, 2);
@@ -146,6 +149,8 @@ int event_reveal(lua_State *L, int reveal) {
 }
 
 void event_reveal_end(lua_State *L, int reveal) {
+  event_revealer *r = event_revealer_at(L, reveal);
+  if (r) { r->end(L, reveal); return; }
   lua_pushvalue(L, reveal);
   lua_pushnil(L);
   lua_call(L, 1, 0);

@@ -43,7 +43,8 @@ int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos,
 #define EVENT_PERSONAL_KEY "$personal"
 
 /* The reveal function (lua/chronicle/personal.lua's revealer) is given by the store's Lua
- * layer to read, read_all and fold. event_reveal calls reveal(event) on the event at the
+ * layer to read, read_all and fold: a chronicle.crypto revealer, called in C (seal.h), or any
+ * function (a spec's, or Store's fallback when chronicle.crypto did not load). event_reveal calls reveal(event) on the event at the
  * top of the stack: it opens the event's personal data in place. Returns 1 (the stack as
  * it was), or 0 with the error value pushed above the event. event_reveal_end calls
  * reveal(nil) when a read that revealed events ends, so its keys are wiped at once. */

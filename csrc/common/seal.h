@@ -1,5 +1,5 @@
-/* Sealing personal data while a backend encodes an append (lua/chronicle/personal.lua,
- * docs/PERSONAL.md). chronicle.crypto's keyring begins with an event_sealer; Store's write
+/* Sealing personal data while a backend encodes an append, and opening it while a backend reads
+ * (lua/chronicle/personal.lua, docs/PERSONAL.md). chronicle.crypto's keyring begins with an event_sealer; Store's write
  * passes the keyring as `ops.seal`, and the backend, which has no libsodium, calls through it
  * for each event carrying `personal` or `subject`: the event's meta goes into the record with
  * `$personal = {s = subject, c = box}`, sealed straight into the append's buffer, so no Lua
@@ -32,6 +32,32 @@ static inline event_sealer *event_sealer_at(lua_State *L, int idx) {
   int same = lua_rawequal(L, -1, -2);
   lua_pop(L, 2);
   return same ? (event_sealer *)lua_touserdata(L, idx) : NULL;
+}
+
+/* Reading: Store gives read, read_all and fold a chronicle.crypto revealer (the `reveal`
+ * argument; event_table.c's event_reveal calls it only for events whose meta carries
+ * `$personal`). Through it the backend opens each such event in C, with no Lua call per event:
+ * the revealer makes one keyring per read and calls Lua only to fetch the key row of a subject
+ * its ring has not seen in this read. */
+#define EVENT_REVEALER_MT "chronicle.crypto.revealer"
+
+typedef struct event_revealer event_revealer;
+struct event_revealer {
+  /* Opens the event at stack index `ev` in place (takes `$personal` out of its meta, sets
+   * subject, and personal or erased = true). Returns 1 with the stack as it was, or 0 with the
+   * error value pushed (the revealer has then ended itself). `self` is the revealer's index. */
+  int (*reveal)(lua_State *L, int self, int ev);
+  /* Ends the read: wipes the keys the revealer opened. */
+  void (*end)(lua_State *L, int self);
+};
+
+/* The revealer at `idx`, or NULL when the value is not one (a reveal function). */
+static inline event_revealer *event_revealer_at(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+  lua_getfield(L, LUA_REGISTRYINDEX, EVENT_REVEALER_MT);
+  int same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? (event_revealer *)lua_touserdata(L, idx) : NULL;
 }
 
 #endif

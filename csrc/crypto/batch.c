@@ -1,7 +1,7 @@
-/* The per-event work of personal data, so that Lua does nothing per event: ring:prepare checks
- * a whole write's events and loads their subjects' keys, ring_seal_meta seals one event's
- * `personal` into its meta `$personal` while the backend encodes the append (common/seal.h),
- * ring:reveal opens one read event's box in place. The format is
+/* The per-event work of sealing personal data, so that Lua does nothing per event: ring:prepare
+ * checks a whole write's events and loads their subjects' keys, ring_seal_meta seals one
+ * event's `personal` into its meta `$personal` while the backend encodes the append
+ * (common/seal.h). Reading is reveal.c's. The format is
  * docs/PERSONAL.md's: meta["$personal"] = { s = subject, c = box }. */
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,20 +12,13 @@
 #include "common/uuid.h"
 #include "crypto/ring.h"
 
-/* The field names, interned once (upvalues of both functions) and compared as values. */
-enum { U_PERSONAL = 1, U_SUBJECT, U_META, U_ID, U_ENVELOPE, U_S, U_C, U_EVENTS, U_ERASED };
+/* The field names, interned once (upvalues of ring:prepare) and compared as values. */
+enum { U_PERSONAL = 1, U_SUBJECT, U_META, U_ID, U_ENVELOPE, U_EVENTS };
 #define UP(i) lua_upvalueindex(i)
 
 static void rawget_up(lua_State *L, int t, int up) {
   lua_pushvalue(L, UP(up));
   lua_rawget(L, t);
-}
-
-static void rawset_up(lua_State *L, int t, int up) {   /* t[up] = top; pops it */
-  t = lua_absindex(L, t);
-  lua_pushvalue(L, UP(up));
-  lua_insert(L, -2);
-  lua_rawset(L, t);
 }
 
 /* True when the event at `e` carries personal data or a subject. */
@@ -174,73 +167,9 @@ void ring_seal_meta(lua_State *L, int ring, int meta, int subject, int personal,
     luaL_error(L, "personal: out of memory");
 }
 
-/* ring:reveal(ev, fetch) -> true | nil, err. When ev.meta carries `$personal`, takes it out
- * (and ev.meta when nothing else is in it), sets ev.subject and either ev.personal (the box
- * opened) or ev.erased = true (the subject forgotten). `fetch(subject)` is called for a subject
- * the ring has not seen: it returns the key row, false (no key: forgotten), or nil, err. */
-static int ring_reveal(lua_State *L) {
-  keyring *r = ring_check(L, 1);
-  (void)r;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 3);
-  rawget_up(L, 2, U_META);                             /* 4 */
-  if (!lua_istable(L, 4)) { lua_pushboolean(L, 1); return 1; }
-  rawget_up(L, 4, U_ENVELOPE);                         /* 5 */
-  if (!lua_istable(L, 5)) { lua_pushboolean(L, 1); return 1; }   /* none, or not chronicle's */
-  lua_pushnil(L);
-  rawset_up(L, 4, U_ENVELOPE);
-  lua_pushnil(L);
-  if (lua_next(L, 4)) lua_pop(L, 2);
-  else { lua_pushnil(L); rawset_up(L, 2, U_META); }
-  rawget_up(L, 5, U_S);                                /* 6: the subject */
-  lua_pushvalue(L, 6);
-  rawset_up(L, 2, U_SUBJECT);
-  rawget_up(L, 5, U_C);                                /* 7: the box */
-  rawget_up(L, 2, U_ID);                               /* 8: the id */
-  if (lua_isnil(L, 7) || lua_isnil(L, 8)) { lua_pushboolean(L, 1); return 1; }
-  size_t slen, idlen, boxlen;
-  const char *subject = lua_type(L, 6) == LUA_TSTRING ? lua_tolstring(L, 6, &slen) : NULL;
-  const char *id = lua_type(L, 8) == LUA_TSTRING ? lua_tolstring(L, 8, &idlen) : NULL;
-  const unsigned char *box = lua_type(L, 7) == LUA_TSTRING ? (const unsigned char *)lua_tolstring(L, 7, &boxlen) : NULL;
-  unsigned char ad[BOX_AD_MAX];
-  if (!subject || slen > MAX_SUBJECT || !box || !id || uuid_parse(id, idlen, ad) != 0)
-    return cerr_result(L, "corrupt", "the personal data envelope of event %s is damaged", id ? id : "?");
-  int gone;
-  subject_key *k = ring_lookup(L, 1, 6, &gone);
-  if (!k && !gone) {
-    lua_pushvalue(L, 3);
-    lua_pushvalue(L, 6);
-    lua_call(L, 1, 2);                                 /* 9, 10: row | false | nil, err */
-    if (lua_type(L, 9) == LUA_TSTRING) {
-      k = ring_add_row(L, 1, 6, 9);
-      if (!k) return 2;
-    } else if (lua_type(L, 9) == LUA_TBOOLEAN && !lua_toboolean(L, 9)) {
-      ring_mark_gone(L, 1, 6);
-      gone = 1;
-    } else {
-      lua_pushnil(L);
-      lua_pushvalue(L, 10);
-      return 2;
-    }
-  }
-  if (gone) {
-    lua_pushboolean(L, 1);
-    rawset_up(L, 2, U_ERASED);
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  memcpy(ad + 16, subject, slen);
-  int got = box_open(L, k, ad, 16 + slen, box, boxlen, id);
-  if (got != 1) return got;
-  rawset_up(L, 2, U_PERSONAL);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
 void batch_register(lua_State *L) {
-  static const char *const names[] = { "personal", "subject", "meta", "id", "$personal", "s", "c",
-                                       "events", "erased" };
-  static const luaL_Reg fns[] = { { "prepare", ring_prepare }, { "reveal", ring_reveal }, { NULL, NULL } };
+  static const char *const names[] = { "personal", "subject", "meta", "id", "$personal", "events" };
+  static const luaL_Reg fns[] = { { "prepare", ring_prepare }, { NULL, NULL } };
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) lua_pushstring(L, names[i]);
   luaL_setfuncs(L, fns, (int)(sizeof names / sizeof names[0]));
 }

@@ -212,7 +212,7 @@ keyring *ring_check(lua_State *L, int idx) {
 static keyring *check_ring(lua_State *L) { return ring_check(L, 1); }
 
 /* crypto.keyring(master | nil) -> ring */
-static int crypto_keyring(lua_State *L) {
+int crypto_keyring(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) check_master(L, 1);
   keyring *r = lua_newuserdatauv(L, sizeof *r, 2);
   r->sealer.seal_meta = ring_seal_meta;
@@ -424,7 +424,7 @@ static int ring_open(lua_State *L) {
 }
 
 /* ring:close(): wipes every key it holds (also __gc and __close) */
-static int ring_close(lua_State *L) {
+int ring_close(lua_State *L) {
   keyring *r = luaL_checkudata(L, 1, RING_MT);
   if (r->closed) return 0;
   r->closed = 1;
@@ -497,6 +497,7 @@ int luaopen_chronicle_crypto(lua_State *L) {
   luaL_newmetatable(L, RING_MT);
   luaL_newlib(L, ring_methods);
   batch_register(L);
+  reveal_register(L);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, ring_close);
   lua_setfield(L, -2, "__gc");
@@ -504,6 +505,7 @@ int luaopen_chronicle_crypto(lua_State *L) {
   lua_setfield(L, -2, "__close");
   lua_pop(L, 1);
   luaL_newlib(L, crypto_functions);
+  reveal_open(L);
   cerr_open(L);
   return 1;
 }

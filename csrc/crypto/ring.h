@@ -60,7 +60,15 @@ void ring_seal_meta(lua_State *L, int ring, int meta, int subject, int personal,
 int box_open(lua_State *L, const subject_key *k, const unsigned char *ad, size_t adlen,
              const unsigned char *box, size_t len, const char *id);
 
-/* batch.c: registers ring:prepare and ring:reveal in the methods table at the top. */
+/* crypto.keyring(master | nil) and ring:close() (crypto.c), as Lua C functions. */
+int crypto_keyring(lua_State *L);
+int ring_close(lua_State *L);
+
+/* batch.c: registers ring:prepare in the methods table at the top. */
 void batch_register(lua_State *L);
+/* reveal.c: registers ring:reveal in the methods table at the top; reveal_open registers the
+ * revealer's metatable and crypto.revealer in the module table at the top. */
+void reveal_register(lua_State *L);
+void reveal_open(lua_State *L);
 
 #endif

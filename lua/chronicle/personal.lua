@@ -286,7 +286,9 @@ end
 -- the backend calls it only for events whose meta carries `$personal`, so reads of other events
 -- never leave C for it. reveal(ev) opens ev in place and returns true, or nil, err (and ends
 -- itself); reveal(nil) ends it (the backend calls it when a read that revealed something ends):
--- the keys it opened are wiped then. Also a to-be-closed value, for fold.
+-- the keys it opened are wiped then. Also a to-be-closed value, for fold. This is the fallback
+-- when chronicle.crypto does not load (its first personal event raises why);
+-- chronicle.crypto's revealer does the same in C (csrc/crypto/reveal.c), one keyring per read.
 local Revealer = {}
 Revealer.__index = Revealer
 
@@ -304,9 +306,23 @@ end
 
 function Revealer:__close() self(nil) end
 
+local has_crypto
 --- The reveal function of one read of `store` (see above).
 function M.revealer(store)
-  return setmetatable({ store = store }, Revealer)
+  if has_crypto == nil then has_crypto = pcall(crypto) end
+  if not has_crypto then return setmetatable({ store = store }, Revealer) end
+  local st = state(store)
+  local fetch = st.fetch
+  if not fetch then
+    fetch = function(subject)
+      local row, err = store:kv_get(KEYS, subject)
+      if err then return nil, err end
+      if type(row) ~= "string" then return false end
+      return row
+    end
+    st.fetch = fetch
+  end
+  return crypto_module.revealer(st.master, fetch)
 end
 
 ---------------------------------------------------------------------------
