@@ -609,6 +609,79 @@ static int codec_skip_at(const unsigned char **p, const unsigned char *end) {
   return 0;
 }
 
+/* ---- a map with one entry kept back ---- */
+
+int codec_decode_split(lua_State *L, const unsigned char *p, size_t len, int strings, const char *key, size_t keylen,
+                       const unsigned char **val, size_t *vlen, const char **why) {
+  *val = NULL;
+  *vlen = 0;
+  const unsigned char *q = p, *end = p + len;
+  codec_item it;
+  if (codec_read_item(&q, end, &it, why)) return 0;
+  if (it.kind != ITEM_MAP) return codec_decode_cached(L, p, len, strings, why);
+  codec_dec d = { L, q, end, NULL, 1, strings ? lua_absindex(L, strings) : 0 };
+  int top = lua_gettop(L);
+  uint64_t n = it.n;
+  if (n > (uint64_t)(end - q) / 2) { *why = "map longer than its bytes"; return 0; }
+  if (!lua_checkstack(L, 4)) { *why = "nested too deep"; return 0; }
+  lua_createtable(L, 0, (int)(n > 0 ? n - 1 : 0));
+  uint64_t kept = 0;
+  for (uint64_t i = 0; i < n; i++) {
+    const unsigned char *k = d.p;
+    if (codec_read_item(&k, end, &it, &d.why)) goto fail;
+    if (!*val && it.kind == ITEM_BYTES && it.n == keylen && memcmp(it.bytes, key, keylen) == 0) {
+      const unsigned char *v = k;
+      d.p = k;
+      if (codec_skip_at(&d.p, end)) { d.why = "malformed value"; goto fail; }
+      *val = v;
+      *vlen = (size_t)(d.p - v);
+      continue;
+    }
+    if (!codec_dec_value(&d)) goto fail;
+    int kt = lua_type(L, -1);
+    if (kt == LUA_TNIL || kt == LUA_TTABLE ||
+        (kt == LUA_TNUMBER && !lua_isinteger(L, -1) && isnan(lua_tonumber(L, -1)))) {
+      d.why = "a map key that Lua cannot hold";
+      goto fail;
+    }
+    if (!codec_dec_value(&d)) goto fail;
+    lua_rawset(L, -3);
+    kept++;
+  }
+  if (d.p != end) { d.why = "trailing bytes after the value"; goto fail; }
+  if (*val && kept == 0) {          /* nothing but the entry kept back */
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+  return 1;
+fail:
+  lua_settop(L, top);
+  *val = NULL;
+  *why = d.why;
+  return 0;
+}
+
+int codec_map_strings(const unsigned char *p, size_t len, const char *k1, const char *k2,
+                      const unsigned char **v1, size_t *l1, const unsigned char **v2, size_t *l2) {
+  const unsigned char *q = p, *end = p + len;
+  const char *why;
+  codec_item it;
+  *v1 = *v2 = NULL;
+  *l1 = *l2 = 0;
+  if (codec_read_item(&q, end, &it, &why) || it.kind != ITEM_MAP || it.n < 1 || it.n > 2) return 0;
+  uint64_t n = it.n;
+  size_t n1 = strlen(k1), n2 = strlen(k2);
+  for (uint64_t i = 0; i < n; i++) {
+    codec_item k, v;
+    if (codec_read_item(&q, end, &k, &why) || k.kind != ITEM_BYTES) return 0;
+    if (codec_read_item(&q, end, &v, &why) || v.kind != ITEM_BYTES) return 0;
+    if (k.n == n1 && memcmp(k.bytes, k1, n1) == 0 && !*v1) { *v1 = v.bytes; *l1 = (size_t)v.n; }
+    else if (k.n == n2 && memcmp(k.bytes, k2, n2) == 0 && !*v2) { *v2 = v.bytes; *l2 = (size_t)v.n; }
+    else return 0;
+  }
+  return q == end && *v1 != NULL;
+}
+
 /* Small maps are compared by looking each key up in the other map; larger
  * ones by sorting both maps' entries by key once, so that comparing two maps
  * of n keys costs n log n whatever their order. */

@@ -65,6 +65,18 @@ int codec_decode(lua_State *L, const unsigned char *p, size_t len, const char **
 #define CODEC_STRING_MAX 40
 int codec_decode_cached(lua_State *L, const unsigned char *p, size_t len, int strings, const char **why);
 
+/* codec_decode_cached of a map, keeping back its entry whose key is the string
+ * key[0..keylen): pushes the other entries as a table (nil when that entry was the only one)
+ * and points *val, *vlen at the entry's encoded value (NULL when the map has none). Any value
+ * that is not a map decodes as codec_decode_cached does, with *val NULL. */
+int codec_decode_split(lua_State *L, const unsigned char *p, size_t len, int strings, const char *key, size_t keylen,
+                       const unsigned char **val, size_t *vlen, const char **why);
+
+/* True when p[0..len) is a map of one or two entries whose keys are the strings k1 (required)
+ * and k2, both with string values: *v1, *l1 and *v2, *l2 point at them (*v2 NULL when absent). */
+int codec_map_strings(const unsigned char *p, size_t len, const char *k1, const char *k2,
+                      const unsigned char **v1, size_t *l1, const unsigned char **v2, size_t *l2);
+
 /* True when two encoded values decode to equal Lua values (maps in any order). */
 int codec_equal(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen);
 

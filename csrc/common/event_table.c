@@ -71,14 +71,25 @@ static void event_push_value(lua_State *L, const unsigned char *p, size_t len, u
 
 #define EVENT_KEY(L, key) lua_pushvalue(L, lua_upvalueindex(key))
 
-int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields) {
+/* An envelope event_build took out of meta undecoded (for a chronicle.crypto revealer). */
+typedef struct event_envelope {
+  const unsigned char *subject, *box;
+  size_t slen, boxlen;
+} event_envelope;
+
+/* event_push; with `env` non-NULL, an envelope in meta that has chronicle's shape is kept out of
+ * the table and described in *env (env->subject non-NULL), the event table sized for the
+ * fields the revealer adds. */
+static int event_build(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields,
+                       event_envelope *env, record_view *v) {
   int personal = 0;
-  record_view v;
   const char *why;
-  if (record_layout(rec, len, &v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
-  if (v.meta_len == 1 && v.meta[0] == 0xc0) fields &= ~EVENT_FIELD(EVENT_META);   /* nil meta: no field */
+  if (record_layout(rec, len, v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
+  if (v->meta_len == 1 && v->meta[0] == 0xc0) fields &= ~EVENT_FIELD(EVENT_META);   /* nil meta: no field */
   int n = __builtin_popcount(fields);
-  lua_createtable(L, 0, n);                     /* 8 fields fit a hash part of 8, 9 need 16 */
+  /* 8 fields fit a hash part of 8, 9 need 16; a sealed event's meta may carry an envelope,
+   * whose subject and personal the revealer adds */
+  lua_createtable(L, 0, env && (fields & EVENT_FIELD(EVENT_META)) && v->meta_len > 16 ? n + 2 : n);
   if (fields & EVENT_FIELD(EVENT_POSITION)) {
     EVENT_KEY(L, EVENT_POSITION);
     lua_pushinteger(L, (lua_Integer)pos);
@@ -86,52 +97,92 @@ int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos,
   }
   if (fields & EVENT_FIELD(EVENT_STREAM)) {
     EVENT_KEY(L, EVENT_STREAM);
-    event_push_cached(L, cache, v.stream, v.stream_len);
+    event_push_cached(L, cache, v->stream, v->stream_len);
     lua_rawset(L, -3);
   }
   if (fields & EVENT_FIELD(EVENT_VERSION)) {
     EVENT_KEY(L, EVENT_VERSION);
-    lua_pushinteger(L, (lua_Integer)v.version);
+    lua_pushinteger(L, (lua_Integer)v->version);
     lua_rawset(L, -3);
   }
   if (fields & EVENT_FIELD(EVENT_TYPE)) {
     EVENT_KEY(L, EVENT_TYPE);
-    event_push_cached(L, cache ? cache + 1 : 0, v.type, v.type_len);
+    event_push_cached(L, cache ? cache + 1 : 0, v->type, v->type_len);
     lua_rawset(L, -3);
   }
   if (fields & EVENT_FIELD(EVENT_TIME)) {
     EVENT_KEY(L, EVENT_TIME);
-    lua_pushinteger(L, v.time);
+    lua_pushinteger(L, v->time);
     lua_rawset(L, -3);
   }
   if (fields & EVENT_FIELD(EVENT_ID)) {
     char id[UUID_TEXT_LEN];
-    uuid_format(v.id, id);
+    uuid_format(v->id, id);
     EVENT_KEY(L, EVENT_ID);
     lua_pushlstring(L, id, UUID_TEXT_LEN);
     lua_rawset(L, -3);
   }
   if (fields & EVENT_FIELD(EVENT_SCHEMA)) {
     EVENT_KEY(L, EVENT_SCHEMA);
-    lua_pushinteger(L, (lua_Integer)v.schema);
+    lua_pushinteger(L, (lua_Integer)v->schema);
     lua_rawset(L, -3);
   }
   if (fields & EVENT_FIELD(EVENT_META)) {
     EVENT_KEY(L, EVENT_META);
-    event_push_value(L, v.meta, v.meta_len, pos, "meta", cache ? cache + 2 : 0);
-    if (lua_type(L, -1) == LUA_TTABLE) {
-      lua_pushliteral(L, EVENT_PERSONAL_KEY);
-      personal = lua_rawget(L, -2) != LUA_TNIL && lua_toboolean(L, -1);
-      lua_pop(L, 1);
+    int strings = cache ? cache + 2 : 0;
+    int decoded = 0;
+    if (env) {
+      const unsigned char *val;
+      size_t vlen;
+      if (codec_decode_split(L, v->meta, v->meta_len, strings, EVENT_PERSONAL_KEY, sizeof EVENT_PERSONAL_KEY - 1,
+                             &val, &vlen, &why)) {
+        decoded = 1;
+        if (val && !codec_map_strings(val, vlen, "s", "c", &env->subject, &env->slen, &env->box, &env->boxlen)) {
+          lua_pop(L, 1);               /* not chronicle's shape: decoded as it is, below */
+          env->subject = NULL;
+          decoded = 0;
+        }
+      }                                /* damaged: the decoding below raises */
     }
-    lua_rawset(L, -3);
+    if (!decoded) {
+      event_push_value(L, v->meta, v->meta_len, pos, "meta", strings);
+      if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushliteral(L, EVENT_PERSONAL_KEY);
+        personal = lua_rawget(L, -2) != LUA_TNIL && lua_toboolean(L, -1);
+        lua_pop(L, 1);
+      }
+    }
+    if (lua_isnil(L, -1)) lua_pop(L, 2);             /* the envelope was all of meta */
+    else lua_rawset(L, -3);
   }
   if (fields & EVENT_FIELD(EVENT_DATA)) {
     EVENT_KEY(L, EVENT_DATA);
-    event_push_value(L, v.data, v.data_len, pos, "data", cache ? cache + 2 : 0);
+    event_push_value(L, v->data, v->data_len, pos, "data", cache ? cache + 2 : 0);
     lua_rawset(L, -3);
   }
   return personal;
+}
+
+int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields) {
+  record_view v;
+  return event_build(L, rec, len, pos, cache, fields, NULL, &v);
+}
+
+int event_push_open(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields,
+                    int reveal, int *revealed) {
+  event_revealer *r = reveal ? event_revealer_at(L, reveal) : NULL;
+  event_envelope env = { NULL, NULL, 0, 0 };
+  record_view v;
+  int personal = event_build(L, rec, len, pos, cache, fields, r ? &env : NULL, &v);
+  if (env.subject) {
+    *revealed = 1;
+    return r->open(L, reveal, lua_gettop(L), env.subject, env.slen, env.box, env.boxlen, v.id);
+  }
+  if (personal && reveal) {
+    *revealed = 1;
+    return event_reveal(L, reveal);
+  }
+  return 1;
 }
 
 int event_reveal(lua_State *L, int reveal) {

@@ -51,5 +51,13 @@ int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos,
 int event_reveal(lua_State *L, int reveal);
 void event_reveal_end(lua_State *L, int reveal);
 
+/* event_push, then, when the event carries personal data and `reveal` (a stack index, 0: none)
+ * is given, event_reveal, and *revealed = 1 (the read must call event_reveal_end when it ends).
+ * With a chronicle.crypto revealer the envelope is not decoded into Lua values at all: it is
+ * taken out of the record's meta and opened in C. Returns 1 with the event on top, or 0 with
+ * the error value pushed above it (the revealer has ended itself). */
+int event_push_open(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields,
+                    int reveal, int *revealed);
+
 #pragma GCC visibility pop
 #endif

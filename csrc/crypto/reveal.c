@@ -79,6 +79,60 @@ static int reveal_event(lua_State *L, int ring, int ev, int fetch) {
   return 0;
 }
 
+/* Opens the event at `ev` whose envelope event_table.c took out of meta undecoded (subject
+ * s[0..slen), box[0..boxlen) or NULL, the record's 16-byte id): sets ev.subject and either
+ * ev.personal or ev.erased = true, as reveal_event does. Returns 0 with the stack as it was, or 2
+ * with nil, err pushed above it. */
+static int open_event(lua_State *L, int ring, int ev, int fetch, const unsigned char *s, size_t slen,
+                      const unsigned char *box, size_t boxlen, const unsigned char *id) {
+  int top = lua_gettop(L);
+  char text[UUID_TEXT_LEN + 1];
+  uuid_format(id, text);
+  text[UUID_TEXT_LEN] = 0;
+  if (slen == 0 || slen > MAX_SUBJECT) {
+    cerr_result(L, "corrupt", "the personal data envelope of event %s is damaged", text);
+    keep_top(L, top + 1, 2);
+    return 2;
+  }
+  lua_pushlstring(L, (const char *)s, slen);           /* top+1: the subject */
+  int subject = top + 1;
+  lua_pushvalue(L, subject);
+  lua_setfield(L, ev, "subject");
+  if (!box) { lua_settop(L, top); return 0; }
+  int gone;
+  subject_key *k = ring_lookup(L, ring, subject, &gone);
+  if (!k && !gone) {
+    lua_pushvalue(L, fetch);
+    lua_pushvalue(L, subject);
+    lua_call(L, 1, 2);                                 /* top+2, top+3: row | false | nil, err */
+    if (lua_type(L, top + 2) == LUA_TSTRING) {
+      k = ring_add_row(L, ring, subject, top + 2);
+      if (!k) { keep_top(L, top + 1, 2); return 2; }
+    } else if (lua_type(L, top + 2) == LUA_TBOOLEAN && !lua_toboolean(L, top + 2)) {
+      ring_mark_gone(L, ring, subject);
+      gone = 1;
+    } else {
+      lua_pushnil(L);
+      lua_pushvalue(L, top + 3);
+      keep_top(L, top + 1, 2);
+      return 2;
+    }
+  }
+  if (gone) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, ev, "erased");
+    lua_settop(L, top);
+    return 0;
+  }
+  unsigned char ad[BOX_AD_MAX];
+  memcpy(ad, id, 16);
+  memcpy(ad + 16, s, slen);
+  if (box_open(L, k, ad, 16 + slen, box, boxlen, text) != 1) { keep_top(L, top + 1, 2); return 2; }
+  lua_setfield(L, ev, "personal");
+  lua_settop(L, top);
+  return 0;
+}
+
 /* ring:reveal(ev, fetch) -> true | nil, err (reveal_event) */
 static int ring_reveal(lua_State *L) {
   ring_check(L, 1);
@@ -108,10 +162,8 @@ static void revealer_end(lua_State *L, int self) {
   }
 }
 
-static int revealer_reveal(lua_State *L, int self, int ev) {
-  self = lua_absindex(L, self);
-  ev = lua_absindex(L, ev);
-  int top = lua_gettop(L);
+/* Pushes the read's keyring (made on first use) and the fetch function. */
+static void revealer_push(lua_State *L, int self) {
   if (lua_getiuservalue(L, self, 1) != LUA_TUSERDATA) {
     lua_pop(L, 1);
     lua_pushcfunction(L, crypto_keyring);
@@ -121,13 +173,35 @@ static int revealer_reveal(lua_State *L, int self, int ev) {
     lua_setiuservalue(L, self, 1);
   }
   lua_getiuservalue(L, self, 3);
-  if (reveal_event(L, top + 1, ev, top + 2) == 0) {
+}
+
+/* After reveal_event or open_event at `top`: 1, or 0 with the error left at top+1 and the
+ * revealer ended. */
+static int revealer_done(lua_State *L, int self, int top, int rets) {
+  if (rets == 0) {
     lua_settop(L, top);
     return 1;
   }
   keep_top(L, top + 1, 1);                             /* the error */
   revealer_end(L, self);
   return 0;
+}
+
+static int revealer_reveal(lua_State *L, int self, int ev) {
+  self = lua_absindex(L, self);
+  ev = lua_absindex(L, ev);
+  int top = lua_gettop(L);
+  revealer_push(L, self);
+  return revealer_done(L, self, top, reveal_event(L, top + 1, ev, top + 2));
+}
+
+static int revealer_open(lua_State *L, int self, int ev, const unsigned char *subject, size_t slen,
+                         const unsigned char *box, size_t boxlen, const unsigned char *id) {
+  self = lua_absindex(L, self);
+  ev = lua_absindex(L, ev);
+  int top = lua_gettop(L);
+  revealer_push(L, self);
+  return revealer_done(L, self, top, open_event(L, top + 1, ev, top + 2, subject, slen, box, boxlen, id));
 }
 
 /* revealer(ev) -> true | nil, err; revealer(nil) -> true (ends it): the reveal protocol of
@@ -163,6 +237,7 @@ static int crypto_revealer(lua_State *L) {
   revealer *r = lua_newuserdatauv(L, sizeof *r, 3);
   r->vt.reveal = revealer_reveal;
   r->vt.end = revealer_end;
+  r->vt.open = revealer_open;
   luaL_setmetatable(L, EVENT_REVEALER_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 2);

@@ -757,21 +757,16 @@ static int scan_push_kv_item(lua_State *L, scanner *sc, const scan_item *it) {
   return 2;
 }
 
-/* The event at the top carries personal data: the read's reveal function (if any) opens it,
- * or its error is raised. */
-static void scan_reveal(lua_State *L, scanner *sc) {
-  if (lua_getiuservalue(L, 1, 2) == LUA_TNIL) {
-    lua_pop(L, 1);
-    return;
-  }
-  sc->revealed = 1;
-  lua_insert(L, -2);
-  if (!event_reveal(L, lua_gettop(L) - 1)) {
+/* Pushes the event of the record p[0..len) at `pos`, opened by the read's reveal function (if
+ * any) when it carries personal data; raises the reveal's error. */
+static void scan_push_event(lua_State *L, scanner *sc, const unsigned char *p, size_t len, uint64_t pos) {
+  int reveal = lua_getiuservalue(L, 1, 2) == LUA_TNIL ? 0 : lua_gettop(L);
+  if (!event_push_open(L, p, len, pos, 0, sc->fields, reveal, &sc->revealed)) {
     sc->revealed = 0;              /* a reveal that fails has ended itself */
     scan_release(sc);
     lua_error(L);
   }
-  lua_remove(L, -2);
+  lua_remove(L, -2);               /* the reveal function, or nil */
 }
 
 /* The generic-for step: the next item, or nil at the end (releasing the batch). */
@@ -792,7 +787,7 @@ static int scan_iter(lua_State *L) {
   const unsigned char *p = sc->records.data + it->off;
   if (sc->mode == SCAN_KV) return scan_push_kv_item(L, sc, it);
   if (sc->mode == SCAN_STREAMS) scan_push_stream_item(L, p);
-  else if (event_push(L, p, it->len, it->position, 0, sc->fields)) scan_reveal(L, sc);
+  else scan_push_event(L, sc, p, it->len, it->position);
   return 1;
 }
 
@@ -973,14 +968,12 @@ static int scan_fold(lua_State *L) {
     scan_item *it = &SCAN_ITEMS(sc)[sc->at++];
     lua_pushvalue(L, 4);
     lua_pushvalue(L, 3);
-    if (event_push(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields) && reveal) {
-      revealed = 1;
-      if (!event_reveal(L, reveal)) {         /* it ended itself */
-        lua_pushnil(L);
-        lua_insert(L, -2);
-        scan_release(sc);
-        return 2;
-      }
+    if (!event_push_open(L, sc->records.data + it->off, it->len, it->position, cache, sc->fields, reveal,
+                         &revealed)) {        /* the reveal failed, and ended itself */
+      lua_pushnil(L);
+      lua_insert(L, -2);
+      scan_release(sc);
+      return 2;
     }
     lua_call(L, 2, 1);
     if (lua_isnil(L, -1)) lua_pop(L, 1);
