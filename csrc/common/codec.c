@@ -512,6 +512,11 @@ static void codec_push_short(lua_State *L, int cache, const unsigned char *s, si
   lua_rawseti(L, cache, slot);
 }
 
+void codec_push_string(lua_State *L, int strings, const unsigned char *s, size_t n) {
+  if (strings && n > 0 && n <= CODEC_STRING_MAX) codec_push_short(L, lua_absindex(L, strings), s, n);
+  else lua_pushlstring(L, (const char *)s, n);
+}
+
 static int codec_dec_fail(codec_dec *d, const char *why) {
   d->why = why;
   return 0;

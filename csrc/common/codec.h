@@ -77,6 +77,9 @@ int codec_decode_split(lua_State *L, const unsigned char *p, size_t len, int str
 int codec_map_strings(const unsigned char *p, size_t len, const char *k1, const char *k2,
                       const unsigned char **v1, size_t *l1, const unsigned char **v2, size_t *l2);
 
+/* Pushes s[0..n) as a string, through the cache of codec_decode_cached at `strings` (0: none). */
+void codec_push_string(lua_State *L, int strings, const unsigned char *s, size_t n);
+
 /* True when two encoded values decode to equal Lua values (maps in any order). */
 int codec_equal(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen);
 

@@ -176,7 +176,7 @@ int event_push_open(lua_State *L, const unsigned char *rec, size_t len, uint64_t
   int personal = event_build(L, rec, len, pos, cache, fields, r ? &env : NULL, &v);
   if (env.subject) {
     *revealed = 1;
-    return r->open(L, reveal, lua_gettop(L), env.subject, env.slen, env.box, env.boxlen, v.id);
+    return r->open(L, reveal, lua_gettop(L), env.subject, env.slen, env.box, env.boxlen, v.id, cache ? cache + 2 : 0);
   }
   if (personal && reveal) {
     *revealed = 1;

@@ -50,9 +50,10 @@ struct event_revealer {
   /* Ends the read: wipes the keys the revealer opened. */
   void (*end)(lua_State *L, int self);
   /* The same as reveal for an event whose envelope event_table.c took out of the record's meta
-   * undecoded: the subject's bytes, the box's (NULL: none), the event's 16-byte id. */
+   * undecoded: the subject's bytes, the box's (NULL: none), the event's 16-byte id; `strings`
+   * is the read's short-string cache (codec_decode_cached) or 0. */
   int (*open)(lua_State *L, int self, int ev, const unsigned char *subject, size_t slen, const unsigned char *box,
-              size_t boxlen, const unsigned char *id);
+              size_t boxlen, const unsigned char *id, int strings);
 };
 
 /* The revealer at `idx`, or NULL when the value is not one (a reveal function). */

@@ -385,7 +385,7 @@ static int ring_seal(lua_State *L) {
 }
 
 int box_open(lua_State *L, const subject_key *k, const unsigned char *ad, size_t adlen,
-             const unsigned char *box, size_t len, const char *id) {
+             const unsigned char *box, size_t len, const char *id, int strings) {
   if (len < NONCE_BYTES + TAG_BYTES) return cerr_result(L, "corrupt", "personal data of event %s is truncated", id);
   size_t plen = len - NONCE_BYTES - TAG_BYTES;
   unsigned char small[512];
@@ -397,7 +397,7 @@ int box_open(lua_State *L, const subject_key *k, const unsigned char *ad, size_t
     return cerr_result(L, "corrupt", "personal data of event %s does not authenticate", id);
   }
   const char *why;
-  int ok = codec_decode(L, plain, plen, &why);
+  int ok = codec_decode_cached(L, plain, plen, strings, &why);
   sodium_memzero(plain, plen);
   if (plain != small) free(plain);
   if (!ok) return cerr_result(L, "corrupt", "personal data of event %s does not decode: %s", id, why);
@@ -420,7 +420,7 @@ static int ring_open(lua_State *L) {
   const unsigned char *box = (const unsigned char *)luaL_checklstring(L, 4, &len);
   unsigned char ad[BOX_AD_MAX];
   size_t adlen = box_ad(L, 2, 3, ad);
-  return box_open(L, k, ad, adlen, box, len, lua_tostring(L, 3));
+  return box_open(L, k, ad, adlen, box, len, lua_tostring(L, 3), 0);
 }
 
 /* ring:close(): wipes every key it holds (also __gc and __close) */

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <lauxlib.h>
 #include "common/cerror.h"
+#include "common/codec.h"
 #include "common/uuid.h"
 #include "crypto/ring.h"
 
@@ -73,7 +74,7 @@ static int reveal_event(lua_State *L, int ring, int ev, int fetch) {
     return 0;
   }
   memcpy(ad + 16, s, slen);
-  if (box_open(L, k, ad, 16 + slen, box, boxlen, id) != 1) { keep_top(L, top + 1, 2); return 2; }
+  if (box_open(L, k, ad, 16 + slen, box, boxlen, id, 0) != 1) { keep_top(L, top + 1, 2); return 2; }
   lua_setfield(L, ev, "personal");
   lua_settop(L, top);
   return 0;
@@ -84,7 +85,7 @@ static int reveal_event(lua_State *L, int ring, int ev, int fetch) {
  * ev.personal or ev.erased = true, as reveal_event does. Returns 0 with the stack as it was, or 2
  * with nil, err pushed above it. */
 static int open_event(lua_State *L, int ring, int ev, int fetch, const unsigned char *s, size_t slen,
-                      const unsigned char *box, size_t boxlen, const unsigned char *id) {
+                      const unsigned char *box, size_t boxlen, const unsigned char *id, int strings) {
   int top = lua_gettop(L);
   char text[UUID_TEXT_LEN + 1];
   uuid_format(id, text);
@@ -94,7 +95,7 @@ static int open_event(lua_State *L, int ring, int ev, int fetch, const unsigned 
     keep_top(L, top + 1, 2);
     return 2;
   }
-  lua_pushlstring(L, (const char *)s, slen);           /* top+1: the subject */
+  codec_push_string(L, strings, s, slen);             /* top+1: the subject */
   int subject = top + 1;
   lua_pushvalue(L, subject);
   lua_setfield(L, ev, "subject");
@@ -127,7 +128,7 @@ static int open_event(lua_State *L, int ring, int ev, int fetch, const unsigned 
   unsigned char ad[BOX_AD_MAX];
   memcpy(ad, id, 16);
   memcpy(ad + 16, s, slen);
-  if (box_open(L, k, ad, 16 + slen, box, boxlen, text) != 1) { keep_top(L, top + 1, 2); return 2; }
+  if (box_open(L, k, ad, 16 + slen, box, boxlen, text, strings) != 1) { keep_top(L, top + 1, 2); return 2; }
   lua_setfield(L, ev, "personal");
   lua_settop(L, top);
   return 0;
@@ -196,12 +197,13 @@ static int revealer_reveal(lua_State *L, int self, int ev) {
 }
 
 static int revealer_open(lua_State *L, int self, int ev, const unsigned char *subject, size_t slen,
-                         const unsigned char *box, size_t boxlen, const unsigned char *id) {
+                         const unsigned char *box, size_t boxlen, const unsigned char *id, int strings) {
   self = lua_absindex(L, self);
   ev = lua_absindex(L, ev);
+  if (strings) strings = lua_absindex(L, strings);
   int top = lua_gettop(L);
   revealer_push(L, self);
-  return revealer_done(L, self, top, open_event(L, top + 1, ev, top + 2, subject, slen, box, boxlen, id));
+  return revealer_done(L, self, top, open_event(L, top + 1, ev, top + 2, subject, slen, box, boxlen, id, strings));
 }
 
 /* revealer(ev) -> true | nil, err; revealer(nil) -> true (ends it): the reveal protocol of
