@@ -77,19 +77,26 @@ typedef struct event_envelope {
   size_t slen, boxlen;
 } event_envelope;
 
-/* event_push; with `env` non-NULL, an envelope in meta that has chronicle's shape is kept out of
- * the table and described in *env (env->subject non-NULL), the event table sized for the
- * fields the revealer adds. */
+/* The shortest meta that can hold an envelope: a map holding "$personal" = {s = <1 byte>}. */
+#define EVENT_ENVELOPE_MIN 16
+
+/* event_push; with `env` non-NULL and the read's reveal at `reveal` a chronicle.crypto revealer
+ * (looked up only for a meta long enough to hold an envelope: *r), an envelope in meta that has
+ * chronicle's shape is kept out of the table and described in *env (env->subject non-NULL), the
+ * event table sized for the fields the revealer adds. */
 static int event_build(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields,
-                       event_envelope *env, record_view *v) {
+                       int reveal, event_revealer **r, event_envelope *env, record_view *v) {
   int personal = 0;
   const char *why;
   if (record_layout(rec, len, v, &why) != 0) luaL_error(L, "record changed in memory: %s", why);
   if (v->meta_len == 1 && v->meta[0] == 0xc0) fields &= ~EVENT_FIELD(EVENT_META);   /* nil meta: no field */
+  if (reveal && (fields & EVENT_FIELD(EVENT_META)) && v->meta_len >= EVENT_ENVELOPE_MIN)
+    *r = event_revealer_at(L, reveal);
+  if (!*r) env = NULL;
   int n = __builtin_popcount(fields);
   /* 8 fields fit a hash part of 8, 9 need 16; a sealed event's meta may carry an envelope,
    * whose subject and personal the revealer adds */
-  lua_createtable(L, 0, env && (fields & EVENT_FIELD(EVENT_META)) && v->meta_len > 16 ? n + 2 : n);
+  lua_createtable(L, 0, env ? n + 2 : n);
   if (fields & EVENT_FIELD(EVENT_POSITION)) {
     EVENT_KEY(L, EVENT_POSITION);
     lua_pushinteger(L, (lua_Integer)pos);
@@ -165,15 +172,16 @@ static int event_build(lua_State *L, const unsigned char *rec, size_t len, uint6
 
 int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields) {
   record_view v;
-  return event_build(L, rec, len, pos, cache, fields, NULL, &v);
+  event_revealer *r = NULL;
+  return event_build(L, rec, len, pos, cache, fields, 0, &r, NULL, &v);
 }
 
 int event_push_open(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, int cache, unsigned fields,
                     int reveal, int *revealed) {
-  event_revealer *r = reveal ? event_revealer_at(L, reveal) : NULL;
+  event_revealer *r = NULL;
   event_envelope env = { NULL, NULL, 0, 0 };
   record_view v;
-  int personal = event_build(L, rec, len, pos, cache, fields, r ? &env : NULL, &v);
+  int personal = event_build(L, rec, len, pos, cache, fields, reveal, &r, &env, &v);
   if (env.subject) {
     *revealed = 1;
     return r->open(L, reveal, lua_gettop(L), env.subject, env.slen, env.box, env.boxlen, v.id, cache ? cache + 2 : 0);

@@ -21,16 +21,6 @@ static void rawget_up(lua_State *L, int t, int up) {
   lua_rawget(L, t);
 }
 
-/* True when the event at `e` carries personal data or a subject. */
-static int has_personal(lua_State *L, int e) {
-  if (lua_type(L, e) != LUA_TTABLE) return 0;
-  rawget_up(L, e, U_PERSONAL);
-  rawget_up(L, e, U_SUBJECT);
-  int any = !lua_isnil(L, -1) || !lua_isnil(L, -2);
-  lua_pop(L, 2);
-  return any;
-}
-
 /* Misuse: false and the message (Lua raises it at the caller's level). */
 static int misuse(lua_State *L, const char *fmt, ...) {
   lua_pushboolean(L, 0);
@@ -50,12 +40,11 @@ static const char *where_of(char *buf, size_t size, lua_Integer i, lua_Integer n
 /* Checks the event at `e` (a table with personal or subject) and puts its subject's key in
  * the ring when it carries personal data. Returns 0, or the number of results to return:
  * misuse (false, message) or a failure (nil, err) from the key lookup. */
-static int prepare_event(lua_State *L, int ring, int fetch, int e, lua_Integer i, lua_Integer n, lua_Integer j) {
+static int prepare_event(lua_State *L, int ring, int keys, int fetch, int e, int subject, int personal,
+                         lua_Integer i, lua_Integer n, lua_Integer j) {
   int base = lua_gettop(L);
   char buf[48];     /* WHERE names the event's list in misuse messages, written only for one */
 #define WHERE where_of(buf, sizeof buf, i, n)
-  rawget_up(L, e, U_SUBJECT);                          /* base+1 */
-  int subject = base + 1;
   if (lua_isnil(L, subject)) return misuse(L, "%s[%I]: personal data needs a subject (whose data it is)", WHERE, j);
   size_t slen = 0;
   if (lua_type(L, subject) != LUA_TSTRING || (lua_tolstring(L, subject, &slen), slen == 0 || slen > MAX_SUBJECT)) {
@@ -64,12 +53,10 @@ static int prepare_event(lua_State *L, int ring, int fetch, int e, lua_Integer i
     return misuse(L, "%s[%I]: subject must be a string of 1 to %d bytes, got %s", WHERE, j, MAX_SUBJECT,
                   luaL_typename(L, subject));
   }
-  rawget_up(L, e, U_PERSONAL);                         /* base+2 */
-  int personal = base + 2;
   if (!lua_isnil(L, personal) && !lua_istable(L, personal))
     return misuse(L, "%s[%I].personal must be a table, got %s", WHERE, j, luaL_typename(L, personal));
-  rawget_up(L, e, U_META);                             /* base+3 */
-  int meta = base + 3;
+  rawget_up(L, e, U_META);                             /* base+1 */
+  int meta = base + 1;
   if (!lua_isnil(L, meta) && !lua_istable(L, meta))
     return misuse(L, "%s[%I].meta must be a table, got %s", WHERE, j, luaL_typename(L, meta));
   if (lua_istable(L, meta)) {
@@ -78,17 +65,17 @@ static int prepare_event(lua_State *L, int ring, int fetch, int e, lua_Integer i
     lua_pop(L, 1);
     if (taken) return misuse(L, "%s[%I].meta: the key '$personal' is chronicle's", WHERE, j);
   }
-  rawget_up(L, e, U_ID);                               /* base+4 */
-  if (!lua_isnil(L, base + 4) && !lua_isnil(L, personal)) {
+  rawget_up(L, e, U_ID);                               /* base+2 */
+  if (!lua_isnil(L, base + 2) && !lua_isnil(L, personal)) {
     size_t idlen;
     unsigned char id[16];
-    const char *text = lua_type(L, base + 4) == LUA_TSTRING ? lua_tolstring(L, base + 4, &idlen) : NULL;
+    const char *text = lua_type(L, base + 2) == LUA_TSTRING ? lua_tolstring(L, base + 2, &idlen) : NULL;
     if (!text || uuid_parse(text, idlen, id) != 0)
       return misuse(L, "%s[%I].id must be a UUID string like '0190b6c8-2f1e-7a3b-9c4d-5e6f708192a3'", WHERE, j);
   }
   if (!lua_isnil(L, personal)) {
     int gone;
-    if (!ring_lookup(L, ring, subject, &gone)) {
+    if (!ring_lookup_in(L, keys, subject, &gone)) {
       lua_pushvalue(L, fetch);
       lua_pushvalue(L, subject);
       lua_call(L, 1, 2);                               /* row | nil, err */
@@ -118,19 +105,22 @@ static int ring_prepare(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_settop(L, 3);
+  lua_getiuservalue(L, 1, 1);                          /* 4: the ring's keys (ring_lookup_in) */
   lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
   for (lua_Integer i = 1; i <= n; i++) {
-    lua_settop(L, 3);
-    lua_rawgeti(L, 2, i);                              /* 4: the entry */
-    if (!lua_istable(L, 4)) continue;
-    rawget_up(L, 4, U_EVENTS);                         /* 5: its events */
+    lua_settop(L, 4);
+    lua_rawgeti(L, 2, i);                              /* 5: the entry */
     if (!lua_istable(L, 5)) continue;
-    lua_Integer m = (lua_Integer)lua_rawlen(L, 5);
+    rawget_up(L, 5, U_EVENTS);                         /* 6: its events */
+    if (!lua_istable(L, 6)) continue;
+    lua_Integer m = (lua_Integer)lua_rawlen(L, 6);
     for (lua_Integer j = 1; j <= m; j++) {
-      lua_settop(L, 5);
-      lua_rawgeti(L, 5, j);                            /* 6 */
-      if (!has_personal(L, 6)) continue;
-      int rets = prepare_event(L, 1, 3, 6, i, n, j);
+      lua_settop(L, 6);
+      if (lua_rawgeti(L, 6, j) != LUA_TTABLE) continue;   /* 7 (the backend names what is wrong) */
+      rawget_up(L, 7, U_SUBJECT);                      /* 8 */
+      rawget_up(L, 7, U_PERSONAL);                     /* 9 */
+      if (lua_isnil(L, 8) && lua_isnil(L, 9)) continue;
+      int rets = prepare_event(L, 1, 4, 3, 7, 8, 9, i, n, j);
       if (rets) return rets;
     }
   }

@@ -228,6 +228,15 @@ int crypto_keyring(lua_State *L) {
   return 1;
 }
 
+subject_key *ring_lookup_in(lua_State *L, int keys, int subject, int *gone) {
+  lua_pushvalue(L, subject);
+  lua_rawget(L, keys);
+  subject_key *k = lua_touserdata(L, -1);
+  *gone = lua_type(L, -1) == LUA_TBOOLEAN;
+  lua_pop(L, 1);
+  return k && k->live ? k : NULL;
+}
+
 subject_key *ring_lookup(lua_State *L, int ring, int subject, int *gone) {
   lua_getiuservalue(L, ring, 1);
   lua_pushvalue(L, subject);

@@ -44,6 +44,8 @@ keyring *ring_check(lua_State *L, int idx);
 /* The key of the subject (string at `subject`) in the ring at `ring`, or NULL; *gone is set
  * when the ring marks the subject forgotten. The stack is unchanged. */
 subject_key *ring_lookup(lua_State *L, int ring, int subject, int *gone);
+/* ring_lookup in the ring's keys table (its uservalue 1) at `keys`, pushed once for many lookups. */
+subject_key *ring_lookup_in(lua_State *L, int keys, int subject, int *gone);
 /* Unwraps the key row at `row` into the ring at `ring` for the subject at `subject`. Returns the
  * key, or NULL with nil, err (bad_key, corrupt) pushed. */
 subject_key *ring_add_row(lua_State *L, int ring, int subject, int row);
