@@ -395,6 +395,12 @@ static int ring_seal(lua_State *L) {
 
 int box_open(lua_State *L, const subject_key *k, const unsigned char *ad, size_t adlen,
              const unsigned char *box, size_t len, const char *id, int strings) {
+  char text[UUID_TEXT_LEN + 1];
+  if (!id) {                        /* named only in an error: the id is ad's first 16 bytes */
+    uuid_format(ad, text);
+    text[UUID_TEXT_LEN] = 0;
+    id = text;
+  }
   if (len < NONCE_BYTES + TAG_BYTES) return cerr_result(L, "corrupt", "personal data of event %s is truncated", id);
   size_t plen = len - NONCE_BYTES - TAG_BYTES;
   unsigned char small[512];

@@ -87,10 +87,10 @@ static int reveal_event(lua_State *L, int ring, int ev, int fetch) {
 static int open_event(lua_State *L, int ring, int ev, int fetch, const unsigned char *s, size_t slen,
                       const unsigned char *box, size_t boxlen, const unsigned char *id, int strings) {
   int top = lua_gettop(L);
-  char text[UUID_TEXT_LEN + 1];
-  uuid_format(id, text);
-  text[UUID_TEXT_LEN] = 0;
   if (slen == 0 || slen > MAX_SUBJECT) {
+    char text[UUID_TEXT_LEN + 1];
+    uuid_format(id, text);
+    text[UUID_TEXT_LEN] = 0;
     cerr_result(L, "corrupt", "the personal data envelope of event %s is damaged", text);
     keep_top(L, top + 1, 2);
     return 2;
@@ -128,7 +128,7 @@ static int open_event(lua_State *L, int ring, int ev, int fetch, const unsigned 
   unsigned char ad[BOX_AD_MAX];
   memcpy(ad, id, 16);
   memcpy(ad + 16, s, slen);
-  if (box_open(L, k, ad, 16 + slen, box, boxlen, text, strings) != 1) { keep_top(L, top + 1, 2); return 2; }
+  if (box_open(L, k, ad, 16 + slen, box, boxlen, NULL, strings) != 1) { keep_top(L, top + 1, 2); return 2; }
   lua_setfield(L, ev, "personal");
   lua_settop(L, top);
   return 0;

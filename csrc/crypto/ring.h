@@ -58,7 +58,8 @@ void box_seal(lua_State *L, keyring *r, subject_key *k, const unsigned char *ad,
 void ring_seal_meta(lua_State *L, int ring, int meta, int subject, int personal, const unsigned char *id,
                     buf *out, long long index);
 /* Pushes the value in `box` opened with `k`, or nil, err (corrupt); returns the number pushed.
- * `id` names the event in messages; `strings` is a short-string cache (codec_decode_cached) or 0. */
+ * `id` names the event in messages (NULL: the UUID in ad's first 16 bytes); `strings` is a
+ * short-string cache (codec_decode_cached) or 0. */
 int box_open(lua_State *L, const subject_key *k, const unsigned char *ad, size_t adlen,
              const unsigned char *box, size_t len, const char *id, int strings);
 
