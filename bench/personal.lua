@@ -8,6 +8,11 @@
 -- rounds alternating the sides:
 --
 --   append_personal   appending to the personal store against the plain one   target: at most 1.5x the time
+--                     (a new store each round: its first write of each subject makes the
+--                     subject's key, BENCH_PERSONAL_EVENTS / BENCH_PERSONAL_SUBJECTS events a key)
+--   append_personal_warm  the same into stores that already hold one event of each subject
+--                     (written before the clock starts, on both sides): the subjects' keys exist
+--                     and the store object's keyring holds them, what every later write finds
 --   fold_personal     store:fold({}, ...) over the whole log, reading ev.personal.name
 --                     against reading ev.data.name                           target: at most 1.5x the time
 --   fold_wrapper      the plain store's fold through Store (which looks for sealed personal data
@@ -57,6 +62,15 @@ local function batches(personal)
 end
 
 local prepared = { plain = batches(false), personal = batches(true) }
+-- One event of each subject, for the warm stores (written untimed).
+local function warmup(personal)
+  local entries = {}
+  for i = 1, SUBJECTS do
+    entries[#entries + 1] = { stream = string.format("warm-%07d", i), events = { events_of(i, personal) } }
+  end
+  return entries
+end
+local warm = { plain = warmup(false), personal = warmup(true) }
 local last = {}
 
 -- CPU seconds of the last bench.time call, by case name, one per round.
@@ -75,13 +89,15 @@ local function cpu_result(name, subject, baseline)
                bench.ratios(cpu, baseline, subject))
 end
 
-local function append_case(kind)
+local function append_case(kind, warmed)
   return function()
     local dir = bench.scratch(kind)
     local store = assert(chronicle.open(dir, { durability = "nosync" }))
-    local t = time("append_" .. kind, function()
+    if warmed then assert(store:append_many(warm[kind])) end
+    local t = time("append_" .. kind .. (warmed and "_warm" or ""), function()
       for _, b in ipairs(prepared[kind]) do assert(store:append_many(b)) end
     end)
+    if warmed then store:close(); return t end
     if last[kind] then last[kind]:close() end
     last[kind] = store
     return t
@@ -119,6 +135,11 @@ local got = bench.rotate({ "plain", "personal" },
 bench.result("append_personal", N / bench.min(got.personal), N / bench.min(got.plain), "events/s", 1 / 1.5,
              bench.ratios(got, "plain", "personal"))
 cpu_result("append_personal", "append_personal", "append_plain")
+got = bench.rotate({ "plain", "personal" },
+  { plain = append_case("plain", true), personal = append_case("personal", true) }, ROUNDS)
+bench.result("append_personal_warm", N / bench.min(got.personal), N / bench.min(got.plain), "events/s", 1 / 1.5,
+             bench.ratios(got, "plain", "personal"))
+cpu_result("append_personal_warm", "append_personal_warm", "append_plain_warm")
 got = bench.rotate({ "plain", "personal" },
   { plain = fold_case("plain", "data"), personal = fold_case("personal", "personal") }, ROUNDS)
 bench.result("fold_personal", N / bench.min(got.personal), N / bench.min(got.plain), "events/s", 1 / 1.5,

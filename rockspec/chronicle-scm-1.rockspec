@@ -125,6 +125,7 @@ build = {
         -- begin: make rockspec cryptosources
         "csrc/crypto/batch.c",
         "csrc/crypto/crypto.c",
+        "csrc/crypto/reveal.c",
         "csrc/common/append_input.c",
         "csrc/common/buf.c",
         "csrc/common/cerror.c",

@@ -11,18 +11,23 @@
 static void append_nomem(lua_State *L) { luaL_error(L, "append: out of memory"); }
 
 static const char *const event_fields[] = { "type", "data", "meta", "id", "schema", "time", NULL };
-/* The same names are the first upvalues of the calling C function (append_input_push_upvalues). */
-enum { F_TYPE = 1, F_DATA, F_META, F_ID, F_SCHEMA, F_TIME, F_COUNT = F_TIME };
+/* The same names are the first upvalues of the calling C function (append_input_push_upvalues).
+ * `personal` and `subject` follow them: fields only of a write that seals (ops.seal). */
+enum { F_TYPE = 1, F_DATA, F_META, F_ID, F_SCHEMA, F_TIME, F_COUNT = F_TIME, F_PERSONAL, F_SUBJECT,
+       F_UPVALUES = F_SUBJECT };
 
 /* Raises for the first field of events[i] that is not an event field. */
-static void append_unknown_field(lua_State *L, int ev, const char *where, lua_Integer i) {
+static void append_unknown_field(lua_State *L, int ev, const char *where, lua_Integer i, int sealing) {
   lua_pushnil(L);
   while (lua_next(L, ev)) {
     lua_pop(L, 1);
     int known = 0;
-    if (lua_type(L, -1) == LUA_TSTRING)
+    if (lua_type(L, -1) == LUA_TSTRING) {
       for (int f = 0; event_fields[f]; f++)
         if (strcmp(lua_tostring(L, -1), event_fields[f]) == 0) known = 1;
+      if (sealing && (strcmp(lua_tostring(L, -1), "personal") == 0 || strcmp(lua_tostring(L, -1), "subject") == 0))
+        known = 1;
+    }
     if (!known)
       luaL_error(L, "%s: events[%I] has an unknown field %s (allowed: type, data, meta, id, schema, time)",
                  where, i, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
@@ -38,18 +43,21 @@ static void append_encode_event(lua_State *L, const append_input *in, const char
   /* One pass over the event's keys puts each field's value in its own stack
    * slot (fields are compared by identity with the interned names). */
   int slots = lua_gettop(L);
-  luaL_checkstack(L, F_COUNT + 3, "append");
-  for (int f = 1; f <= F_COUNT; f++) lua_pushnil(L);
+  event_sealer *sealer = in->sealer;
+  int nfields = sealer ? F_UPVALUES : F_COUNT;
+  luaL_checkstack(L, F_UPVALUES + 3, "append");
+  for (int f = 1; f <= nfields; f++) lua_pushnil(L);
   lua_pushnil(L);
   while (lua_next(L, ev)) {
     int f = 1;
-    while (f <= F_COUNT && !lua_rawequal(L, -2, lua_upvalueindex(f))) f++;
-    if (f > F_COUNT) {
+    while (f <= nfields && !lua_rawequal(L, -2, lua_upvalueindex(f))) f++;
+    if (f > nfields) {
       lua_pop(L, 1);
-      append_unknown_field(L, ev, where, i);
+      append_unknown_field(L, ev, where, i, sealer != NULL);
     }
     lua_replace(L, slots + f);
   }
+  int sealed = sealer && !(lua_isnil(L, slots + F_PERSONAL) && lua_isnil(L, slots + F_SUBJECT));
   pending_event pe;
   memset(&pe, 0, sizeof pe);
   buf *bytes = in->bytes;
@@ -97,11 +105,13 @@ static void append_encode_event(lua_State *L, const append_input *in, const char
   }
   lua_pop(L, 1);
 
-  lua_pushvalue(L, slots + F_META);
   pe.meta_off = bytes->len;
-  codec_encode_at(L, -1, bytes, "events", (long long)i, "meta");
+  if (sealed)   /* personal data sealed straight into the record's meta (common/seal.h) */
+    sealer->seal_meta(L, in->seal_idx, slots + F_META, slots + F_SUBJECT, slots + F_PERSONAL, pe.id, bytes,
+                      (long long)i);
+  else
+    codec_encode_at(L, slots + F_META, bytes, "events", (long long)i, "meta");
   pe.meta_len = bytes->len - pe.meta_off;
-  lua_pop(L, 1);
 
   lua_pushvalue(L, slots + F_DATA);
   pe.data_off = bytes->len;
@@ -179,8 +189,10 @@ size_t append_input_list(lua_State *L, const append_input *in, int idx, const ch
 }
 
 int append_input_push_upvalues(lua_State *L) {
-  luaL_checkstack(L, F_COUNT, "append");
+  luaL_checkstack(L, F_UPVALUES, "append");
   for (int f = 0; f < F_COUNT; f++) lua_pushstring(L, event_fields[f]);
-  return F_COUNT;
+  lua_pushliteral(L, "personal");
+  lua_pushliteral(L, "subject");
+  return F_UPVALUES;
 }
 

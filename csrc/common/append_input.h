@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <lua.h>
 #include "buf.h"
+#include "seal.h"
 #pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 typedef struct pending_event {
@@ -41,6 +42,8 @@ typedef struct append_input {
   buf *events;                 /* pending_event, in call order */
   buf *streams;                /* pending_stream, in call order */
   size_t max_event_size;
+  event_sealer *sealer;        /* write's ops.seal (common/seal.h), NULL: events carry no personal data */
+  int seal_idx;                /* the keyring's stack index while the appends are encoded */
 } append_input;
 
 /* The C functions that call append_input_stream or append_input_list must have these as

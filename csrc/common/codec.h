@@ -22,6 +22,16 @@ void codec_encode(lua_State *L, int idx, buf *out, const char *root);
  * (index < 0 and field NULL leave those parts out). */
 void codec_encode_at(lua_State *L, int idx, buf *out, const char *root, long long index, const char *field);
 
+/* Appends s[0..len) as a string value (str when valid UTF-8, else bin, as codec_encode
+ * does), or a map header of `count` entries. Return 0, or -1 when out of memory. */
+int codec_put_bytes(buf *out, const char *s, size_t len);
+int codec_put_map(buf *out, size_t count);
+/* Encodes the table at `idx` (or nil: no entries) as a map, always a map even when its keys
+ * are 1..n, whose header counts `extra` more entries that the caller appends after it.
+ * Raises as codec_encode_at does. */
+void codec_encode_map_with(lua_State *L, int idx, buf *out, const char *root, long long index, const char *field,
+                           size_t extra);
+
 /* A cap on what encoded values will take once decoded into a Lua state: each
  * value counts CODEC_COST_VALUE bytes, each table CODEC_COST_TABLE more, each
  * map entry CODEC_COST_ENTRY more, each string its length and
@@ -66,6 +76,21 @@ void codec_push_short(lua_State *L, codec_strings *c, const unsigned char *s, si
 
 /* codec_decode with a cache of short strings (`strings`, NULL: codec_decode). */
 int codec_decode_cached(lua_State *L, const unsigned char *p, size_t len, codec_strings *strings, const char **why);
+
+/* codec_decode_cached of a map, keeping back its entry whose key is the string
+ * key[0..keylen): pushes the other entries as a table (nil when that entry was the only one)
+ * and points *val, *vlen at the entry's encoded value (NULL when the map has none). Any value
+ * that is not a map decodes as codec_decode_cached does, with *val NULL. */
+int codec_decode_split(lua_State *L, const unsigned char *p, size_t len, codec_strings *strings, const char *key,
+                       size_t keylen, const unsigned char **val, size_t *vlen, const char **why);
+
+/* True when p[0..len) is a map of one or two entries whose keys are the strings k1 (required)
+ * and k2, both with string values: *v1, *l1 and *v2, *l2 point at them (*v2 NULL when absent). */
+int codec_map_strings(const unsigned char *p, size_t len, const char *k1, const char *k2,
+                      const unsigned char **v1, size_t *l1, const unsigned char **v2, size_t *l2);
+
+/* Pushes s[0..n) as a string, through the short-string cache `strings` (NULL: none). */
+void codec_push_string(lua_State *L, codec_strings *strings, const unsigned char *s, size_t n);
 
 /* True when two encoded values decode to equal Lua values (maps in any order). */
 int codec_equal(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen);

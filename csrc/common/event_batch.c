@@ -20,17 +20,12 @@ int fold_batch(lua_State *L, fold_walk *w, const unsigned char *records, const s
     lua_pushvalue(L, w->state);
     if (w->spread) {
       event_push_spread(L, records + it->off, it->len, it->position, w->cache, w->order, w->spread);
-    } else if (event_push(L, records + it->off, it->len, it->position, w->cache, w->fields)) {
-      if (!w->reveal) event_trim(L, w->fields);          /* meta and id were built for a reveal */
-      else {
-        w->revealed = 1;
-        if (!event_reveal(L, w->reveal, w->fields)) {   /* it ended itself */
-          lua_pushnil(L);
-          lua_insert(L, -2);
-          ok = 0;
-          break;
-        }
-      }
+    } else if (!event_push_open(L, records + it->off, it->len, it->position, w->cache, w->fields, w->reveal,
+                                &w->revealed)) {       /* the reveal failed, and ended itself */
+      lua_pushnil(L);
+      lua_insert(L, -2);
+      ok = 0;
+      break;
     }
     lua_call(L, w->spread ? 1 + w->spread : 2, 1);
     if (lua_isnil(L, -1)) lua_pop(L, 1);

@@ -41,13 +41,10 @@ void event_cache_push(lua_State *L, event_cache *c);
 
 /* Pushes the event table for record rec[0..len) at global position `pos` (already
  * checksummed), holding the fields in `fields`; meta is left out when the record has none.
- * An event whose meta bytes hold the personal-data key also gets meta and id (what the reveal
- * function reads) whatever `fields` says: event_reveal, or event_trim when there is no
- * reveal function, takes out again those not in `fields`.
+ * It opens nothing (reads that may meet personal data use event_push_open).
  * `cache` is NULL or the scan's event_cache. Raises a Lua error (code "corrupt") when a
  * value does not decode. Returns 1 when the event's meta (decoded) carries personal data
- * under EVENT_PERSONAL_KEY, which only the store's reveal function can open; 0 otherwise,
- * so that reads of events without personal data never call into Lua for it. */
+ * under EVENT_PERSONAL_KEY, which only the store's reveal function can open; 0 otherwise. */
 int event_push(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, event_cache *cache, unsigned fields);
 
 /* fold's `spread` option of the query table at `opts` (its `fields` already checked by
@@ -68,16 +65,24 @@ void event_push_spread(lua_State *L, const unsigned char *rec, size_t len, uint6
 #define EVENT_REVEAL_FIELDS (EVENT_FIELD(EVENT_META) | EVENT_FIELD(EVENT_ID))
 
 /* The reveal function (lua/chronicle/personal.lua's revealer) is given by the store's Lua
- * layer to read, read_all and fold. event_reveal calls reveal(event) on the event at the
- * top of the stack: it opens the event's personal data in place, then trims the event to
- * `fields` (event_trim). Returns 1 (the stack as it was), or 0 with the error value pushed
- * above the event. event_reveal_end calls reveal(nil) when a read that revealed events
- * ends, so its keys are wiped at once. */
-int event_reveal(lua_State *L, int reveal, unsigned fields);
-/* Takes meta and id out of the event at the top when `fields` does not name them (they
- * were built for a reveal: see event_push). Needs the EVENT_KEYS upvalues. */
-void event_trim(lua_State *L, unsigned fields);
+ * layer to read, read_all and fold: a chronicle.crypto revealer, called in C (seal.h), or any
+ * function (a spec's, or Store's fallback when chronicle.crypto did not load). event_reveal
+ * calls reveal(event) on the event at the top of the stack: it opens the event's personal data
+ * in place. Returns 1 (the stack as it was), or 0 with the error value pushed above the event.
+ * event_reveal_end calls reveal(nil) when a read that revealed events ends, so its keys are
+ * wiped at once. */
+int event_reveal(lua_State *L, int reveal);
 void event_reveal_end(lua_State *L, int reveal);
+
+/* event_push, then, when the event carries personal data and `reveal` (a stack index, 0: none)
+ * is given, event_reveal, and *revealed = 1 (the read must call event_reveal_end when it ends).
+ * With a chronicle.crypto revealer the envelope is not decoded into Lua values at all: it is
+ * taken out of the record's meta and opened in C, the event's id read from the record. Personal
+ * data is opened whatever `fields` names: what opening needs and `fields` left out (meta, and
+ * id for a reveal function) is built for it and taken out again after. Returns 1 with the
+ * event on top, or 0 with the error value pushed above it (the revealer has ended itself). */
+int event_push_open(lua_State *L, const unsigned char *rec, size_t len, uint64_t pos, event_cache *cache,
+                    unsigned fields, int reveal, int *revealed);
 
 #pragma GCC visibility pop
 #endif

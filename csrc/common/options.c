@@ -102,7 +102,7 @@ int opt_backup(lua_State *L, int idx) {
 int opt_write(lua_State *L, int idx) {
   static const opt_spec specs[] = {
     { "appends", OPT_TABLE }, { "checks", OPT_TABLE }, { "clears", OPT_TABLE }, { "deletes", OPT_TABLE },
-    { "puts", OPT_TABLE }, { "dry_run", OPT_BOOLEAN }, { NULL, 0 }
+    { "puts", OPT_TABLE }, { "dry_run", OPT_BOOLEAN }, { "seal", OPT_ANY }, { NULL, 0 }
   };
   if (!(idx = opt_check(L, idx, "write", specs))) return 0;
   lua_getfield(L, idx, "dry_run");

@@ -169,8 +169,9 @@ static int crypto_new_row(lua_State *L) {
   secret *m = lua_isnoneornil(L, 1) ? NULL : check_master(L, 1);
   size_t slen;
   const char *subject = luaL_checklstring(L, 2, &slen);
-  unsigned char *key = sodium_malloc(KEY_BYTES);
-  if (!key) return luaL_error(L, "crypto: out of guarded memory for a key");
+  /* On the stack, wiped below: sodium_malloc maps guard pages per call (44 us a key, more than
+   * the subject's events cost to seal), and the key then lives in a keyring's ordinary memory. */
+  unsigned char key[KEY_BYTES];
   crypto_aead_xchacha20poly1305_ietf_keygen(key);
   unsigned char row[ROW_WRAPPED_LEN];
   size_t len;
@@ -191,7 +192,6 @@ static int crypto_new_row(lua_State *L) {
     len = ROW_PLAIN_LEN;
   }
   sodium_memzero(key, KEY_BYTES);
-  sodium_free(key);
   lua_pushlstring(L, (const char *)row, len);
   sodium_memzero(row, sizeof row);
   return 1;
@@ -212,18 +212,29 @@ keyring *ring_check(lua_State *L, int idx) {
 static keyring *check_ring(lua_State *L) { return ring_check(L, 1); }
 
 /* crypto.keyring(master | nil) -> ring */
-static int crypto_keyring(lua_State *L) {
+int crypto_keyring(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) check_master(L, 1);
   keyring *r = lua_newuserdatauv(L, sizeof *r, 2);
+  r->sealer.seal_meta = ring_seal_meta;
   r->closed = 0;
   r->count = 0;
   buf_init(&r->plain);
+  buf_init(&r->box);
   luaL_setmetatable(L, RING_MT);
   lua_newtable(L);
   lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 2);
   return 1;
+}
+
+subject_key *ring_lookup_in(lua_State *L, int keys, int subject, int *gone) {
+  lua_pushvalue(L, subject);
+  lua_rawget(L, keys);
+  subject_key *k = lua_touserdata(L, -1);
+  *gone = lua_type(L, -1) == LUA_TBOOLEAN;
+  lua_pop(L, 1);
+  return k && k->live ? k : NULL;
 }
 
 subject_key *ring_lookup(lua_State *L, int ring, int subject, int *gone) {
@@ -347,8 +358,14 @@ void box_seal(lua_State *L, keyring *r, subject_key *k, const unsigned char *ad,
   plain->len = 0;
   codec_encode(L, value, plain, "personal");
   size_t boxlen = NONCE_BYTES + plain->len + TAG_BYTES;
-  luaL_Buffer b;
-  unsigned char *box = (unsigned char *)luaL_buffinitsize(L, &b, boxlen);
+  buf *out = &r->box;
+  out->len = 0;
+  if (buf_reserve(out, boxlen)) {
+    sodium_memzero(plain->data, plain->len);
+    plain->len = 0;
+    luaL_error(L, "personal: out of memory");
+  }
+  unsigned char *box = out->data;
   crypto_generichash_state st;
   crypto_generichash_init(&st, k->nonce_key, sizeof k->nonce_key, NONCE_BYTES);
   crypto_generichash_update(&st, ad, adlen);
@@ -359,7 +376,7 @@ void box_seal(lua_State *L, keyring *r, subject_key *k, const unsigned char *ad,
       ad, adlen, NULL, box, k->key);
   sodium_memzero(plain->data, plain->len);
   plain->len = 0;
-  luaL_pushresultsize(&b, boxlen);
+  out->len = boxlen;
 }
 
 /* ring:seal(subject, id, value) -> box (see box_seal) */
@@ -372,11 +389,18 @@ static int ring_seal(lua_State *L) {
   unsigned char ad[BOX_AD_MAX];
   size_t adlen = box_ad(L, 2, 3, ad);
   box_seal(L, r, k, ad, adlen, 4);
+  lua_pushlstring(L, (const char *)r->box.data, r->box.len);
   return 1;
 }
 
 int box_open(lua_State *L, const subject_key *k, const unsigned char *ad, size_t adlen,
-             const unsigned char *box, size_t len, const char *id) {
+             const unsigned char *box, size_t len, const char *id, codec_strings *strings) {
+  char text[UUID_TEXT_LEN + 1];
+  if (!id) {                        /* named only in an error: the id is ad's first 16 bytes */
+    uuid_format(ad, text);
+    text[UUID_TEXT_LEN] = 0;
+    id = text;
+  }
   if (len < NONCE_BYTES + TAG_BYTES) return cerr_result(L, "corrupt", "personal data of event %s is truncated", id);
   size_t plen = len - NONCE_BYTES - TAG_BYTES;
   unsigned char small[512];
@@ -388,7 +412,7 @@ int box_open(lua_State *L, const subject_key *k, const unsigned char *ad, size_t
     return cerr_result(L, "corrupt", "personal data of event %s does not authenticate", id);
   }
   const char *why;
-  int ok = codec_decode(L, plain, plen, &why);
+  int ok = codec_decode_cached(L, plain, plen, strings, &why);
   sodium_memzero(plain, plen);
   if (plain != small) free(plain);
   if (!ok) return cerr_result(L, "corrupt", "personal data of event %s does not decode: %s", id, why);
@@ -411,16 +435,17 @@ static int ring_open(lua_State *L) {
   const unsigned char *box = (const unsigned char *)luaL_checklstring(L, 4, &len);
   unsigned char ad[BOX_AD_MAX];
   size_t adlen = box_ad(L, 2, 3, ad);
-  return box_open(L, k, ad, adlen, box, len, lua_tostring(L, 3));
+  return box_open(L, k, ad, adlen, box, len, lua_tostring(L, 3), NULL);
 }
 
 /* ring:close(): wipes every key it holds (also __gc and __close) */
-static int ring_close(lua_State *L) {
+int ring_close(lua_State *L) {
   keyring *r = luaL_checkudata(L, 1, RING_MT);
   if (r->closed) return 0;
   r->closed = 1;
   if (r->plain.data) sodium_memzero(r->plain.data, r->plain.cap);
   buf_free(&r->plain);
+  buf_free(&r->box);
   lua_getiuservalue(L, 1, 1);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
@@ -487,6 +512,7 @@ int luaopen_chronicle_crypto(lua_State *L) {
   luaL_newmetatable(L, RING_MT);
   luaL_newlib(L, ring_methods);
   batch_register(L);
+  reveal_register(L);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, ring_close);
   lua_setfield(L, -2, "__gc");
@@ -494,6 +520,7 @@ int luaopen_chronicle_crypto(lua_State *L) {
   lua_setfield(L, -2, "__close");
   lua_pop(L, 1);
   luaL_newlib(L, crypto_functions);
+  reveal_open(L);
   cerr_open(L);
   return 1;
 }

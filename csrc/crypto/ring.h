@@ -7,6 +7,7 @@
 #include <sodium.h>
 #include <lua.h>
 #include "common/buf.h"
+#include "common/seal.h"
 #pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 #define KEY_BYTES crypto_aead_xchacha20poly1305_ietf_KEYBYTES     /* 32 */
@@ -32,9 +33,11 @@ typedef struct subject_key {
  * subject -> key userdata (or false: a read found the subject forgotten); the master (or nil)
  * is in uservalue 2. */
 typedef struct keyring {
+  event_sealer sealer;   /* first: the backends reach it through the userdata (common/seal.h) */
   int closed;
   size_t count;  /* keys added */
   buf plain;     /* the encoding being sealed, reused (wiped after each seal, freed on close) */
+  buf box;       /* the last box sealed (ciphertext only), reused */
 } keyring;
 
 /* The open ring at `idx` (raises when it is not one, or closed). */
@@ -42,21 +45,35 @@ keyring *ring_check(lua_State *L, int idx);
 /* The key of the subject (string at `subject`) in the ring at `ring`, or NULL; *gone is set
  * when the ring marks the subject forgotten. The stack is unchanged. */
 subject_key *ring_lookup(lua_State *L, int ring, int subject, int *gone);
+/* ring_lookup in the ring's keys table (its uservalue 1) at `keys`, pushed once for many lookups. */
+subject_key *ring_lookup_in(lua_State *L, int keys, int subject, int *gone);
 /* Unwraps the key row at `row` into the ring at `ring` for the subject at `subject`. Returns the
  * key, or NULL with nil, err (bad_key, corrupt) pushed. */
 subject_key *ring_add_row(lua_State *L, int ring, int subject, int row);
 /* Marks the subject at `subject` forgotten in the ring at `ring`. */
 void ring_mark_gone(lua_State *L, int ring, int subject);
-/* Pushes the box of the value at `value` sealed with `k` (associated data ad[0..adlen)).
- * Raises on a value the codec cannot store (the ring owns the buffer: nothing leaks). */
+/* Seals the value at `value` with `k` (associated data ad[0..adlen)) into r->box.
+ * Raises on a value the codec cannot store (the ring owns the buffers: nothing leaks). */
 void box_seal(lua_State *L, keyring *r, subject_key *k, const unsigned char *ad, size_t adlen, int value);
+/* The event_sealer's seal_meta (batch.c). */
+void ring_seal_meta(lua_State *L, int ring, int meta, int subject, int personal, const unsigned char *id,
+                    buf *out, long long index);
 /* Pushes the value in `box` opened with `k`, or nil, err (corrupt); returns the number pushed.
- * `id` names the event in messages. */
+ * `id` names the event in messages (NULL: the UUID in ad's first 16 bytes); `strings` is a
+ * short-string cache (codec_decode_cached) or NULL. */
 int box_open(lua_State *L, const subject_key *k, const unsigned char *ad, size_t adlen,
-             const unsigned char *box, size_t len, const char *id);
+             const unsigned char *box, size_t len, const char *id, codec_strings *strings);
 
-/* batch.c: registers ring:seal_appends and ring:reveal in the methods table at the top. */
+/* crypto.keyring(master | nil) and ring:close() (crypto.c), as Lua C functions. */
+int crypto_keyring(lua_State *L);
+int ring_close(lua_State *L);
+
+/* batch.c: registers ring:prepare in the methods table at the top. */
 void batch_register(lua_State *L);
+/* reveal.c: registers ring:reveal in the methods table at the top; reveal_open registers the
+ * revealer's metatable and crypto.revealer in the module table at the top. */
+void reveal_register(lua_State *L);
+void reveal_open(lua_State *L);
 
 #pragma GCC visibility pop
 #endif

@@ -40,7 +40,8 @@ typedef struct append_failure {
 
 /* The store's scratch as the place an append is encoded. */
 static append_input append_input_of(store *s) {
-  append_input in = { &s->scratch->bytes, &s->scratch->events, &s->scratch->streams, s->max_event_size };
+  append_input in = { &s->scratch->bytes, &s->scratch->events, &s->scratch->streams, s->max_event_size,
+                      s->scratch->sealer, s->scratch->seal_idx };
   return in;
 }
 
@@ -362,6 +363,8 @@ store *append_begin(lua_State *L, const char *fn) {
   sc->events.len = 0;
   sc->streams.len = 0;
   sc->kv.len = 0;
+  sc->sealer = NULL;
+  sc->seal_idx = 0;
   return s;
 }
 

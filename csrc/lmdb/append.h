@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <lua.h>
 #include "common/buf.h"
+#include "common/seal.h"
 #include "store.h"
 #pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
@@ -17,6 +18,8 @@ typedef struct append_scratch {
   buf events;              /* append.c's pending events */
   buf streams;             /* append.c's pending streams */
   buf kv;                  /* kv.c's pending key-value operations (write) */
+  event_sealer *sealer;    /* write's ops.seal (common/seal.h), NULL: events carry no personal data */
+  int seal_idx;            /* the keyring's stack index while the appends are encoded */
 } append_scratch;
 
 /* Frees the store's scratch (store.c, when the handle closes). */

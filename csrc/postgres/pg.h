@@ -23,6 +23,7 @@
 #include <libpq-fe.h>
 #include <lua.h>
 #include "common/buf.h"
+#include "common/seal.h"
 #pragma GCC visibility push(hidden)   /* internal to the module (common/export.h) */
 
 #define PGS_MT "chronicle.postgres.store"
@@ -85,6 +86,8 @@ typedef struct pgs {
   char *target;        /* the URL as shown: no password */
   char store_id[37];
   buf scratch_bytes, scratch_events, scratch_streams, scratch_kv, sql;
+  event_sealer *sealer;  /* write's ops.seal while its appends are encoded (common/seal.h), else NULL */
+  int seal_idx;          /* the keyring's stack index then */
   /* What this connection last saw the head and some streams' counts to be, so that an
    * append can be sent in one round trip (pg_append.c's predicted path). Cleared on reconnect. */
   int head_known;

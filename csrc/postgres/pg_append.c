@@ -62,7 +62,8 @@ static void append_nomem(lua_State *L) { luaL_error(L, "append: out of memory");
 
 /* The store's scratch as the place an append is encoded. */
 static append_input append_input_of(pgs *s) {
-  append_input in = { &s->scratch_bytes, &s->scratch_events, &s->scratch_streams, s->max_event_size };
+  append_input in = { &s->scratch_bytes, &s->scratch_events, &s->scratch_streams, s->max_event_size, s->sealer,
+                      s->seal_idx };
   return in;
 }
 
@@ -865,6 +866,8 @@ static int append_finish(lua_State *L, pgs *s, size_t nstreams, call_kind kind, 
 static pgs *append_check_store(lua_State *L) {
   pgs *s = pgs_check(L, 1);
   s->scratch_bytes.len = s->scratch_events.len = s->scratch_streams.len = s->scratch_kv.len = 0;
+  s->sealer = NULL;
+  s->seal_idx = 0;
   return s;
 }
 
@@ -897,12 +900,18 @@ static int append_write(lua_State *L) {
   lua_settop(L, 2);
   int dry_run = opt_write(L, 2);
   size_t n = 0;
-  lua_getfield(L, 2, "appends");
+  lua_getfield(L, 2, "seal");
   if (!lua_isnil(L, 3)) {
-    if (!lua_istable(L, 3)) luaL_error(L, "write: appends must be a list");
-    append_input in = append_input_of(s);
-    n = append_input_list(L, &in, 3, "write.appends", 1);
+    if (!(s->sealer = event_sealer_at(L, 3))) luaL_error(L, "write: seal must be a chronicle.crypto keyring");
+    s->seal_idx = 3;
   }
+  lua_getfield(L, 2, "appends");
+  if (!lua_isnil(L, 4)) {
+    if (!lua_istable(L, 4)) luaL_error(L, "write: appends must be a list");
+    append_input in = append_input_of(s);
+    n = append_input_list(L, &in, 4, "write.appends", 1);
+  }
+  s->sealer = NULL;
   lua_settop(L, 2);
   kv_encode_list(L, s, 2, "checks", KV_CHECK);
   kv_encode_list(L, s, 2, "clears", KV_CLEAR);

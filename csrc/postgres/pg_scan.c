@@ -101,22 +101,16 @@ static int scan_close(lua_State *L) {
   return 0;
 }
 
-/* The event at the top carries personal data: the read's reveal function (if any) opens it,
- * or its error is raised. */
-static void scan_reveal(lua_State *L, scanner *sc) {
-  if (lua_getiuservalue(L, 1, 2) == LUA_TNIL) {
-    lua_pop(L, 1);
-    event_trim(L, sc->fields);
-    return;
-  }
-  sc->revealed = 1;
-  lua_insert(L, -2);
-  if (!event_reveal(L, lua_gettop(L) - 1, sc->fields)) {
+/* Pushes the event of the record p[0..len) at `pos`, opened by the read's reveal function (if
+ * any) when it carries personal data; raises the reveal's error. */
+static void scan_push_event(lua_State *L, scanner *sc, const unsigned char *p, size_t len, uint64_t pos) {
+  int reveal = lua_getiuservalue(L, 1, 2) == LUA_TNIL ? 0 : lua_gettop(L);
+  if (!event_push_open(L, p, len, pos, NULL, sc->fields, reveal, &sc->revealed)) {
     sc->revealed = 0;              /* a reveal that fails has ended itself */
     scan_release(sc);
     lua_error(L);
   }
-  lua_remove(L, -2);
+  lua_remove(L, -2);               /* the reveal function, or nil */
 }
 
 static pgs *scan_store(lua_State *L, int idx) {
@@ -580,7 +574,7 @@ static int scan_push_item(lua_State *L, scanner *sc, const scan_item *it) {
                          (int64_t)get_u64be(m + 16), (int64_t)get_u64be(m + 24), (int64_t)get_u64be(m + 32));
     return 1;
   }
-  if (event_push(L, p, it->len, it->position, NULL, sc->fields)) scan_reveal(L, sc);
+  scan_push_event(L, sc, p, it->len, it->position);
   return 1;
 }
 

@@ -182,22 +182,25 @@ local function retryable(err)
 end
 
 -- Runs write `ops` (whose appends may carry personal data) sealed, with the subject-key checks
--- and puts added; again when another process made or forgot a key meanwhile.
+-- and puts added; again when another process made or forgot a key meanwhile. ring:prepare checks
+-- the events and loads their subjects' keys; the backend then seals each event's personal data
+-- into its meta while it encodes the append (ops.seal, csrc/common/seal.h): the events are not
+-- copied, and no Lua value is made per event.
 local function write_sealed(store, h, ops, level)
   local st = state(store)
   for attempt = 1, 3 do
     local w, err = writer(store)
     if not w then return nil, err end
     local checks, puts = { { CHECK, FORGETS, w.forgets } }, {}
-    local ok, appends, why = pcall(w.ring.seal_appends, w.ring, ops.appends, fetcher(store, w, checks, puts))
-    if not ok or not appends then
+    local ok, ready, why = pcall(w.ring.prepare, w.ring, ops.appends, fetcher(store, w, checks, puts))
+    if not ok or not ready then
       drop_writer(st)                     -- it may hold a key no write stored
-      if not ok then error(appends, 0) end
-      if appends == false then error(why, level + 1) end
+      if not ok then error(ready, 0) end
+      if ready == false then error(why, level + 1) end
       return nil, why
     end
     local full = copy(ops)
-    full.appends = appends
+    full.seal = w.ring
     full.checks = ops.checks and table.move(ops.checks, 1, #ops.checks, 1, {}) or {}
     table.move(checks, 1, #checks, #full.checks + 1, full.checks)
     if #puts > 0 then
@@ -213,7 +216,8 @@ local function write_sealed(store, h, ops, level)
     end
     if #puts > 0 or not res then drop_writer(st) end
     if res then return res end
-    if not retryable(err) or attempt == 3 then return res, err end
+    if not retryable(err) then return res, err end
+    if attempt == 3 then return res, err end
   end
 end
 
@@ -282,7 +286,9 @@ end
 -- the backend calls it only for events whose meta carries `$personal`, so reads of other events
 -- never leave C for it. reveal(ev) opens ev in place and returns true, or nil, err (and ends
 -- itself); reveal(nil) ends it (the backend calls it when a read that revealed something ends):
--- the keys it opened are wiped then. Also a to-be-closed value, for fold.
+-- the keys it opened are wiped then. Also a to-be-closed value, for fold. This is the fallback
+-- when chronicle.crypto does not load (its first personal event raises why);
+-- chronicle.crypto's revealer does the same in C (csrc/crypto/reveal.c), one keyring per read.
 local Revealer = {}
 Revealer.__index = Revealer
 
@@ -300,9 +306,23 @@ end
 
 function Revealer:__close() self(nil) end
 
+local has_crypto
 --- The reveal function of one read of `store` (see above).
 function M.revealer(store)
-  return setmetatable({ store = store }, Revealer)
+  if has_crypto == nil then has_crypto = pcall(crypto) end
+  if not has_crypto then return setmetatable({ store = store }, Revealer) end
+  local st = state(store)
+  local fetch = st.fetch
+  if not fetch then
+    fetch = function(subject)
+      local row, err = store:kv_get(KEYS, subject)
+      if err then return nil, err end
+      if type(row) ~= "string" then return false end
+      return row
+    end
+    st.fetch = fetch
+  end
+  return crypto_module.revealer(st.master, fetch)
 end
 
 ---------------------------------------------------------------------------

@@ -418,6 +418,62 @@ describe("personal data", function()
       assert.is_nil(store:kv_get("subject_keys", "a"))
     end)
 
+    it("a forged or damaged envelope in a record reads as corrupt, never as garbage; other $personal values are left alone", function()
+      local store = helpers.open()
+      assert(register(store, "alice", "Alice", "a@example.org"))
+      local h = rawget(store, "_h")
+      assert(h:append("odd", { { type = "T", meta = { ["$personal"] = "a string", k = 1 } } }))
+      local evs = helpers.collect(store:read("odd"))
+      assert.same({ ["$personal"] = "a string", k = 1 }, evs[1].meta)
+      assert.is_nil(evs[1].personal)
+      for _, envelope in ipairs { { s = "alice", c = ("x"):rep(60) },   -- a box alice's key does not open
+                                  { s = "", c = ("x"):rep(60) } } do    -- no subject
+        assert(h:append("forged", { { type = "T", meta = { ["$personal"] = envelope } } }, "any"))
+      end
+      for v = 1, 2 do
+        local ok, err = pcall(function() for _ in store:read("forged", { from = v - 1, count = 1 }) do end end)
+        assert.is_false(ok)
+        assert.equals("corrupt", err.code)
+        local state, ferr = store:fold({ stream = "forged", from = v - 1, count = 1 }, 0, function(n) return n + 1 end)
+        assert.is_nil(state)
+        assert.equals("corrupt", ferr.code)
+      end
+      assert.same({ name = "Alice", email = "a@example.org" }, helpers.collect(store:read("customer-alice"))[1].personal)
+    end)
+
+    it("the backend takes personal and subject only in a write sealed with a keyring (ops.seal)", function()
+      local store = helpers.open()
+      local h = rawget(store, "_h")
+      local event = { type = "T", subject = "a", personal = { name = "A" } }
+      assert.matches("unknown field", helpers.raises(h.write, h, { appends = { { stream = "s", events = { event } } } }))
+      assert.matches("unknown field", helpers.raises(h.append, h, "s", { event }))
+      assert.matches("seal must be a chronicle.crypto keyring",
+        helpers.raises(h.write, h, { seal = {}, appends = { { stream = "s", events = { event } } } }))
+      local ring = require("chronicle.crypto").keyring(nil)
+      assert.matches("no key of subject 'a'",      -- ring:prepare puts the keys in first
+        helpers.raises(h.write, h, { seal = ring, appends = { { stream = "s", events = { event } } } }))
+      ring:close()
+      assert.equals(0, store:head())
+    end)
+
+    it("keeps the event's own meta, a list or a map, beside the sealed box", function()
+      local store = helpers.open()
+      assert(store:append("s", {
+        { type = "T", subject = "a", personal = { name = "A" }, meta = { "x", "y" } },
+        { type = "T", subject = "a", personal = { name = "B" }, meta = { [1] = "x", k = { 1, 2 } } },
+        { type = "T", subject = "b" },
+      }))
+      local evs = helpers.collect(store:read("s"))
+      assert.same({ "x", "y" }, evs[1].meta)
+      assert.same({ name = "A" }, evs[1].personal)
+      assert.same({ [1] = "x", k = { 1, 2 } }, evs[2].meta)
+      assert.same({ name = "B" }, evs[2].personal)
+      assert.equals("b", evs[3].subject)
+      assert.is_nil(evs[3].personal)
+      assert.is_nil(evs[3].meta)
+      assert.is_nil(evs[3].erased)
+    end)
+
     it("a damaged box is corrupt, never garbage", function()
       local store = helpers.open()
       assert(register(store, "alice", "Alice", "a@example.org"))
