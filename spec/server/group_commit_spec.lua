@@ -20,7 +20,10 @@ local function run_together(store, entries)
 end
 
 describe("group commit", function()
-  after_each(helpers.cleanup)
+  after_each(function()
+    support.stop_all(true)
+    helpers.cleanup()
+  end)
 
   it("commits appends that arrive together in one transaction, each with its own result", function()
     local store = helpers.open({ durability = "nosync" })

@@ -37,7 +37,9 @@ function M.start(dir, opts)
     args[#args + 1] = "--token-file " .. helpers.quote(token_file)
   end
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = helpers.quote(a) end
-  local cmd = ("%s timeout -s KILL %d lua5.4 %s/bin/chronicle %s > %s 2>&1 & echo $!"):format(
+  -- setsid: the server and the `timeout` that bounds it get a process group of their own, so
+  -- that stop_all can kill both (SIGKILL to `timeout` alone leaves the server running, orphaned).
+  local cmd = ("%s setsid timeout -s KILL %d lua5.4 %s/bin/chronicle %s > %s 2>&1 & echo $!"):format(
     lua_env(), opts.life or 120, helpers.quote(helpers.root), table.concat(args, " "), helpers.quote(log))
   local pid = tonumber(helpers.capture(cmd))
   local srv = { pid = pid, log = log, token = opts.token }
@@ -63,14 +65,18 @@ end
 function M.stop_all(hard)
   for i = #running, 1, -1 do
     local srv = running[i]
-    os.execute(("kill -%s %d 2>/dev/null"):format(hard and "KILL" or "TERM", srv.pid))
+    os.execute(("kill -%s -%d 2>/dev/null"):format(hard and "KILL" or "TERM", srv.pid))   -- the group
     running[i] = nil
   end
 end
 
---- Stops one server with SIGTERM and waits (up to 10 s) until it is gone.
+--- Stops one server with SIGTERM (or `signal`) and waits (up to 10 s) until it is gone.
 function M.stop(srv, signal)
-  os.execute(("kill -%s %d 2>/dev/null"):format(signal or "TERM", srv.pid))
+  signal = signal or "TERM"
+  -- `timeout` passes TERM (and INT, HUP) on to the server; it cannot pass KILL on, so that one
+  -- goes to the whole process group
+  local target = signal == "KILL" and ("-" .. srv.pid) or tostring(srv.pid)
+  os.execute(("kill -%s %s 2>/dev/null"):format(signal, target))
   for _ = 1, 200 do
     if not M.alive(srv) then return true end
     os.execute("sleep 0.05")

@@ -45,7 +45,7 @@ end
 function M.start()
   local port = free_port()
   local work = helpers.tmpdir()
-  local pid = tonumber(helpers.capture(("timeout -s KILL 300 chromedriver --port=%d > %s/driver.log 2>&1 & echo $!")
+  local pid = tonumber(helpers.capture(("setsid timeout -s KILL 300 chromedriver --port=%d > %s/driver.log 2>&1 & echo $!")
     :format(port, work)))
   local self = setmetatable({ base = "http://127.0.0.1:" .. port, pid = pid, work = work }, M)
   for _ = 1, 100 do
@@ -113,7 +113,8 @@ end
 
 function M:quit()
   pcall(call, self, "DELETE", self.session)
-  os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
+  -- the process group setsid made: timeout, chromedriver and the chromium it started
+  os.execute("kill -KILL -" .. self.pid .. " 2>/dev/null")
 end
 
 return M
