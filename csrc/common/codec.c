@@ -312,27 +312,29 @@ void codec_encode(lua_State *L, int idx, buf *out, const char *root) {
   codec_encode_at(L, idx, out, root, -1, NULL);
 }
 
+/* Sets up an encoder at the root of a value (root, index and field name it in messages). Its
+ * tables and path are filled as it descends, so they are left as they are: this runs for every
+ * event's meta and data. */
+static inline void codec_enc_init(codec_enc *e, lua_State *L, buf *out, const char *root, long long index,
+                                  const char *field, codec_cap *cap) {
+  e->L = L;
+  e->out = out;
+  e->root = root;
+  e->root_index = index;
+  e->root_field = field;
+  e->depth = 0;
+  e->cap = cap;
+}
+
 void codec_encode_at(lua_State *L, int idx, buf *out, const char *root, long long index, const char *field) {
   codec_enc e;
-  e.L = L;
-  e.out = out;
-  e.root = root;
-  e.root_index = index;
-  e.root_field = field;
-  e.depth = 0;
-  e.cap = NULL;
+  codec_enc_init(&e, L, out, root, index, field, NULL);
   codec_encode_value(&e, lua_absindex(L, idx));
 }
 
 void codec_encode_capped(lua_State *L, int idx, buf *out, const char *root, codec_cap *cap) {
   codec_enc e;
-  e.L = L;
-  e.out = out;
-  e.root = root;
-  e.root_index = -1;
-  e.root_field = NULL;
-  e.depth = 0;
-  e.cap = cap;
+  codec_enc_init(&e, L, out, root, -1, NULL, cap);
   codec_encode_value(&e, lua_absindex(L, idx));
 }
 
@@ -347,13 +349,7 @@ int codec_put_map(buf *out, size_t count) { return codec_pack_map(out, count); }
 void codec_encode_map_with(lua_State *L, int idx, buf *out, const char *root, long long index, const char *field,
                            size_t extra) {
   codec_enc e;
-  e.L = L;
-  e.out = out;
-  e.root = root;
-  e.root_index = index;
-  e.root_field = field;
-  e.depth = 0;
-  e.cap = NULL;
+  codec_enc_init(&e, L, out, root, index, field, NULL);
   idx = lua_absindex(L, idx);
   size_t count = 0;
   if (lua_istable(L, idx)) {

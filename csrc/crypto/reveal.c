@@ -14,6 +14,36 @@ static void keep_top(lua_State *L, int to, int n) {
   lua_settop(L, to + n - 1);
 }
 
+/* The key of the subject at `subject` for an event, from the ring at `ring` or else from
+ * fetch(subject) -> row | false (no key: forgotten) | nil, err, the function at `fetch`.
+ * Returns 1 with *k set, 0 when the subject was forgotten, or -1 with nil, err at `top` + 1
+ * and the stack cut there (`top`: the caller's stack top when it began). */
+static int subject_key_for(lua_State *L, int ring, int subject, int fetch, int top, subject_key **k) {
+  int gone;
+  *k = ring_lookup(L, ring, subject, &gone);
+  if (*k) return 1;
+  if (gone) return 0;
+  int base = lua_gettop(L);
+  lua_pushvalue(L, fetch);
+  lua_pushvalue(L, subject);
+  lua_call(L, 1, 2);                                   /* base+1, base+2: row | false | nil, err */
+  if (lua_type(L, base + 1) == LUA_TSTRING) {
+    *k = ring_add_row(L, ring, subject, base + 1);
+    if (!*k) { keep_top(L, top + 1, 2); return -1; }
+    lua_settop(L, base);
+    return 1;
+  }
+  if (lua_type(L, base + 1) == LUA_TBOOLEAN && !lua_toboolean(L, base + 1)) {
+    ring_mark_gone(L, ring, subject);
+    lua_settop(L, base);
+    return 0;
+  }
+  lua_pushnil(L);
+  lua_pushvalue(L, base + 2);
+  keep_top(L, top + 1, 2);
+  return -1;
+}
+
 /* Opens the event at `ev` with the keys of the ring at `ring`, calling the function at `fetch`
  * for a subject the ring has not seen: fetch(subject) -> row | false (no key: forgotten) |
  * nil, err. When ev.meta carries a `$personal` table: takes it out (and meta when nothing else
@@ -48,26 +78,10 @@ static int reveal_event(lua_State *L, int ring, int ev, int fetch) {
     keep_top(L, top + 1, 2);
     return 2;
   }
-  int gone;
-  subject_key *k = ring_lookup(L, ring, subject, &gone);
-  if (!k && !gone) {
-    lua_pushvalue(L, fetch);
-    lua_pushvalue(L, subject);
-    lua_call(L, 1, 2);                                 /* top+6, top+7: row | false | nil, err */
-    if (lua_type(L, top + 6) == LUA_TSTRING) {
-      k = ring_add_row(L, ring, subject, top + 6);
-      if (!k) { keep_top(L, top + 1, 2); return 2; }
-    } else if (lua_type(L, top + 6) == LUA_TBOOLEAN && !lua_toboolean(L, top + 6)) {
-      ring_mark_gone(L, ring, subject);
-      gone = 1;
-    } else {
-      lua_pushnil(L);
-      lua_pushvalue(L, top + 7);
-      keep_top(L, top + 1, 2);
-      return 2;
-    }
-  }
-  if (gone) {
+  subject_key *k;
+  int found = subject_key_for(L, ring, subject, fetch, top, &k);
+  if (found < 0) return 2;
+  if (!found) {
     lua_pushboolean(L, 1);
     lua_setfield(L, ev, "erased");
     lua_settop(L, top);
@@ -100,26 +114,10 @@ static int open_event(lua_State *L, int ring, int ev, int fetch, const unsigned 
   lua_pushvalue(L, subject);
   lua_setfield(L, ev, "subject");
   if (!box) { lua_settop(L, top); return 0; }
-  int gone;
-  subject_key *k = ring_lookup(L, ring, subject, &gone);
-  if (!k && !gone) {
-    lua_pushvalue(L, fetch);
-    lua_pushvalue(L, subject);
-    lua_call(L, 1, 2);                                 /* top+2, top+3: row | false | nil, err */
-    if (lua_type(L, top + 2) == LUA_TSTRING) {
-      k = ring_add_row(L, ring, subject, top + 2);
-      if (!k) { keep_top(L, top + 1, 2); return 2; }
-    } else if (lua_type(L, top + 2) == LUA_TBOOLEAN && !lua_toboolean(L, top + 2)) {
-      ring_mark_gone(L, ring, subject);
-      gone = 1;
-    } else {
-      lua_pushnil(L);
-      lua_pushvalue(L, top + 3);
-      keep_top(L, top + 1, 2);
-      return 2;
-    }
-  }
-  if (gone) {
+  subject_key *k;
+  int found = subject_key_for(L, ring, subject, fetch, top, &k);
+  if (found < 0) return 2;
+  if (!found) {
     lua_pushboolean(L, 1);
     lua_setfield(L, ev, "erased");
     lua_settop(L, top);
