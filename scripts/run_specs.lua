@@ -50,7 +50,38 @@ if #files == 0 then
   p:close()
 end
 
-local results_path = os.tmpname()
+local results_path, output_path, status_path = os.tmpname(), os.tmpname(), os.tmpname()
+
+local function read_all(path)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+-- The first n lines of text, indented to sit under a failure in the list.
+local function first_lines(text, n)
+  local out = {}
+  for line in (text .. "\n"):gmatch("(.-)\n") do
+    if #out == n then out[#out + 1] = "..."; break end
+    out[#out + 1] = line
+  end
+  return table.concat(out, "\n      ")
+end
+
+-- The lines of a spec file's output that a sanitizer or valgrind wrote (at most 12).
+local function reports_in(output)
+  local found = {}
+  for line in output:gmatch("[^\n]+") do
+    if line:match("^==%d+==") or line:match("Sanitizer") or line:match("runtime error:")
+       or line:match("^SUMMARY:") then
+      found[#found + 1] = line
+      if #found == 12 then break end
+    end
+  end
+  return table.concat(found, "\n      ")
+end
 local totals = { passed = 0, failed = 0, skipped = 0 }
 local problems = {}
 
@@ -79,8 +110,12 @@ for _, file in ipairs(files) do
   if cpath then cmd[#cmd + 1] = "--cpath=" .. shell_quote(cpath) end
   cmd[#cmd + 1] = "-o scripts/busted_output.lua " .. shell_quote(file) .. " </dev/null 2>&1"
   local t0 = os.time()
-  local _, how, code = os.execute(table.concat(cmd, " "))
-  local status = how == "exit" and code or 128 + code
+  -- The output goes to the terminal as it comes and to a file, so that a sanitizer's or
+  -- valgrind's report can be quoted in the list of failures at the end.
+  assert(io.open(status_path, "w")):close()
+  os.execute(("( %s; echo $? > %s ) | tee %s"):format(table.concat(cmd, " "), shell_quote(status_path),
+                                                      shell_quote(output_path)))
+  local status = tonumber(read_all(status_path) or "") or 1
 
   local failed_here, ended, running = 0, false, nil
   for _, e in ipairs(read_results()) do
@@ -95,7 +130,9 @@ for _, file in ipairs(files) do
       else
         totals.failed = totals.failed + 1
         failed_here = failed_here + 1
-        problems[#problems + 1] = ("%s: %s (%s)"):format(file, e.name, e.status)
+        local msg, at = e.message or "", e.where or "?"
+        if msg:sub(1, #at) ~= at then msg = at .. ": " .. msg end
+        problems[#problems + 1] = ("%s: %s (%s)\n      %s"):format(file, e.name, e.status, first_lines(msg, 6))
       end
     elseif e.event == "end" then
       ended = true
@@ -113,11 +150,12 @@ for _, file in ipairs(files) do
     if running then why = why .. ", during: " .. running end
     say("  FAIL  " .. file .. ": " .. why)
     totals.failed = totals.failed + 1
-    problems[#problems + 1] = file .. ": " .. why
+    local report = reports_in(read_all(output_path) or "")
+    problems[#problems + 1] = file .. ": " .. why .. (report ~= "" and "\n      " .. report or "")
   end
   say(("   (%s: %d s)"):format(file, os.time() - t0))
 end
-os.remove(results_path)
+os.remove(results_path); os.remove(output_path); os.remove(status_path)
 
 say("")
 if #files == 0 then say("no spec files found") end
