@@ -83,8 +83,9 @@ ASAN_ENV = PATH='$(ROOT)/$(ASAN_BUILD)/bin':"$$PATH" \
 
 # make check, part 2: valgrind memcheck on the normal build (the busted process; the lua5.4
 # processes that specs start run natively). VALGRIND_SPECS limits it to some files. The LMDB and
-# PostgreSQL passes run side by side, since valgrind keeps only one core busy; the PostgreSQL
-# pass's output is printed after the LMDB pass's.
+# PostgreSQL passes run side by side, since valgrind keeps only one core busy. The PostgreSQL pass
+# has a cluster of its own (spec/backend/postgres/ in the LMDB pass restarts and kills the first),
+# and its output is printed after the LMDB pass's.
 VALGRIND = valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 	--show-leak-kinds=definite --keep-debuginfo=yes --num-callers=30 --quiet
 # Without SPECS or VALGRIND_SPECS it leaves out the specs whose work runs in the processes they
@@ -205,8 +206,9 @@ check: deps
 	    --timeout $(SPEC_TIMEOUT) --cpath '$(ROOT)/$(ASAN_BUILD)/?.so' $(ASAN_PG_SPECS) || status=1; fi; \
 	echo "== make check 2/2: the suite under valgrind memcheck ($(SO)), LMDB and PostgreSQL side by side"; \
 	pglog=$$(mktemp); pgpid=; \
-	if [ -n "$(PG_VALGRIND_SPECS)" ]; then CHRONICLE_SPEC_BACKEND=postgres $(VALGRIND_RUN_ENV) $(RUN_ENV) $(LUA) scripts/run_specs.lua \
-	    --timeout $(VALGRIND_TIMEOUT) --wrap '$(VALGRIND)' $(PG_VALGRIND_SPECS) > "$$pglog" 2>&1 & pgpid=$$!; fi; \
+	if [ -n "$(PG_VALGRIND_SPECS)" ]; then ( $(PG_CLUSTER); \
+	    CHRONICLE_SPEC_BACKEND=postgres $(VALGRIND_RUN_ENV) $(RUN_ENV) $(LUA) scripts/run_specs.lua \
+	    --timeout $(VALGRIND_TIMEOUT) --wrap '$(VALGRIND)' $(PG_VALGRIND_SPECS) ) > "$$pglog" 2>&1 & pgpid=$$!; fi; \
 	$(VALGRIND_RUN_ENV) $(RUN_ENV) $(LUA) scripts/run_specs.lua --timeout $(VALGRIND_TIMEOUT) \
 	    --wrap '$(VALGRIND)' $(VALGRIND_SPECS) || status=1; \
 	if [ -n "$$pgpid" ]; then wait $$pgpid || status=1; \
