@@ -312,6 +312,24 @@ local function marks_of(g, id)
   return decode_marks(raw), raw
 end
 
+-- Where each partition has got to (p -> position): its stored checkpoint, or the group's
+-- low-water mark, or further, the mark its lease holder has written since in its own row.
+-- lease_of(p) gives partition p's lease row.
+local function positions(g, stored, base, lease_of)
+  local at, marks = {}, {}
+  for p = 0, g.partitions - 1 do
+    local c = stored[p] or base
+    local owner = parse_lease(lease_of(p))
+    if owner then
+      marks[owner] = marks[owner] or marks_of(g, owner)
+      local m = marks[owner][p]
+      if m and m > c then c = m end
+    end
+    at[p] = c
+  end
+  return at
+end
+
 local function checkpoints(g)
   local store = g.store
   local base = g.base_key and store:kv_get(view.CHECKPOINTS, g.base_key) or 0
@@ -403,17 +421,7 @@ function Group:beat()
       owner_of = decode_deal(deal_raw, members, alive, self.partitions)
       if owner_of == nil and alive[1] == me.id then
         -- the members changed and this member deals: weigh the backlog
-        local at, seen = {}, {}
-        for p = 0, self.partitions - 1 do
-          local c = stored[p] or base
-          local owner = parse_lease(leases[p])
-          if owner then
-            seen[owner] = seen[owner] or marks_of(self, owner)
-            local m = seen[owner][p]
-            if m and m > c then c = m end
-          end
-          at[p] = c
-        end
+        local at = positions(self, stored, base, function(p) return leases[p] end)
         local w, total = pending(self, at, store:head())
         if total >= self.partitions then owner_of = balance(w, alive, self.partitions) end
         local row = owner_of and encode_deal(alive, owner_of, self.partitions) or (members .. "|")
@@ -706,24 +714,13 @@ function Group:cursor(batch_size)
   return cursor
 end
 
---- True when every partition of the group is caught up to `head` (by whichever member).
 --- The checkpoint of every partition of a group (p -> position) and its
 -- low-water mark, as stored now.
 function M.partition_checkpoints(store, pfx, partitions, base_key)
-  local g = { store = store, pfx = pfx, base_key = base_key }
+  local g = { store = store, pfx = pfx, base_key = base_key, partitions = partitions }
   local stored, base = checkpoints(g)
-  local marks, out = {}, {}
-  for p = 0, partitions - 1 do
-    local c = stored[p] or base
-    local owner = parse_lease(store:kv_get(M.SPACE, pfx .. "l:" .. pkey(p)))
-    if owner then
-      marks[owner] = marks[owner] or marks_of(g, owner)
-      local m = marks[owner][p]
-      if m and m > c then c = m end
-    end
-    out[p] = c
-  end
-  return out, base
+  local at = positions(g, stored, base, function(p) return store:kv_get(M.SPACE, pfx .. "l:" .. pkey(p)) end)
+  return at, base
 end
 
 --- True when every partition of the group is caught up to `head` (by whichever member).
