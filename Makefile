@@ -177,10 +177,6 @@ PG_SPECS ?= $(CONTRACT_SPECS) \
 	spec/cli/cli_lifecycle_spec.lua spec/read/groups_spec.lua spec/read/subscription_spec.lua \
 	spec/read/subscription_multiprocess_spec.lua spec/cli/forget_spec.lua
 PG_PASS_SPECS = $(if $(SPECS),$(filter $(PG_SPECS),$(SPECS)),$(PG_SPECS))
-# The ASan pass on PostgreSQL leaves out personal_spec: every test of it passes, but at exit
-# LeakSanitizer's own tracer crashes (SIGSEGV in the tracer, not a leak report) in that process
-# only; it runs under ASan on LMDB, and under valgrind and natively on both backends.
-ASAN_PG_SPECS = $(filter-out spec/backend/personal_spec.lua,$(PG_PASS_SPECS))
 PG_VALGRIND_SPECS = $(filter $(PG_SPECS),$(VALGRIND_SPECS))
 # Starts a throwaway PostgreSQL for the recipe's shell and stops and deletes it on exit, pass or fail.
 PG_CLUSTER = pgdir=$$(bash scripts/pg_cluster.sh start) || exit 1; \
@@ -202,8 +198,8 @@ check: deps
 	echo "== make check 1/2: the suite against the ASan+UBSan build ($(ASAN_SO))"; \
 	$(ASAN_ENV) $(LUA) scripts/run_specs.lua --timeout $(SPEC_TIMEOUT) \
 	    --cpath '$(ROOT)/$(ASAN_BUILD)/?.so' $(SPECS) || status=1; \
-	if [ -n "$(ASAN_PG_SPECS)" ]; then CHRONICLE_SPEC_BACKEND=postgres $(ASAN_ENV) $(LUA) scripts/run_specs.lua \
-	    --timeout $(SPEC_TIMEOUT) --cpath '$(ROOT)/$(ASAN_BUILD)/?.so' $(ASAN_PG_SPECS) || status=1; fi; \
+	if [ -n "$(PG_PASS_SPECS)" ]; then CHRONICLE_SPEC_BACKEND=postgres $(ASAN_ENV) $(LUA) scripts/run_specs.lua \
+	    --timeout $(SPEC_TIMEOUT) --cpath '$(ROOT)/$(ASAN_BUILD)/?.so' $(PG_PASS_SPECS) || status=1; fi; \
 	echo "== make check 2/2: the suite under valgrind memcheck ($(SO)), LMDB and PostgreSQL side by side"; \
 	pglog=$$(mktemp); pgpid=; \
 	if [ -n "$(PG_VALGRIND_SPECS)" ]; then ( $(PG_CLUSTER); \
