@@ -1,6 +1,8 @@
 -- Runs each spec file in its own busted process (a crash or a memory error in one file is
 -- counted there and the others still run) and ends with the line `N passed, N failed, N skipped`
--- added up from busted's own results. Exits 1 when anything failed or errored.
+-- added up from busted's own results. Before it, a list of what failed quotes each failure's
+-- message, and a sanitizer's or valgrind's report for a file that ended badly with every test
+-- passed. Exits 1 when anything failed or errored.
 --
 -- lua5.4 scripts/run_specs.lua [--cpath PATTERN] [--wrap 'CMD ...'] [--timeout SECONDS] [FILE...]
 --   --cpath    where busted looks first for chronicle.core (e.g. build-asan/?.so)
@@ -82,6 +84,7 @@ local function reports_in(output)
   end
   return table.concat(found, "\n      ")
 end
+
 local totals = { passed = 0, failed = 0, skipped = 0 }
 local problems = {}
 
