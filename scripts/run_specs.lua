@@ -77,7 +77,7 @@ local function reports_in(output)
   local found = {}
   for line in output:gmatch("[^\n]+") do
     if line:match("^==%d+==") or line:match("Sanitizer") or line:match("runtime error:")
-       or line:match("^SUMMARY:") then
+       or line:match("^SUMMARY:") or line:match("^Tracer caught signal") then
       found[#found + 1] = line
       if #found == 12 then break end
     end
