@@ -90,13 +90,10 @@ local problems = {}
 
 local function read_results()
   local entries = {}
-  local f = io.open(results_path, "r")
-  if not f then return entries end
-  for line in f:lines() do
+  for line in (read_all(results_path) or ""):gmatch("[^\n]+") do
     local ok, entry = pcall(cjson.decode, line)
     if ok then entries[#entries + 1] = entry end
   end
-  f:close()
   return entries
 end
 
