@@ -14,19 +14,7 @@ local SIZE = {}
 for n in (os.getenv("CHRONICLE_GROUP_SIZE") or "2,40,25,1,4"):gmatch("%d+") do SIZE[#SIZE + 1] = tonumber(n) end
 local MEMBERS, STREAMS, PER_STREAM, KILLS, DELAY = table.unpack(SIZE)
 
-local function slurp(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function alive(pid)
-  local stat = slurp("/proc/" .. pid .. "/stat")
-  local state = stat:match("^%d+ %b() (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
+local slurp, alive = helpers.slurp, helpers.alive
 
 -- Polls `cond` every 20 ms; fails the test after `seconds` (a bound, not a measurement).
 local function wait_for(what, seconds, cond)
@@ -385,6 +373,33 @@ describe("a consumer group", function()
     local n = 0
     for _ in store:read_all({ types = "Echoed" }) do n = n + 1 end
     assert.equals(5, n, "every event answered once: b started from what a committed")
+  end)
+
+  it("brings its low-water mark to the head when its members leave, though each last batch saw the other behind", function()
+    local reactor = require "chronicle.read.reactor"
+    local store, target = helpers.open()
+    local other = helpers.track(assert(chronicle.open(target)))
+    for i = 1, 8 do assert(store:append("order-" .. i, { { type = "Placed" } })) end
+    local handlers = { Placed = function() return {} end }
+    local ra, rb = store:reactor { name = "echo", handlers = handlers }, other:reactor { name = "echo", handlers = handlers }
+    local a = member(store, "aaaa", { kind = "reactor", name = "echo" })
+    local b = member(other, "bbbb", { kind = "reactor", name = "echo" })
+    assert.is_true(a:beat())
+    assert.is_true(b:beat())
+    assert.is_true(a:beat())
+    assert.is_true(b:beat())
+    assert.is_true(a.settled and b.settled)
+    assert.equals(4, #owned(a) + #owned(b))
+    assert.is_true(#owned(a) > 0 and #owned(b) > 0)
+    -- b reads where its partitions are (and a's, still at 0) before a's batch commits
+    assert.truthy(b:cursor(20))
+    assert.equals("progress", reactor.run_batch(store, ra, a))
+    assert.equals("progress", reactor.run_batch(other, rb, b))
+    assert.is_nil(store:kv_get("checkpoints", "r:echo"), "each batch saw the other member's partitions at 0")
+    assert.truthy(a:leave())
+    assert.truthy(b:leave())
+    assert.equals(store:head(), store:kv_get("checkpoints", "r:echo"))
+    assert.equals(0, group.status(store, "reactor", "echo").lag)
   end)
 
   it("deals a backlog so the members' pending events are even, not the partitions round robin", function()

@@ -538,6 +538,25 @@ function Group:deadline()
   return self.valid_until - self.lease_ns // 5
 end
 
+-- Brings the group's low-water mark up to the lowest partition's checkpoint, if that
+-- is past it. The write checks the mark is as read, so it never moves back when two
+-- members do this at once (the one that loses reads again and sees the other's).
+-- @return the mark now stored, or nil, err
+local function raise_mark(g)
+  for _ = 1, 5 do
+    local raw = g.store:kv_get(view.CHECKPOINTS, g.base_key)
+    local at, base = M.partition_checkpoints(g.store, g.pfx, g.partitions, g.base_key)
+    local low = at[0]
+    for p = 1, g.partitions - 1 do if at[p] < low then low = at[p] end end
+    if low <= base then return base end
+    local ok, err = g.store:write { checks = { { view.CHECKPOINTS, g.base_key, raw } },
+                                    puts = { { view.CHECKPOINTS, g.base_key, low } } }
+    if ok then return low end
+    if err.code ~= "check_failed" then return nil, err end
+  end
+  return g.store:kv_get(view.CHECKPOINTS, g.base_key) or 0
+end
+
 --- Leaves the group: deletes this member's row and releases its leases.
 function Group:leave()
   local ops = { checks = {}, puts = {}, deletes = { { M.SPACE, self.pfx .. "m:" .. self.me.id },
@@ -556,9 +575,16 @@ function Group:leave()
   if not ok and err.code == "check_failed" then
     -- a lease was taken meanwhile: whoever took it moved its checkpoint; the
     -- checkpoints row stays for the partitions whose leases still name this member
-    return self.store:write { deletes = { { M.SPACE, self.pfx .. "m:" .. self.me.id } } }
+    ok, err = self.store:write { deletes = { { M.SPACE, self.pfx .. "m:" .. self.me.id } } }
   end
-  return ok, err
+  if not ok then return nil, err end
+  -- the last member to leave sees every partition's final checkpoint: the mark that
+  -- status calls and `chronicle project` read gets there too
+  if self.base_key then
+    local mark, merr = raise_mark(self)
+    if not mark then return nil, merr end
+  end
+  return ok
 end
 
 -- ------------------------------------------------------------------------
@@ -687,18 +713,9 @@ function Group:cursor(batch_size)
     -- Nothing to do here: bring the low-water mark up if every partition is past it
     -- (the last batches of two members may each have seen the other behind).
     if self.base_key and cache.base < head then
-      local at_all, base = M.partition_checkpoints(self.store, self.pfx, self.partitions, self.base_key)
+      local base, err = raise_mark(self)
+      if not base then return nil, err end
       cache.base = base
-      local low = base
-      for p = 0, self.partitions - 1 do
-        local c = at_all[p]
-        if p == 0 or c < low then low = c end
-      end
-      if low > base then
-        local ok, err = self.store:write { puts = { { view.CHECKPOINTS, self.base_key, low } } }
-        if not ok then return nil, err end
-        cache.base = low
-      end
     end
     return nil
   end
