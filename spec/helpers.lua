@@ -54,6 +54,22 @@ function helpers.write_file(path, content)
   f:close()
 end
 
+--- The content of the file at `path`, or "" when it is missing or cannot be read
+-- (a /proc file of a process that exits while it is read).
+function helpers.slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s or ""
+end
+
+--- True while process `pid` exists and is not a zombie (a killed child nobody reaped).
+function helpers.alive(pid)
+  local state = helpers.slurp("/proc/" .. pid .. "/stat"):match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
 --- Registers a store so that `helpers.cleanup` closes it.
 function helpers.track(store)
   stores[#stores + 1] = store

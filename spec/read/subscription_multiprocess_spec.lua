@@ -8,18 +8,7 @@ local chronicle = require "chronicle"
 local CONSUMER = helpers.root .. "/spec/support/sub_consumer.lua"
 local EVENTS = 400
 
-local function slurp(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function alive(pid)
-  local state = slurp("/proc/" .. pid .. "/stat"):match("^%d+ %b() (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
+local slurp, alive = helpers.slurp, helpers.alive
 
 local function wait_for(what, seconds, cond)
   local deadline = chronicle.now() + math.floor(seconds * 1e9)

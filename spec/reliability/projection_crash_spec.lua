@@ -22,15 +22,7 @@ local function spawn(cmd, out, err)
   return pid
 end
 
--- True while process `pid` exists and is not a zombie.
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local stat = f:read("a") or ""
-  f:close()
-  local state = stat:match("^%d+ %b() (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
+local alive = helpers.alive
 
 local function wait_gone(pid, seconds)
   local deadline = chronicle.now() + math.floor(seconds * 1e9)
@@ -40,13 +32,7 @@ local function wait_gone(pid, seconds)
   end
 end
 
-local function slurp(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = helpers.slurp
 
 local function assert_rows(expected, actual, what)
   local ok, where = helpers.identical(expected, actual)

@@ -22,13 +22,7 @@ local function makefile_warn()
   return assert(text:match("\nWARN = ([^\n]+)"), "no WARN line in the Makefile")
 end
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = helpers.slurp
 
 local function lines_of(text)
   local out = {}

@@ -7,13 +7,7 @@ local chronicle = require "chronicle"
 local WORKERS = 3
 local PER_WORKER = 150
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = helpers.slurp
 
 local function wait_for(path, seconds)
   local deadline = os.time() + seconds
