@@ -330,16 +330,17 @@ local function positions(g, stored, base, lease_of)
   return at
 end
 
+-- @return p -> stored checkpoint, the low-water mark (0 when none), and the mark's row as stored
 local function checkpoints(g)
   local store = g.store
-  local base = g.base_key and store:kv_get(view.CHECKPOINTS, g.base_key) or 0
-  if type(base) ~= "number" then base = 0 end
+  local raw = g.base_key and store:kv_get(view.CHECKPOINTS, g.base_key)
+  local base = type(raw) == "number" and raw or 0
   local out = {}
   for key, value in store:kv_scan(M.SPACE, { prefix = g.pfx .. "c:" }) do
     local p = math.tointeger(tonumber(key:sub(#g.pfx + 3)))
     if p then out[p] = value end
   end
-  return out, base
+  return out, base, raw
 end
 
 --- Renews this member's row and leases, releases partitions dealt to others
@@ -541,11 +542,12 @@ end
 -- Brings the group's low-water mark up to the lowest partition's checkpoint, if that
 -- is past it. The write checks the mark is as read, so it never moves back when two
 -- members do this at once (the one that loses reads again and sees the other's).
--- @return the mark now stored, or nil, err
+-- @return the mark as this call last saw or wrote it, or nil, err
 local function raise_mark(g)
+  local base
   for _ = 1, 5 do
-    local raw = g.store:kv_get(view.CHECKPOINTS, g.base_key)
-    local at, base = M.partition_checkpoints(g.store, g.pfx, g.partitions, g.base_key)
+    local at, raw
+    at, base, raw = M.partition_checkpoints(g.store, g.pfx, g.partitions, g.base_key)
     local low = at[0]
     for p = 1, g.partitions - 1 do if at[p] < low then low = at[p] end end
     if low <= base then return base end
@@ -554,7 +556,7 @@ local function raise_mark(g)
     if ok then return low end
     if err.code ~= "check_failed" then return nil, err end
   end
-  return g.store:kv_get(view.CHECKPOINTS, g.base_key) or 0
+  return base
 end
 
 --- Leaves the group: deletes this member's row and releases its leases.
@@ -732,12 +734,12 @@ function Group:cursor(batch_size)
 end
 
 --- The checkpoint of every partition of a group (p -> position) and its
--- low-water mark, as stored now.
+-- low-water mark, as stored now (and the mark's row as stored: nil when none).
 function M.partition_checkpoints(store, pfx, partitions, base_key)
   local g = { store = store, pfx = pfx, base_key = base_key, partitions = partitions }
-  local stored, base = checkpoints(g)
+  local stored, base, raw = checkpoints(g)
   local at = positions(g, stored, base, function(p) return store:kv_get(M.SPACE, pfx .. "l:" .. pkey(p)) end)
-  return at, base
+  return at, base, raw
 end
 
 --- True when every partition of the group is caught up to `head` (by whichever member).
